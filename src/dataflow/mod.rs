@@ -1,0 +1,54 @@
+//! The dataflow: one file per operator family, wired together by [`build`].
+//!
+//! Accepted events → preferences (short-term window, long-term horizon, blend) → item similarity
+//! → scores → per-user top-k; and events → hot items per hopping window. Results leave as one
+//! collection of `(ResultKey, ResultValue)`.
+
+pub mod hot_items;
+pub mod preference;
+pub mod recommend;
+pub mod similarity;
+pub mod window;
+
+use differential_dataflow::VecCollection;
+
+use crate::event::{Event, Millis};
+use crate::results::{ResultKey, ResultValue};
+use crate::spec::Pipeline;
+
+/// The dataflow's timestamp: event time in milliseconds, at tick granularity.
+pub type Time = Millis;
+
+/// A collection of `D` with signed multiplicities at [`Time`].
+pub type Coll<'scope, D> = VecCollection<'scope, Time, D, isize>;
+
+/// The hopping-window layout of a pipeline's hot items.
+pub fn hopping(pipeline: &Pipeline) -> Option<window::Hopping> {
+    pipeline.hot_items.as_ref().map(|hot| window::Hopping {
+        size: hot.size.millis(),
+        slide: hot.slide.millis(),
+        lateness: pipeline.time.allowed_lateness.millis(),
+        tick: pipeline.time.tick.millis(),
+    })
+}
+
+/// Builds every result the pipeline asks for from its accepted events.
+pub fn build<'scope>(events: Coll<'scope, Event>, pipeline: &Pipeline) -> Coll<'scope, (ResultKey, ResultValue)> {
+    let tick = pipeline.time.tick.millis();
+    let scope = events.scope();
+    let mut results: Vec<Coll<'scope, (ResultKey, ResultValue)>> = Vec::new();
+    if let (Some(spec), Some(hop)) = (&pipeline.hot_items, hopping(pipeline)) {
+        let hot = hot_items::hot_items(events.clone(), spec, hop).map(|((window_end, category), list)| {
+            (ResultKey::HotItems { window_end, category }, ResultValue::HotItems(list))
+        });
+        results.push(hot);
+    }
+    if let Some(spec) = &pipeline.recommend {
+        let preferences = preference::preferences(events.clone(), spec, &pipeline.weights, tick);
+        let similar = similarity::item_similarity(preferences.history.clone(), &spec.similarity);
+        let recs = recommend::recommendations(events, preferences, similar, spec, tick)
+            .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
+        results.push(recs);
+    }
+    differential_dataflow::collection::concatenate(scope, results)
+}

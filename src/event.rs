@@ -1,0 +1,208 @@
+//! The behaviour event, its identifiers and actions, and the record a rejected input becomes.
+//!
+//! Everything downstream of decoding works on [`Event`]: identifiers keep the form the user gave
+//! them ([`Id`]), times are milliseconds since the Unix epoch, and numbers that must order
+//! deterministically are fixed point ([`Milli`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Event time in milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// A fixed-point number with three decimals (`1.5` is `Milli(1500)`).
+pub type Milli = i64;
+
+/// Scale of [`Milli`] values.
+pub const MILLI: i64 = 1_000;
+
+/// A user or item identifier, kept as the user gave it.
+///
+/// Integer identifiers compare as numbers, string identifiers as strings, and every integer sorts
+/// before every string. This is the tie-break order used wherever recflow ranks items.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(untagged)]
+pub enum Id {
+    /// An identifier given as an integer, such as `42`.
+    Num(i64),
+    /// An identifier given as a string, such as `"user1"`.
+    Text(String),
+}
+
+impl Id {
+    /// Reads an identifier from a text field: an integer if the whole field is one, else a string.
+    pub fn parse(field: &str) -> Option<Id> {
+        let field = field.trim();
+        if field.is_empty() {
+            return None;
+        }
+        let bytes = field.as_bytes();
+        let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+            if let Ok(n) = field.parse::<i64>() {
+                return Some(Id::Num(n));
+            }
+        }
+        Some(Id::Text(field.to_string()))
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Num(n) => write!(f, "{n}"),
+            Id::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What the user did with the item.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Looked at the item (also written `pv` or `click`).
+    View,
+    /// Put the item in the cart.
+    Cart,
+    /// Marked the item as a favourite.
+    Fav,
+    /// Bought the item.
+    Buy,
+    /// Rated the item; the rating is the event's value.
+    Rate,
+}
+
+impl Action {
+    /// All actions, in declaration order.
+    pub const ALL: [Action; 5] = [Action::View, Action::Cart, Action::Fav, Action::Buy, Action::Rate];
+
+    /// Reads an action name or one of its built-in aliases, ignoring ASCII case.
+    pub fn parse(name: &str) -> Option<Action> {
+        let name = name.trim();
+        let eq = |s: &str| name.eq_ignore_ascii_case(s);
+        if eq("view") || eq("pv") || eq("click") {
+            Some(Action::View)
+        } else if eq("cart") {
+            Some(Action::Cart)
+        } else if eq("fav") || eq("favorite") || eq("favourite") {
+            Some(Action::Fav)
+        } else if eq("buy") {
+            Some(Action::Buy)
+        } else if eq("rate") || eq("rating") {
+            Some(Action::Rate)
+        } else {
+            None
+        }
+    }
+
+    /// The canonical lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::View => "view",
+            Action::Cart => "cart",
+            Action::Fav => "fav",
+            Action::Buy => "buy",
+            Action::Rate => "rate",
+        }
+    }
+}
+
+/// One user-behaviour event, validated.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Event {
+    /// Who acted.
+    pub user: Id,
+    /// On what.
+    pub item: Id,
+    /// The item's category, when the input has one.
+    pub category: Option<Id>,
+    /// What they did.
+    pub action: Action,
+    /// The event's value (a rating), when the input has one.
+    pub value: Option<Milli>,
+    /// When, in milliseconds since the Unix epoch.
+    pub ts: Millis,
+}
+
+/// Why an input record was not accepted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The record is not well formed (bad JSON, wrong number of columns, not UTF-8).
+    Malformed(String),
+    /// A required field is absent or empty.
+    MissingField(String),
+    /// The action is not one recflow knows.
+    UnknownAction(String),
+    /// A numeric field does not hold a number.
+    BadNumber(String),
+    /// The timestamp lies outside the accepted range.
+    TimestampOutOfRange(String),
+    /// The event is older than the watermark minus the allowed lateness.
+    Late,
+}
+
+impl RejectReason {
+    /// A short machine-readable name of the reason, for counters and headers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::Malformed(_) => "malformed",
+            RejectReason::MissingField(_) => "missing_field",
+            RejectReason::UnknownAction(_) => "unknown_action",
+            RejectReason::BadNumber(_) => "bad_number",
+            RejectReason::TimestampOutOfRange(_) => "timestamp_out_of_range",
+            RejectReason::Late => "late",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::Malformed(why) => write!(f, "malformed: {why}"),
+            RejectReason::MissingField(field) => write!(f, "missing field `{field}`"),
+            RejectReason::UnknownAction(action) => write!(f, "unknown action `{action}`"),
+            RejectReason::BadNumber(why) => write!(f, "bad number: {why}"),
+            RejectReason::TimestampOutOfRange(why) => write!(f, "timestamp out of range: {why}"),
+            RejectReason::Late => f.write_str("late"),
+        }
+    }
+}
+
+/// An input record that was not accepted: the reason, where it came from, and its raw text.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeadLetter {
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Where it came from, such as `file:events.csv:17` (line numbers start at 1).
+    pub origin: String,
+    /// The raw record, lossily decoded as UTF-8.
+    pub raw: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_their_form_and_order_numbers_before_strings() {
+        assert_eq!(Id::parse(" 42 "), Some(Id::Num(42)));
+        assert_eq!(Id::parse("user1"), Some(Id::Text("user1".into())));
+        assert_eq!(Id::parse("-7"), Some(Id::Num(-7)));
+        assert_eq!(Id::parse("99999999999999999999"), Some(Id::Text("99999999999999999999".into())));
+        assert_eq!(Id::parse(""), None);
+        assert!(Id::Num(9) < Id::Num(10));
+        assert!(Id::Num(i64::MAX) < Id::Text("0".into()));
+        assert_eq!(serde_json::to_string(&Id::Num(5)).unwrap(), "5");
+        assert_eq!(serde_json::to_string(&Id::Text("a".into())).unwrap(), "\"a\"");
+    }
+
+    #[test]
+    fn actions_accept_aliases() {
+        assert_eq!(Action::parse("PV"), Some(Action::View));
+        assert_eq!(Action::parse("click"), Some(Action::View));
+        assert_eq!(Action::parse("buy"), Some(Action::Buy));
+        assert_eq!(Action::parse("steal"), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! recflow: real-time recommendations as one incremental timely/differential dataflow.
+//!
+//! Events flow one way: [`source`] (file, stdin, synthetic) → [`decode`] (CSV/TSV/JSON lines into
+//! validated [`event::Event`]s) → [`event_time`] (watermark, lateness, dataflow time) →
+//! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
+//! dead letters). [`run`] wires them together on timely workers; [`spec`] is the pipeline file.
+
+#![warn(missing_docs)]
+
+pub mod dataflow;
+pub mod decode;
+pub mod event;
+pub mod event_time;
+pub mod metrics;
+pub mod results;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod spec;
+
+pub use event::{Action, Event, Id};
+pub use run::{run, RunOptions};
+pub use spec::Pipeline;

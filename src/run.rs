@@ -1,0 +1,252 @@
+//! Running a pipeline on timely workers: build the source, the dataflow and the sinks on every
+//! worker, drive it to completion, report status.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use timely::dataflow::operators::probe;
+
+use crate::dataflow::{self, Time};
+use crate::decode::Decoder;
+use crate::event_time::EventClock;
+use crate::metrics::{Metrics, Snapshot};
+use crate::sink::{open_destination, write_changelog, write_dead_letters};
+use crate::source::{ingest, Bounded, EndRule, EventSource, FileSource, StreamEnd, SynthSource};
+use crate::spec::{Pipeline, SourceKind};
+
+/// How to run a pipeline, beyond its file.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Read events from this file (`-` for standard input) instead of the pipeline's source.
+    pub input: Option<PathBuf>,
+    /// Write the changelog here instead of `output.path`.
+    pub output: Option<String>,
+    /// Write dead letters here instead of `output.dead_letter`.
+    pub dead_letter: Option<String>,
+    /// Stop after this many input records.
+    pub max_events: Option<u64>,
+    /// Print the status line to standard error.
+    pub status: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { input: None, output: None, dead_letter: None, max_events: None, status: true }
+    }
+}
+
+/// A pipeline that cannot start.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The input cannot be opened.
+    #[error("pipeline {pipeline}: cannot open input {path}: {source}")]
+    Input {
+        /// The pipeline name.
+        pipeline: String,
+        /// The input path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An output cannot be created.
+    #[error("pipeline {pipeline}: cannot create output {path}: {source}")]
+    Output {
+        /// The pipeline name.
+        pipeline: String,
+        /// The output path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Timely could not start its workers (for example, a cluster address is unreachable).
+    #[error("pipeline {pipeline}: cannot start the workers: {message}")]
+    Workers {
+        /// The pipeline name.
+        pipeline: String,
+        /// Timely's message.
+        message: String,
+    },
+}
+
+/// Where this run's events come from.
+fn input_path(pipeline: &Pipeline, options: &RunOptions) -> Option<PathBuf> {
+    match (&options.input, pipeline.source.kind) {
+        (Some(path), _) => Some(path.clone()),
+        (None, SourceKind::File) => pipeline.source.path.clone(),
+        (None, SourceKind::Stdin) => Some(PathBuf::from("-")),
+        (None, SourceKind::Synth) => None,
+    }
+}
+
+fn open_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<dyn EventSource>, RunError> {
+    let source: Box<dyn EventSource> = match input_path(pipeline, options) {
+        Some(path) => {
+            let decoder = Decoder::new(&pipeline.source);
+            let skip_header = pipeline.source.header && decoder.is_delimited();
+            let file = FileSource::open(&path, decoder, skip_header).map_err(|source| RunError::Input {
+                pipeline: pipeline.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
+            Box::new(file)
+        }
+        None => Box::new(SynthSource::new(&pipeline.source.synth)),
+    };
+    Ok(match options.max_events {
+        Some(limit) => Box::new(Bounded::new(source, limit)),
+        None => source,
+    })
+}
+
+/// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
+/// counters.
+pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> Result<Snapshot, RunError> {
+    // Fail before starting workers when the input is missing.
+    if let Some(path) = input_path(&pipeline, &options) {
+        if path.as_os_str() != "-" {
+            std::fs::File::open(&path).map_err(|source| RunError::Input {
+                pipeline: pipeline.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let output_path = options.output.clone().unwrap_or_else(|| pipeline.output.path.clone());
+    let dead_letter_path = options.dead_letter.clone().unwrap_or_else(|| pipeline.output.dead_letter.clone());
+    let is_first_process = match &config.communication {
+        timely::CommunicationConfig::Cluster { process, .. } => *process == 0,
+        _ => true,
+    };
+    if is_first_process {
+        for path in [&output_path, &dead_letter_path] {
+            if !matches!(path.as_str(), "-" | "stdout" | "stderr") {
+                std::fs::File::create(path).map_err(|source| RunError::Output {
+                    pipeline: pipeline.name.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    let metrics = Arc::new(Metrics::default());
+    let worker_metrics = Arc::clone(&metrics);
+    let pipeline_name = pipeline.name.clone();
+    let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
+        let reader = worker.index() == 0;
+        let source = if reader { Some(open_source(&pipeline, &options)?) } else { None };
+        let open = |path: &str| -> Result<Option<Box<dyn Write>>, RunError> {
+            if !reader {
+                return Ok(None);
+            }
+            open_destination(path).map(Some).map_err(|source| RunError::Output {
+                pipeline: pipeline.name.clone(),
+                path: path.to_string(),
+                source,
+            })
+        };
+        let changelog_out = open(&output_path)?;
+        let dead_letter_out = open(&dead_letter_path)?;
+        let completed = probe::Handle::<Time>::new();
+        let end = StreamEnd::default();
+        let metrics = Arc::clone(&worker_metrics);
+        let end_rule = EndRule {
+            alignment: pipeline.recommend.as_ref().map_or(pipeline.time.tick.millis(), |r| r.similarity.refresh.millis()),
+            hopping: dataflow::hopping(&pipeline),
+        };
+        let dataflow_index = worker.next_dataflow_index();
+        worker.dataflow::<Time, _, _>(|scope| {
+            let ingested = ingest(
+                scope,
+                source,
+                EventClock::new(&pipeline.time),
+                end_rule,
+                Arc::clone(&metrics),
+                end.clone(),
+                completed.clone(),
+            );
+            let results = dataflow::build(ingested.events, &pipeline);
+            let unit = pipeline.source.timestamp_unit.scale();
+            write_changelog(results, changelog_out, dataflow::hopping(&pipeline), unit, end.clone(), Arc::clone(&metrics), &completed);
+            write_dead_letters(ingested.dead_letters, dead_letter_out, Arc::clone(&metrics), &completed);
+        });
+        let interval = Duration::from_secs(pipeline.output.status_interval_secs);
+        let mut status = Status::new(options.status && reader && !interval.is_zero(), interval, pipeline.source.timestamp_unit.scale());
+        // Run until every result is out: the frontier passes the stream's completion time (or the
+        // dataflow drains entirely). Expiries past the end of the data are not computed.
+        let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));
+        while !finished() {
+            worker.step_or_park(Some(Duration::from_millis(50)));
+            status.maybe_print(&metrics);
+        }
+        worker.drop_dataflow(dataflow_index);
+        status.finish(&metrics);
+        Ok(())
+    })
+    .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(message) => return Err(RunError::Workers { pipeline: pipeline_name.clone(), message }),
+        }
+    }
+    Ok(metrics.snapshot())
+}
+
+/// The one-line status on standard error.
+struct Status {
+    enabled: bool,
+    interval: Duration,
+    unit: u64,
+    started: Instant,
+    last: Instant,
+    last_records: u64,
+}
+
+impl Status {
+    fn new(enabled: bool, interval: Duration, unit: u64) -> Status {
+        let now = Instant::now();
+        Status { enabled, interval, unit, started: now, last: now, last_records: 0 }
+    }
+
+    fn maybe_print(&mut self, metrics: &Metrics) {
+        if !self.enabled || self.last.elapsed() < self.interval {
+            return;
+        }
+        let snapshot = metrics.snapshot();
+        let rate = (snapshot.records_in - self.last_records) as f64 / self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        self.last_records = snapshot.records_in;
+        eprintln!(
+            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} output records",
+            snapshot.records_in,
+            rate,
+            snapshot.watermark / self.unit,
+            snapshot.late,
+            snapshot.invalid,
+            metrics.output_records.load(Ordering::Relaxed),
+        );
+    }
+
+    fn finish(&self, metrics: &Metrics) {
+        if !self.enabled {
+            return;
+        }
+        let snapshot = metrics.snapshot();
+        let secs = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "recflow: done: {} records in {:.2}s ({:.0}/s): {} accepted, {} late, {} rejected; {} output records",
+            snapshot.records_in,
+            secs,
+            snapshot.records_in as f64 / secs.max(1e-9),
+            snapshot.accepted,
+            snapshot.late,
+            snapshot.invalid,
+            snapshot.output_records,
+        );
+    }
+}

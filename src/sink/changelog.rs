@@ -1,0 +1,142 @@
+//! From a collection's updates to an upsert changelog: one record per key whose value changed at
+//! each completed time, in time order and, within a time, in key order.
+//!
+//! Two kinds of change are not reported: a hot-items window that is purged (it was final; its
+//! last record stays its answer), and, after a finite input ended, recommendation changes caused
+//! only by windows expiring past the end of the data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::dataflow::window::Hopping;
+use crate::event::{Id, Millis};
+use crate::results::{RecItem, ResultKey, ResultValue, SCORE_SCALE};
+
+/// One line of the changelog.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeRecord {
+    /// A user's list changed.
+    Recs {
+        /// The user.
+        user: Id,
+        /// The time the list is valid as of, in the input's timestamp unit.
+        time: u64,
+        /// The list, best first; empty when the user has none any more.
+        items: Vec<ScoredItem>,
+    },
+    /// A hot-items window's list changed.
+    HotItems {
+        /// Window start, inclusive, in the input's timestamp unit.
+        window_start: u64,
+        /// Window end, exclusive, in the input's timestamp unit.
+        window_end: u64,
+        /// The category, for per-category lists.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        category: Option<Id>,
+        /// The list, best first.
+        items: Vec<CountedItem>,
+    },
+}
+
+/// An item of a recommendation list as written out.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ScoredItem {
+    /// The item.
+    pub item: Id,
+    /// Its score.
+    pub score: f64,
+    /// Present and true for popularity fill-ins.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
+}
+
+/// An item of a hot-items list as written out.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct CountedItem {
+    /// The item.
+    pub item: Id,
+    /// Events in the window.
+    pub count: i64,
+}
+
+/// The accumulated current value of every key, turning completed updates into change records.
+pub struct Changelog {
+    current: HashMap<ResultKey, ResultValue>,
+    hopping: Option<Hopping>,
+    window_size: Millis,
+    unit: u64,
+}
+
+impl Changelog {
+    /// A changelog for results whose windows follow `hopping`, writing times in units of `unit` ms.
+    pub fn new(hopping: Option<Hopping>, unit: u64) -> Changelog {
+        Changelog { current: HashMap::new(), hopping, window_size: hopping.map_or(0, |h| h.size), unit }
+    }
+
+    /// Applies all updates at `time` (the caller guarantees earlier times were applied) and returns
+    /// the change records, in key order. `end` is the end of a finite input, if it has ended.
+    pub fn apply(&mut self, time: Millis, updates: Vec<(ResultKey, ResultValue, isize)>, end: Option<Millis>) -> Vec<ChangeRecord> {
+        let mut by_key: BTreeMap<ResultKey, Vec<(ResultValue, isize)>> = BTreeMap::new();
+        for (key, value, diff) in updates {
+            by_key.entry(key).or_default().push((value, diff));
+        }
+        let mut records = Vec::new();
+        for (key, mut values) in by_key {
+            differential_dataflow::consolidation::consolidate(&mut values);
+            if values.is_empty() {
+                continue;
+            }
+            let new_value = values.iter().find(|(_, d)| *d > 0).map(|(v, _)| v.clone());
+            if let ResultKey::HotItems { window_end, .. } = &key {
+                if self.hopping.is_some_and(|h| time >= h.purge_time(*window_end)) {
+                    self.current.remove(&key);
+                    continue;
+                }
+            }
+            if matches!(key, ResultKey::Recs(_)) && end.is_some_and(|end| time > end) {
+                continue;
+            }
+            let changed = match &new_value {
+                Some(value) => self.current.insert(key.clone(), value.clone()).as_ref() != Some(value),
+                None => self.current.remove(&key).is_some(),
+            };
+            if changed {
+                records.push(self.record(key, new_value, time));
+            }
+        }
+        records
+    }
+
+    fn record(&self, key: ResultKey, value: Option<ResultValue>, time: Millis) -> ChangeRecord {
+        let unit = self.unit;
+        match key {
+            ResultKey::Recs(user) => {
+                let items = match value {
+                    Some(ResultValue::Recs(list)) => list.into_iter().map(scored).collect(),
+                    _ => Vec::new(),
+                };
+                ChangeRecord::Recs { user, time: time / unit, items }
+            }
+            ResultKey::HotItems { window_end, category } => {
+                let items = match value {
+                    Some(ResultValue::HotItems(list)) => {
+                        list.into_iter().map(|(item, count)| CountedItem { item, count }).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                ChangeRecord::HotItems {
+                    window_start: window_end.saturating_sub(self.window_size) / unit,
+                    window_end: window_end / unit,
+                    category,
+                    items,
+                }
+            }
+        }
+    }
+}
+
+fn scored(rec: RecItem) -> ScoredItem {
+    ScoredItem { item: rec.item, score: rec.score as f64 / SCORE_SCALE as f64, fallback: rec.fallback }
+}

@@ -1,0 +1,703 @@
+//! The pipeline file: serde structs for the TOML a user writes, their defaults, and `validate()`.
+//!
+//! Unknown keys are rejected, and every error names the file, the key and what to write instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+
+use crate::event::{Action, Milli, Millis, MILLI};
+
+/// A span of time written as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `7d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Span(pub Millis);
+
+impl Span {
+    /// The span in milliseconds.
+    pub fn millis(self) -> Millis {
+        self.0
+    }
+
+    /// Parses `500ms`, `30s`, `5m`, `1h` or `7d`.
+    pub fn parse(text: &str) -> Result<Span, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration; write a whole number and a unit, such as `30s`, `5m`, `1h`"))?;
+        let scale = match unit.trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => {
+                return Err(format!("`{text}` has unit `{other}`; use one of ms, s, m, h, d (for example `5m`)"))
+            }
+        };
+        number
+            .checked_mul(scale)
+            .map(Span)
+            .ok_or_else(|| format!("`{text}` is too long a duration"))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms != 0 && ms % scale == 0 {
+                return write!(f, "{}{unit}", ms / scale);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Span::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A whole pipeline file.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// A name for logs and metrics.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where events come from and how they are decoded.
+    #[serde(default)]
+    pub source: SourceSpec,
+    /// Event-time settings: ticks, watermark, lateness.
+    #[serde(default)]
+    pub time: TimeSpec,
+    /// How much each action counts towards a preference.
+    #[serde(default)]
+    pub weights: Weights,
+    /// Personalised recommendations; absent means the pipeline computes none.
+    pub recommend: Option<RecommendSpec>,
+    /// Windowed hot-item lists; absent means the pipeline computes none.
+    pub hot_items: Option<HotItemsSpec>,
+    /// Where results and rejected records go.
+    #[serde(default)]
+    pub output: OutputSpec,
+}
+
+fn default_name() -> String {
+    "recflow".to_string()
+}
+
+/// Which way events arrive.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The built-in synthetic generator.
+    #[default]
+    Synth,
+    /// A file of CSV, TSV or JSON lines.
+    File,
+    /// Standard input.
+    Stdin,
+}
+
+/// How records are written.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated values.
+    #[default]
+    Csv,
+    /// Tab-separated values.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// The unit of timestamps in the input.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeUnit {
+    /// Seconds since the Unix epoch.
+    #[default]
+    #[serde(rename = "s")]
+    Seconds,
+    /// Milliseconds since the Unix epoch.
+    #[serde(rename = "ms")]
+    Millis,
+}
+
+impl TimeUnit {
+    /// Milliseconds per unit.
+    pub fn scale(self) -> u64 {
+        match self {
+            TimeUnit::Seconds => 1_000,
+            TimeUnit::Millis => 1,
+        }
+    }
+}
+
+/// The `[source]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceSpec {
+    /// `synth`, `file` or `stdin`.
+    pub kind: SourceKind,
+    /// The file to read when `kind = "file"`.
+    pub path: Option<PathBuf>,
+    /// `csv`, `tsv` or `jsonl`.
+    pub format: Format,
+    /// Unit of the input's timestamps: `s` or `ms`.
+    pub timestamp_unit: TimeUnit,
+    /// Column names in order for CSV/TSV; `_` skips a column.
+    pub columns: Vec<String>,
+    /// Whether the first CSV/TSV line is a header to skip.
+    pub header: bool,
+    /// JSON field names for each event field.
+    pub fields: JsonFields,
+    /// Extra action names, mapped to the built-in actions (`{ "1" = "view" }`).
+    pub action_aliases: BTreeMap<String, Action>,
+    /// The action of records whose input has no action column (MovieLens: `rate`).
+    pub default_action: Option<Action>,
+    /// Earliest accepted timestamp, in the input's unit.
+    pub min_timestamp: u64,
+    /// Latest accepted timestamp, in the input's unit.
+    pub max_timestamp: u64,
+    /// Settings of the synthetic generator.
+    pub synth: SynthSpec,
+}
+
+impl Default for SourceSpec {
+    fn default() -> Self {
+        SourceSpec {
+            kind: SourceKind::Synth,
+            path: None,
+            format: Format::Csv,
+            timestamp_unit: TimeUnit::Seconds,
+            columns: ["user", "item", "category", "action", "ts"].map(String::from).to_vec(),
+            header: false,
+            fields: JsonFields::default(),
+            action_aliases: BTreeMap::new(),
+            default_action: None,
+            min_timestamp: 0,
+            // 9999-12-31 in seconds; in milliseconds when the unit is ms.
+            max_timestamp: 253_402_300_799,
+            synth: SynthSpec::default(),
+        }
+    }
+}
+
+/// JSON field names (`[source.fields]`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonFields {
+    /// Field holding the user id.
+    pub user: String,
+    /// Field holding the item id.
+    pub item: String,
+    /// Field holding the category id (optional in records).
+    pub category: String,
+    /// Field holding the action.
+    pub action: String,
+    /// Field holding the value (optional in records).
+    pub value: String,
+    /// Field holding the timestamp.
+    pub ts: String,
+}
+
+impl Default for JsonFields {
+    fn default() -> Self {
+        JsonFields {
+            user: "user".into(),
+            item: "item".into(),
+            category: "category".into(),
+            action: "action".into(),
+            value: "value".into(),
+            ts: "ts".into(),
+        }
+    }
+}
+
+/// The synthetic generator (`[source.synth]`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynthSpec {
+    /// Seed: the same seed gives the same events.
+    pub seed: u64,
+    /// Number of users.
+    pub users: u64,
+    /// Number of items.
+    pub items: u64,
+    /// Number of categories; items are spread evenly over them.
+    pub categories: u64,
+    /// Number of taste clusters; each user prefers the categories of one cluster.
+    pub clusters: u64,
+    /// Zipf exponent of item popularity within a category.
+    pub zipf: f64,
+    /// Share of a user's events that follow their cluster's taste (the rest are random).
+    pub taste: f64,
+    /// Mean number of events in a session.
+    pub session_events: u64,
+    /// Events per second of wall-clock time; 0 produces as fast as possible.
+    pub rate: u64,
+    /// Event-time distance between consecutive events.
+    pub spacing: Span,
+    /// Largest event-time jitter; events arrive out of order by up to this much.
+    pub jitter: Span,
+    /// Event time of the first event, in milliseconds since the Unix epoch.
+    pub start_ms: u64,
+}
+
+impl Default for SynthSpec {
+    fn default() -> Self {
+        SynthSpec {
+            seed: 42,
+            users: 10_000,
+            items: 5_000,
+            categories: 50,
+            clusters: 10,
+            zipf: 1.0,
+            taste: 0.8,
+            session_events: 8,
+            rate: 0,
+            spacing: Span(100),
+            jitter: Span(2_000),
+            start_ms: 1_700_000_000_000,
+        }
+    }
+}
+
+/// The `[time]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSpec {
+    /// Granularity of the dataflow's timestamps: results are emitted once per tick of event time.
+    pub tick: Span,
+    /// How far behind the largest event time seen the watermark trails.
+    pub max_out_of_orderness: Span,
+    /// How far behind the watermark an event may still arrive and update results.
+    pub allowed_lateness: Span,
+}
+
+impl Default for TimeSpec {
+    fn default() -> Self {
+        TimeSpec { tick: Span(1_000), max_out_of_orderness: Span(5_000), allowed_lateness: Span(0) }
+    }
+}
+
+/// The `[weights]` table: how much each action counts.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Weights {
+    /// Weight of a view.
+    pub view: f64,
+    /// Weight of adding to cart.
+    pub cart: f64,
+    /// Weight of a favourite.
+    pub fav: f64,
+    /// Weight of a purchase.
+    pub buy: f64,
+    /// Weight per rating point of a rating (a 4-star rating counts `4 * rate`).
+    pub rate: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights { view: 1.0, cart: 3.0, fav: 2.0, buy: 5.0, rate: 1.0 }
+    }
+}
+
+impl Weights {
+    /// The weight of an action in thousandths, before any rating value is applied.
+    pub fn milli(&self, action: Action) -> Milli {
+        let w = match action {
+            Action::View => self.view,
+            Action::Cart => self.cart,
+            Action::Fav => self.fav,
+            Action::Buy => self.buy,
+            Action::Rate => self.rate,
+        };
+        to_milli(w)
+    }
+}
+
+/// Rounds a decimal to thousandths.
+pub fn to_milli(x: f64) -> Milli {
+    (x * MILLI as f64).round() as Milli
+}
+
+/// The short-term window over which recent preferences are summed.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ShortTermWindow {
+    /// Events of the last `size` of event time.
+    Sliding {
+        /// Window length.
+        size: Span,
+    },
+    /// Events of the current fixed window `[k*size, (k+1)*size)` since the epoch.
+    Tumbling {
+        /// Window length.
+        size: Span,
+    },
+}
+
+/// The long-term horizon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Horizon {
+    /// Everything ever seen.
+    All,
+    /// Events younger than this.
+    Retention(Span),
+}
+
+impl<'de> Deserialize<'de> for Horizon {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim() == "all" {
+            Ok(Horizon::All)
+        } else {
+            Span::parse(&text)
+                .map(Horizon::Retention)
+                .map_err(|e| serde::de::Error::custom(format!("{e}, or `all`")))
+        }
+    }
+}
+
+/// Similarity measure between items.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// co(i,j) / sqrt(n_i * n_j)
+    Cosine,
+    /// co(i,j) / (n_i + n_j - co(i,j))
+    Jaccard,
+}
+
+/// Which items a user never gets recommended.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Exclude {
+    /// Items the user has any event with in the long-term horizon.
+    Seen,
+    /// Items the user bought in the long-term horizon.
+    Bought,
+    /// No exclusion.
+    None,
+}
+
+/// The `[recommend]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecommendSpec {
+    /// Length of each user's list.
+    pub k: usize,
+    /// The short-term window.
+    pub short_term: ShortTermWindow,
+    /// The long-term horizon: `"all"` or a retention such as `"30d"`.
+    pub long_term: Horizon,
+    /// Weight of the short-term preference in the blend.
+    pub alpha: f64,
+    /// Weight of the long-term preference in the blend.
+    pub beta: f64,
+    /// How many of a user's most preferred items seed their scores (M).
+    pub top_preferences: usize,
+    /// Which items are never recommended to a user.
+    pub exclude: Exclude,
+    /// How many of each user's most recent items count for co-occurrence.
+    pub history: usize,
+    /// The item-to-item similarity.
+    pub similarity: SimilaritySpec,
+    /// Window of the popularity fallback (item event counts over the last `popular_window`).
+    pub popular_window: Span,
+}
+
+impl Default for RecommendSpec {
+    fn default() -> Self {
+        RecommendSpec {
+            k: 10,
+            short_term: ShortTermWindow::Sliding { size: Span(3_600_000) },
+            long_term: Horizon::All,
+            alpha: 0.7,
+            beta: 0.3,
+            top_preferences: 20,
+            exclude: Exclude::Seen,
+            history: 50,
+            similarity: SimilaritySpec::default(),
+            popular_window: Span(3_600_000),
+        }
+    }
+}
+
+/// The `[recommend.similarity]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimilaritySpec {
+    /// `cosine` or `jaccard`.
+    pub measure: Measure,
+    /// Least number of users two items must share.
+    pub min_support: u64,
+    /// Neighbours kept per item (N).
+    pub neighbours: usize,
+    /// Event-time cadence at which the similarity arrangement refreshes.
+    pub refresh: Span,
+}
+
+impl Default for SimilaritySpec {
+    fn default() -> Self {
+        SimilaritySpec { measure: Measure::Cosine, min_support: 2, neighbours: 20, refresh: Span(60_000) }
+    }
+}
+
+/// The `[hot_items]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotItemsSpec {
+    /// Which actions count.
+    pub actions: Vec<Action>,
+    /// Window length (S).
+    pub size: Span,
+    /// Distance between window starts (L); windows are tumbling when equal to `size`.
+    pub slide: Span,
+    /// Items per list.
+    pub top_n: usize,
+    /// One list per (window, category) instead of per window.
+    pub per_category: bool,
+}
+
+impl Default for HotItemsSpec {
+    fn default() -> Self {
+        HotItemsSpec {
+            actions: vec![Action::View],
+            size: Span(3_600_000),
+            slide: Span(300_000),
+            top_n: 3,
+            per_category: false,
+        }
+    }
+}
+
+/// The `[output]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSpec {
+    /// Where the changelog goes: a path, or `-` for standard output.
+    pub path: String,
+    /// Where rejected and late records go: a path, `-` for standard output, `stderr`.
+    pub dead_letter: String,
+    /// Seconds between status lines on standard error; 0 turns them off.
+    pub status_interval_secs: u64,
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec { path: "-".into(), dead_letter: "stderr".into(), status_interval_secs: 5 }
+    }
+}
+
+/// A pipeline file that cannot be used, with the file, the key and the fix.
+#[derive(Debug, Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("pipeline {path}: cannot read the file: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("pipeline {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A value is well-typed but unusable.
+    #[error("pipeline {path}: key `{key}`: {problem}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The dotted key.
+        key: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: shown.clone(), source })?;
+        Pipeline::from_toml(&text, &shown)
+    }
+
+    /// Parses and validates pipeline TOML; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Pipeline, SpecError> {
+        let pipeline: Pipeline =
+            toml::from_str(text).map_err(|e| SpecError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        pipeline.validate(origin)?;
+        Ok(pipeline)
+    }
+
+    /// Rejects settings that parse but make no sense, naming the key and the fix.
+    pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = |key: &str, problem: String| {
+            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
+        };
+        if self.recommend.is_none() && self.hot_items.is_none() {
+            return bad(
+                "recommend",
+                "the pipeline computes nothing; add a [recommend] table, a [hot_items] table, or both".into(),
+            );
+        }
+        let source = &self.source;
+        if source.kind == SourceKind::File && source.path.is_none() {
+            return bad("source.path", "kind = \"file\" needs a path; set path = \"events.csv\" or pass --input file:PATH".into());
+        }
+        if source.format != Format::Jsonl {
+            let known = ["user", "item", "category", "action", "value", "ts", "_"];
+            for column in &source.columns {
+                if !known.contains(&column.as_str()) {
+                    return bad("source.columns", format!("unknown column `{column}`; use names from {known:?}"));
+                }
+            }
+            for required in ["user", "item", "ts"] {
+                if !source.columns.iter().any(|c| c == required) {
+                    return bad("source.columns", format!("no `{required}` column; list it at its position, e.g. [\"user\", \"item\", \"action\", \"ts\"]"));
+                }
+            }
+            if !source.columns.iter().any(|c| c == "action") && source.default_action.is_none() {
+                return bad("source.default_action", "there is no `action` column, so set default_action (e.g. \"rate\" for MovieLens)".into());
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for column in source.columns.iter().filter(|c| *c != "_") {
+                if !seen.insert(column) {
+                    return bad("source.columns", format!("column `{column}` appears twice"));
+                }
+            }
+        }
+        if source.min_timestamp > source.max_timestamp {
+            return bad("source.min_timestamp", "is greater than source.max_timestamp; swap them".into());
+        }
+        if source.max_timestamp.checked_mul(source.timestamp_unit.scale()).is_none() {
+            return bad("source.max_timestamp", "is too large for the timestamp unit".into());
+        }
+        let synth = &source.synth;
+        if synth.users == 0 || synth.items == 0 || synth.categories == 0 || synth.clusters == 0 {
+            return bad("source.synth", "users, items, categories and clusters must all be at least 1".into());
+        }
+        if synth.categories > synth.items {
+            return bad("source.synth.categories", "more categories than items; lower categories or raise items".into());
+        }
+        if !(synth.zipf.is_finite() && synth.zipf >= 0.0) {
+            return bad("source.synth.zipf", "must be a number >= 0 (1.0 is classic Zipf)".into());
+        }
+        if !(0.0..=1.0).contains(&synth.taste) {
+            return bad("source.synth.taste", "must lie between 0 and 1".into());
+        }
+        if synth.session_events == 0 {
+            return bad("source.synth.session_events", "must be at least 1".into());
+        }
+        if self.time.tick.millis() == 0 {
+            return bad("time.tick", "must be positive, such as \"1s\"".into());
+        }
+        for (key, w) in [
+            ("weights.view", self.weights.view),
+            ("weights.cart", self.weights.cart),
+            ("weights.fav", self.weights.fav),
+            ("weights.buy", self.weights.buy),
+            ("weights.rate", self.weights.rate),
+        ] {
+            if !(w.is_finite() && (0.0..=1_000_000.0).contains(&w)) {
+                return bad(key, format!("{w} is not a weight; use a number between 0 and 1000000"));
+            }
+        }
+        if let Some(rec) = &self.recommend {
+            if rec.k == 0 {
+                return bad("recommend.k", "must be at least 1".into());
+            }
+            let size = match rec.short_term {
+                ShortTermWindow::Sliding { size } | ShortTermWindow::Tumbling { size } => size,
+            };
+            if size.millis() == 0 {
+                return bad("recommend.short_term.size", "must be positive, such as \"1h\"".into());
+            }
+            if rec.long_term == Horizon::Retention(Span(0)) {
+                return bad("recommend.long_term", "a zero retention keeps nothing; use \"all\" or a duration such as \"30d\"".into());
+            }
+            for (key, x) in [("recommend.alpha", rec.alpha), ("recommend.beta", rec.beta)] {
+                if !(x.is_finite() && (0.0..=1000.0).contains(&x)) {
+                    return bad(key, format!("{x} is not a blend weight; use a number between 0 and 1000"));
+                }
+            }
+            if rec.alpha == 0.0 && rec.beta == 0.0 {
+                return bad("recommend.alpha", "alpha and beta are both 0, so every preference is 0; raise one".into());
+            }
+            if rec.top_preferences == 0 {
+                return bad("recommend.top_preferences", "must be at least 1".into());
+            }
+            if rec.history < 2 {
+                return bad("recommend.history", "co-occurrence needs at least 2 items per user".into());
+            }
+            if rec.similarity.neighbours == 0 {
+                return bad("recommend.similarity.neighbours", "must be at least 1".into());
+            }
+            if rec.similarity.min_support == 0 {
+                return bad("recommend.similarity.min_support", "must be at least 1".into());
+            }
+            if rec.similarity.refresh.millis() == 0 {
+                return bad("recommend.similarity.refresh", "must be positive, such as \"60s\"".into());
+            }
+            if rec.popular_window.millis() == 0 {
+                return bad("recommend.popular_window", "must be positive, such as \"1h\"".into());
+            }
+        }
+        if let Some(hot) = &self.hot_items {
+            if hot.actions.is_empty() {
+                return bad("hot_items.actions", "lists no action; use e.g. [\"view\"]".into());
+            }
+            if hot.slide.millis() == 0 {
+                return bad("hot_items.slide", "must be positive, such as \"5m\"".into());
+            }
+            if hot.size.millis() < hot.slide.millis() || hot.size.millis() % hot.slide.millis() != 0 {
+                return bad(
+                    "hot_items.size",
+                    format!("must be a whole multiple of slide ({}); got {}", hot.slide, hot.size),
+                );
+            }
+            if hot.size.millis() / hot.slide.millis() > 10_000 {
+                return bad("hot_items.size", "more than 10000 slides per window; raise slide".into());
+            }
+            if hot.top_n == 0 {
+                return bad("hot_items.top_n", "must be at least 1".into());
+            }
+        }
+        if self.output.path.is_empty() {
+            return bad("output.path", "is empty; use a file path or \"-\" for standard output".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_and_print() {
+        assert_eq!(Span::parse("5m"), Ok(Span(300_000)));
+        assert_eq!(Span::parse("1h"), Ok(Span(3_600_000)));
+        assert_eq!(Span::parse("250ms"), Ok(Span(250)));
+        assert!(Span::parse("5 parsecs").unwrap_err().contains("unit"));
+        assert!(Span::parse("m").is_err());
+        assert_eq!(Span(300_000).to_string(), "5m");
+    }
+}
