@@ -21,8 +21,10 @@ pub const MILLI: i64 = 1_000;
 ///
 /// Integer identifiers compare as numbers, string identifiers as strings, and every integer sorts
 /// before every string. This is the tie-break order used wherever recflow ranks items.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(untagged)]
+///
+/// In JSON an identifier is a bare number or string; in binary formats (between timely
+/// processes) it is a tagged enum, since those formats cannot tell the two apart by looking.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Id {
     /// An identifier given as an integer, such as `42`.
     Num(i64),
@@ -45,6 +47,54 @@ impl Id {
             }
         }
         Some(Id::Text(field.to_string()))
+    }
+}
+
+/// The wire forms of [`Id`]: tagged for binary formats, bare for human-readable ones.
+mod id_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Id;
+
+    #[derive(Serialize, Deserialize)]
+    enum Tagged<'a> {
+        Num(i64),
+        Text(std::borrow::Cow<'a, str>),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Bare<'a> {
+        Num(i64),
+        Text(std::borrow::Cow<'a, str>),
+    }
+
+    impl Serialize for Id {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let human = serializer.is_human_readable();
+            match (self, human) {
+                (Id::Num(n), true) => Bare::Num(*n).serialize(serializer),
+                (Id::Text(s), true) => Bare::Text(s.as_str().into()).serialize(serializer),
+                (Id::Num(n), false) => Tagged::Num(*n).serialize(serializer),
+                (Id::Text(s), false) => Tagged::Text(s.as_str().into()).serialize(serializer),
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            if deserializer.is_human_readable() {
+                Ok(match Bare::deserialize(deserializer)? {
+                    Bare::Num(n) => Id::Num(n),
+                    Bare::Text(s) => Id::Text(s.into_owned()),
+                })
+            } else {
+                Ok(match Tagged::deserialize(deserializer)? {
+                    Tagged::Num(n) => Id::Num(n),
+                    Tagged::Text(s) => Id::Text(s.into_owned()),
+                })
+            }
+        }
     }
 }
 
@@ -196,6 +246,11 @@ mod tests {
         assert!(Id::Num(i64::MAX) < Id::Text("0".into()));
         assert_eq!(serde_json::to_string(&Id::Num(5)).unwrap(), "5");
         assert_eq!(serde_json::to_string(&Id::Text("a".into())).unwrap(), "\"a\"");
+        for id in [Id::Num(-3), Id::Text("user1".into())] {
+            let bytes = bincode::serialize(&id).unwrap();
+            assert_eq!(bincode::deserialize::<Id>(&bytes).unwrap(), id);
+            assert_eq!(serde_json::from_str::<Id>(&serde_json::to_string(&id).unwrap()).unwrap(), id);
+        }
     }
 
     #[test]

@@ -5,8 +5,6 @@
 //! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
 //! dead letters). [`run`] wires them together on timely workers; [`spec`] is the pipeline file.
 
-#![warn(missing_docs)]
-
 pub mod dataflow;
 pub mod decode;
 pub mod event;

@@ -28,6 +28,35 @@ enum Command {
     },
     /// Write the synthetic generator's events to a file.
     Gen(GenArgs),
+    /// Measure a pipeline: throughput, update latency percentiles and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+struct BenchArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Input records per run (synthetic unless --input is given).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Read events from `file:PATH` instead of the synthetic generator.
+    #[arg(long)]
+    input: Option<String>,
+    /// Feed the synthetic generator at this many events per second (0: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Override the synthetic generator's number of users.
+    #[arg(long)]
+    users: Option<u64>,
+    /// Override the synthetic generator's number of items.
+    #[arg(long)]
+    items: Option<u64>,
+    /// Number of runs; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(flatten)]
+    workers: WorkerArgs,
 }
 
 /// timely's standard worker flags.
@@ -103,16 +132,34 @@ fn timely_config(args: &WorkerArgs) -> Result<timely::Config> {
     let communication = if args.processes > 1 {
         let addresses = match &args.hostfile {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("-h {}: cannot read the host file", path.display()))?;
-                let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(args.processes).map(String::from).collect();
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("-h {}: cannot read the host file", path.display()))?;
+                let lines: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .take(args.processes)
+                    .map(String::from)
+                    .collect();
                 if lines.len() < args.processes {
-                    bail!("-h {}: has {} addresses but -n is {}; write one host:port per line", path.display(), lines.len(), args.processes);
+                    bail!(
+                        "-h {}: has {} addresses but -n is {}; write one host:port per line",
+                        path.display(),
+                        lines.len(),
+                        args.processes
+                    );
                 }
                 lines
             }
             None => (0..args.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
         };
-        timely::CommunicationConfig::Cluster { threads: args.workers, process: args.process, addresses, report: false, zerocopy: false }
+        timely::CommunicationConfig::Cluster {
+            threads: args.workers,
+            process: args.process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        }
     } else if args.workers > 1 {
         timely::CommunicationConfig::Process(args.workers)
     } else {
@@ -139,10 +186,12 @@ fn main() -> Result<()> {
         }
         Command::Validate { pipeline } => {
             let spec = Pipeline::load(&pipeline)?;
-            println!("{}: ok", pipeline.display());
-            println!("{}", toml::to_string_pretty(&spec).context("printing the resolved pipeline")?);
+            let resolved = toml::to_string_pretty(&spec).context("printing the resolved pipeline")?;
+            // A closed pipe (`| head`) is not an error worth reporting.
+            let _ = writeln!(std::io::stdout(), "{}: ok\n{resolved}", pipeline.display());
         }
         Command::Gen(args) => generate(args)?,
+        Command::Bench(args) => bench(args)?,
     }
     Ok(())
 }
@@ -177,4 +226,67 @@ fn generate(args: GenArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let mut pipeline = Pipeline::load(&args.pipeline)?;
+    let synth = &mut pipeline.source.synth;
+    if let Some(rate) = args.rate {
+        synth.rate = rate;
+    }
+    if let Some(users) = args.users {
+        synth.users = users;
+    }
+    if let Some(items) = args.items {
+        synth.items = items;
+    }
+    pipeline.validate(&args.pipeline.display().to_string())?;
+    let input = match &args.input {
+        Some(i) => Some(PathBuf::from(i.strip_prefix("file:").unwrap_or(i))),
+        None => {
+            pipeline.source.kind = recflow::spec::SourceKind::Synth;
+            None
+        }
+    };
+    let mut rows = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let options = RunOptions {
+            input: input.clone(),
+            output: Some("/dev/null".into()),
+            dead_letter: Some("/dev/null".into()),
+            max_events: Some(args.events),
+            status: false,
+        };
+        let started = std::time::Instant::now();
+        let counters = recflow::run(pipeline.clone(), options, timely_config(&args.workers)?)?;
+        let secs = started.elapsed().as_secs_f64();
+        let rate = counters.records_in as f64 / secs;
+        let (p50, p99) = (counters.latency_p50_ms.unwrap_or(f64::NAN), counters.latency_p99_ms.unwrap_or(f64::NAN));
+        println!(
+            "run {run}: {} records in {secs:.2}s = {rate:.0} records/s; update latency p50 {p50:.1} ms, p99 {p99:.1} ms; {} output records",
+            counters.records_in, counters.output_records
+        );
+        rows.push((rate, p50, p99));
+    }
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    println!(
+        "median of {} runs: {:.0} records/s, update latency p50 {:.1} ms, p99 {:.1} ms; peak memory {} MiB",
+        rows.len(),
+        median(rows.iter().map(|r| r.0).collect()),
+        median(rows.iter().map(|r| r.1).collect()),
+        median(rows.iter().map(|r| r.2).collect()),
+        peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string()),
+    );
+    Ok(())
+}
+
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }

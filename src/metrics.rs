@@ -23,6 +23,61 @@ pub struct Metrics {
     pub output_records: AtomicU64,
     /// Records written to the dead-letter output.
     pub dead_letters_written: AtomicU64,
+    /// Update latency: from an event's ingestion until the output frontier passes its time.
+    pub update_latency: LatencyHistogram,
+}
+
+/// Sub-buckets per power of two: bucket bounds are about 9% apart.
+const SUB_BUCKETS: usize = 8;
+
+/// A lock-free latency histogram with log-spaced buckets (about 9% resolution), bounded in size.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram { buckets: (0..64 * SUB_BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl LatencyHistogram {
+    fn bucket(micros: u64) -> usize {
+        let x = (micros.max(1)) as f64;
+        ((x.log2() * SUB_BUCKETS as f64) as usize).min(64 * SUB_BUCKETS - 1)
+    }
+
+    fn upper_bound(bucket: usize) -> f64 {
+        2f64.powf((bucket + 1) as f64 / SUB_BUCKETS as f64)
+    }
+
+    /// Records `count` observations of `micros` microseconds.
+    pub fn record(&self, micros: u64, count: u64) {
+        self.buckets[Self::bucket(micros)].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q`-quantile (0..=1) in milliseconds (a bucket's upper bound), if anything was recorded.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(Self::upper_bound(i) / 1000.0);
+            }
+        }
+        None
+    }
 }
 
 impl Metrics {
@@ -51,12 +106,14 @@ impl Metrics {
             invalid: self.invalid(),
             watermark: self.watermark.load(Ordering::Relaxed),
             output_records: self.output_records.load(Ordering::Relaxed),
+            latency_p50_ms: self.update_latency.quantile_ms(0.5),
+            latency_p99_ms: self.update_latency.quantile_ms(0.99),
         }
     }
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Snapshot {
     /// Records read.
     pub records_in: u64,
@@ -70,4 +127,25 @@ pub struct Snapshot {
     pub watermark: u64,
     /// Changelog records written.
     pub output_records: u64,
+    /// Median update latency in milliseconds (ingestion until the output frontier passes the event).
+    pub latency_p50_ms: Option<f64>,
+    /// 99th-percentile update latency in milliseconds.
+    pub latency_p99_ms: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_within_a_bucket() {
+        let h = LatencyHistogram::default();
+        h.record(1_000, 98);
+        h.record(50_000, 2);
+        let p50 = h.quantile_ms(0.5).unwrap();
+        let p99 = h.quantile_ms(0.99).unwrap();
+        assert!((1.0..1.1).contains(&p50), "{p50}");
+        assert!((50.0..55.0).contains(&p99), "{p99}");
+        assert_eq!(h.count(), 100);
+    }
 }

@@ -154,7 +154,10 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         let end = StreamEnd::default();
         let metrics = Arc::clone(&worker_metrics);
         let end_rule = EndRule {
-            alignment: pipeline.recommend.as_ref().map_or(pipeline.time.tick.millis(), |r| r.similarity.refresh.millis()),
+            alignment: pipeline
+                .recommend
+                .as_ref()
+                .map_or(pipeline.time.tick.millis(), |r| r.similarity.refresh.millis()),
             hopping: dataflow::hopping(&pipeline),
         };
         let dataflow_index = worker.next_dataflow_index();
@@ -170,11 +173,23 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             );
             let results = dataflow::build(ingested.events, &pipeline);
             let unit = pipeline.source.timestamp_unit.scale();
-            write_changelog(results, changelog_out, dataflow::hopping(&pipeline), unit, end.clone(), Arc::clone(&metrics), &completed);
+            write_changelog(
+                results,
+                changelog_out,
+                dataflow::hopping(&pipeline),
+                unit,
+                end.clone(),
+                Arc::clone(&metrics),
+                &completed,
+            );
             write_dead_letters(ingested.dead_letters, dead_letter_out, Arc::clone(&metrics), &completed);
         });
         let interval = Duration::from_secs(pipeline.output.status_interval_secs);
-        let mut status = Status::new(options.status && reader && !interval.is_zero(), interval, pipeline.source.timestamp_unit.scale());
+        let mut status = Status::new(
+            options.status && reader && !interval.is_zero(),
+            interval,
+            pipeline.source.timestamp_unit.scale(),
+        );
         // Run until every result is out: the frontier passes the stream's completion time (or the
         // dataflow drains entirely). Expiries past the end of the data are not computed.
         let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));

@@ -26,23 +26,18 @@ impl Span {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration; write a whole number and a unit, such as `30s`, `5m`, `1h`"))?;
+        let number: u64 = number.parse().map_err(|_| {
+            format!("`{text}` is not a duration; write a whole number and a unit, such as `30s`, `5m`, `1h`")
+        })?;
         let scale = match unit.trim() {
             "ms" => 1,
             "s" => 1_000,
             "m" | "min" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            other => {
-                return Err(format!("`{text}` has unit `{other}`; use one of ms, s, m, h, d (for example `5m`)"))
-            }
+            other => return Err(format!("`{text}` has unit `{other}`; use one of ms, s, m, h, d (for example `5m`)")),
         };
-        number
-            .checked_mul(scale)
-            .map(Span)
-            .ok_or_else(|| format!("`{text}` is too long a duration"))
+        number.checked_mul(scale).map(Span).ok_or_else(|| format!("`{text}` is too long a duration"))
     }
 }
 
@@ -50,7 +45,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
         for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms != 0 && ms % scale == 0 {
+            if ms != 0 && ms.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", ms / scale);
             }
         }
@@ -362,9 +357,7 @@ impl<'de> Deserialize<'de> for Horizon {
         if text.trim() == "all" {
             Ok(Horizon::All)
         } else {
-            Span::parse(&text)
-                .map(Horizon::Retention)
-                .map_err(|e| serde::de::Error::custom(format!("{e}, or `all`")))
+            Span::parse(&text).map(Horizon::Retention).map_err(|e| serde::de::Error::custom(format!("{e}, or `all`")))
         }
     }
 }
@@ -560,7 +553,10 @@ impl Pipeline {
         }
         let source = &self.source;
         if source.kind == SourceKind::File && source.path.is_none() {
-            return bad("source.path", "kind = \"file\" needs a path; set path = \"events.csv\" or pass --input file:PATH".into());
+            return bad(
+                "source.path",
+                "kind = \"file\" needs a path; set path = \"events.csv\" or pass --input file:PATH".into(),
+            );
         }
         if source.format != Format::Jsonl {
             let known = ["user", "item", "category", "action", "value", "ts", "_"];
@@ -575,7 +571,10 @@ impl Pipeline {
                 }
             }
             if !source.columns.iter().any(|c| c == "action") && source.default_action.is_none() {
-                return bad("source.default_action", "there is no `action` column, so set default_action (e.g. \"rate\" for MovieLens)".into());
+                return bad(
+                    "source.default_action",
+                    "there is no `action` column, so set default_action (e.g. \"rate\" for MovieLens)".into(),
+                );
             }
             let mut seen = std::collections::BTreeSet::new();
             for column in source.columns.iter().filter(|c| *c != "_") {
@@ -595,7 +594,10 @@ impl Pipeline {
             return bad("source.synth", "users, items, categories and clusters must all be at least 1".into());
         }
         if synth.categories > synth.items {
-            return bad("source.synth.categories", "more categories than items; lower categories or raise items".into());
+            return bad(
+                "source.synth.categories",
+                "more categories than items; lower categories or raise items".into(),
+            );
         }
         if !(synth.zipf.is_finite() && synth.zipf >= 0.0) {
             return bad("source.synth.zipf", "must be a number >= 0 (1.0 is classic Zipf)".into());
@@ -606,8 +608,12 @@ impl Pipeline {
         if synth.session_events == 0 {
             return bad("source.synth.session_events", "must be at least 1".into());
         }
-        if self.time.tick.millis() == 0 {
+        let tick = self.time.tick.millis();
+        if tick == 0 {
             return bad("time.tick", "must be positive, such as \"1s\"".into());
+        }
+        if !tick.is_multiple_of(source.timestamp_unit.scale()) {
+            return bad("time.tick", "must be a whole number of seconds when source.timestamp_unit = \"s\"".into());
         }
         for (key, w) in [
             ("weights.view", self.weights.view),
@@ -631,7 +637,10 @@ impl Pipeline {
                 return bad("recommend.short_term.size", "must be positive, such as \"1h\"".into());
             }
             if rec.long_term == Horizon::Retention(Span(0)) {
-                return bad("recommend.long_term", "a zero retention keeps nothing; use \"all\" or a duration such as \"30d\"".into());
+                return bad(
+                    "recommend.long_term",
+                    "a zero retention keeps nothing; use \"all\" or a duration such as \"30d\"".into(),
+                );
             }
             for (key, x) in [("recommend.alpha", rec.alpha), ("recommend.beta", rec.beta)] {
                 if !(x.is_finite() && (0.0..=1000.0).contains(&x)) {
@@ -653,8 +662,11 @@ impl Pipeline {
             if rec.similarity.min_support == 0 {
                 return bad("recommend.similarity.min_support", "must be at least 1".into());
             }
-            if rec.similarity.refresh.millis() == 0 {
-                return bad("recommend.similarity.refresh", "must be positive, such as \"60s\"".into());
+            if rec.similarity.refresh.millis() == 0 || !rec.similarity.refresh.millis().is_multiple_of(tick) {
+                return bad(
+                    "recommend.similarity.refresh",
+                    format!("must be a positive multiple of time.tick ({}), such as \"60s\"", self.time.tick),
+                );
             }
             if rec.popular_window.millis() == 0 {
                 return bad("recommend.popular_window", "must be positive, such as \"1h\"".into());
@@ -664,10 +676,13 @@ impl Pipeline {
             if hot.actions.is_empty() {
                 return bad("hot_items.actions", "lists no action; use e.g. [\"view\"]".into());
             }
-            if hot.slide.millis() == 0 {
-                return bad("hot_items.slide", "must be positive, such as \"5m\"".into());
+            if hot.slide.millis() == 0 || !hot.slide.millis().is_multiple_of(tick) {
+                return bad(
+                    "hot_items.slide",
+                    format!("must be a positive multiple of time.tick ({}), such as \"5m\"", self.time.tick),
+                );
             }
-            if hot.size.millis() < hot.slide.millis() || hot.size.millis() % hot.slide.millis() != 0 {
+            if hot.size.millis() < hot.slide.millis() || !hot.size.millis().is_multiple_of(hot.slide.millis()) {
                 return bad(
                     "hot_items.size",
                     format!("must be a whole multiple of slide ({}); got {}", hot.slide, hot.size),

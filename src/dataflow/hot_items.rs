@@ -19,9 +19,16 @@ use crate::spec::HotItemsSpec;
 /// Item shards of the first top-N stage (fixed, so results do not depend on the worker count).
 const ITEM_SHARDS: u64 = 64;
 
+/// A hot-items list's key: the window's end and, for per-category lists, the category.
+pub type HotWindow = (Millis, Option<Id>);
+
 /// `((window_end, category), list)` for every window with events; `category` is `None` unless
 /// the lists are per category.
-pub fn hot_items<'scope>(events: Coll<'scope, Event>, spec: &HotItemsSpec, hop: Hopping) -> Coll<'scope, ((Millis, Option<Id>), Vec<(Id, i64)>)> {
+pub fn hot_items<'scope>(
+    events: Coll<'scope, Event>,
+    spec: &HotItemsSpec,
+    hop: Hopping,
+) -> Coll<'scope, (HotWindow, Vec<(Id, i64)>)> {
     let actions = spec.actions.clone();
     let per_category = spec.per_category;
     let top_n = spec.top_n;
@@ -46,7 +53,8 @@ pub fn hot_items<'scope>(events: Coll<'scope, Event>, spec: &HotItemsSpec, hop: 
         })
         .map(|((end, category, _shard), ranked)| ((end, category), ranked))
         .reduce_named("HotItems", move |_window, ranked, output: &mut Vec<(Vec<(Id, i64)>, isize)>| {
-            let list: Vec<(Id, i64)> = ranked.iter().take(top_n).map(|((negated, item), _)| (item.clone(), -negated)).collect();
+            let list: Vec<(Id, i64)> =
+                ranked.iter().take(top_n).map(|((negated, item), _)| (item.clone(), -negated)).collect();
             output.push((list, 1));
         })
 }
@@ -54,7 +62,8 @@ pub fn hot_items<'scope>(events: Coll<'scope, Event>, spec: &HotItemsSpec, hop: 
 /// The `n` items with the highest counts (the counts are the accumulated differences), count desc
 /// then item asc.
 fn top_by_count(counted: &[(&Id, isize)], n: usize) -> Vec<(Id, i64)> {
-    let mut best: Vec<(i64, &Id)> = counted.iter().filter(|(_, c)| *c > 0).map(|(item, c)| (-(*c as i64), *item)).collect();
+    let mut best: Vec<(i64, &Id)> =
+        counted.iter().filter(|(_, c)| *c > 0).map(|(item, c)| (-(*c as i64), *item)).collect();
     if best.len() > n {
         best.select_nth_unstable(n - 1);
         best.truncate(n);

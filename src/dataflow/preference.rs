@@ -77,7 +77,9 @@ pub fn preferences<'scope>(
     let excluded = events
         .clone()
         .filter(move |event| excludes(rule, event))
-        .join_function(move |event: Event| within_horizon((event.user, event.item), horizon_expiry(horizon, event.ts, tick)))
+        .join_function(move |event: Event| {
+            within_horizon((event.user, event.item), horizon_expiry(horizon, event.ts, tick))
+        })
         .distinct_total();
 
     let history_len = spec.history;

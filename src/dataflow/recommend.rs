@@ -108,7 +108,12 @@ pub fn recommendations<'scope>(
 
 /// `(rank, item)` for the `size` items with most events in the last `popular_window`, ranked by
 /// count desc then item asc, refreshed every similarity `refresh`.
-fn popular_pool<'scope>(events: Coll<'scope, Event>, spec: &RecommendSpec, tick: Time, size: usize) -> Coll<'scope, (usize, Id)> {
+fn popular_pool<'scope>(
+    events: Coll<'scope, Event>,
+    spec: &RecommendSpec,
+    tick: Time,
+    size: usize,
+) -> Coll<'scope, (usize, Id)> {
     let window = spec.popular_window.millis();
     let refresh = spec.similarity.refresh.millis();
     events

@@ -20,7 +20,10 @@ pub fn similarity(measure: Measure, both: i64, users_i: i64, users_j: i64) -> i6
 }
 
 /// `(item, (neighbour, similarity))` rows from `(user, item)` histories.
-pub fn item_similarity<'scope>(history: Coll<'scope, (Id, Id)>, spec: &SimilaritySpec) -> Coll<'scope, (Id, (Id, i64))> {
+pub fn item_similarity<'scope>(
+    history: Coll<'scope, (Id, Id)>,
+    spec: &SimilaritySpec,
+) -> Coll<'scope, (Id, (Id, i64))> {
     let refresh = spec.refresh.millis();
     let history = history.delay(move |t: &Time| ceil_to(*t, refresh));
     let by_user = history.clone().arrange_by_key_named("Arrange: HistoryByUser");

@@ -34,7 +34,12 @@ impl ColumnLayout {
     }
 }
 
-pub(super) fn decode(record: &str, delimiter: char, layout: &ColumnLayout, rules: &Rules) -> Result<Event, RejectReason> {
+pub(super) fn decode(
+    record: &str,
+    delimiter: char,
+    layout: &ColumnLayout,
+    rules: &Rules,
+) -> Result<Event, RejectReason> {
     let record = record.strip_suffix('\r').unwrap_or(record);
     let mut fields: [Cow<'_, str>; 16] = Default::default();
     let count = split(record, delimiter, &mut fields)?;

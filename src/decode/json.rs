@@ -25,9 +25,9 @@ pub(super) fn decode(record: &str, fields: &JsonFields, rules: &Rules) -> Result
     };
     let raw_ts = match object.get(&fields.ts) {
         None | Some(Value::Null) => return Err(RejectReason::MissingField("ts".into())),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| RejectReason::BadNumber(format!("ts {n} is not a non-negative integer")))?,
+        Some(Value::Number(n)) => {
+            n.as_u64().ok_or_else(|| RejectReason::BadNumber(format!("ts {n} is not a non-negative integer")))?
+        }
         Some(Value::String(s)) => parse_timestamp_text(s)?,
         Some(other) => return Err(RejectReason::BadNumber(format!("ts {other} is not a number"))),
     };

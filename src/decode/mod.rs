@@ -168,6 +168,8 @@ mod tests {
         assert_eq!(e.user, Id::Text("user1".into()));
         assert_eq!(e.item, Id::Num(42));
         assert!(matches!(d.decode("{not json"), Err(RejectReason::Malformed(_))));
-        assert!(matches!(d.decode(r#"{"user":1,"action":"pv","ts":1}"#), Err(RejectReason::MissingField(f)) if f == "item"));
+        assert!(
+            matches!(d.decode(r#"{"user":1,"action":"pv","ts":1}"#), Err(RejectReason::MissingField(f)) if f == "item")
+        );
     }
 }

@@ -28,8 +28,8 @@ pub enum ChangeRecord {
     },
     /// A hot-items window's list changed.
     HotItems {
-        /// Window start, inclusive, in the input's timestamp unit.
-        window_start: u64,
+        /// Window start, inclusive, in the input's timestamp unit (negative before the epoch).
+        window_start: i64,
         /// Window end, exclusive, in the input's timestamp unit.
         window_end: u64,
         /// The category, for per-category lists.
@@ -77,7 +77,12 @@ impl Changelog {
 
     /// Applies all updates at `time` (the caller guarantees earlier times were applied) and returns
     /// the change records, in key order. `end` is the end of a finite input, if it has ended.
-    pub fn apply(&mut self, time: Millis, updates: Vec<(ResultKey, ResultValue, isize)>, end: Option<Millis>) -> Vec<ChangeRecord> {
+    pub fn apply(
+        &mut self,
+        time: Millis,
+        updates: Vec<(ResultKey, ResultValue, isize)>,
+        end: Option<Millis>,
+    ) -> Vec<ChangeRecord> {
         let mut by_key: BTreeMap<ResultKey, Vec<(ResultValue, isize)>> = BTreeMap::new();
         for (key, value, diff) in updates {
             by_key.entry(key).or_default().push((value, diff));
@@ -127,7 +132,7 @@ impl Changelog {
                     _ => Vec::new(),
                 };
                 ChangeRecord::HotItems {
-                    window_start: window_end.saturating_sub(self.window_size) / unit,
+                    window_start: (window_end as i64 - self.window_size as i64).div_euclid(unit as i64),
                     window_end: window_end / unit,
                     category,
                     items,

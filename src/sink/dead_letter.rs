@@ -34,30 +34,35 @@ pub fn write_dead_letters(
         .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(|_: &DeadLetter| 0u64),
             "Sink: DeadLetters",
-            move |_capability, _info| move |(input, frontier), _output| {
-        let mut wrote = false;
-        input.for_each(|_time, data| {
-            let Some(out) = out.as_mut() else { return };
-            for dead in data.drain(..) {
-                let line = DeadLetterLine {
-                    reason: dead.reason.code(),
-                    detail: dead.reason.to_string(),
-                    origin: &dead.origin,
-                    raw: &dead.raw,
-                };
-                let written = serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n"));
-                if let Err(e) = written {
-                    eprintln!("recflow: cannot write a dead letter: {e}");
+            move |_capability, _info| {
+                move |(input, frontier), _output| {
+                    let mut wrote = false;
+                    input.for_each(|_time, data| {
+                        let Some(out) = out.as_mut() else { return };
+                        for dead in data.drain(..) {
+                            let line = DeadLetterLine {
+                                reason: dead.reason.code(),
+                                detail: dead.reason.to_string(),
+                                origin: &dead.origin,
+                                raw: &dead.raw,
+                            };
+                            let written = serde_json::to_writer(&mut *out, &line)
+                                .map_err(std::io::Error::from)
+                                .and_then(|()| out.write_all(b"\n"));
+                            if let Err(e) = written {
+                                eprintln!("recflow: cannot write a dead letter: {e}");
+                            }
+                            metrics.dead_letters_written.fetch_add(1, Ordering::Relaxed);
+                            wrote = true;
+                        }
+                    });
+                    if let Some(out) = out.as_mut() {
+                        if wrote || frontier.is_empty() {
+                            let _ = out.flush();
+                        }
+                    }
                 }
-                metrics.dead_letters_written.fetch_add(1, Ordering::Relaxed);
-                wrote = true;
-            }
-        });
-        if let Some(out) = out.as_mut() {
-            if wrote || frontier.is_empty() {
-                let _ = out.flush();
-            }
-        }
-    })
+            },
+        )
         .probe_with(completed);
 }

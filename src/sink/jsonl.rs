@@ -29,7 +29,7 @@ pub fn open_destination(path: &str) -> std::io::Result<Box<dyn Write>> {
 #[allow(clippy::too_many_arguments)]
 pub fn write_changelog(
     results: Coll<'_, (ResultKey, ResultValue)>,
-    mut out: Option<Box<dyn Write>>,
+    out: Option<Box<dyn Write>>,
     hopping: Option<Hopping>,
     unit: u64,
     end: StreamEnd,
@@ -37,6 +37,7 @@ pub fn write_changelog(
     completed: &probe::Handle<Time>,
 ) {
     let mut changelog = Changelog::new(hopping, unit);
+    let mut changelog_out = out;
     let mut pending: BTreeMap<Time, Vec<(ResultKey, ResultValue, isize)>> = BTreeMap::new();
     let mut line = Vec::with_capacity(1024);
     results
@@ -51,11 +52,12 @@ pub fn write_changelog(
                             pending.entry(time).or_default().push((key, value, diff));
                         }
                     });
-                    let Some(out) = out.as_mut() else {
+                    let Some(out) = changelog_out.as_mut() else {
                         pending.clear();
                         return;
                     };
                     let mut wrote = false;
+                    let mut failed = None;
                     while let Some(entry) = pending.first_entry() {
                         if frontier.less_equal(entry.key()) {
                             break;
@@ -66,16 +68,20 @@ pub fn write_changelog(
                             serde_json::to_writer(&mut line, &record).expect("changelog records serialize");
                             line.push(b'\n');
                             if let Err(e) = out.write_all(&line) {
-                                eprintln!("recflow: cannot write the changelog: {e}");
+                                failed = Some(e);
+                                break;
                             }
                             metrics.output_records.fetch_add(1, Ordering::Relaxed);
                             wrote = true;
                         }
                     }
-                    if wrote || frontier.is_empty() {
-                        if let Err(e) = out.flush() {
-                            eprintln!("recflow: cannot flush the changelog: {e}");
-                        }
+                    if failed.is_none() && (wrote || frontier.is_empty()) {
+                        failed = out.flush().err();
+                    }
+                    if let Some(e) = failed {
+                        // Report once and stop writing; results keep being maintained.
+                        eprintln!("recflow: cannot write the changelog, no further records will be written: {e}");
+                        changelog_out = None;
                     }
                 }
             },

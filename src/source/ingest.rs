@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,9 @@ impl StreamEnd {
     }
 }
 
+type EventStream<'scope> = Stream<'scope, Millis, Vec<(Event, Millis, isize)>>;
+type ControlStream<'scope> = Stream<'scope, Millis, Vec<Result<DeadLetter, Ends>>>;
+
 /// What the ingest operator emits.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 enum Ingest {
@@ -105,83 +108,98 @@ pub fn ingest<'scope>(
     completed: probe::Handle<Millis>,
 ) -> Ingested<'scope> {
     let stream: Stream<'scope, Millis, Vec<(Ingest, Millis, isize)>> =
-        source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(scope, "Ingest", move |capability, info| {
-            let activator = scope.activator_for(info.address);
-            let mut capability = reader.as_ref().map(|_| capability);
-            let mut source = reader;
-            let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
-            let mut in_flight: std::collections::VecDeque<(Millis, u64)> = Default::default();
-            move |output| {
-                let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
-                    return;
-                };
-                // Back-pressure: wait while the dataflow lags behind what it could already complete.
-                while in_flight.front().is_some_and(|(t, _)| !completed.less_equal(t)) {
-                    in_flight.pop_front();
-                }
-                let pending: u64 = in_flight.iter().map(|(_, n)| n).sum();
-                if pending > MAX_IN_FLIGHT && completed.less_than(cap.time()) {
-                    activator.activate_after(Duration::from_millis(1));
-                    return;
-                }
-                arrivals.clear();
-                let poll = reader.poll(BATCH, &mut arrivals);
-                metrics.records_in.fetch_add(arrivals.len() as u64, Ordering::Relaxed);
-                let mut accepted = 0u64;
-                let now = *cap.time();
-                {
-                    let mut session = output.session(&*cap);
-                    for arrival in arrivals.drain(..) {
-                        match arrival {
-                            Ok(event) => match clock.admit(event.ts) {
-                                Some(time) => {
-                                    accepted += 1;
-                                    session.give((Ingest::Event(event), time, 1));
+        source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(
+            scope,
+            "Ingest",
+            move |capability, info| {
+                let activator = scope.activator_for(info.address);
+                let mut capability = reader.as_ref().map(|_| capability);
+                let mut source = reader;
+                let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
+                // Batches not yet reflected in the output: (latest dataflow time, read at, events).
+                let mut in_flight: std::collections::VecDeque<(Millis, Instant, u64)> = Default::default();
+                move |output| {
+                    let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
+                        return;
+                    };
+                    // Back-pressure: wait while the dataflow lags behind what it could already complete.
+                    while let Some((_, read_at, count)) = in_flight.front().filter(|(t, _, _)| !completed.less_equal(t))
+                    {
+                        metrics.update_latency.record(read_at.elapsed().as_micros() as u64, *count);
+                        in_flight.pop_front();
+                    }
+                    let pending: u64 = in_flight.iter().map(|(_, _, n)| n).sum();
+                    if pending > MAX_IN_FLIGHT && completed.less_than(cap.time()) {
+                        activator.activate_after(Duration::from_millis(1));
+                        return;
+                    }
+                    arrivals.clear();
+                    let poll = reader.poll(BATCH, &mut arrivals);
+                    metrics.records_in.fetch_add(arrivals.len() as u64, Ordering::Relaxed);
+                    let mut accepted = 0u64;
+                    let mut latest = 0;
+                    let read_at = Instant::now();
+                    let now = *cap.time();
+                    {
+                        let mut session = output.session(&*cap);
+                        for arrival in arrivals.drain(..) {
+                            match arrival {
+                                Ok(event) => match clock.admit(event.ts) {
+                                    Some(time) => {
+                                        accepted += 1;
+                                        latest = latest.max(time);
+                                        session.give((Ingest::Event(event), time, 1));
+                                    }
+                                    None => {
+                                        metrics.reject(&RejectReason::Late);
+                                        let raw = serde_json::to_string(&event).unwrap_or_default();
+                                        let origin = format!("watermark:{}", clock.watermark());
+                                        session.give((
+                                            Ingest::Dead(DeadLetter { reason: RejectReason::Late, origin, raw }),
+                                            now,
+                                            1,
+                                        ));
+                                    }
+                                },
+                                Err(dead) => {
+                                    metrics.reject(&dead.reason);
+                                    session.give((Ingest::Dead(dead), now, 1));
                                 }
-                                None => {
-                                    metrics.reject(&RejectReason::Late);
-                                    let raw = serde_json::to_string(&event).unwrap_or_default();
-                                    let origin = format!("watermark:{}", clock.watermark());
-                                    session.give((Ingest::Dead(DeadLetter { reason: RejectReason::Late, origin, raw }), now, 1));
-                                }
-                            },
-                            Err(dead) => {
-                                metrics.reject(&dead.reason);
-                                session.give((Ingest::Dead(dead), now, 1));
                             }
                         }
+                        if poll == Poll::Done {
+                            session.give((Ingest::End(end_rule.ends(&clock, now)), now, 1));
+                        }
                     }
-                    if poll == Poll::Done {
-                        session.give((Ingest::End(end_rule.ends(&clock, now)), now, 1));
+                    metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
+                    metrics.watermark.store(clock.watermark(), Ordering::Relaxed);
+                    if accepted > 0 {
+                        in_flight.push_back((latest, read_at, accepted));
+                    }
+                    match poll {
+                        Poll::Done => {
+                            // Hold the input open just past completion; the run stops there.
+                            cap.downgrade(&end_rule.ends(&clock, now).complete);
+                            source = None;
+                        }
+                        Poll::Ready => {
+                            cap.downgrade(&clock.frontier().max(now));
+                            activator.activate();
+                        }
+                        Poll::Idle => {
+                            cap.downgrade(&clock.frontier().max(now));
+                            activator.activate_after(Duration::from_millis(1));
+                        }
                     }
                 }
-                metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
-                metrics.watermark.store(clock.watermark(), Ordering::Relaxed);
-                if accepted > 0 {
-                    in_flight.push_back((now, accepted));
-                }
-                match poll {
-                    Poll::Done => {
-                        // Hold the input open just past completion; the run stops there.
-                        cap.downgrade(&end_rule.ends(&clock, now).complete);
-                        source = None;
-                    }
-                    Poll::Ready => {
-                        cap.downgrade(&clock.frontier().max(now));
-                        activator.activate();
-                    }
-                    Poll::Idle => {
-                        cap.downgrade(&clock.frontier().max(now));
-                        activator.activate_after(Duration::from_millis(1));
-                    }
-                }
-            }
+            },
+        );
+    let (events, others): (EventStream<'scope>, ControlStream<'scope>) =
+        stream.ok_err(|(ingest, time, diff)| match ingest {
+            Ingest::Event(event) => Ok((event, time, diff)),
+            Ingest::Dead(dead) => Err(Ok(dead)),
+            Ingest::End(ends) => Err(Err(ends)),
         });
-    let (events, others): (Stream<'scope, Millis, Vec<_>>, Stream<'scope, Millis, Vec<Result<DeadLetter, Ends>>>) = stream.ok_err(|(ingest, time, diff)| match ingest {
-        Ingest::Event(event) => Ok((event, time, diff)),
-        Ingest::Dead(dead) => Err(Ok(dead)),
-        Ingest::End(ends) => Err(Err(ends)),
-    });
     let (dead_letters, ends) = others.ok_err(|other: Result<DeadLetter, Ends>| other);
     let ends: Stream<'scope, Millis, Vec<Ends>> = ends;
     ends.broadcast().sink(Pipeline, "StreamEnd", move |(input, _frontier)| {

@@ -93,7 +93,15 @@ impl SynthSource {
             total += 1.0 / ((rank + 1) as f64).powf(spec.zipf);
             zipf_cdf.push(total);
         }
-        SynthSource { spec: spec.clone(), rng, category_items, zipf_cdf, sessions: Vec::new(), produced: 0, started: None }
+        SynthSource {
+            spec: spec.clone(),
+            rng,
+            category_items,
+            zipf_cdf,
+            sessions: Vec::new(),
+            produced: 0,
+            started: None,
+        }
     }
 
     /// The taste cluster of a user.
@@ -168,7 +176,8 @@ impl SynthSource {
         let spec = &self.spec;
         let base = spec.start_ms + self.produced * spec.spacing.millis();
         let jitter = spec.jitter.millis();
-        let ts: Millis = if jitter == 0 { base } else { (base + self.rng.below(2 * jitter + 1)).saturating_sub(jitter) };
+        let ts: Millis =
+            if jitter == 0 { base } else { (base + self.rng.below(2 * jitter + 1)).saturating_sub(jitter) };
         self.produced += 1;
         Event {
             user: Id::Num(user as i64),
@@ -208,14 +217,22 @@ mod tests {
     #[test]
     fn same_seed_same_events_and_taste_is_planted() {
         let spec = SynthSpec::default();
-        let a: Vec<Event> = { let mut s = SynthSource::new(&spec); (0..1000).map(|_| s.next_event()).collect() };
-        let b: Vec<Event> = { let mut s = SynthSource::new(&spec); (0..1000).map(|_| s.next_event()).collect() };
+        let a: Vec<Event> = {
+            let mut s = SynthSource::new(&spec);
+            (0..1000).map(|_| s.next_event()).collect()
+        };
+        let b: Vec<Event> = {
+            let mut s = SynthSource::new(&spec);
+            (0..1000).map(|_| s.next_event()).collect()
+        };
         assert_eq!(a, b);
         let mut s = SynthSource::new(&spec);
         let on_taste = (0..10_000)
             .map(|_| s.next_event())
             .filter(|e| {
-                let (Id::Num(u), Some(Id::Num(c))) = (&e.user, &e.category) else { return false };
+                let (Id::Num(u), Some(Id::Num(c))) = (&e.user, &e.category) else {
+                    return false;
+                };
                 SynthSource::cluster_of(&spec, *u as u64) == SynthSource::cluster_of_category(&spec, *c as u64)
             })
             .count();

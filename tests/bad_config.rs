@@ -1,0 +1,56 @@
+//! Bad configuration fails at start-up with a message naming the key and the fix.
+
+use std::process::Command;
+
+use recflow::Pipeline;
+
+fn error_of(toml: &str) -> String {
+    Pipeline::from_toml(toml, "p.toml").expect_err("the pipeline is rejected").to_string()
+}
+
+#[test]
+fn unknown_and_invalid_keys_are_named() {
+    let cases = [
+        ("[hot_items]\nsize = \"1h\"\nslid = \"5m\"", "slid"),
+        ("[hot_items]\nsize = \"7m\"\nslide = \"5m\"", "hot_items.size"),
+        ("[hot_items]\nslide = \"5 parsecs\"", "parsecs"),
+        ("[hot_items]\ntop_n = 0", "hot_items.top_n"),
+        ("[recommend]\nk = 0", "recommend.k"),
+        ("[recommend]\nalpha = 0.0\nbeta = 0.0", "recommend.alpha"),
+        ("[recommend]\nlong_term = \"forever\"", "all"),
+        ("[recommend]\nshort_term = { kind = \"hopping\", size = \"1h\" }", "hopping"),
+        ("[recommend.similarity]\nmeasure = \"euclid\"", "euclid"),
+        ("[recommend]\n[recommend.similarity]\nrefresh = \"0s\"", "recommend.similarity.refresh"),
+        ("[source]\nkind = \"file\"\n[hot_items]", "source.path"),
+        ("[source]\ncolumns = [\"user\", \"item\", \"ts\"]\n[hot_items]", "source.default_action"),
+        ("[source]\ncolumns = [\"user\", \"thing\", \"ts\"]\n[hot_items]", "source.columns"),
+        ("[weights]\nview = -1.0\n[hot_items]", "weights.view"),
+        ("[time]\ntick = \"0s\"\n[hot_items]", "time.tick"),
+        ("name = \"nothing\"", "recommend"),
+    ];
+    for (toml, key) in cases {
+        let message = error_of(toml);
+        assert!(message.contains(key), "error for {toml:?} should name `{key}`: {message}");
+        assert!(message.starts_with("pipeline p.toml"), "error names the file: {message}");
+    }
+}
+
+#[test]
+fn the_cli_refuses_a_bad_pipeline_and_a_missing_input() {
+    let dir = std::env::temp_dir().join(format!("recflow-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[hot_items]\nsize = \"7m\"\nslide = \"5m\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hot_items.size") && stderr.contains("multiple of slide"), "{stderr}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[source]\nkind = \"file\"\npath = \"/nonexistent/events.csv\"\n[hot_items]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&good).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/events.csv"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,237 @@
+//! A from-scratch reference model of recflow's semantics, written independently of the dataflow:
+//! given the input in arrival order, it computes each user's list and each window's hot items at
+//! any time by scanning all events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use recflow::event::{Action, Event, Id};
+use recflow::spec::{Exclude, Horizon, Measure, Pipeline, ShortTermWindow};
+
+/// An accepted event with the dataflow time it entered at.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub event: Event,
+    pub time: u64,
+}
+
+fn ceil_to(t: u64, step: u64) -> u64 {
+    t.div_ceil(step) * step
+}
+
+/// The events accepted by the watermark rules, and how many were late.
+pub fn admit(pipeline: &Pipeline, events: &[Event]) -> (Vec<Timed>, usize) {
+    let tick = pipeline.time.tick.millis();
+    let ooo = pipeline.time.max_out_of_orderness.millis();
+    let lateness = pipeline.time.allowed_lateness.millis();
+    let mut max_seen: Option<u64> = None;
+    let mut accepted = Vec::new();
+    let mut late = 0;
+    for event in events {
+        let watermark = max_seen.map_or(0, |m| m.saturating_sub(ooo));
+        if max_seen.is_some() && event.ts + lateness < watermark {
+            late += 1;
+            continue;
+        }
+        accepted.push(Timed { event: event.clone(), time: ceil_to(event.ts.max(watermark), tick) });
+        max_seen = Some(max_seen.map_or(event.ts, |m| m.max(event.ts)));
+    }
+    (accepted, late)
+}
+
+/// The time final results are reported as of.
+pub fn end_time(pipeline: &Pipeline, accepted: &[Timed]) -> u64 {
+    let tick = pipeline.time.tick.millis();
+    let align = pipeline.recommend.as_ref().map_or(tick, |r| r.similarity.refresh.millis());
+    let last = accepted.iter().map(|t| t.event.ts).max().unwrap_or(0);
+    ceil_to(ceil_to(last, tick), align)
+}
+
+fn weight(pipeline: &Pipeline, event: &Event) -> i64 {
+    let w = &pipeline.weights;
+    let base = match event.action {
+        Action::View => w.view,
+        Action::Cart => w.cart,
+        Action::Fav => w.fav,
+        Action::Buy => w.buy,
+        Action::Rate => w.rate,
+    };
+    let base = (base * 1000.0).round() as i64;
+    let weighted = match (event.action, event.value) {
+        (Action::Rate, Some(v)) => base * v / 1000,
+        _ => base,
+    };
+    weighted.max(0)
+}
+
+/// Whether an event's long-term contribution is still present at `at`.
+fn in_horizon(horizon: Horizon, ts: u64, tick: u64, at: u64) -> bool {
+    match horizon {
+        Horizon::All => true,
+        Horizon::Retention(span) => ceil_to(ts + span.millis(), tick) > at,
+    }
+}
+
+/// Each user's list at time `at` (users with an empty list are absent).
+pub fn recommendations_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, Vec<(Id, i64, bool)>> {
+    let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
+    let tick = pipeline.time.tick.millis();
+    let refresh = spec.similarity.refresh.millis();
+    let at_refresh = at / refresh * refresh;
+    let alpha = (spec.alpha * 1000.0).round() as i64;
+    let beta = (spec.beta * 1000.0).round() as i64;
+
+    // Preferences and exclusions at `at`.
+    let mut preference: BTreeMap<(Id, Id), i64> = BTreeMap::new();
+    let mut excluded: BTreeSet<(Id, Id)> = BTreeSet::new();
+    for Timed { event, time } in accepted.iter().filter(|t| t.time <= at) {
+        let _ = time;
+        let w = weight(pipeline, event);
+        let key = (event.user.clone(), event.item.clone());
+        let short_end = match spec.short_term {
+            ShortTermWindow::Sliding { size } => ceil_to(event.ts + size.millis(), tick),
+            ShortTermWindow::Tumbling { size } => ceil_to((event.ts / size.millis() + 1) * size.millis(), tick),
+        };
+        let mut p = 0;
+        if short_end > at {
+            p += alpha * w;
+        }
+        let long = in_horizon(spec.long_term, event.ts, tick, at);
+        if long {
+            p += beta * w;
+        }
+        *preference.entry(key.clone()).or_default() += p;
+        let rule = match spec.exclude {
+            Exclude::Seen => true,
+            Exclude::Bought => event.action == Action::Buy,
+            Exclude::None => false,
+        };
+        if rule && long {
+            excluded.insert(key);
+        }
+    }
+    preference.retain(|_, p| *p > 0);
+
+    // Histories, similarity and popularity as of the last refresh.
+    let mut last_touch: BTreeMap<(Id, Id), u64> = BTreeMap::new();
+    let mut popular: BTreeMap<Id, i64> = BTreeMap::new();
+    for Timed { event, .. } in accepted.iter().filter(|t| t.time <= at_refresh) {
+        if in_horizon(spec.long_term, event.ts, tick, at_refresh) {
+            let entry = last_touch.entry((event.user.clone(), event.item.clone())).or_insert(0);
+            *entry = (*entry).max(event.ts);
+        }
+        if ceil_to(event.ts + spec.popular_window.millis(), tick) > at_refresh {
+            *popular.entry(event.item.clone()).or_default() += 1;
+        }
+    }
+    let mut by_user: BTreeMap<Id, Vec<(u64, Id)>> = BTreeMap::new();
+    for ((user, item), ts) in last_touch {
+        by_user.entry(user).or_default().push((ts, item));
+    }
+    let mut history: BTreeMap<Id, Vec<Id>> = BTreeMap::new();
+    for (user, mut touched) in by_user {
+        touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        history.insert(user, touched.into_iter().take(spec.history).map(|(_, i)| i).collect());
+    }
+    let mut users_of: BTreeMap<Id, i64> = BTreeMap::new();
+    let mut both: BTreeMap<(Id, Id), i64> = BTreeMap::new();
+    for items in history.values() {
+        for i in items {
+            *users_of.entry(i.clone()).or_default() += 1;
+            for j in items {
+                if i != j {
+                    *both.entry((i.clone(), j.clone())).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
+    for ((i, j), c) in both {
+        if c < spec.similarity.min_support as i64 {
+            continue;
+        }
+        let (ni, nj) = (users_of[&i] as f64, users_of[&j] as f64);
+        let s = match spec.similarity.measure {
+            Measure::Cosine => c as f64 / (ni * nj).sqrt(),
+            Measure::Jaccard => c as f64 / (ni + nj - c as f64),
+        };
+        neighbours.entry(i).or_default().push(((s * 1e6).round() as i64, j));
+    }
+    for list in neighbours.values_mut() {
+        list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        list.truncate(spec.similarity.neighbours);
+    }
+    let mut pool: Vec<(i64, Id)> = popular.into_iter().map(|(i, c)| (c, i)).collect();
+    pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    pool.truncate(spec.k * 4);
+
+    // Scores and lists.
+    let mut prefs_by_user: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
+    for ((user, item), p) in &preference {
+        prefs_by_user.entry(user.clone()).or_default().push((*p, item.clone()));
+    }
+    let mut lists = BTreeMap::new();
+    for (user, mut prefs) in prefs_by_user {
+        prefs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        prefs.truncate(spec.top_preferences);
+        let mut score: BTreeMap<Id, i64> = BTreeMap::new();
+        for (p, i) in &prefs {
+            for (s, j) in neighbours.get(i).map(Vec::as_slice).unwrap_or(&[]) {
+                *score.entry(j.clone()).or_default() += ((*p as i128 * *s as i128) / 1_000_000) as i64;
+            }
+        }
+        let mut scored: Vec<(i64, Id)> = score
+            .into_iter()
+            .filter(|(j, s)| *s > 0 && !excluded.contains(&(user.clone(), j.clone())))
+            .map(|(j, s)| (s, j))
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let needy = scored.len() < spec.k;
+        let mut list: Vec<(Id, i64, bool)> = scored.into_iter().take(spec.k).map(|(s, j)| (j, s, false)).collect();
+        if needy {
+            for (_, item) in &pool {
+                if list.len() == spec.k {
+                    break;
+                }
+                if !excluded.contains(&(user.clone(), item.clone())) && !list.iter().any(|(i, _, _)| i == item) {
+                    list.push((item.clone(), 0, true));
+                }
+            }
+        }
+        if !list.is_empty() {
+            lists.insert(user, list);
+        }
+    }
+    lists
+}
+
+/// Final hot items per (window_end, category): every accepted event counted in its windows.
+pub fn hot_items(
+    pipeline: &Pipeline,
+    accepted: &[Timed],
+) -> BTreeMap<recflow::dataflow::hot_items::HotWindow, Vec<(Id, i64)>> {
+    let spec = pipeline.hot_items.as_ref().expect("pipeline has hot items");
+    let (size, slide) = (spec.size.millis(), spec.slide.millis());
+    let mut counts: BTreeMap<(u64, Option<Id>), BTreeMap<Id, i64>> = BTreeMap::new();
+    for Timed { event, .. } in accepted {
+        if !spec.actions.contains(&event.action) {
+            continue;
+        }
+        let category = if spec.per_category { event.category.clone() } else { None };
+        // Windows [start, start + size) with start a multiple of slide that contain ts.
+        let last_start = event.ts / slide * slide;
+        let mut start = last_start as i128;
+        while start > event.ts as i128 - size as i128 {
+            let end = (start + size as i128) as u64;
+            *counts.entry((end, category.clone())).or_default().entry(event.item.clone()).or_default() += 1;
+            start -= slide as i128;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(key, per_item)| {
+            let mut ranked: Vec<(i64, Id)> = per_item.into_iter().map(|(i, c)| (c, i)).collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            (key, ranked.into_iter().take(spec.top_n).map(|(c, i)| (i, c)).collect())
+        })
+        .collect()
+}

@@ -1,0 +1,90 @@
+//! Two processes on localhost (timely's `-n 2 -p 0|1 -h hostfile`) produce the same changelog as
+//! one worker.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+fn recflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_recflow"))
+}
+
+#[test]
+fn two_processes_match_one_worker() {
+    let dir = std::env::temp_dir().join(format!("recflow-2proc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[source]
+kind = "synth"
+[source.synth]
+users = 300
+items = 400
+categories = 20
+clusters = 5
+[recommend]
+k = 5
+history = 10
+[recommend.similarity]
+refresh = "10s"
+[hot_items]
+size = "2m"
+slide = "30s"
+[output]
+status_interval_secs = 0
+"#,
+    )
+    .unwrap();
+    let single = dir.join("single.jsonl");
+    let status = recflow()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--max-events", "3000", "-q", "--output"])
+        .arg(&single)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let ports = free_ports(2);
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+    let cluster = dir.join("cluster.jsonl");
+    let mut children: Vec<_> = (0..2)
+        .map(|p| {
+            recflow()
+                .arg("run")
+                .arg(&pipeline)
+                .args(["--max-events", "3000", "-q", "-w", "2", "-n", "2", "-p", &p.to_string(), "-h"])
+                .arg(&hostfile)
+                .arg("--output")
+                .arg(if p == 0 { cluster.clone() } else { dir.join("unused.jsonl") })
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for child in &mut children {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "a process failed: {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the two-process run did not finish in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let single = std::fs::read_to_string(&single).unwrap();
+    let cluster = std::fs::read_to_string(&cluster).unwrap();
+    assert!(single.lines().count() > 100, "the run produced results");
+    assert!(single.contains("\"hot_items\"") && single.contains("\"recs\""));
+    assert_eq!(single, cluster, "the changelogs differ");
+    let _ = std::fs::remove_dir_all(&dir);
+}
