@@ -2,68 +2,277 @@
 //! the epoch; per window (and optionally per category) the `top_n` items by event count, ties
 //! broken by item asc.
 //!
-//! Each event is counted once, in its slide-long pane, and panes are combined into windows: pane
-//! updates of one batch consolidate before they fan out to the `size / slide` windows holding the
-//! pane. A window's counts are delayed to its end, so its list appears once the frontier passes
-//! the end (late events within the allowed lateness update it), and retracted at its purge time so
-//! state stays bounded. The top-N runs in two stages: per (window, item shard), then per window
-//! over the shards' candidates, so the heavy stage spreads over all workers.
+//! Three operators, each doing the least work that keeps the answer exact:
+//!
+//! 1. **Panes** (on the worker that reads): each event is counted once, in its slide-long pane,
+//!    in a local hash map; a pane's counts leave together when the frontier reaches the pane's
+//!    end (a late event's count leaves at its own time).
+//! 2. **Windows** (items spread over all workers by hash): each pane count is added to the
+//!    `size / slide` windows holding the pane. A window is evaluated when it fires (the frontier
+//!    passes its end) and again whenever a late event changes it; the worker sends its local
+//!    top-N candidates only if they changed.
+//! 3. **Top-N** (windows spread over workers by hash): merges the workers' candidates into the
+//!    window's top-N and emits a change only if the list changed.
+//!
+//! All three drop a window's state once no accepted event can change it any more (its purge
+//! time); the last reported list is the window's final answer and is never retracted.
 
-use differential_dataflow::Hashable;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use differential_dataflow::{AsCollection, Hashable};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
 
 use super::window::Hopping;
-use super::Coll;
+use super::{Coll, Time};
 use crate::event::{Event, Id, Millis};
 use crate::spec::HotItemsSpec;
-
-/// Item shards of the first top-N stage (fixed, so results do not depend on the worker count).
-const ITEM_SHARDS: u64 = 64;
 
 /// A hot-items list's key: the window's end and, for per-category lists, the category.
 pub type HotWindow = (Millis, Option<Id>);
 
-/// `((window_end, category), list)` for every window with events; `category` is `None` unless
-/// the lists are per category.
+/// A pane's count of one item: `((pane_end, category, item), time, count)`.
+type PaneCount = ((Millis, Option<Id>, Id), Time, i64);
+
+/// One worker's top-N candidates of a window: `((window, worker), list)` at a time.
+type Candidates = ((HotWindow, usize), Vec<(Id, i64)>);
+
+/// `(window, list)` changes: for each window, its current top-N list.
 pub fn hot_items<'scope>(
     events: Coll<'scope, Event>,
     spec: &HotItemsSpec,
     hop: Hopping,
 ) -> Coll<'scope, (HotWindow, Vec<(Id, i64)>)> {
-    let actions = spec.actions.clone();
-    let per_category = spec.per_category;
-    let top_n = spec.top_n;
-    events
-        .filter(move |event| actions.contains(&event.action))
-        .join_function(move |event: Event| {
-            // Every event of a pane waits for the pane's end, so a batch's updates consolidate.
-            let category = if per_category { event.category } else { None };
-            let pane_end = hop.pane_end(event.ts);
-            Some(((pane_end, category, event.item), pane_end, 1))
-        })
-        .consolidate_stream()
-        .join_function(move |(pane_end, category, item): (Millis, Option<Id>, Id)| {
-            let shard = item.hashed() % ITEM_SHARDS;
-            hop.window_ends(pane_end).flat_map(move |end| {
-                let key = ((end, category.clone(), shard), item.clone());
-                [(key.clone(), hop.fire_time(end), 1), (key, hop.purge_time(end), -1)]
-            })
-        })
-        .reduce_named("HotItemsPerShard", move |_window, counted, output: &mut Vec<((i64, Id), isize)>| {
-            output.extend(top_by_count(counted, top_n).into_iter().map(|(item, count)| ((-count, item), 1)));
-        })
-        .map(|((end, category, _shard), ranked)| ((end, category), ranked))
-        .reduce_named("HotItems", move |_window, ranked, output: &mut Vec<(Vec<(Id, i64)>, isize)>| {
-            let list: Vec<(Id, i64)> =
-                ranked.iter().take(top_n).map(|((negated, item), _)| (item.clone(), -negated)).collect();
-            output.push((list, 1));
-        })
+    let panes = count_panes(events, spec, hop);
+    let candidates = window_candidates(panes, spec.top_n, hop);
+    merge_candidates(candidates, spec.top_n, hop).as_collection()
 }
 
-/// The `n` items with the highest counts (the counts are the accumulated differences), count desc
-/// then item asc.
-fn top_by_count(counted: &[(&Id, isize)], n: usize) -> Vec<(Id, i64)> {
-    let mut best: Vec<(i64, &Id)> =
-        counted.iter().filter(|(_, c)| *c > 0).map(|(item, c)| (-(*c as i64), *item)).collect();
+/// Holds one capability at the earliest time work is scheduled for.
+struct Scheduler<W> {
+    work: BTreeMap<Time, W>,
+    held: Option<Capability<Time>>,
+}
+
+impl<W: Default> Scheduler<W> {
+    fn new() -> Self {
+        Scheduler { work: BTreeMap::new(), held: None }
+    }
+
+    /// The work due at `time`, which must not precede the time of `capability`.
+    fn at(&mut self, time: Time, capability: &timely::dataflow::operators::InputCapability<Time>) -> &mut W {
+        if self.held.as_ref().is_none_or(|h| *h.time() > time) {
+            self.held = Some(capability.delayed(&time, 0));
+        }
+        self.work.entry(time).or_default()
+    }
+
+    /// The earliest work the frontier has reached, with a capability for its time.
+    fn next_due(
+        &mut self,
+        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+    ) -> Option<(Capability<Time>, W)> {
+        let entry = self.work.first_entry()?;
+        let time = *entry.key();
+        if frontier.less_than(&time) {
+            return None;
+        }
+        let capability = self.held.as_ref()?.delayed(&time);
+        Some((capability, entry.remove()))
+    }
+
+    /// Releases the capability down to the earliest remaining work.
+    fn settle(&mut self) {
+        match self.work.keys().next() {
+            Some(next) => {
+                if let Some(h) = self.held.as_mut() {
+                    h.downgrade(next);
+                }
+            }
+            None => self.held = None,
+        }
+    }
+}
+
+/// Stage 1: per-pane counts, combined locally before any exchange.
+fn count_panes<'scope>(
+    events: Coll<'scope, Event>,
+    spec: &HotItemsSpec,
+    hop: Hopping,
+) -> Stream<'scope, Time, Vec<PaneCount>> {
+    let actions = spec.actions.clone();
+    let per_category = spec.per_category;
+    let mut scheduler: Scheduler<HashMap<(Millis, Option<Id>, Id), i64>> = Scheduler::new();
+    events.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<PaneCount>>, _, _, _>(
+        Pipeline,
+        "HotItems: Panes",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (event, time, diff) in data.drain(..) {
+                        if !actions.contains(&event.action) {
+                            continue;
+                        }
+                        let pane_end = hop.pane_end(event.ts);
+                        let category = if per_category { event.category } else { None };
+                        let counts = scheduler.at(time.max(pane_end), &capability);
+                        *counts.entry((pane_end, category, event.item)).or_default() += diff as i64;
+                    }
+                });
+                while let Some((capability, counts)) = scheduler.next_due(frontier) {
+                    let time = *capability.time();
+                    let mut session = output.session(&capability);
+                    session.give_iterator(counts.into_iter().filter(|(_, c)| *c != 0).map(|(key, c)| (key, time, c)));
+                }
+                scheduler.settle();
+            }
+        },
+    )
+}
+
+/// The counts of one window on one worker, and the candidates it last sent.
+#[derive(Default)]
+struct WindowCounts {
+    counts: HashMap<Id, i64>,
+    sent: Vec<(Id, i64)>,
+}
+
+/// Work due at one time on a windows worker.
+#[derive(Default)]
+struct WindowWork {
+    counts: Vec<(Millis, Option<Id>, Id, i64)>,
+    evaluate: BTreeSet<HotWindow>,
+}
+
+/// Stage 2: window counts per item shard, and each worker's top-N candidates per window.
+fn window_candidates<'scope>(
+    panes: Stream<'scope, Time, Vec<PaneCount>>,
+    top_n: usize,
+    hop: Hopping,
+) -> Stream<'scope, Time, Vec<(Candidates, Time, isize)>> {
+    let mut scheduler: Scheduler<WindowWork> = Scheduler::new();
+    let mut windows: BTreeMap<HotWindow, WindowCounts> = BTreeMap::new();
+    let worker = panes.scope().index();
+    panes.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(Candidates, Time, isize)>>, _, _, _>(
+        Exchange::new(|((_, _, item), _, _): &PaneCount| item.hashed()),
+        "HotItems: Windows",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for ((pane_end, category, item), time, count) in data.drain(..) {
+                        for end in hop.window_ends(pane_end) {
+                            let evaluate_at = time.max(hop.fire_time(end));
+                            scheduler.at(evaluate_at, &capability).evaluate.insert((end, category.clone()));
+                        }
+                        scheduler.at(time, &capability).counts.push((pane_end, category, item, count));
+                    }
+                });
+                while let Some((capability, work)) = scheduler.next_due(frontier) {
+                    let time = *capability.time();
+                    for (pane_end, category, item, count) in work.counts {
+                        for end in hop.window_ends(pane_end) {
+                            let window = windows.entry((end, category.clone())).or_default();
+                            let entry = window.counts.entry(item.clone()).or_default();
+                            *entry += count;
+                            if *entry == 0 {
+                                window.counts.remove(&item);
+                            }
+                        }
+                    }
+                    let mut session = output.session(&capability);
+                    for key in work.evaluate {
+                        let Some(window) = windows.get_mut(&key) else { continue };
+                        let best = top_by_count(window.counts.iter().map(|(i, c)| (i, *c)), top_n);
+                        if best != window.sent {
+                            let old = std::mem::replace(&mut window.sent, best.clone());
+                            session.give((((key.clone(), worker), old), time, -1));
+                            session.give((((key, worker), best), time, 1));
+                        }
+                    }
+                }
+                scheduler.settle();
+                forget_purged(&mut windows, frontier, hop);
+            }
+        },
+    )
+}
+
+/// Stage 3: the window's top-N from all workers' candidates.
+fn merge_candidates<'scope>(
+    candidates: Stream<'scope, Time, Vec<(Candidates, Time, isize)>>,
+    top_n: usize,
+    hop: Hopping,
+) -> Stream<'scope, Time, Vec<((HotWindow, Vec<(Id, i64)>), Time, isize)>> {
+    let mut pending: BTreeMap<Time, Vec<(Candidates, isize)>> = BTreeMap::new();
+    let mut windows: BTreeMap<HotWindow, (BTreeMap<usize, Vec<(Id, i64)>>, Vec<(Id, i64)>)> = BTreeMap::new();
+    let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
+    candidates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Exchange::new(|(((window, _), _), _, _): &(Candidates, Time, isize)| window.hashed()),
+        "HotItems: TopN",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (candidates, time, diff) in data.drain(..) {
+                        if !held.contains_key(&time) {
+                            held.insert(time, capability.delayed(&time, 0));
+                        }
+                        pending.entry(time).or_default().push((candidates, diff));
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    let time = *entry.key();
+                    if frontier.less_equal(&time) {
+                        break;
+                    }
+                    let mut touched = BTreeSet::new();
+                    for (((window, worker), list), diff) in entry.remove() {
+                        let (per_worker, _) = windows.entry(window.clone()).or_default();
+                        if diff > 0 {
+                            per_worker.insert(worker, list);
+                        } else if per_worker.get(&worker) == Some(&list) {
+                            per_worker.remove(&worker);
+                        }
+                        touched.insert(window);
+                    }
+                    let Some(capability) = held.remove(&time) else { continue };
+                    let mut session = output.session(&capability);
+                    for window in touched {
+                        let Some((per_worker, reported)) = windows.get_mut(&window) else { continue };
+                        let best = top_by_count(per_worker.values().flatten().map(|(i, c)| (i, *c)), top_n);
+                        if &best != reported {
+                            let old = std::mem::replace(reported, best.clone());
+                            if !old.is_empty() {
+                                session.give(((window.clone(), old), time, -1));
+                            }
+                            session.give(((window, best), time, 1));
+                        }
+                    }
+                }
+                forget_purged(&mut windows, frontier, hop);
+            }
+        },
+    )
+}
+
+/// Drops the state of windows whose purge time the frontier has passed.
+fn forget_purged<V>(
+    windows: &mut BTreeMap<HotWindow, V>,
+    frontier: &timely::progress::frontier::MutableAntichain<Time>,
+    hop: Hopping,
+) {
+    while let Some(entry) = windows.first_entry() {
+        if frontier.less_equal(&hop.purge_time(entry.key().0)) {
+            break;
+        }
+        entry.remove();
+    }
+}
+
+/// The `n` items with the highest counts, count desc then item asc.
+fn top_by_count<'a>(counted: impl Iterator<Item = (&'a Id, i64)>, n: usize) -> Vec<(Id, i64)> {
+    let mut best: Vec<(i64, &Id)> = counted.filter(|(_, c)| *c > 0).map(|(item, c)| (-c, item)).collect();
     if best.len() > n {
         best.select_nth_unstable(n - 1);
         best.truncate(n);

@@ -7,6 +7,7 @@
 pub mod hot_items;
 pub mod preference;
 pub mod recommend;
+pub mod schedule;
 pub mod similarity;
 pub mod window;
 
@@ -51,4 +52,17 @@ pub fn build<'scope>(events: Coll<'scope, Event>, pipeline: &Pipeline) -> Coll<'
         results.push(recs);
     }
     differential_dataflow::collection::concatenate(scope, results)
+}
+
+/// Moves every update of `collection` to `round(time)` (which must not be earlier), releasing
+/// it when due: the collection as it was at the last multiple of a refresh cadence, for example.
+pub fn retime<'scope, D: Clone + 'static>(
+    collection: Coll<'scope, D>,
+    name: &str,
+    round: impl Fn(Time) -> Time + 'static,
+) -> Coll<'scope, D> {
+    use differential_dataflow::AsCollection;
+    use schedule::ReleaseWhenDue;
+    use timely::dataflow::operators::vec::Map;
+    collection.inner.map(move |(datum, time, diff)| (datum, round(time), diff)).as_collection().release_when_due(name)
 }

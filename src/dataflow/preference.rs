@@ -7,6 +7,7 @@
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 
+use super::schedule::ReleaseWhenDue;
 use super::window::{horizon_expiry, short_term_expiry};
 use super::{Coll, Time};
 use crate::event::{Action, Event, Id, Milli, MILLI};
@@ -69,6 +70,7 @@ pub fn preferences<'scope>(
             }
             updates
         })
+        .release_when_due("Preferences")
         .count_total()
         .filter(|(_, preference)| *preference > 0)
         .map(|(key, preference)| (key, preference as i64));
@@ -80,6 +82,7 @@ pub fn preferences<'scope>(
         .join_function(move |event: Event| {
             within_horizon((event.user, event.item), horizon_expiry(horizon, event.ts, tick))
         })
+        .release_when_due("Excluded")
         .distinct_total();
 
     let history_len = spec.history;
@@ -87,6 +90,7 @@ pub fn preferences<'scope>(
         .join_function(move |event: Event| {
             within_horizon(((event.user, event.item), event.ts), horizon_expiry(horizon, event.ts, tick))
         })
+        .release_when_due("LastTouch")
         .reduce_named("LastTouch", |_pair, times, output: &mut Vec<(u64, isize)>| {
             // Values arrive sorted ascending; the last present one is the latest touch.
             if let Some((ts, _)) = times.last() {

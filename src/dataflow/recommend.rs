@@ -7,7 +7,7 @@
 //! Ranking: scored items by score desc, then item asc; then fill-ins by popularity (count desc,
 //! then item asc), skipping items already listed or excluded.
 
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::Hashable;
 use serde::{Deserialize, Serialize};
 
@@ -23,12 +23,30 @@ pub const POOL_PER_K: usize = 4;
 /// Shards the popular pool is replicated over, so that filling spreads across workers.
 const POOL_SHARDS: u64 = 64;
 
-/// A candidate for a user's list, in ranking order.
+/// What the per-user scoring reduce sees about a user, in the order it needs it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Candidate {
-    /// A scored item; the score is negated so that ascending order ranks best first.
-    Scored(i64, Id),
-    /// A popular item at a pool rank.
+enum Evidence {
+    /// An item the user must not be recommended.
+    Excluded(Id),
+    /// One of the user's top preferred items (marks the user as known).
+    Seed(Id),
+    /// A term `pref(u, i) * sim(i, j)` of candidate `j`'s score.
+    Term(Id, i64),
+}
+
+/// A user's scored list, and whether it already has `k` items.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Scored {
+    complete: bool,
+    items: Vec<(Id, i64)>,
+}
+
+/// What the fill reduce merges for a user who has fewer than `k` scored items.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Partial {
+    /// The scored items.
+    Scored(Vec<(Id, i64)>),
+    /// A popular, not excluded item at a pool rank.
     Popular(usize, Id),
 }
 
@@ -49,61 +67,94 @@ pub fn recommendations<'scope>(
     let k = spec.k;
     let top_m = spec.top_preferences;
 
-    let seeds = blended
-        .clone()
-        .map(|((user, item), preference)| (user, (-preference, item)))
-        .reduce_named("TopPreferences", move |_user, ranked, output: &mut Vec<((Id, i64), isize)>| {
+    let seeds = blended.map(|((user, item), preference)| (user, (-preference, item))).reduce_named(
+        "TopPreferences",
+        move |_user, ranked, output: &mut Vec<((Id, i64), isize)>| {
             output.extend(ranked.iter().take(top_m).map(|((negated, item), _)| ((item.clone(), -negated), 1)));
-        })
-        .map(|(user, (item, preference))| (item, (user, preference)));
+        },
+    );
+    let terms = seeds.clone().map(|(user, (item, preference))| (item, (user, preference))).join_map(
+        similar,
+        |_item, (user, preference), (candidate, similarity)| {
+            (user.clone(), Evidence::Term(candidate.clone(), score_term(*preference, *similarity)))
+        },
+    );
+    let evidence = terms
+        .concat(seeds.map(|(user, (item, _))| (user, Evidence::Seed(item))))
+        .concat(excluded.clone().map(|(user, item)| (user, Evidence::Excluded(item))));
 
-    let scores = seeds
-        .join_map(similar, |_item, (user, preference), (candidate, similarity)| {
-            ((user.clone(), candidate.clone()), score_term(*preference, *similarity))
-        })
-        .explode(|(pair, term)| Some((pair, term as isize)))
-        .count_total()
-        .filter(|(_, score)| *score > 0)
-        .map(|(pair, score)| (pair, score as i64))
-        .antijoin(excluded.clone())
-        .map(|((user, item), score)| (user, Candidate::Scored(-score, item)));
-
-    let users = blended.map(|((user, _), _)| user).distinct_total();
-    let full = scores
-        .clone()
-        .map(|(user, _)| user)
-        .count_total()
-        .filter(move |(_, count)| *count as usize >= k)
-        .map(|(user, _)| user);
-    let needy = users.map(|user| (user, ())).antijoin(full).map(|(user, ())| (user.hashed() % POOL_SHARDS, user));
-    let pool = popular_pool(events, spec, tick, k * POOL_PER_K)
-        .flat_map(|entry| (0..POOL_SHARDS).map(move |shard| (shard, entry.clone())));
-    let fill = needy
-        .join_map(pool, |_shard, user, (rank, item)| ((user.clone(), item.clone()), *rank))
-        .antijoin(excluded)
-        .map(|((user, item), rank)| (user, Candidate::Popular(rank, item)));
-
-    scores.concat(fill).reduce_named("TopK", move |_user, ranked, output: &mut Vec<(Vec<RecItem>, isize)>| {
-        let mut list: Vec<RecItem> = Vec::with_capacity(k);
-        for (candidate, _) in ranked {
-            if list.len() == k {
-                break;
-            }
-            match candidate {
-                Candidate::Scored(negated, item) => {
-                    list.push(RecItem { item: item.clone(), score: -negated, fallback: false })
-                }
-                Candidate::Popular(_, item) => {
-                    if !list.iter().any(|r| &r.item == item) {
-                        list.push(RecItem { item: item.clone(), score: 0, fallback: true });
+    let scored = evidence.reduce_named("ScoreUser", move |_user, evidence, output: &mut Vec<(Scored, isize)>| {
+        let excluded: Vec<&Id> = evidence
+            .iter()
+            .filter_map(|(e, _)| match e {
+                Evidence::Excluded(item) => Some(item),
+                _ => None,
+            })
+            .collect();
+        if !evidence.iter().any(|(e, _)| matches!(e, Evidence::Seed(_))) {
+            return;
+        }
+        // Terms arrive sorted by candidate, so each candidate's terms are adjacent.
+        let mut scores: Vec<(i64, &Id)> = Vec::new();
+        let mut current: Option<(&Id, i64)> = None;
+        for (e, count) in evidence {
+            if let Evidence::Term(candidate, term) = e {
+                let term = term * *count as i64;
+                match &mut current {
+                    Some((c, sum)) if *c == candidate => *sum += term,
+                    _ => {
+                        if let Some((c, sum)) = current.take() {
+                            scores.push((-sum, c));
+                        }
+                        current = Some((candidate, term));
                     }
                 }
             }
         }
-        if !list.is_empty() {
-            output.push((list, 1));
+        if let Some((c, sum)) = current {
+            scores.push((-sum, c));
         }
-    })
+        scores.retain(|(negated, item)| *negated < 0 && excluded.binary_search(item).is_err());
+        scores.sort();
+        scores.truncate(k);
+        let items: Vec<(Id, i64)> = scores.into_iter().map(|(negated, item)| (item.clone(), -negated)).collect();
+        output.push((Scored { complete: items.len() == k, items }, 1));
+    });
+
+    let complete = scored.clone().filter(|(_, s)| s.complete).map(|(user, s)| (user, as_recs(s.items)));
+    let needy = scored.filter(|(_, s)| !s.complete);
+    let pool = popular_pool(events, spec, tick, k * POOL_PER_K)
+        .flat_map(|entry| (0..POOL_SHARDS).map(move |shard| (shard, entry.clone())));
+    let fill = needy
+        .clone()
+        .map(|(user, _)| (user.hashed() % POOL_SHARDS, user))
+        .join_map(pool, |_shard, user, (rank, item)| ((user.clone(), item.clone()), *rank))
+        .antijoin(excluded)
+        .map(|((user, item), rank)| (user, Partial::Popular(rank, item)));
+    let filled = needy.map(|(user, s)| (user, Partial::Scored(s.items))).concat(fill).reduce_named(
+        "FillFromPopular",
+        move |_user, parts, output: &mut Vec<(Vec<RecItem>, isize)>| {
+            let mut list: Vec<RecItem> = Vec::with_capacity(k);
+            for (part, _) in parts {
+                match part {
+                    Partial::Scored(items) => list.extend(as_recs(items.clone())),
+                    Partial::Popular(_, item) => {
+                        if list.len() < k && !list.iter().any(|r| &r.item == item) {
+                            list.push(RecItem { item: item.clone(), score: 0, fallback: true });
+                        }
+                    }
+                }
+            }
+            if !list.is_empty() {
+                output.push((list, 1));
+            }
+        },
+    );
+    complete.concat(filled)
+}
+
+fn as_recs(items: Vec<(Id, i64)>) -> Vec<RecItem> {
+    items.into_iter().map(|(item, score)| RecItem { item, score, fallback: false }).collect()
 }
 
 /// `(rank, item)` for the `size` items with most events in the last `popular_window`, ranked by
@@ -116,12 +167,11 @@ fn popular_pool<'scope>(
 ) -> Coll<'scope, (usize, Id)> {
     let window = spec.popular_window.millis();
     let refresh = spec.similarity.refresh.millis();
-    events
-        .join_function(move |event: Event| {
-            let end = ceil_to(event.ts.saturating_add(window), tick);
-            [(event.item.clone(), 0, 1), (event.item, end, -1)]
-        })
-        .delay(move |t: &Time| ceil_to(*t, refresh))
+    let windowed = events.join_function(move |event: Event| {
+        let end = ceil_to(event.ts.saturating_add(window), tick);
+        [(event.item.clone(), 0, 1), (event.item, end, -1)]
+    });
+    super::retime(windowed, "PopularRefresh", move |t| ceil_to(t, refresh))
         .count_total()
         .map(|(item, count)| ((), (-(count as i64), item)))
         .reduce_named("PopularPool", move |_unit, ranked, output: &mut Vec<((usize, Id), isize)>| {

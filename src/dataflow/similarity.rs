@@ -4,7 +4,7 @@
 
 use differential_dataflow::operators::CountTotal;
 
-use super::{Coll, Time};
+use super::Coll;
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::results::SCORE_SCALE;
@@ -25,7 +25,7 @@ pub fn item_similarity<'scope>(
     spec: &SimilaritySpec,
 ) -> Coll<'scope, (Id, (Id, i64))> {
     let refresh = spec.refresh.millis();
-    let history = history.delay(move |t: &Time| ceil_to(*t, refresh));
+    let history = super::retime(history, "HistoryRefresh", move |t| ceil_to(t, refresh));
     let by_user = history.clone().arrange_by_key_named("Arrange: HistoryByUser");
     let item_users = history
         .map(|(_user, item)| item)

@@ -64,6 +64,8 @@ pub struct CountedItem {
 /// The accumulated current value of every key, turning completed updates into change records.
 pub struct Changelog {
     current: HashMap<ResultKey, ResultValue>,
+    /// Hot-items windows with a value, by window end, so they can be forgotten once purged.
+    windows: std::collections::BTreeSet<(Millis, ResultKey)>,
     hopping: Option<Hopping>,
     window_size: Millis,
     unit: u64,
@@ -72,7 +74,13 @@ pub struct Changelog {
 impl Changelog {
     /// A changelog for results whose windows follow `hopping`, writing times in units of `unit` ms.
     pub fn new(hopping: Option<Hopping>, unit: u64) -> Changelog {
-        Changelog { current: HashMap::new(), hopping, window_size: hopping.map_or(0, |h| h.size), unit }
+        Changelog {
+            current: HashMap::new(),
+            windows: Default::default(),
+            hopping,
+            window_size: hopping.map_or(0, |h| h.size),
+            unit,
+        }
     }
 
     /// Applies all updates at `time` (the caller guarantees earlier times were applied) and returns
@@ -103,6 +111,9 @@ impl Changelog {
             if matches!(key, ResultKey::Recs(_)) && end.is_some_and(|end| time > end) {
                 continue;
             }
+            if let ResultKey::HotItems { window_end, .. } = &key {
+                self.windows.insert((*window_end, key.clone()));
+            }
             let changed = match &new_value {
                 Some(value) => self.current.insert(key.clone(), value.clone()).as_ref() != Some(value),
                 None => self.current.remove(&key).is_some(),
@@ -111,7 +122,22 @@ impl Changelog {
                 records.push(self.record(key, new_value, time));
             }
         }
+        self.forget_purged(time);
         records
+    }
+
+    /// Forgets hot-items windows that no event can change any more at `time`: their last record
+    /// is final.
+    fn forget_purged(&mut self, time: Millis) {
+        let Some(hopping) = self.hopping else { return };
+        while let Some((end, _)) = self.windows.first() {
+            if hopping.purge_time(*end) > time {
+                break;
+            }
+            if let Some((_, key)) = self.windows.pop_first() {
+                self.current.remove(&key);
+            }
+        }
     }
 
     fn record(&self, key: ResultKey, value: Option<ResultValue>, time: Millis) -> ChangeRecord {

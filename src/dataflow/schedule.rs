@@ -1,0 +1,86 @@
+//! Scheduled updates: windows are insertions plus retractions at future times (an event leaves
+//! its window when the window ends). Handed straight to an arrangement, future-dated updates sit
+//! in its batcher, which re-merges them on every frontier advance; with long windows that cost
+//! grows with the window's contents on every tick.
+//!
+//! [`ReleaseWhenDue`] keeps future-dated updates in a time-ordered queue instead and releases each
+//! one only when the input frontier reaches its time, so arrangements only see updates that are
+//! about to be sealed. The collection is unchanged: the same updates at the same times.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+
+use super::Time;
+
+/// Defers future-dated updates of a collection until they are due.
+pub trait ReleaseWhenDue<'scope, D> {
+    /// The same collection, with updates whose time lies beyond the input frontier held back
+    /// until the frontier reaches that time.
+    ///
+    /// ```
+    /// use differential_dataflow::input::Input;
+    /// use recflow::dataflow::schedule::ReleaseWhenDue;
+    ///
+    /// timely::example(|scope| {
+    ///     let (_input, numbers) = scope.new_collection_from(vec![1u64, 2, 3]);
+    ///     // Each number is present from time 0 until time 10 * number.
+    ///     let windowed = numbers
+    ///         .join_function(|n| [(n, 0, 1isize), (n, 10 * n, -1)])
+    ///         .release_when_due("Expire");
+    ///     windowed.inspect(|(n, t, r)| assert!(*r == 1 || *t == 10 * n));
+    /// });
+    /// ```
+    fn release_when_due(self, name: &str) -> Self;
+}
+
+impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
+    fn release_when_due(self, name: &str) -> Self {
+        let mut pending: BTreeMap<Time, Vec<(D, isize)>> = BTreeMap::new();
+        let mut held: Option<Capability<Time>> = None;
+        self.inner
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
+                Pipeline,
+                &format!("ReleaseWhenDue: {name}"),
+                move |_capability, _info| {
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            let Some(&now) = cap.least() else { return };
+                            let mut session = output.session(&cap);
+                            for (datum, time, diff) in data.drain(..) {
+                                if time <= now {
+                                    session.give((datum, time, diff));
+                                } else {
+                                    if held.as_ref().is_none_or(|h| *h.time() > time) {
+                                        held = Some(cap.delayed(&time, 0));
+                                    }
+                                    pending.entry(time).or_default().push((datum, diff));
+                                }
+                            }
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            let time = *entry.key();
+                            if frontier.less_than(&time) {
+                                break;
+                            }
+                            let Some(capability) = held.as_ref() else { break };
+                            let due = capability.delayed(&time);
+                            output.session(&due).give_iterator(entry.remove().into_iter().map(|(d, r)| (d, time, r)));
+                        }
+                        match pending.keys().next() {
+                            Some(next) => {
+                                if let Some(h) = held.as_mut() {
+                                    h.downgrade(next);
+                                }
+                            }
+                            None => held = None,
+                        }
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
