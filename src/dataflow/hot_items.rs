@@ -36,6 +36,19 @@ pub type HotWindow = (Millis, Option<Id>);
 /// A pane's count of one item: `((pane_end, category, item), time, count)`.
 type PaneCount = ((Millis, Option<Id>, Id), Time, i64);
 
+/// A pane's key: `(pane_end, category, item)`.
+type PaneKey = (Millis, Option<Id>, Id);
+
+/// A window's list at a time, as a differential update.
+type ListUpdate = ((HotWindow, Vec<(Id, i64)>), Time, isize);
+
+/// What the top-N stage keeps per window: each worker's candidates and the list last reported.
+#[derive(Default)]
+struct MergedWindow {
+    per_worker: BTreeMap<usize, Vec<(Id, i64)>>,
+    reported: Vec<(Id, i64)>,
+}
+
 /// One worker's top-N candidates of a window: `((window, worker), list)` at a time.
 type Candidates = ((HotWindow, usize), Vec<(Id, i64)>);
 
@@ -104,7 +117,7 @@ fn count_panes<'scope>(
 ) -> Stream<'scope, Time, Vec<PaneCount>> {
     let actions = spec.actions.clone();
     let per_category = spec.per_category;
-    let mut scheduler: Scheduler<HashMap<(Millis, Option<Id>, Id), i64>> = Scheduler::new();
+    let mut scheduler: Scheduler<HashMap<PaneKey, i64>> = Scheduler::new();
     events.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<PaneCount>>, _, _, _>(
         Pipeline,
         "HotItems: Panes",
@@ -204,9 +217,9 @@ fn merge_candidates<'scope>(
     candidates: Stream<'scope, Time, Vec<(Candidates, Time, isize)>>,
     top_n: usize,
     hop: Hopping,
-) -> Stream<'scope, Time, Vec<((HotWindow, Vec<(Id, i64)>), Time, isize)>> {
+) -> Stream<'scope, Time, Vec<ListUpdate>> {
     let mut pending: BTreeMap<Time, Vec<(Candidates, isize)>> = BTreeMap::new();
-    let mut windows: BTreeMap<HotWindow, (BTreeMap<usize, Vec<(Id, i64)>>, Vec<(Id, i64)>)> = BTreeMap::new();
+    let mut windows: BTreeMap<HotWindow, MergedWindow> = BTreeMap::new();
     let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
     candidates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Exchange::new(|(((window, _), _), _, _): &(Candidates, Time, isize)| window.hashed()),
@@ -215,9 +228,7 @@ fn merge_candidates<'scope>(
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for (candidates, time, diff) in data.drain(..) {
-                        if !held.contains_key(&time) {
-                            held.insert(time, capability.delayed(&time, 0));
-                        }
+                        held.entry(time).or_insert_with(|| capability.delayed(&time, 0));
                         pending.entry(time).or_default().push((candidates, diff));
                     }
                 });
@@ -228,7 +239,7 @@ fn merge_candidates<'scope>(
                     }
                     let mut touched = BTreeSet::new();
                     for (((window, worker), list), diff) in entry.remove() {
-                        let (per_worker, _) = windows.entry(window.clone()).or_default();
+                        let per_worker = &mut windows.entry(window.clone()).or_default().per_worker;
                         if diff > 0 {
                             per_worker.insert(worker, list);
                         } else if per_worker.get(&worker) == Some(&list) {
@@ -239,10 +250,10 @@ fn merge_candidates<'scope>(
                     let Some(capability) = held.remove(&time) else { continue };
                     let mut session = output.session(&capability);
                     for window in touched {
-                        let Some((per_worker, reported)) = windows.get_mut(&window) else { continue };
-                        let best = top_by_count(per_worker.values().flatten().map(|(i, c)| (i, *c)), top_n);
-                        if &best != reported {
-                            let old = std::mem::replace(reported, best.clone());
+                        let Some(merged) = windows.get_mut(&window) else { continue };
+                        let best = top_by_count(merged.per_worker.values().flatten().map(|(i, c)| (i, *c)), top_n);
+                        if best != merged.reported {
+                            let old = std::mem::replace(&mut merged.reported, best.clone());
                             if !old.is_empty() {
                                 session.give(((window.clone(), old), time, -1));
                             }
