@@ -134,23 +134,11 @@ fn id(value: &Value) -> Id {
     }
 }
 
-/// Times at which results may change: event times, expiries, refreshes, and output times.
-fn checkpoints(pipeline: &Pipeline, accepted: &[Timed], records: &[Value], end: u64) -> BTreeSet<u64> {
+/// Every tick from the first event to the end: all times at which results may change.
+fn checkpoints(pipeline: &Pipeline, accepted: &[Timed], end: u64) -> BTreeSet<u64> {
     let tick = pipeline.time.tick.millis();
-    let rec = pipeline.recommend.as_ref().unwrap();
-    let mut times = BTreeSet::new();
-    for t in accepted {
-        times.insert(t.time);
-        for span in [20_000, 30_000, 40_000, 120_000] {
-            times.insert((t.event.ts + span).div_ceil(tick) * tick);
-        }
-    }
-    let refresh = rec.similarity.refresh.millis();
     let first = accepted.iter().map(|t| t.time).min().unwrap_or(0);
-    times.extend((first / refresh..=end / refresh).map(|k| k * refresh));
-    times.extend(records.iter().filter(|r| r["type"] == "recs").map(|r| r["time"].as_u64().unwrap()));
-    times.retain(|t| *t <= end);
-    times
+    (first / tick..=end / tick).map(|k| k * tick).collect()
 }
 
 fn check(toml: &str, seed: u64, workers: usize) -> String {
@@ -175,7 +163,8 @@ fn check(toml: &str, seed: u64, workers: usize) -> String {
     let mut state: BTreeMap<Id, Vec<(Id, i64, bool)>> = BTreeMap::new();
     let mut next = 0;
     let mut checked = 0;
-    for at in checkpoints(&pipeline, &accepted, &out.records, end) {
+    let mut reference = reference::RecsReference::new(&pipeline, &accepted);
+    for at in checkpoints(&pipeline, &accepted, end) {
         while next < recs.len() && recs[next]["time"].as_u64().unwrap() <= at {
             let list: Vec<(Id, i64, bool)> =
                 recs_list(recs[next]).into_iter().map(|(i, s, f)| (id(&i), s, f)).collect();
@@ -187,8 +176,8 @@ fn check(toml: &str, seed: u64, workers: usize) -> String {
             }
             next += 1;
         }
-        let expected = reference::recommendations_at(&pipeline, &accepted, at);
-        assert_eq!(state, expected, "recommendations at time {at} (seed {seed}, {workers} workers)");
+        let expected = reference.lists_at(at);
+        assert_eq!(&state, expected, "recommendations at time {at} (seed {seed}, {workers} workers)");
         checked += 1;
     }
     assert!(checked > 50 && !state.is_empty(), "the check covered real results");

@@ -17,7 +17,9 @@
 //! All three drop a window's state once no accepted event can change it any more (its purge
 //! time); the last reported list is the window's final answer and is never retracted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use differential_dataflow::{AsCollection, Hashable};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -25,6 +27,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use super::schedule::{Due, Inbox};
 use super::window::Hopping;
 use super::{Coll, Time};
 use crate::event::{Event, Id, Millis};
@@ -218,9 +221,8 @@ fn merge_candidates<'scope>(
     top_n: usize,
     hop: Hopping,
 ) -> Stream<'scope, Time, Vec<ListUpdate>> {
-    let mut pending: BTreeMap<Time, Vec<(Candidates, isize)>> = BTreeMap::new();
+    let mut inbox: Inbox<Candidates> = Inbox::default();
     let mut windows: BTreeMap<HotWindow, MergedWindow> = BTreeMap::new();
-    let mut held: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
     candidates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Exchange::new(|(((window, _), _), _, _): &(Candidates, Time, isize)| window.hashed()),
         "HotItems: TopN",
@@ -228,17 +230,12 @@ fn merge_candidates<'scope>(
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for (candidates, time, diff) in data.drain(..) {
-                        held.entry(time).or_insert_with(|| capability.delayed(&time, 0));
-                        pending.entry(time).or_default().push((candidates, diff));
+                        inbox.push(&capability, candidates, time, diff);
                     }
                 });
-                while let Some(entry) = pending.first_entry() {
-                    let time = *entry.key();
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
+                while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     let mut touched = BTreeSet::new();
-                    for (((window, worker), list), diff) in entry.remove() {
+                    for (((window, worker), list), diff) in updates {
                         let per_worker = &mut windows.entry(window.clone()).or_default().per_worker;
                         if diff > 0 {
                             per_worker.insert(worker, list);
@@ -247,7 +244,6 @@ fn merge_candidates<'scope>(
                         }
                         touched.insert(window);
                     }
-                    let Some(capability) = held.remove(&time) else { continue };
                     let mut session = output.session(&capability);
                     for window in touched {
                         let Some(merged) = windows.get_mut(&window) else { continue };

@@ -2,16 +2,35 @@
 //!
 //! `score(u, j) = Σ pref(u, i) · sim(i, j)` over the user's `top_preferences` most preferred items
 //! `i`; excluded pairs never appear. Users with fewer than `k` scored candidates are filled from
-//! the windowed popular items (refreshed with the similarity cadence).
+//! the windowed popular items (a pool of `4k`, refreshed with the similarity cadence).
 //!
 //! Ranking: scored items by score desc, then item asc; then fill-ins by popularity (count desc,
 //! then item asc), skipping items already listed or excluded.
+//!
+//! **When a list is recomputed.** A user's list is recomputed whenever the user's inputs change:
+//! their top preferences (every event of theirs, and every window expiry that changes them) or
+//! their excluded items. It is computed with the similarity and popularity as of that moment; a
+//! similarity refresh alone does not re-score users. Re-scoring every user whose seed items moved
+//! on each refresh would redo the whole `users × M × N` product every refresh; scoring at the
+//! user's own changes keeps the work proportional to the events.
+//!
+//! The similarity rows and the popular pool are small (`items × N` and `4k`), so every worker
+//! keeps a full copy; users are spread over workers by hash.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::Hashable;
+use differential_dataflow::{AsCollection, Hashable};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concat, Exchange};
 
 use super::preference::Preferences;
+use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
@@ -20,39 +39,23 @@ use crate::spec::RecommendSpec;
 
 /// How many popular items the fallback pool holds, per `k`.
 pub const POOL_PER_K: usize = 4;
-/// Shards the popular pool is replicated over, so that filling spreads across workers.
-const POOL_SHARDS: u64 = 64;
-
-/// What the per-user scoring reduce sees about a user, in the order it needs it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Evidence {
-    /// An item the user must not be recommended.
-    Excluded(Id),
-    /// One of the user's top preferred items (marks the user as known).
-    Seed(Id),
-    /// A term `pref(u, i) * sim(i, j)` of candidate `j`'s score.
-    Term(Id, i64),
-}
-
-/// A user's scored list, and whether it already has `k` items.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Scored {
-    complete: bool,
-    items: Vec<(Id, i64)>,
-}
-
-/// What the fill reduce merges for a user who has fewer than `k` scored items.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Partial {
-    /// The scored items.
-    Scored(Vec<(Id, i64)>),
-    /// A popular, not excluded item at a pool rank.
-    Popular(usize, Id),
-}
 
 /// The term one preferred item contributes to a candidate's score, in millionths.
 pub fn score_term(preference: i64, similarity: i64) -> i64 {
     ((preference as i128 * similarity as i128) / SCORE_SCALE as i128) as i64
+}
+
+/// One input of the scoring operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ScoringInput {
+    /// `(user, item, preference)`: one of the user's top preferred items.
+    Seed(Id, Id, i64),
+    /// `(user, item)`: an item never recommended to the user.
+    Excluded(Id, Id),
+    /// `(item, neighbour, similarity)`: a row of the similarity table (on every worker).
+    Similar(Id, Id, i64),
+    /// `(rank, item)`: an entry of the popular pool (on every worker).
+    Popular(usize, Id),
 }
 
 /// `(user, list)`: each user's current top-k.
@@ -73,88 +76,154 @@ pub fn recommendations<'scope>(
             output.extend(ranked.iter().take(top_m).map(|((negated, item), _)| ((item.clone(), -negated), 1)));
         },
     );
-    let terms = seeds.clone().map(|(user, (item, preference))| (item, (user, preference))).join_map(
-        similar,
-        |_item, (user, preference), (candidate, similarity)| {
-            (user.clone(), Evidence::Term(candidate.clone(), score_term(*preference, *similarity)))
-        },
-    );
-    let evidence = terms
-        .concat(seeds.map(|(user, (item, _))| (user, Evidence::Seed(item))))
-        .concat(excluded.clone().map(|(user, item)| (user, Evidence::Excluded(item))));
+    let pool = popular_pool(events, spec, tick, k * POOL_PER_K);
 
-    let scored = evidence.reduce_named("ScoreUser", move |_user, evidence, output: &mut Vec<(Scored, isize)>| {
-        let excluded: Vec<&Id> = evidence
-            .iter()
-            .filter_map(|(e, _)| match e {
-                Evidence::Excluded(item) => Some(item),
-                _ => None,
-            })
-            .collect();
-        if !evidence.iter().any(|(e, _)| matches!(e, Evidence::Seed(_))) {
-            return;
-        }
-        // Terms arrive sorted by candidate, so each candidate's terms are adjacent.
-        let mut scores: Vec<(i64, &Id)> = Vec::new();
-        let mut current: Option<(&Id, i64)> = None;
-        for (e, count) in evidence {
-            if let Evidence::Term(candidate, term) = e {
-                let term = term * *count as i64;
-                match &mut current {
-                    Some((c, sum)) if *c == candidate => *sum += term,
-                    _ => {
-                        if let Some((c, sum)) = current.take() {
-                            scores.push((-sum, c));
-                        }
-                        current = Some((candidate, term));
-                    }
-                }
-            }
-        }
-        if let Some((c, sum)) = current {
-            scores.push((-sum, c));
-        }
-        scores.retain(|(negated, item)| *negated < 0 && excluded.binary_search(item).is_err());
-        scores.sort();
-        scores.truncate(k);
-        let items: Vec<(Id, i64)> = scores.into_iter().map(|(negated, item)| (item.clone(), -negated)).collect();
-        output.push((Scored { complete: items.len() == k, items }, 1));
-    });
-
-    let complete = scored.clone().filter(|(_, s)| s.complete).map(|(user, s)| (user, as_recs(s.items)));
-    let needy = scored.filter(|(_, s)| !s.complete);
-    let pool = popular_pool(events, spec, tick, k * POOL_PER_K)
-        .flat_map(|entry| (0..POOL_SHARDS).map(move |shard| (shard, entry.clone())));
-    let fill = needy
-        .clone()
-        .map(|(user, _)| (user.hashed() % POOL_SHARDS, user))
-        .join_map(pool, |_shard, user, (rank, item)| ((user.clone(), item.clone()), *rank))
-        .antijoin(excluded)
-        .map(|((user, item), rank)| (user, Partial::Popular(rank, item)));
-    let filled = needy.map(|(user, s)| (user, Partial::Scored(s.items))).concat(fill).reduce_named(
-        "FillFromPopular",
-        move |_user, parts, output: &mut Vec<(Vec<RecItem>, isize)>| {
-            let mut list: Vec<RecItem> = Vec::with_capacity(k);
-            for (part, _) in parts {
-                match part {
-                    Partial::Scored(items) => list.extend(as_recs(items.clone())),
-                    Partial::Popular(_, item) => {
-                        if list.len() < k && !list.iter().any(|r| &r.item == item) {
-                            list.push(RecItem { item: item.clone(), score: 0, fallback: true });
-                        }
-                    }
-                }
-            }
-            if !list.is_empty() {
-                output.push((list, 1));
-            }
-        },
-    );
-    complete.concat(filled)
+    let per_user = seeds
+        .map(|(user, (item, preference))| ScoringInput::Seed(user, item, preference))
+        .concat(excluded.map(|(user, item)| ScoringInput::Excluded(user, item)))
+        .inner
+        .exchange(|(input, _, _): &(ScoringInput, Time, isize)| match input {
+            ScoringInput::Seed(user, ..) | ScoringInput::Excluded(user, _) => user.hashed(),
+            _ => 0,
+        });
+    let shared = similar
+        .map(|(item, (neighbour, similarity))| ScoringInput::Similar(item, neighbour, similarity))
+        .concat(pool.map(|(rank, item)| ScoringInput::Popular(rank, item)))
+        .inner
+        .broadcast();
+    score_users(per_user.concat(shared), k).as_collection()
 }
 
-fn as_recs(items: Vec<(Id, i64)>) -> Vec<RecItem> {
-    items.into_iter().map(|(item, score)| RecItem { item, score, fallback: false }).collect()
+/// What the scoring operator keeps per user.
+#[derive(Default)]
+struct UserState {
+    seeds: BTreeMap<(Id, i64), isize>,
+    excluded: BTreeMap<Id, isize>,
+    reported: Vec<RecItem>,
+}
+
+/// Applies `diff` to a multiset entry, removing it when it reaches zero.
+fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
+    let entry = map.entry(key);
+    match entry {
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            *o.get_mut() += diff;
+            if *o.get() == 0 {
+                o.remove();
+            }
+        }
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(diff);
+        }
+    }
+}
+
+type ScoringUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(ScoringInput, Time, isize)>>;
+type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<RecItem>), Time, isize)>>;
+
+/// The scoring operator: applies each completed time's updates in time order and re-scores the
+/// users whose seeds or exclusions changed at that time.
+fn score_users(updates: ScoringUpdates<'_>, k: usize) -> ListUpdates<'_> {
+    let mut inbox: Inbox<ScoringInput> = Inbox::default();
+    let mut similar: HashMap<Id, BTreeMap<(Id, i64), isize>> = HashMap::default();
+    let mut pool: BTreeMap<(usize, Id), isize> = BTreeMap::new();
+    let mut users: HashMap<Id, UserState> = HashMap::default();
+    updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Pipeline,
+        "ScoreUsers",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (update, time, diff) in data.drain(..) {
+                        inbox.push(&capability, update, time, diff);
+                    }
+                });
+                while let Some(Due { time, capability, updates: mut batch }) = inbox.next_complete(frontier) {
+                    differential_dataflow::consolidation::consolidate(&mut batch);
+                    let mut touched: Vec<Id> = Vec::new();
+                    for (update, diff) in batch {
+                        match update {
+                            ScoringInput::Similar(item, neighbour, similarity) => {
+                                let row = similar.entry(item.clone()).or_default();
+                                bump(row, (neighbour, similarity), diff);
+                                if row.is_empty() {
+                                    similar.remove(&item);
+                                }
+                            }
+                            ScoringInput::Popular(rank, item) => bump(&mut pool, (rank, item), diff),
+                            ScoringInput::Seed(user, item, preference) => {
+                                bump(&mut users.entry(user.clone()).or_default().seeds, (item, preference), diff);
+                                touched.push(user);
+                            }
+                            ScoringInput::Excluded(user, item) => {
+                                bump(&mut users.entry(user.clone()).or_default().excluded, item, diff);
+                                touched.push(user);
+                            }
+                        }
+                    }
+                    touched.sort();
+                    touched.dedup();
+                    let mut session = output.session(&capability);
+                    for user in touched {
+                        let Some(state) = users.get_mut(&user) else { continue };
+                        let list = rank_for_user(state, &similar, &pool, k);
+                        if list != state.reported {
+                            let old = std::mem::replace(&mut state.reported, list.clone());
+                            if !old.is_empty() {
+                                session.give(((user.clone(), old), time, -1));
+                            }
+                            if !list.is_empty() {
+                                session.give(((user.clone(), list), time, 1));
+                            }
+                        }
+                        if state.seeds.is_empty() && state.excluded.is_empty() && state.reported.is_empty() {
+                            users.remove(&user);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A user's top-k from their seeds, the similarity table and the popular pool.
+fn rank_for_user(
+    state: &UserState,
+    similar: &HashMap<Id, BTreeMap<(Id, i64), isize>>,
+    pool: &BTreeMap<(usize, Id), isize>,
+    k: usize,
+) -> Vec<RecItem> {
+    if state.seeds.is_empty() {
+        return Vec::new();
+    }
+    let mut scores: HashMap<&Id, i64> = HashMap::default();
+    for (item, preference) in state.seeds.keys() {
+        for (neighbour, similarity) in similar.get(item).into_iter().flat_map(|row| row.keys()) {
+            *scores.entry(neighbour).or_default() += score_term(*preference, *similarity);
+        }
+    }
+    let mut ranked: Vec<(i64, &Id)> = scores
+        .into_iter()
+        .filter(|(item, score)| *score > 0 && !state.excluded.contains_key(*item))
+        .map(|(item, score)| (-score, item))
+        .collect();
+    ranked.sort_unstable();
+    let mut list: Vec<RecItem> = ranked
+        .into_iter()
+        .take(k)
+        .map(|(negated, item)| RecItem { item: item.clone(), score: -negated, fallback: false })
+        .collect();
+    if list.len() < k {
+        for (_, item) in pool.keys() {
+            if list.len() == k {
+                break;
+            }
+            if !state.excluded.contains_key(item) && !list.iter().any(|r| &r.item == item) {
+                list.push(RecItem { item: item.clone(), score: 0, fallback: true });
+            }
+        }
+    }
+    list
 }
 
 /// `(rank, item)` for the `size` items with most events in the last `popular_window`, ranked by

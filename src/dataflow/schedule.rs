@@ -84,3 +84,52 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
             .as_collection()
     }
 }
+
+/// One completed time's updates, with a capability to emit results at that time.
+pub struct Due<D> {
+    /// The time.
+    pub time: Time,
+    /// A capability for `time`.
+    pub capability: Capability<Time>,
+    /// The updates at `time`, in arrival order.
+    pub updates: Vec<(D, isize)>,
+}
+
+/// Updates held by time until the input frontier passes that time, for operators that must apply
+/// each time's updates together and in time order.
+pub struct Inbox<D> {
+    pending: BTreeMap<Time, Due<D>>,
+}
+
+impl<D> Default for Inbox<D> {
+    fn default() -> Self {
+        Inbox { pending: BTreeMap::new() }
+    }
+}
+
+impl<D> Inbox<D> {
+    /// Holds `datum` for `time`, which must not precede `capability`'s time.
+    pub fn push(
+        &mut self,
+        capability: &timely::dataflow::operators::InputCapability<Time>,
+        datum: D,
+        time: Time,
+        diff: isize,
+    ) {
+        let due = self.pending.entry(time).or_insert_with(|| Due {
+            time,
+            capability: capability.delayed(&time, 0),
+            updates: Vec::new(),
+        });
+        due.updates.push((datum, diff));
+    }
+
+    /// The earliest time's updates, once the frontier has passed that time.
+    pub fn next_complete(&mut self, frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Due<D>> {
+        let entry = self.pending.first_entry()?;
+        if frontier.less_equal(entry.key()) {
+            return None;
+        }
+        Some(entry.remove())
+    }
+}

@@ -1,10 +1,32 @@
-//! Item-to-item similarity from co-occurrence in users' recent histories, maintained
-//! incrementally and refreshed on a coarser event-time cadence (every `refresh`), keeping the
-//! `neighbours` most similar items per item (ties: item asc) with at least `min_support` users.
+//! Item-to-item similarity from co-occurrence in users' recent histories, refreshed on a coarser
+//! event-time cadence (every `refresh`), keeping the `neighbours` most similar items per item
+//! (similarity desc, then item asc) among items sharing at least `min_support` users.
+//!
+//! At each refresh time the table equals the from-scratch answer over the histories of that time.
+//! Two operators keep it so with work proportional to what changed:
+//!
+//! 1. **Pairs** (per user): from the changes to a user's history, the changes to co-occurrence
+//!    pairs `(i, j)` and to item user counts `n_i` (the self-join of histories, done in place).
+//! 2. **Rows** (per item, with all `n` on every worker): co-occurrence rows `c(i, ·)`; at each
+//!    refresh, re-ranks exactly the rows whose counts changed or whose items' `n` changed (found
+//!    through a local reverse index), and emits only the rows' changes.
 
-use differential_dataflow::operators::CountTotal;
+use std::collections::hash_map::Entry;
+use std::collections::BTreeSet;
 
-use super::Coll;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use differential_dataflow::{AsCollection, Hashable};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concat, Exchange as ExchangeOperator};
+use timely::dataflow::Stream;
+
+use super::schedule::{Due, Inbox};
+use super::{Coll, Time};
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::results::SCORE_SCALE;
@@ -19,6 +41,17 @@ pub fn similarity(measure: Measure, both: i64, users_i: i64, users_j: i64) -> i6
     (value * SCORE_SCALE as f64).round() as i64
 }
 
+/// A change the pairs operator sends on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum CoChange {
+    /// `c(i, j)` changed by the update's difference.
+    Pair(Id, Id),
+    /// `n_i` changed by the update's difference.
+    Users(Id),
+}
+
+type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
+
 /// `(item, (neighbour, similarity))` rows from `(user, item)` histories.
 pub fn item_similarity<'scope>(
     history: Coll<'scope, (Id, Id)>,
@@ -26,26 +59,211 @@ pub fn item_similarity<'scope>(
 ) -> Coll<'scope, (Id, (Id, i64))> {
     let refresh = spec.refresh.millis();
     let history = super::retime(history, "HistoryRefresh", move |t| ceil_to(t, refresh));
-    let by_user = history.clone().arrange_by_key_named("Arrange: HistoryByUser");
-    let item_users = history
-        .map(|(_user, item)| item)
-        .count_total()
-        .map(|(item, users)| (item, users as i64))
-        .arrange_by_key_named("Arrange: ItemUsers");
-    let min_support = spec.min_support as isize;
-    let measure = spec.measure;
-    let neighbours = spec.neighbours;
-    by_user
-        .clone()
-        .join_core(by_user, |_user, i: &Id, j: &Id| (i != j).then(|| (i.clone(), j.clone())))
-        .count_total()
-        .filter(move |(_, both)| *both >= min_support)
-        .map(|((i, j), both)| (i, (j, both as i64)))
-        .join_core(item_users.clone(), |i, (j, both), users_i| Some((j.clone(), (i.clone(), *both, *users_i))))
-        .join_core(item_users, move |j, (i, both, users_i), users_j| {
-            Some((i.clone(), (-similarity(measure, *both, *users_i, *users_j), j.clone())))
+    let changes = co_occurrence(history.inner);
+    let (pairs, users): (Updates<'scope, (Id, Id)>, Updates<'scope, Id>) =
+        changes.ok_err(|(change, time, diff)| match change {
+            CoChange::Pair(i, j) => Ok(((i, j), time, diff)),
+            CoChange::Users(i) => Err((i, time, diff)),
+        });
+    let pairs = pairs.exchange(|((i, _), _, _): &((Id, Id), Time, isize)| i.hashed()).map_pairs();
+    let users = users.broadcast().map_users();
+    rank_rows(pairs.concat(users), spec.clone()).as_collection()
+}
+
+/// Applies `diff` to a counter, removing it at zero; returns the new count.
+fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, diff: i64) -> i64 {
+    let count = map.entry(key);
+    match count {
+        Entry::Occupied(mut o) => {
+            *o.get_mut() += diff;
+            let now = *o.get();
+            if now == 0 {
+                o.remove();
+            }
+            now
+        }
+        Entry::Vacant(v) => {
+            v.insert(diff);
+            diff
+        }
+    }
+}
+
+/// Stage 1: co-occurrence pair and item-count changes from history changes, per user.
+fn co_occurrence(history: Updates<'_, (Id, Id)>) -> Updates<'_, CoChange> {
+    let mut inbox: Inbox<(Id, Id)> = Inbox::default();
+    let mut histories: HashMap<Id, BTreeSet<Id>> = HashMap::default();
+    history.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Exchange::new(|((user, _), _, _): &((Id, Id), Time, isize)| user.hashed()),
+        "Similarity: Pairs",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (entry, time, diff) in data.drain(..) {
+                        inbox.push(&capability, entry, time, diff);
+                    }
+                });
+                while let Some(Due { time, capability, updates: mut batch }) = inbox.next_complete(frontier) {
+                    differential_dataflow::consolidation::consolidate(&mut batch);
+                    // Removals first, so that an item replaced in a history pairs only with what stays.
+                    batch.sort_by_key(|(_, diff)| *diff > 0);
+                    let mut session = output.session(&capability);
+                    for ((user, item), diff) in batch {
+                        let items = histories.entry(user.clone()).or_default();
+                        let sign = diff.signum();
+                        for _ in 0..diff.unsigned_abs() {
+                            if sign < 0 && !items.remove(&item) {
+                                continue;
+                            }
+                            for other in items.iter().filter(|other| **other != item) {
+                                session.give((CoChange::Pair(item.clone(), other.clone()), time, sign));
+                                session.give((CoChange::Pair(other.clone(), item.clone()), time, sign));
+                            }
+                            if sign > 0 {
+                                items.insert(item.clone());
+                            }
+                            session.give((CoChange::Users(item.clone()), time, sign));
+                        }
+                        if items.is_empty() {
+                            histories.remove(&user);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Tags the two kinds of input of the rows operator.
+#[derive(Clone, Debug)]
+enum RowInput {
+    Pair(Id, Id),
+    Users(Id),
+}
+
+trait TagRowInput<'scope> {
+    fn map_pairs(self) -> Updates<'scope, RowInput>;
+}
+
+trait TagUsers<'scope> {
+    fn map_users(self) -> Updates<'scope, RowInput>;
+}
+
+impl<'scope> TagRowInput<'scope> for Updates<'scope, (Id, Id)> {
+    fn map_pairs(self) -> Updates<'scope, RowInput> {
+        use timely::dataflow::operators::vec::Map;
+        self.map(|((i, j), time, diff)| (RowInput::Pair(i, j), time, diff))
+    }
+}
+
+impl<'scope> TagUsers<'scope> for Updates<'scope, Id> {
+    fn map_users(self) -> Updates<'scope, RowInput> {
+        use timely::dataflow::operators::vec::Map;
+        self.map(|(i, time, diff)| (RowInput::Users(i), time, diff))
+    }
+}
+
+/// What the rows operator keeps about one of its items.
+#[derive(Default)]
+struct Row {
+    /// `c(i, j)` for every `j` co-occurring with `i`.
+    counts: HashMap<Id, i64>,
+    /// The neighbours last emitted.
+    emitted: Vec<(Id, i64)>,
+}
+
+/// Stage 2: per-item co-occurrence rows, re-ranked at each refresh where their inputs changed.
+fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_, (Id, (Id, i64))> {
+    let mut inbox: Inbox<RowInput> = Inbox::default();
+    let mut rows: HashMap<Id, Row> = HashMap::default();
+    let mut users: HashMap<Id, i64> = HashMap::default();
+    // For every item j, the local items i with c(i, j) > 0: whose rows an n_j change affects.
+    let mut partners: HashMap<Id, HashSet<Id>> = HashMap::default();
+    inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Pipeline,
+        "Similarity: Rows",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (entry, time, diff) in data.drain(..) {
+                        inbox.push(&capability, entry, time, diff);
+                    }
+                });
+                while let Some(Due { time, capability, updates: batch }) = inbox.next_complete(frontier) {
+                    let mut dirty: HashSet<Id> = HashSet::default();
+                    let mut recounted: Vec<Id> = Vec::new();
+                    for (entry, diff) in batch {
+                        match entry {
+                            RowInput::Pair(i, j) => {
+                                let row = rows.entry(i.clone()).or_default();
+                                let now = bump(&mut row.counts, j.clone(), diff as i64);
+                                if now == 0 {
+                                    if let Some(set) = partners.get_mut(&j) {
+                                        set.remove(&i);
+                                        if set.is_empty() {
+                                            partners.remove(&j);
+                                        }
+                                    }
+                                } else if now == diff as i64 {
+                                    partners.entry(j).or_default().insert(i.clone());
+                                }
+                                dirty.insert(i);
+                            }
+                            RowInput::Users(i) => {
+                                bump(&mut users, i.clone(), diff as i64);
+                                recounted.push(i);
+                            }
+                        }
+                    }
+                    for j in recounted {
+                        if rows.contains_key(&j) {
+                            dirty.insert(j.clone());
+                        }
+                        if let Some(set) = partners.get(&j) {
+                            dirty.extend(set.iter().cloned());
+                        }
+                    }
+                    let mut dirty: Vec<Id> = dirty.into_iter().collect();
+                    dirty.sort();
+                    let mut session = output.session(&capability);
+                    for i in dirty {
+                        let Some(row) = rows.get_mut(&i) else { continue };
+                        let best = rank_row(&i, &row.counts, &users, &spec);
+                        if best != row.emitted {
+                            for (j, s) in std::mem::replace(&mut row.emitted, best.clone()) {
+                                session.give(((i.clone(), (j, s)), time, -1));
+                            }
+                            for (j, s) in best {
+                                session.give(((i.clone(), (j, s)), time, 1));
+                            }
+                        }
+                        if row.counts.is_empty() && row.emitted.is_empty() {
+                            rows.remove(&i);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The `neighbours` best `(j, similarity)` of row `i`, similarity desc then item asc.
+fn rank_row(i: &Id, counts: &HashMap<Id, i64>, users: &HashMap<Id, i64>, spec: &SimilaritySpec) -> Vec<(Id, i64)> {
+    let n_i = users.get(i).copied().unwrap_or(0);
+    let min_support = spec.min_support as i64;
+    let mut ranked: Vec<(i64, &Id)> = counts
+        .iter()
+        .filter(|(_, c)| **c >= min_support)
+        .filter_map(|(j, c)| {
+            let n_j = users.get(j).copied().unwrap_or(0);
+            (n_i > 0 && n_j > 0).then(|| (-similarity(spec.measure, *c, n_i, n_j), j))
         })
-        .reduce_named("TopNeighbours", move |_item, ranked, output: &mut Vec<((Id, i64), isize)>| {
-            output.extend(ranked.iter().take(neighbours).map(|((negated, j), _)| ((j.clone(), -negated), 1)));
-        })
+        .collect();
+    let n = spec.neighbours;
+    if ranked.len() > n {
+        ranked.select_nth_unstable(n - 1);
+        ranked.truncate(n);
+    }
+    ranked.sort_unstable();
+    ranked.into_iter().map(|(negated, j)| (j.clone(), -negated)).collect()
 }

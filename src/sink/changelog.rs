@@ -5,7 +5,9 @@
 //! last record stays its answer), and, after a finite input ended, recommendation changes caused
 //! only by windows expiring past the end of the data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
@@ -75,7 +77,7 @@ impl Changelog {
     /// A changelog for results whose windows follow `hopping`, writing times in units of `unit` ms.
     pub fn new(hopping: Option<Hopping>, unit: u64) -> Changelog {
         Changelog {
-            current: HashMap::new(),
+            current: HashMap::default(),
             windows: Default::default(),
             hopping,
             window_size: hopping.map_or(0, |h| h.size),

@@ -71,20 +71,22 @@ fn in_horizon(horizon: Horizon, ts: u64, tick: u64, at: u64) -> bool {
     }
 }
 
-/// Each user's list at time `at` (users with an empty list are absent).
-pub fn recommendations_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, Vec<(Id, i64, bool)>> {
+/// A user's inputs to scoring: top preferences (item, preference) and excluded items.
+type Inputs = (Vec<(Id, i64)>, BTreeSet<Id>);
+
+/// Similarity rows and the popular pool.
+type Tables = (BTreeMap<Id, Vec<(i64, Id)>>, Vec<(i64, Id)>);
+
+/// Each user's scoring inputs at `at`: preferences and exclusions from every event still inside
+/// its windows.
+fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, Inputs> {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
-    let refresh = spec.similarity.refresh.millis();
-    let at_refresh = at / refresh * refresh;
     let alpha = (spec.alpha * 1000.0).round() as i64;
     let beta = (spec.beta * 1000.0).round() as i64;
-
-    // Preferences and exclusions at `at`.
     let mut preference: BTreeMap<(Id, Id), i64> = BTreeMap::new();
     let mut excluded: BTreeSet<(Id, Id)> = BTreeSet::new();
-    for Timed { event, time } in accepted.iter().filter(|t| t.time <= at) {
-        let _ = time;
+    for Timed { event, .. } in accepted.iter().filter(|t| t.time <= at) {
         let w = weight(pipeline, event);
         let key = (event.user.clone(), event.item.clone());
         let short_end = match spec.short_term {
@@ -109,9 +111,28 @@ pub fn recommendations_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> B
             excluded.insert(key);
         }
     }
-    preference.retain(|_, p| *p > 0);
+    let mut inputs: BTreeMap<Id, Inputs> = BTreeMap::new();
+    for ((user, item), p) in preference {
+        if p > 0 {
+            inputs.entry(user).or_default().0.push((item, p));
+        }
+    }
+    for (user, item) in excluded {
+        inputs.entry(user).or_default().1.insert(item);
+    }
+    for (seeds, _) in inputs.values_mut() {
+        seeds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        seeds.truncate(spec.top_preferences);
+    }
+    inputs
+}
 
-    // Histories, similarity and popularity as of the last refresh.
+/// Similarity rows and the popular pool as of the last refresh at or before `at`.
+fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Tables {
+    let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
+    let tick = pipeline.time.tick.millis();
+    let refresh = spec.similarity.refresh.millis();
+    let at_refresh = at / refresh * refresh;
     let mut last_touch: BTreeMap<(Id, Id), u64> = BTreeMap::new();
     let mut popular: BTreeMap<Id, i64> = BTreeMap::new();
     for Timed { event, .. } in accepted.iter().filter(|t| t.time <= at_refresh) {
@@ -127,17 +148,14 @@ pub fn recommendations_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> B
     for ((user, item), ts) in last_touch {
         by_user.entry(user).or_default().push((ts, item));
     }
-    let mut history: BTreeMap<Id, Vec<Id>> = BTreeMap::new();
-    for (user, mut touched) in by_user {
-        touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        history.insert(user, touched.into_iter().take(spec.history).map(|(_, i)| i).collect());
-    }
     let mut users_of: BTreeMap<Id, i64> = BTreeMap::new();
     let mut both: BTreeMap<(Id, Id), i64> = BTreeMap::new();
-    for items in history.values() {
-        for i in items {
+    for (_, mut touched) in by_user {
+        touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let items: Vec<Id> = touched.into_iter().take(spec.history).map(|(_, i)| i).collect();
+        for i in &items {
             *users_of.entry(i.clone()).or_default() += 1;
-            for j in items {
+            for j in &items {
                 if i != j {
                     *both.entry((i.clone(), j.clone())).or_default() += 1;
                 }
@@ -163,45 +181,83 @@ pub fn recommendations_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> B
     let mut pool: Vec<(i64, Id)> = popular.into_iter().map(|(i, c)| (c, i)).collect();
     pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     pool.truncate(spec.k * 4);
+    (neighbours, pool)
+}
 
-    // Scores and lists.
-    let mut prefs_by_user: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
-    for ((user, item), p) in &preference {
-        prefs_by_user.entry(user.clone()).or_default().push((*p, item.clone()));
+/// A user's list from their inputs and the tables.
+fn rank(k: usize, (seeds, excluded): &Inputs, (neighbours, pool): &Tables) -> Vec<(Id, i64, bool)> {
+    if seeds.is_empty() {
+        return Vec::new();
     }
-    let mut lists = BTreeMap::new();
-    for (user, mut prefs) in prefs_by_user {
-        prefs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        prefs.truncate(spec.top_preferences);
-        let mut score: BTreeMap<Id, i64> = BTreeMap::new();
-        for (p, i) in &prefs {
-            for (s, j) in neighbours.get(i).map(Vec::as_slice).unwrap_or(&[]) {
-                *score.entry(j.clone()).or_default() += ((*p as i128 * *s as i128) / 1_000_000) as i64;
-            }
-        }
-        let mut scored: Vec<(i64, Id)> = score
-            .into_iter()
-            .filter(|(j, s)| *s > 0 && !excluded.contains(&(user.clone(), j.clone())))
-            .map(|(j, s)| (s, j))
-            .collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let needy = scored.len() < spec.k;
-        let mut list: Vec<(Id, i64, bool)> = scored.into_iter().take(spec.k).map(|(s, j)| (j, s, false)).collect();
-        if needy {
-            for (_, item) in &pool {
-                if list.len() == spec.k {
-                    break;
-                }
-                if !excluded.contains(&(user.clone(), item.clone())) && !list.iter().any(|(i, _, _)| i == item) {
-                    list.push((item.clone(), 0, true));
-                }
-            }
-        }
-        if !list.is_empty() {
-            lists.insert(user, list);
+    let mut score: BTreeMap<Id, i64> = BTreeMap::new();
+    for (i, p) in seeds {
+        for (s, j) in neighbours.get(i).map(Vec::as_slice).unwrap_or(&[]) {
+            *score.entry(j.clone()).or_default() += ((*p as i128 * *s as i128) / 1_000_000) as i64;
         }
     }
-    lists
+    let mut scored: Vec<(i64, Id)> =
+        score.into_iter().filter(|(j, s)| *s > 0 && !excluded.contains(j)).map(|(j, s)| (s, j)).collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut list: Vec<(Id, i64, bool)> = scored.into_iter().take(k).map(|(s, j)| (j, s, false)).collect();
+    for (_, item) in pool {
+        if list.len() == k {
+            break;
+        }
+        if !excluded.contains(item) && !list.iter().any(|(i, _, _)| i == item) {
+            list.push((item.clone(), 0, true));
+        }
+    }
+    list
+}
+
+/// Users' lists over time: a user's list is recomputed, with the tables of that moment, at each
+/// tick where the user's inputs changed.
+pub struct RecsReference<'a> {
+    pipeline: &'a Pipeline,
+    accepted: &'a [Timed],
+    next_tick: u64,
+    inputs: BTreeMap<Id, Inputs>,
+    lists: BTreeMap<Id, Vec<(Id, i64, bool)>>,
+}
+
+impl<'a> RecsReference<'a> {
+    /// A reference over the accepted events.
+    pub fn new(pipeline: &'a Pipeline, accepted: &'a [Timed]) -> Self {
+        let first = accepted.iter().map(|t| t.time).min().unwrap_or(0);
+        RecsReference { pipeline, accepted, next_tick: first, inputs: BTreeMap::new(), lists: BTreeMap::new() }
+    }
+
+    /// Every user's list at `at` (users without a list are absent); calls must not go back in time.
+    pub fn lists_at(&mut self, at: u64) -> &BTreeMap<Id, Vec<(Id, i64, bool)>> {
+        let tick = self.pipeline.time.tick.millis();
+        let k = self.pipeline.recommend.as_ref().expect("pipeline recommends").k;
+        while self.next_tick <= at {
+            let now = self.next_tick;
+            let inputs = inputs_at(self.pipeline, self.accepted, now);
+            let changed: Vec<Id> = inputs
+                .keys()
+                .chain(self.inputs.keys())
+                .filter(|u| inputs.get(*u) != self.inputs.get(*u))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !changed.is_empty() {
+                let tables = tables_at(self.pipeline, self.accepted, now);
+                for user in changed {
+                    let list = inputs.get(&user).map(|i| rank(k, i, &tables)).unwrap_or_default();
+                    if list.is_empty() {
+                        self.lists.remove(&user);
+                    } else {
+                        self.lists.insert(user, list);
+                    }
+                }
+            }
+            self.inputs = inputs;
+            self.next_tick += tick;
+        }
+        &self.lists
+    }
 }
 
 /// Final hot items per (window_end, category): every accepted event counted in its windows.
