@@ -105,16 +105,6 @@ fn open_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<dyn Even
 /// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
 /// counters.
 pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> Result<Snapshot, RunError> {
-    // Fail before starting workers when the input is missing.
-    if let Some(path) = input_path(&pipeline, &options) {
-        if path.as_os_str() != "-" {
-            std::fs::File::open(&path).map_err(|source| RunError::Input {
-                pipeline: pipeline.name.clone(),
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
-    }
     let output_path = options.output.clone().unwrap_or_else(|| pipeline.output.path.clone());
     let dead_letter_path = options.dead_letter.clone().unwrap_or_else(|| pipeline.output.dead_letter.clone());
     let is_first_process = match &config.communication {
@@ -122,6 +112,16 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         _ => true,
     };
     if is_first_process {
+        // Fail before starting workers when the input is missing (only process 0 reads it).
+        if let Some(path) = input_path(&pipeline, &options) {
+            if path.as_os_str() != "-" {
+                std::fs::File::open(&path).map_err(|source| RunError::Input {
+                    pipeline: pipeline.name.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            }
+        }
         for path in [&output_path, &dead_letter_path] {
             if !matches!(path.as_str(), "-" | "stdout" | "stderr") {
                 std::fs::File::create(path).map_err(|source| RunError::Output {
@@ -237,13 +237,14 @@ impl Status {
         self.last = Instant::now();
         self.last_records = snapshot.records_in;
         eprintln!(
-            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} output records",
+            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} output records, memory {} MiB",
             snapshot.records_in,
             rate,
             snapshot.watermark / self.unit,
             snapshot.late,
             snapshot.invalid,
             metrics.output_records.load(Ordering::Relaxed),
+            resident_mib().map_or_else(|| "?".to_string(), |m| m.to_string()),
         );
     }
 
@@ -264,4 +265,11 @@ impl Status {
             snapshot.output_records,
         );
     }
+}
+
+/// This process's resident memory in MiB, where the platform tells.
+pub fn resident_mib() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096 / (1 << 20))
 }

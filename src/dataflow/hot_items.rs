@@ -228,11 +228,7 @@ fn merge_candidates<'scope>(
         "HotItems: TopN",
         move |_capability, _info| {
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (candidates, time, diff) in data.drain(..) {
-                        inbox.push(&capability, candidates, time, diff);
-                    }
-                });
+                inbox.absorb(input);
                 while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     let mut touched = BTreeSet::new();
                     for (((window, worker), list), diff) in updates {

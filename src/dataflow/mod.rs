@@ -45,9 +45,10 @@ pub fn build<'scope>(events: Coll<'scope, Event>, pipeline: &Pipeline) -> Coll<'
         results.push(hot);
     }
     if let Some(spec) = &pipeline.recommend {
-        let preferences = preference::preferences(events.clone(), spec, &pipeline.weights, tick);
-        let similar = similarity::item_similarity(preferences.history.clone(), &spec.similarity);
-        let recs = recommend::recommendations(events, preferences, similar, spec, tick)
+        let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick);
+        let touches = contributions.clone().flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
+        let similar = similarity::item_similarity(touches, spec.history, &spec.similarity);
+        let recs = recommend::recommendations(events, contributions, similar, spec, tick)
             .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
         results.push(recs);
     }

@@ -1,11 +1,14 @@
-//! Preference arrangements: per (user, item), action weights summed over the short-term window and
-//! over the long-term horizon, blended as `alpha * short + beta * long`; plus the pairs excluded
-//! from recommendation and each user's recent history for co-occurrence.
+//! Preference contributions: what each event adds to its user's state, and when each part
+//! leaves its window.
 //!
-//! Windows are insertions plus retractions scheduled at the event's expiry time, so state holds
-//! only what is inside the windows.
+//! An event of user `u` on item `i` at dataflow time `t` contributes `alpha * w + beta * w` to
+//! `pref(u, i)`, its timestamp to `i`'s recent touches, and (under the exclusion rule) one mark
+//! excluding `i`. The short-term part is retracted when the event leaves the short-term window,
+//! the long-term part, touch and mark when it leaves the long-term horizon. Retractions are
+//! scheduled at those times and wait in [`ReleaseWhenDue`] until due, so state only ever holds
+//! what is inside the windows.
 
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use serde::{Deserialize, Serialize};
 
 use super::schedule::ReleaseWhenDue;
 use super::window::{horizon_expiry, short_term_expiry};
@@ -32,83 +35,48 @@ pub fn excludes(rule: Exclude, event: &Event) -> bool {
     }
 }
 
-/// The preference arrangements of a pipeline.
-pub struct Preferences<'scope> {
-    /// `((user, item), preference)`, preference in millionths, only positive ones.
-    pub blended: Coll<'scope, ((Id, Id), i64)>,
-    /// `(user, item)` pairs never recommended.
-    pub excluded: Coll<'scope, (Id, Id)>,
-    /// `(user, item)` for each user's `history` most recently touched items (ties: item asc).
-    pub history: Coll<'scope, (Id, Id)>,
+/// One part of an event's effect on its user's state; the update's difference says whether it
+/// is added (+1) or retracted (-1).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Contribution {
+    /// The item.
+    pub item: Id,
+    /// Preference in millionths.
+    pub preference: i64,
+    /// Exclusion marks (0 or 1).
+    pub excluded: i64,
+    /// The event time, as a touch of the item, if this part carries it.
+    pub touch: Option<u64>,
 }
 
-/// Builds the preference arrangements from accepted events.
-pub fn preferences<'scope>(
+/// `(user, contribution)` updates of every accepted event, retractions released when due.
+pub fn contributions<'scope>(
     events: Coll<'scope, Event>,
     spec: &RecommendSpec,
     weights: &Weights,
     tick: Time,
-) -> Preferences<'scope> {
-    let (short, horizon) = (spec.short_term, spec.long_term);
-    let alpha = crate::spec::to_milli(spec.alpha) as isize;
-    let beta = crate::spec::to_milli(spec.beta) as isize;
+) -> Coll<'scope, (Id, Contribution)> {
+    let (short, horizon, rule) = (spec.short_term, spec.long_term, spec.exclude);
+    let alpha = crate::spec::to_milli(spec.alpha);
+    let beta = crate::spec::to_milli(spec.beta);
     let weights = weights.clone();
-    let blended = events
-        .clone()
+    events
         .join_function(move |event: Event| {
-            let weight = event_weight(&weights, &event) as isize;
+            let weight = event_weight(&weights, &event);
+            let excluded = i64::from(excludes(rule, &event));
             let short_end = short_term_expiry(short, event.ts, tick);
             let long_end = horizon_expiry(horizon, event.ts, tick);
-            let key = (event.user, event.item);
+            let part =
+                |preference, excluded, touch| Contribution { item: event.item.clone(), preference, excluded, touch };
             let mut updates = Vec::with_capacity(3);
-            if weight != 0 {
-                updates.push((key.clone(), 0, (alpha + beta) * weight));
-                updates.push((key.clone(), short_end, -alpha * weight));
-                if let Some(end) = long_end {
-                    updates.push((key, end, -beta * weight));
-                }
+            updates.push(((event.user.clone(), part((alpha + beta) * weight, excluded, Some(event.ts))), 0, 1));
+            if alpha * weight != 0 {
+                updates.push(((event.user.clone(), part(alpha * weight, 0, None)), short_end, -1));
+            }
+            if let Some(end) = long_end {
+                updates.push(((event.user.clone(), part(beta * weight, excluded, Some(event.ts))), end, -1));
             }
             updates
         })
-        .release_when_due("Preferences")
-        .count_total()
-        .filter(|(_, preference)| *preference > 0)
-        .map(|(key, preference)| (key, preference as i64));
-
-    let rule = spec.exclude;
-    let excluded = events
-        .clone()
-        .filter(move |event| excludes(rule, event))
-        .join_function(move |event: Event| {
-            within_horizon((event.user, event.item), horizon_expiry(horizon, event.ts, tick))
-        })
-        .release_when_due("Excluded")
-        .distinct_total();
-
-    let history_len = spec.history;
-    let history = events
-        .join_function(move |event: Event| {
-            within_horizon(((event.user, event.item), event.ts), horizon_expiry(horizon, event.ts, tick))
-        })
-        .release_when_due("LastTouch")
-        .reduce_named("LastTouch", |_pair, times, output: &mut Vec<(u64, isize)>| {
-            // Values arrive sorted ascending; the last present one is the latest touch.
-            if let Some((ts, _)) = times.last() {
-                output.push((**ts, 1));
-            }
-        })
-        .map(|((user, item), ts)| (user, (std::cmp::Reverse(ts), item)))
-        .reduce_named("RecentHistory", move |_user, recent, output: &mut Vec<(Id, isize)>| {
-            output.extend(recent.iter().take(history_len).map(|((_, item), _)| (item.clone(), 1)));
-        });
-
-    Preferences { blended, excluded, history }
-}
-
-/// An insertion now and, when the horizon is finite, its retraction at `end`.
-fn within_horizon<D: Clone>(data: D, end: Option<Time>) -> Vec<(D, Time, isize)> {
-    match end {
-        Some(end) => vec![(data.clone(), 0, 1), (data, end, -1)],
-        None => vec![(data, 0, 1)],
-    }
+        .release_when_due("Contributions")
 }

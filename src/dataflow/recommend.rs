@@ -14,8 +14,9 @@
 //! on each refresh would redo the whole `users × M × N` product every refresh; scoring at the
 //! user's own changes keeps the work proportional to the events.
 //!
-//! The similarity rows and the popular pool are small (`items × N` and `4k`), so every worker
-//! keeps a full copy; users are spread over workers by hash.
+//! One operator per worker keeps everything about its users (spread by hash): their blended
+//! preferences, exclusions, top preferences and last list. The similarity rows and the popular
+//! pool are small (`items × N` and `4k`), so every worker keeps a full copy of them.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange};
 
-use super::preference::Preferences;
+use super::preference::Contribution;
 use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
@@ -45,67 +46,87 @@ pub fn score_term(preference: i64, similarity: i64) -> i64 {
     ((preference as i128 * similarity as i128) / SCORE_SCALE as i128) as i64
 }
 
-/// One input of the scoring operator.
+/// One input of the users operator.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum ScoringInput {
-    /// `(user, item, preference)`: one of the user's top preferred items.
-    Seed(Id, Id, i64),
-    /// `(user, item)`: an item never recommended to the user.
-    Excluded(Id, Id),
+enum UserInput {
+    /// A part of an event's effect on a user.
+    Contribution(Id, Contribution),
     /// `(item, neighbour, similarity)`: a row of the similarity table (on every worker).
     Similar(Id, Id, i64),
     /// `(rank, item)`: an entry of the popular pool (on every worker).
     Popular(usize, Id),
 }
 
-/// `(user, list)`: each user's current top-k.
+/// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
+/// table and the popular pool.
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
-    preferences: Preferences<'scope>,
+    contributions: Coll<'scope, (Id, Contribution)>,
     similar: Coll<'scope, (Id, (Id, i64))>,
     spec: &RecommendSpec,
     tick: Time,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
-    let Preferences { blended, excluded, .. } = preferences;
-    let k = spec.k;
-    let top_m = spec.top_preferences;
-
-    let seeds = blended.map(|((user, item), preference)| (user, (-preference, item))).reduce_named(
-        "TopPreferences",
-        move |_user, ranked, output: &mut Vec<((Id, i64), isize)>| {
-            output.extend(ranked.iter().take(top_m).map(|((negated, item), _)| ((item.clone(), -negated), 1)));
-        },
-    );
-    let pool = popular_pool(events, spec, tick, k * POOL_PER_K);
-
-    let per_user = seeds
-        .map(|(user, (item, preference))| ScoringInput::Seed(user, item, preference))
-        .concat(excluded.map(|(user, item)| ScoringInput::Excluded(user, item)))
+    let pool = popular_pool(events, spec, tick, spec.k * POOL_PER_K);
+    let per_user = contributions
+        .map(|(user, contribution)| UserInput::Contribution(user, contribution))
         .inner
-        .exchange(|(input, _, _): &(ScoringInput, Time, isize)| match input {
-            ScoringInput::Seed(user, ..) | ScoringInput::Excluded(user, _) => user.hashed(),
+        .exchange(|(input, _, _): &(UserInput, Time, isize)| match input {
+            UserInput::Contribution(user, _) => user.hashed(),
             _ => 0,
         });
     let shared = similar
-        .map(|(item, (neighbour, similarity))| ScoringInput::Similar(item, neighbour, similarity))
-        .concat(pool.map(|(rank, item)| ScoringInput::Popular(rank, item)))
+        .map(|(item, (neighbour, similarity))| UserInput::Similar(item, neighbour, similarity))
+        .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)))
         .inner
         .broadcast();
-    score_users(per_user.concat(shared), k).as_collection()
+    score_users(per_user.concat(shared), spec.k, spec.top_preferences).as_collection()
 }
 
-/// What the scoring operator keeps per user.
+/// What the users operator keeps per user.
 #[derive(Default)]
 struct UserState {
-    seeds: BTreeMap<(Id, i64), isize>,
-    excluded: BTreeMap<Id, isize>,
+    /// Blended preference per item, in millionths.
+    preferences: HashMap<Id, i64>,
+    /// Exclusion marks per item.
+    excluded: HashMap<Id, i64>,
+    /// The top preferences the current list was computed from.
+    seeds: Vec<(Id, i64)>,
+    /// The list last reported.
     reported: Vec<RecItem>,
+}
+
+impl UserState {
+    /// The `m` items with the highest positive preference (preference desc, item asc).
+    fn top_preferences(&self, m: usize) -> Vec<(Id, i64)> {
+        let mut ranked: Vec<(i64, &Id)> =
+            self.preferences.iter().filter(|(_, p)| **p > 0).map(|(item, p)| (-p, item)).collect();
+        if ranked.len() > m {
+            ranked.select_nth_unstable(m - 1);
+            ranked.truncate(m);
+        }
+        ranked.sort_unstable();
+        ranked.into_iter().map(|(negated, item)| (item.clone(), -negated)).collect()
+    }
+}
+
+/// Adds `diff` to a counter, removing it at zero; whether it crossed zero.
+fn add(map: &mut HashMap<Id, i64>, key: &Id, diff: i64) -> bool {
+    if diff == 0 {
+        return false;
+    }
+    let count = map.entry(key.clone()).or_default();
+    let before = *count;
+    *count += diff;
+    let after = *count;
+    if after == 0 {
+        map.remove(key);
+    }
+    (before == 0) != (after == 0)
 }
 
 /// Applies `diff` to a multiset entry, removing it when it reaches zero.
 fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
-    let entry = map.entry(key);
-    match entry {
+    match map.entry(key) {
         std::collections::btree_map::Entry::Occupied(mut o) => {
             *o.get_mut() += diff;
             if *o.get() == 0 {
@@ -118,65 +139,63 @@ fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
     }
 }
 
-type ScoringUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(ScoringInput, Time, isize)>>;
+type UserUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(UserInput, Time, isize)>>;
 type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<RecItem>), Time, isize)>>;
 
-/// The scoring operator: applies each completed time's updates in time order and re-scores the
-/// users whose seeds or exclusions changed at that time.
-fn score_users(updates: ScoringUpdates<'_>, k: usize) -> ListUpdates<'_> {
-    let mut inbox: Inbox<ScoringInput> = Inbox::default();
+/// The users operator: applies each completed time's updates in time order and re-scores the
+/// users whose top preferences or exclusions changed at that time.
+fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize) -> ListUpdates<'_> {
+    let mut inbox: Inbox<UserInput> = Inbox::default();
     let mut similar: HashMap<Id, BTreeMap<(Id, i64), isize>> = HashMap::default();
     let mut pool: BTreeMap<(usize, Id), isize> = BTreeMap::new();
     let mut users: HashMap<Id, UserState> = HashMap::default();
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
-        "ScoreUsers",
+        "Users",
         move |_capability, _info| {
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (update, time, diff) in data.drain(..) {
-                        inbox.push(&capability, update, time, diff);
-                    }
-                });
-                while let Some(Due { time, capability, updates: mut batch }) = inbox.next_complete(frontier) {
-                    differential_dataflow::consolidation::consolidate(&mut batch);
-                    let mut touched: Vec<Id> = Vec::new();
-                    for (update, diff) in batch {
+                inbox.absorb(input);
+                while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
+                    // Users whose inputs changed at this time, and whether their exclusions did.
+                    let mut touched: HashMap<Id, bool> = HashMap::default();
+                    for (update, diff) in updates {
                         match update {
-                            ScoringInput::Similar(item, neighbour, similarity) => {
+                            UserInput::Similar(item, neighbour, similarity) => {
                                 let row = similar.entry(item.clone()).or_default();
                                 bump(row, (neighbour, similarity), diff);
                                 if row.is_empty() {
                                     similar.remove(&item);
                                 }
                             }
-                            ScoringInput::Popular(rank, item) => bump(&mut pool, (rank, item), diff),
-                            ScoringInput::Seed(user, item, preference) => {
-                                bump(&mut users.entry(user.clone()).or_default().seeds, (item, preference), diff);
-                                touched.push(user);
-                            }
-                            ScoringInput::Excluded(user, item) => {
-                                bump(&mut users.entry(user.clone()).or_default().excluded, item, diff);
-                                touched.push(user);
+                            UserInput::Popular(rank, item) => bump(&mut pool, (rank, item), diff),
+                            UserInput::Contribution(user, part) => {
+                                let state = users.entry(user.clone()).or_default();
+                                add(&mut state.preferences, &part.item, part.preference * diff as i64);
+                                let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
+                                *touched.entry(user).or_default() |= crossed;
                             }
                         }
                     }
+                    let mut touched: Vec<(Id, bool)> = touched.into_iter().collect();
                     touched.sort();
-                    touched.dedup();
                     let mut session = output.session(&capability);
-                    for user in touched {
+                    for (user, exclusions_changed) in touched {
                         let Some(state) = users.get_mut(&user) else { continue };
-                        let list = rank_for_user(state, &similar, &pool, k);
-                        if list != state.reported {
-                            let old = std::mem::replace(&mut state.reported, list.clone());
-                            if !old.is_empty() {
-                                session.give(((user.clone(), old), time, -1));
-                            }
-                            if !list.is_empty() {
-                                session.give(((user.clone(), list), time, 1));
+                        let seeds = state.top_preferences(top_m);
+                        if seeds != state.seeds || exclusions_changed {
+                            state.seeds = seeds;
+                            let list = rank_for_user(state, &similar, &pool, k);
+                            if list != state.reported {
+                                let old = std::mem::replace(&mut state.reported, list.clone());
+                                if !old.is_empty() {
+                                    session.give(((user.clone(), old), time, -1));
+                                }
+                                if !list.is_empty() {
+                                    session.give(((user.clone(), list), time, 1));
+                                }
                             }
                         }
-                        if state.seeds.is_empty() && state.excluded.is_empty() && state.reported.is_empty() {
+                        if state.preferences.is_empty() && state.excluded.is_empty() && state.reported.is_empty() {
                             users.remove(&user);
                         }
                     }
@@ -197,7 +216,7 @@ fn rank_for_user(
         return Vec::new();
     }
     let mut scores: HashMap<&Id, i64> = HashMap::default();
-    for (item, preference) in state.seeds.keys() {
+    for (item, preference) in &state.seeds {
         for (neighbour, similarity) in similar.get(item).into_iter().flat_map(|row| row.keys()) {
             *scores.entry(neighbour).or_default() += score_term(*preference, *similarity);
         }
@@ -207,10 +226,13 @@ fn rank_for_user(
         .filter(|(item, score)| *score > 0 && !state.excluded.contains_key(*item))
         .map(|(item, score)| (-score, item))
         .collect();
+    if ranked.len() > k {
+        ranked.select_nth_unstable(k - 1);
+        ranked.truncate(k);
+    }
     ranked.sort_unstable();
     let mut list: Vec<RecItem> = ranked
         .into_iter()
-        .take(k)
         .map(|(negated, item)| RecItem { item: item.clone(), score: -negated, fallback: false })
         .collect();
     if list.len() < k {

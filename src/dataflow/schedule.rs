@@ -10,8 +10,11 @@
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use timely::communication::Pull;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::Message;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
 use super::Time;
@@ -122,6 +125,18 @@ impl<D> Inbox<D> {
             updates: Vec::new(),
         });
         due.updates.push((datum, diff));
+    }
+
+    /// Holds every update waiting on `input`.
+    pub fn absorb<P>(&mut self, input: &mut InputHandleCore<Time, Vec<(D, Time, isize)>, P>)
+    where
+        P: Pull<Message<Time, Vec<(D, Time, isize)>>>,
+    {
+        input.for_each(|capability, data| {
+            for (datum, time, diff) in data.drain(..) {
+                self.push(&capability, datum, time, diff);
+            }
+        });
     }
 
     /// The earliest time's updates, once the frontier has passed that time.

@@ -5,14 +5,16 @@
 //! At each refresh time the table equals the from-scratch answer over the histories of that time.
 //! Two operators keep it so with work proportional to what changed:
 //!
-//! 1. **Pairs** (per user): from the changes to a user's history, the changes to co-occurrence
-//!    pairs `(i, j)` and to item user counts `n_i` (the self-join of histories, done in place).
+//! 1. **Histories** (per user): from each user's item touches, their `history` most recently
+//!    touched items (ties: item asc), and from the changes to that history the changes to
+//!    co-occurrence pairs `(i, j)` and to item user counts `n_i` (the self-join of histories,
+//!    done in place).
 //! 2. **Rows** (per item, with all `n` on every worker): co-occurrence rows `c(i, ·)`; at each
 //!    refresh, re-ranks exactly the rows whose counts changed or whose items' `n` changed (found
 //!    through a local reverse index), and emits only the rows' changes.
 
 use std::collections::hash_map::Entry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -52,14 +54,16 @@ enum CoChange {
 
 type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
 
-/// `(item, (neighbour, similarity))` rows from `(user, item)` histories.
+/// `(item, (neighbour, similarity))` rows from `(user, (item, ts))` touches, using each user's
+/// `history_len` most recently touched items.
 pub fn item_similarity<'scope>(
-    history: Coll<'scope, (Id, Id)>,
+    touches: Coll<'scope, (Id, (Id, u64))>,
+    history_len: usize,
     spec: &SimilaritySpec,
 ) -> Coll<'scope, (Id, (Id, i64))> {
     let refresh = spec.refresh.millis();
-    let history = super::retime(history, "HistoryRefresh", move |t| ceil_to(t, refresh));
-    let changes = co_occurrence(history.inner);
+    let touches = super::retime(touches, "HistoryRefresh", move |t| ceil_to(t, refresh));
+    let changes = co_occurrence(touches.inner, history_len);
     let (pairs, users): (Updates<'scope, (Id, Id)>, Updates<'scope, Id>) =
         changes.ok_err(|(change, time, diff)| match change {
             CoChange::Pair(i, j) => Ok(((i, j), time, diff)),
@@ -89,43 +93,84 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, diff: i64) -
     }
 }
 
-/// Stage 1: co-occurrence pair and item-count changes from history changes, per user.
-fn co_occurrence(history: Updates<'_, (Id, Id)>) -> Updates<'_, CoChange> {
-    let mut inbox: Inbox<(Id, Id)> = Inbox::default();
-    let mut histories: HashMap<Id, BTreeSet<Id>> = HashMap::default();
-    history.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
-        Exchange::new(|((user, _), _, _): &((Id, Id), Time, isize)| user.hashed()),
-        "Similarity: Pairs",
+/// What the histories operator keeps per user.
+#[derive(Default)]
+struct UserHistory {
+    /// Event times of each touched item (a multiset: the same time may repeat).
+    touches: HashMap<Id, BTreeMap<u64, i64>>,
+    /// The current history: the most recently touched items.
+    history: BTreeSet<Id>,
+}
+
+impl UserHistory {
+    /// The `len` most recently touched items (latest touch desc, item asc).
+    fn recent(&self, len: usize) -> BTreeSet<Id> {
+        let mut latest: Vec<(std::cmp::Reverse<u64>, &Id)> = self
+            .touches
+            .iter()
+            .filter_map(|(item, times)| times.keys().next_back().map(|ts| (std::cmp::Reverse(*ts), item)))
+            .collect();
+        if latest.len() > len {
+            latest.select_nth_unstable(len - 1);
+            latest.truncate(len);
+        }
+        latest.into_iter().map(|(_, item)| item.clone()).collect()
+    }
+}
+
+/// Stage 1: per user, histories from touches, and the pair and item-count changes they cause.
+fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> Updates<'_, CoChange> {
+    let mut inbox: Inbox<(Id, (Id, u64))> = Inbox::default();
+    let mut users: HashMap<Id, UserHistory> = HashMap::default();
+    touches.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Exchange::new(|((user, _), _, _): &((Id, (Id, u64)), Time, isize)| user.hashed()),
+        "Similarity: Histories",
         move |_capability, _info| {
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (entry, time, diff) in data.drain(..) {
-                        inbox.push(&capability, entry, time, diff);
-                    }
-                });
-                while let Some(Due { time, capability, updates: mut batch }) = inbox.next_complete(frontier) {
-                    differential_dataflow::consolidation::consolidate(&mut batch);
-                    // Removals first, so that an item replaced in a history pairs only with what stays.
-                    batch.sort_by_key(|(_, diff)| *diff > 0);
-                    let mut session = output.session(&capability);
-                    for ((user, item), diff) in batch {
-                        let items = histories.entry(user.clone()).or_default();
-                        let sign = diff.signum();
-                        for _ in 0..diff.unsigned_abs() {
-                            if sign < 0 && !items.remove(&item) {
-                                continue;
+                inbox.absorb(input);
+                while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
+                    let mut touched: Vec<Id> = Vec::with_capacity(updates.len());
+                    for ((user, (item, ts)), diff) in updates {
+                        let state = users.entry(user.clone()).or_default();
+                        let times = state.touches.entry(item.clone()).or_default();
+                        let count = times.entry(ts).or_default();
+                        *count += diff as i64;
+                        if *count == 0 {
+                            times.remove(&ts);
+                            if times.is_empty() {
+                                state.touches.remove(&item);
                             }
-                            for other in items.iter().filter(|other| **other != item) {
-                                session.give((CoChange::Pair(item.clone(), other.clone()), time, sign));
-                                session.give((CoChange::Pair(other.clone(), item.clone()), time, sign));
-                            }
-                            if sign > 0 {
-                                items.insert(item.clone());
-                            }
-                            session.give((CoChange::Users(item.clone()), time, sign));
                         }
-                        if items.is_empty() {
-                            histories.remove(&user);
+                        touched.push(user);
+                    }
+                    touched.sort();
+                    touched.dedup();
+                    let mut session = output.session(&capability);
+                    for user in touched {
+                        let Some(state) = users.get_mut(&user) else { continue };
+                        let recent = state.recent(history_len);
+                        // Removals first, so that a replaced item pairs only with what stays.
+                        let removed: Vec<Id> = state.history.difference(&recent).cloned().collect();
+                        let added: Vec<Id> = recent.difference(&state.history).cloned().collect();
+                        for (items, sign) in [(removed, -1), (added, 1)] {
+                            for item in items {
+                                if sign < 0 {
+                                    state.history.remove(&item);
+                                }
+                                for other in &state.history {
+                                    if *other != item {
+                                        session.give((CoChange::Pair(item.clone(), other.clone()), time, sign));
+                                        session.give((CoChange::Pair(other.clone(), item.clone()), time, sign));
+                                    }
+                                }
+                                if sign > 0 {
+                                    state.history.insert(item.clone());
+                                }
+                                session.give((CoChange::Users(item), time, sign));
+                            }
+                        }
+                        if state.touches.is_empty() && state.history.is_empty() {
+                            users.remove(&user);
                         }
                     }
                 }
@@ -184,11 +229,7 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
         "Similarity: Rows",
         move |_capability, _info| {
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (entry, time, diff) in data.drain(..) {
-                        inbox.push(&capability, entry, time, diff);
-                    }
-                });
+                inbox.absorb(input);
                 while let Some(Due { time, capability, updates: batch }) = inbox.next_complete(frontier) {
                     let mut dirty: HashSet<Id> = HashSet::default();
                     let mut recounted: Vec<Id> = Vec::new();
