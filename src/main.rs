@@ -52,6 +52,9 @@ struct BenchArgs {
     /// Override the synthetic generator's number of items.
     #[arg(long)]
     items: Option<u64>,
+    /// Override the similarity refresh cadence, such as `5m`.
+    #[arg(long)]
+    refresh: Option<String>,
     /// Number of runs; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -239,6 +242,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     }
     if let Some(items) = args.items {
         synth.items = items;
+    }
+    if let (Some(refresh), Some(recommend)) = (&args.refresh, pipeline.recommend.as_mut()) {
+        recommend.similarity.refresh =
+            recflow::spec::Span::parse(refresh).map_err(anyhow::Error::msg).context("--refresh")?;
     }
     pipeline.validate(&args.pipeline.display().to_string())?;
     let input = match &args.input {

@@ -171,7 +171,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
                 end.clone(),
                 completed.clone(),
             );
-            let results = dataflow::build(ingested.events, &pipeline);
+            let results = dataflow::build(ingested.events, &pipeline, &end);
             let unit = pipeline.source.timestamp_unit.scale();
             write_changelog(
                 results,

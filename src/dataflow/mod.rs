@@ -15,6 +15,7 @@ use differential_dataflow::VecCollection;
 
 use crate::event::{Event, Millis};
 use crate::results::{ResultKey, ResultValue};
+use crate::source::StreamEnd;
 use crate::spec::Pipeline;
 
 /// The dataflow's timestamp: event time in milliseconds, at tick granularity.
@@ -34,7 +35,13 @@ pub fn hopping(pipeline: &Pipeline) -> Option<window::Hopping> {
 }
 
 /// Builds every result the pipeline asks for from its accepted events.
-pub fn build<'scope>(events: Coll<'scope, Event>, pipeline: &Pipeline) -> Coll<'scope, (ResultKey, ResultValue)> {
+///
+/// `end` is where a finite input ended, once it has: recommendation updates after it are dropped.
+pub fn build<'scope>(
+    events: Coll<'scope, Event>,
+    pipeline: &Pipeline,
+    end: &StreamEnd,
+) -> Coll<'scope, (ResultKey, ResultValue)> {
     let tick = pipeline.time.tick.millis();
     let scope = events.scope();
     let mut results: Vec<Coll<'scope, (ResultKey, ResultValue)>> = Vec::new();
@@ -45,10 +52,10 @@ pub fn build<'scope>(events: Coll<'scope, Event>, pipeline: &Pipeline) -> Coll<'
         results.push(hot);
     }
     if let Some(spec) = &pipeline.recommend {
-        let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick);
+        let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick, end.clone());
         let touches = contributions.clone().flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
-        let similar = similarity::item_similarity(touches, spec.history, &spec.similarity);
-        let recs = recommend::recommendations(events, contributions, similar, spec, tick)
+        let similar = similarity::item_similarity(touches, spec.history, &spec.similarity, end.clone());
+        let recs = recommend::recommendations(events, contributions, similar, spec, tick, end.clone())
             .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
         results.push(recs);
     }
@@ -61,9 +68,14 @@ pub fn retime<'scope, D: Clone + 'static>(
     collection: Coll<'scope, D>,
     name: &str,
     round: impl Fn(Time) -> Time + 'static,
+    end: StreamEnd,
 ) -> Coll<'scope, D> {
     use differential_dataflow::AsCollection;
     use schedule::ReleaseWhenDue;
     use timely::dataflow::operators::vec::Map;
-    collection.inner.map(move |(datum, time, diff)| (datum, round(time), diff)).as_collection().release_when_due(name)
+    collection
+        .inner
+        .map(move |(datum, time, diff)| (datum, round(time), diff))
+        .as_collection()
+        .release_when_due(name, end)
 }

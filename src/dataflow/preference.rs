@@ -14,6 +14,7 @@ use super::schedule::ReleaseWhenDue;
 use super::window::{horizon_expiry, short_term_expiry};
 use super::{Coll, Time};
 use crate::event::{Action, Event, Id, Milli, MILLI};
+use crate::source::StreamEnd;
 use crate::spec::{Exclude, RecommendSpec, Weights};
 
 /// The weight of one event in thousandths: the action's weight, times the rating for `rate`.
@@ -55,6 +56,7 @@ pub fn contributions<'scope>(
     spec: &RecommendSpec,
     weights: &Weights,
     tick: Time,
+    end: StreamEnd,
 ) -> Coll<'scope, (Id, Contribution)> {
     let (short, horizon, rule) = (spec.short_term, spec.long_term, spec.exclude);
     let alpha = crate::spec::to_milli(spec.alpha);
@@ -78,5 +80,5 @@ pub fn contributions<'scope>(
             }
             updates
         })
-        .release_when_due("Contributions")
+        .release_when_due("Contributions", end)
 }

@@ -36,6 +36,7 @@ use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::results::{RecItem, SCORE_SCALE};
+use crate::source::StreamEnd;
 use crate::spec::RecommendSpec;
 
 /// How many popular items the fallback pool holds, per `k`.
@@ -65,8 +66,9 @@ pub fn recommendations<'scope>(
     similar: Coll<'scope, (Id, (Id, i64))>,
     spec: &RecommendSpec,
     tick: Time,
+    end: StreamEnd,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
-    let pool = popular_pool(events, spec, tick, spec.k * POOL_PER_K);
+    let pool = popular_pool(events, spec, tick, spec.k * POOL_PER_K, end);
     let per_user = contributions
         .map(|(user, contribution)| UserInput::Contribution(user, contribution))
         .inner
@@ -255,6 +257,7 @@ fn popular_pool<'scope>(
     spec: &RecommendSpec,
     tick: Time,
     size: usize,
+    end: StreamEnd,
 ) -> Coll<'scope, (usize, Id)> {
     let window = spec.popular_window.millis();
     let refresh = spec.similarity.refresh.millis();
@@ -262,7 +265,7 @@ fn popular_pool<'scope>(
         let end = ceil_to(event.ts.saturating_add(window), tick);
         [(event.item.clone(), 0, 1), (event.item, end, -1)]
     });
-    super::retime(windowed, "PopularRefresh", move |t| ceil_to(t, refresh))
+    super::retime(windowed, "PopularRefresh", move |t| ceil_to(t, refresh), end)
         .count_total()
         .map(|(item, count)| ((), (-(count as i64), item)))
         .reduce_named("PopularPool", move |_unit, ranked, output: &mut Vec<((usize, Id), isize)>| {

@@ -18,30 +18,36 @@ use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
 use super::Time;
+use crate::source::StreamEnd;
 
 /// Defers future-dated updates of a collection until they are due.
 pub trait ReleaseWhenDue<'scope, D> {
     /// The same collection, with updates whose time lies beyond the input frontier held back
     /// until the frontier reaches that time.
     ///
+    /// Once a finite stream has ended (`end`), updates later than the time its results are final
+    /// as of are dropped: they could only change results past the end of the data, which are
+    /// not reported, and computing them would cost a window's worth of work at shutdown.
+    ///
     /// ```
     /// use differential_dataflow::input::Input;
     /// use recflow::dataflow::schedule::ReleaseWhenDue;
+    /// use recflow::source::StreamEnd;
     ///
     /// timely::example(|scope| {
     ///     let (_input, numbers) = scope.new_collection_from(vec![1u64, 2, 3]);
     ///     // Each number is present from time 0 until time 10 * number.
     ///     let windowed = numbers
     ///         .join_function(|n| [(n, 0, 1isize), (n, 10 * n, -1)])
-    ///         .release_when_due("Expire");
+    ///         .release_when_due("Expire", StreamEnd::default());
     ///     windowed.inspect(|(n, t, r)| assert!(*r == 1 || *t == 10 * n));
     /// });
     /// ```
-    fn release_when_due(self, name: &str) -> Self;
+    fn release_when_due(self, name: &str, end: StreamEnd) -> Self;
 }
 
 impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
-    fn release_when_due(self, name: &str) -> Self {
+    fn release_when_due(self, name: &str, end: StreamEnd) -> Self {
         let mut pending: BTreeMap<Time, Vec<(D, isize)>> = BTreeMap::new();
         let mut held: Option<Capability<Time>> = None;
         self.inner
@@ -64,6 +70,9 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
                                 }
                             }
                         });
+                        if let Some(ends) = end.get() {
+                            pending.retain(|time, _| *time <= ends.results);
+                        }
                         while let Some(entry) = pending.first_entry() {
                             let time = *entry.key();
                             if frontier.less_than(&time) {

@@ -32,6 +32,7 @@ use super::{Coll, Time};
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::results::SCORE_SCALE;
+use crate::source::StreamEnd;
 use crate::spec::{Measure, SimilaritySpec};
 
 /// Similarity of two items in millionths from their co-occurrence and item user counts.
@@ -60,9 +61,10 @@ pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
     history_len: usize,
     spec: &SimilaritySpec,
+    end: StreamEnd,
 ) -> Coll<'scope, (Id, (Id, i64))> {
     let refresh = spec.refresh.millis();
-    let touches = super::retime(touches, "HistoryRefresh", move |t| ceil_to(t, refresh));
+    let touches = super::retime(touches, "HistoryRefresh", move |t| ceil_to(t, refresh), end);
     let changes = co_occurrence(touches.inner, history_len);
     let (pairs, users): (Updates<'scope, (Id, Id)>, Updates<'scope, Id>) =
         changes.ok_err(|(change, time, diff)| match change {
