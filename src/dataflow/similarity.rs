@@ -213,8 +213,10 @@ impl<'scope> TagUsers<'scope> for Updates<'scope, Id> {
 /// What the rows operator keeps about one of its items.
 #[derive(Default)]
 struct Row {
-    /// `c(i, j)` for every `j` co-occurring with `i`.
-    counts: HashMap<Id, i64>,
+    /// `c(i, j)` for every `j` co-occurring with `i` fewer than `min_support` times.
+    weak: HashMap<Id, i64>,
+    /// `c(i, j)` for every `j` co-occurring with `i` at least `min_support` times: the candidates.
+    strong: HashMap<Id, i64>,
     /// The neighbours last emitted.
     emitted: Vec<(Id, i64)>,
 }
@@ -224,8 +226,10 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
     let mut inbox: Inbox<RowInput> = Inbox::default();
     let mut rows: HashMap<Id, Row> = HashMap::default();
     let mut users: HashMap<Id, i64> = HashMap::default();
-    // For every item j, the local items i with c(i, j) > 0: whose rows an n_j change affects.
+    // For every item j, the local items i with c(i, j) >= min_support: whose rankings an n_j
+    // change affects. Weaker pairs rank nothing, so their changes re-rank nothing.
     let mut partners: HashMap<Id, HashSet<Id>> = HashMap::default();
+    let min_support = spec.min_support as i64;
     inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "Similarity: Rows",
@@ -239,18 +243,30 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                         match entry {
                             RowInput::Pair(i, j) => {
                                 let row = rows.entry(i.clone()).or_default();
-                                let now = bump(&mut row.counts, j.clone(), diff as i64);
-                                if now == 0 {
-                                    if let Some(set) = partners.get_mut(&j) {
-                                        set.remove(&i);
-                                        if set.is_empty() {
-                                            partners.remove(&j);
+                                let before = row.strong.remove(&j).or_else(|| row.weak.remove(&j)).unwrap_or(0);
+                                let now = before + diff as i64;
+                                match (before >= min_support, now >= min_support) {
+                                    (false, true) => {
+                                        partners.entry(j.clone()).or_default().insert(i.clone());
+                                    }
+                                    (true, false) => {
+                                        if let Some(set) = partners.get_mut(&j) {
+                                            set.remove(&i);
+                                            if set.is_empty() {
+                                                partners.remove(&j);
+                                            }
                                         }
                                     }
-                                } else if now == diff as i64 {
-                                    partners.entry(j).or_default().insert(i.clone());
+                                    _ => {}
                                 }
-                                dirty.insert(i);
+                                if before >= min_support || now >= min_support {
+                                    dirty.insert(i);
+                                }
+                                if now >= min_support {
+                                    row.strong.insert(j, now);
+                                } else if now != 0 {
+                                    row.weak.insert(j, now);
+                                }
                             }
                             RowInput::Users(i) => {
                                 bump(&mut users, i.clone(), diff as i64);
@@ -259,7 +275,7 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                         }
                     }
                     for j in recounted {
-                        if rows.contains_key(&j) {
+                        if rows.get(&j).is_some_and(|row| !row.strong.is_empty() || !row.emitted.is_empty()) {
                             dirty.insert(j.clone());
                         }
                         if let Some(set) = partners.get(&j) {
@@ -271,7 +287,7 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                     let mut session = output.session(&capability);
                     for i in dirty {
                         let Some(row) = rows.get_mut(&i) else { continue };
-                        let best = rank_row(&i, &row.counts, &users, &spec);
+                        let best = rank_row(&i, &row.strong, &users, &spec);
                         if best != row.emitted {
                             for (j, s) in std::mem::replace(&mut row.emitted, best.clone()) {
                                 session.give(((i.clone(), (j, s)), time, -1));
@@ -280,7 +296,7 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                                 session.give(((i.clone(), (j, s)), time, 1));
                             }
                         }
-                        if row.counts.is_empty() && row.emitted.is_empty() {
+                        if row.strong.is_empty() && row.weak.is_empty() && row.emitted.is_empty() {
                             rows.remove(&i);
                         }
                     }
@@ -290,13 +306,12 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
     )
 }
 
-/// The `neighbours` best `(j, similarity)` of row `i`, similarity desc then item asc.
-fn rank_row(i: &Id, counts: &HashMap<Id, i64>, users: &HashMap<Id, i64>, spec: &SimilaritySpec) -> Vec<(Id, i64)> {
+/// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
+/// support), similarity desc then item asc.
+fn rank_row(i: &Id, candidates: &HashMap<Id, i64>, users: &HashMap<Id, i64>, spec: &SimilaritySpec) -> Vec<(Id, i64)> {
     let n_i = users.get(i).copied().unwrap_or(0);
-    let min_support = spec.min_support as i64;
-    let mut ranked: Vec<(i64, &Id)> = counts
+    let mut ranked: Vec<(i64, &Id)> = candidates
         .iter()
-        .filter(|(_, c)| **c >= min_support)
         .filter_map(|(j, c)| {
             let n_j = users.get(j).copied().unwrap_or(0);
             (n_i > 0 && n_j > 0).then(|| (-similarity(spec.measure, *c, n_i, n_j), j))
