@@ -340,6 +340,12 @@ pub enum ShortTermWindow {
         /// Window length.
         size: Span,
     },
+    /// Events of the user's current session: their latest event and every earlier one reached
+    /// through gaps shorter than `gap`; the session closes `gap` after its last event.
+    Session {
+        /// Inactivity that ends a session.
+        gap: Span,
+    },
 }
 
 /// The long-term horizon.
@@ -630,11 +636,14 @@ impl Pipeline {
             if rec.k == 0 {
                 return bad("recommend.k", "must be at least 1".into());
             }
-            let size = match rec.short_term {
-                ShortTermWindow::Sliding { size } | ShortTermWindow::Tumbling { size } => size,
+            let (key, size) = match rec.short_term {
+                ShortTermWindow::Sliding { size } | ShortTermWindow::Tumbling { size } => {
+                    ("recommend.short_term.size", size)
+                }
+                ShortTermWindow::Session { gap } => ("recommend.short_term.gap", gap),
             };
             if size.millis() == 0 {
-                return bad("recommend.short_term.size", "must be positive, such as \"1h\"".into());
+                return bad(key, "must be positive, such as \"30m\"".into());
             }
             if rec.long_term == Horizon::Retention(Span(0)) {
                 return bad(

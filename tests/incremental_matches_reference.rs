@@ -88,6 +88,37 @@ per_category = true
 status_interval_secs = 0
 "#;
 
+const SESSIONS: &str = r#"
+[source]
+kind = "file"
+path = "unused.csv"
+timestamp_unit = "ms"
+min_timestamp = 1000000
+[time]
+tick = "1s"
+max_out_of_orderness = "3s"
+allowed_lateness = "4s"
+[recommend]
+k = 3
+short_term = { kind = "session", gap = "6s" }
+long_term = "90s"
+alpha = 1.0
+beta = 0.2
+top_preferences = 3
+exclude = "bought"
+history = 4
+popular_window = "30s"
+[recommend.similarity]
+min_support = 1
+neighbours = 3
+refresh = "10s"
+[hot_items]
+size = "30s"
+slide = "10s"
+[output]
+status_interval_secs = 0
+"#;
+
 /// A random CSV stream: a few users and items (integer and string ids), out of order, some
 /// events inside the allowed lateness, some late, and a few malformed lines.
 fn random_lines(seed: u64, count: usize) -> Vec<String> {
@@ -218,6 +249,15 @@ fn tumbling_window_jaccard_per_category() {
     for seed in 10..12 {
         let one = check(TUMBLING, seed, 1);
         let four = check(TUMBLING, seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}
+
+#[test]
+fn session_window_one_and_four_workers() {
+    for seed in 20..23 {
+        let one = check(SESSIONS, seed, 1);
+        let four = check(SESSIONS, seed, 4);
         assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
     }
 }

@@ -55,8 +55,16 @@ pub fn build<'scope>(
         let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick, end.clone());
         let touches = contributions.clone().flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
         let similar = similarity::item_similarity(touches, spec.history, &spec.similarity, end.clone());
-        let recs = recommend::recommendations(events, contributions, similar, spec, tick, end.clone())
-            .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
+        let recs = recommend::recommendations(
+            events,
+            contributions,
+            similar,
+            spec,
+            tick,
+            pipeline.time.allowed_lateness.millis(),
+            end.clone(),
+        )
+        .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
         results.push(recs);
     }
     differential_dataflow::collection::concatenate(scope, results)

@@ -42,8 +42,12 @@ pub fn excludes(rule: Exclude, event: &Event) -> bool {
 pub struct Contribution {
     /// The item.
     pub item: Id,
-    /// Preference in millionths.
+    /// Preference in millionths (the long-term part, plus the short-term part for sliding and
+    /// tumbling windows).
     pub preference: i64,
+    /// For session windows, the short-term part in millionths: the users operator keeps the
+    /// event (its time is `touch`) while it can belong to the user's current session.
+    pub session: Option<i64>,
     /// Exclusion marks (0 or 1).
     pub excluded: i64,
     /// The event time, as a touch of the item, if this part carries it.
@@ -68,15 +72,35 @@ pub fn contributions<'scope>(
             let excluded = i64::from(excludes(rule, &event));
             let short_end = short_term_expiry(short, event.ts, tick);
             let long_end = horizon_expiry(horizon, event.ts, tick);
-            let part =
-                |preference, excluded, touch| Contribution { item: event.item.clone(), preference, excluded, touch };
+            let part = |preference, session, excluded, touch| Contribution {
+                item: event.item.clone(),
+                preference,
+                session,
+                excluded,
+                touch,
+            };
             let mut updates = Vec::with_capacity(3);
-            updates.push(((event.user.clone(), part((alpha + beta) * weight, excluded, Some(event.ts))), 0, 1));
-            if alpha * weight != 0 {
-                updates.push(((event.user.clone(), part(alpha * weight, 0, None)), short_end, -1));
+            match short_end {
+                Some(short_end) => {
+                    updates.push((
+                        (event.user.clone(), part((alpha + beta) * weight, None, excluded, Some(event.ts))),
+                        0,
+                        1,
+                    ));
+                    if alpha * weight != 0 {
+                        updates.push(((event.user.clone(), part(alpha * weight, None, 0, None)), short_end, -1));
+                    }
+                }
+                None => {
+                    updates.push((
+                        (event.user.clone(), part(beta * weight, Some(alpha * weight), excluded, Some(event.ts))),
+                        0,
+                        1,
+                    ));
+                }
             }
             if let Some(end) = long_end {
-                updates.push(((event.user.clone(), part(beta * weight, excluded, Some(event.ts))), end, -1));
+                updates.push(((event.user.clone(), part(beta * weight, None, excluded, Some(event.ts))), end, -1));
             }
             updates
         })

@@ -37,7 +37,7 @@ use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::results::{RecItem, SCORE_SCALE};
 use crate::source::StreamEnd;
-use crate::spec::RecommendSpec;
+use crate::spec::{RecommendSpec, ShortTermWindow};
 
 /// How many popular items the fallback pool holds, per `k`.
 pub const POOL_PER_K: usize = 4;
@@ -56,6 +56,37 @@ enum UserInput {
     Similar(Id, Id, i64),
     /// `(rank, item)`: an entry of the popular pool (on every worker).
     Popular(usize, Id),
+    /// Look at a user again: their session may have closed or become forgettable.
+    Wake(Id),
+}
+
+/// Session windows: when a user's session closes, and when its events can be forgotten.
+#[derive(Clone, Copy, Debug)]
+pub struct Sessions {
+    /// Inactivity that ends a session.
+    pub gap: Time,
+    /// The pipeline's allowed lateness: how far back a late event can still reach.
+    pub lateness: Time,
+    /// The dataflow tick.
+    pub tick: Time,
+}
+
+impl Sessions {
+    /// When a session whose last event is at `last` closes.
+    fn close_time(&self, last: u64) -> Time {
+        ceil_to(last.saturating_add(self.gap), self.tick)
+    }
+
+    /// The earliest event time an event arriving after time `now` can have, less the gap: a
+    /// session that ended before this can never grow again.
+    fn settled_before(&self, now: Time) -> u64 {
+        now.saturating_sub(self.tick + self.lateness + self.gap)
+    }
+
+    /// When a session whose last event is at `last` can be forgotten.
+    fn forget_time(&self, last: u64) -> Time {
+        ceil_to(last.saturating_add(self.gap + self.lateness), self.tick) + self.tick + 1
+    }
 }
 
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
@@ -66,6 +97,7 @@ pub fn recommendations<'scope>(
     similar: Coll<'scope, (Id, (Id, i64))>,
     spec: &RecommendSpec,
     tick: Time,
+    lateness: Time,
     end: StreamEnd,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
     let pool = popular_pool(events, spec, tick, spec.k * POOL_PER_K, end);
@@ -73,7 +105,7 @@ pub fn recommendations<'scope>(
         .map(|(user, contribution)| UserInput::Contribution(user, contribution))
         .inner
         .exchange(|(input, _, _): &(UserInput, Time, isize)| match input {
-            UserInput::Contribution(user, _) => user.hashed(),
+            UserInput::Contribution(user, _) | UserInput::Wake(user) => user.hashed(),
             _ => 0,
         });
     let shared = similar
@@ -81,14 +113,22 @@ pub fn recommendations<'scope>(
         .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)))
         .inner
         .broadcast();
-    score_users(per_user.concat(shared), spec.k, spec.top_preferences).as_collection()
+    let sessions = match spec.short_term {
+        ShortTermWindow::Session { gap } => Some(Sessions { gap: gap.millis(), lateness, tick }),
+        _ => None,
+    };
+    score_users(per_user.concat(shared), spec.k, spec.top_preferences, sessions).as_collection()
 }
 
 /// What the users operator keeps per user.
 #[derive(Default)]
 struct UserState {
-    /// Blended preference per item, in millionths.
+    /// Blended preference per item, in millionths (without session parts).
     preferences: HashMap<Id, i64>,
+    /// With session windows: the user's recent events by time, `(item, short-term part)`.
+    session_events: BTreeMap<u64, Vec<(Id, i64)>>,
+    /// The last event time the session timers were set for.
+    session_last: Option<u64>,
     /// Exclusion marks per item.
     excluded: HashMap<Id, i64>,
     /// The top preferences the current list was computed from.
@@ -98,10 +138,58 @@ struct UserState {
 }
 
 impl UserState {
-    /// The `m` items with the highest positive preference (preference desc, item asc).
-    fn top_preferences(&self, m: usize) -> Vec<(Id, i64)> {
+    /// The short-term parts of the user's current session at `now`, per item (empty when the
+    /// session has closed).
+    fn session_preferences(&self, sessions: &Sessions, now: Time) -> HashMap<Id, i64> {
+        let mut parts: HashMap<Id, i64> = HashMap::default();
+        let Some(&last) = self.session_events.keys().next_back() else { return parts };
+        if now >= sessions.close_time(last) {
+            return parts;
+        }
+        let mut later = last;
+        for (&ts, events) in self.session_events.range(..=last).rev() {
+            if later - ts >= sessions.gap {
+                break;
+            }
+            for (item, part) in events {
+                *parts.entry(item.clone()).or_default() += part;
+            }
+            later = ts;
+        }
+        parts
+    }
+
+    /// Forgets sessions that ended before `before`: no event can join them any more.
+    fn forget_sessions(&mut self, sessions: &Sessions, before: u64) {
+        let mut cut = None;
+        let mut previous: Option<u64> = None;
+        for &ts in self.session_events.keys() {
+            if previous.is_some_and(|p| ts - p >= sessions.gap) {
+                // `previous` ended a session.
+                match previous {
+                    Some(p) if p < before => cut = Some(p),
+                    _ => break,
+                }
+            }
+            previous = Some(ts);
+        }
+        if previous.is_some_and(|p| p < before) {
+            cut = previous;
+        }
+        if let Some(cut) = cut {
+            self.session_events = self.session_events.split_off(&(cut + 1));
+        }
+    }
+
+    /// The `m` items with the highest positive preference (preference desc, item asc), session
+    /// parts included.
+    fn top_preferences(&self, m: usize, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
+        let mut combined: HashMap<&Id, i64> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
+        for (item, part) in session {
+            *combined.entry(item).or_default() += part;
+        }
         let mut ranked: Vec<(i64, &Id)> =
-            self.preferences.iter().filter(|(_, p)| **p > 0).map(|(item, p)| (-p, item)).collect();
+            combined.into_iter().filter(|(_, p)| *p > 0).map(|(item, p)| (-p, item)).collect();
         if ranked.len() > m {
             ranked.select_nth_unstable(m - 1);
             ranked.truncate(m);
@@ -146,7 +234,7 @@ type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<
 
 /// The users operator: applies each completed time's updates in time order and re-scores the
 /// users whose top preferences or exclusions changed at that time.
-fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize) -> ListUpdates<'_> {
+fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Option<Sessions>) -> ListUpdates<'_> {
     let mut inbox: Inbox<UserInput> = Inbox::default();
     let mut similar: HashMap<Id, BTreeMap<(Id, i64), isize>> = HashMap::default();
     let mut pool: BTreeMap<(usize, Id), isize> = BTreeMap::new();
@@ -174,7 +262,15 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize) -> ListUpdates<
                                 let state = users.entry(user.clone()).or_default();
                                 add(&mut state.preferences, &part.item, part.preference * diff as i64);
                                 let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
+                                if let (Some(short), Some(ts)) = (part.session, part.touch) {
+                                    if diff > 0 {
+                                        state.session_events.entry(ts).or_default().push((part.item.clone(), short));
+                                    }
+                                }
                                 *touched.entry(user).or_default() |= crossed;
+                            }
+                            UserInput::Wake(user) => {
+                                touched.entry(user).or_default();
                             }
                         }
                     }
@@ -183,7 +279,24 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize) -> ListUpdates<
                     let mut session = output.session(&capability);
                     for (user, exclusions_changed) in touched {
                         let Some(state) = users.get_mut(&user) else { continue };
-                        let seeds = state.top_preferences(top_m);
+                        let session_parts = match &sessions {
+                            Some(rule) => {
+                                state.forget_sessions(rule, rule.settled_before(time));
+                                let last = state.session_events.keys().next_back().copied();
+                                if let Some(last) = last.filter(|l| state.session_last != Some(*l)) {
+                                    // Look again when the session closes and when it can be forgotten.
+                                    for at in [rule.close_time(last), rule.forget_time(last)] {
+                                        if at > time {
+                                            inbox.schedule(&capability, UserInput::Wake(user.clone()), at);
+                                        }
+                                    }
+                                }
+                                state.session_last = last;
+                                state.session_preferences(rule, time)
+                            }
+                            None => HashMap::default(),
+                        };
+                        let seeds = state.top_preferences(top_m, &session_parts);
                         if seeds != state.seeds || exclusions_changed {
                             state.seeds = seeds;
                             let list = rank_for_user(state, &similar, &pool, k);
@@ -197,7 +310,11 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize) -> ListUpdates<
                                 }
                             }
                         }
-                        if state.preferences.is_empty() && state.excluded.is_empty() && state.reported.is_empty() {
+                        if state.preferences.is_empty()
+                            && state.excluded.is_empty()
+                            && state.reported.is_empty()
+                            && state.session_events.is_empty()
+                        {
                             users.remove(&user);
                         }
                     }
@@ -272,4 +389,37 @@ fn popular_pool<'scope>(
             output.extend(ranked.iter().take(size).enumerate().map(|(rank, ((_, item), _))| ((rank, item.clone()), 1)));
         })
         .map(|((), entry)| entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_forgotten_only_when_no_late_event_can_join_them() {
+        let rule = Sessions { gap: 10_000, lateness: 5_000, tick: 1_000 };
+        let mut state = UserState::default();
+        state.session_events.insert(70_000, vec![(Id::Num(1), 10)]);
+        state.session_events.insert(85_000, vec![(Id::Num(2), 20)]);
+        // After time 100 s an event may still arrive with ts >= 94 s (tick and lateness), which
+        // would join the session ending at 85 s (gap 9 s < 10 s) but not the one ending at 70 s.
+        state.forget_sessions(&rule, rule.settled_before(100_000));
+        assert_eq!(state.session_events.keys().copied().collect::<Vec<_>>(), [85_000]);
+        // The session closed at 95 s: no short-term part at 100 s.
+        assert!(state.session_preferences(&rule, 100_000).is_empty());
+        assert_eq!(state.session_preferences(&rule, 94_000).get(&Id::Num(2)), Some(&20));
+    }
+
+    #[test]
+    fn a_session_reaches_back_through_short_gaps_only() {
+        let rule = Sessions { gap: 10_000, lateness: 0, tick: 1_000 };
+        let mut state = UserState::default();
+        for (ts, item) in [(10_000, 1), (25_000, 2), (30_000, 3), (39_000, 2)] {
+            state.session_events.entry(ts).or_default().push((Id::Num(item), 5));
+        }
+        let parts = state.session_preferences(&rule, 40_000);
+        assert_eq!(parts.get(&Id::Num(2)), Some(&10));
+        assert_eq!(parts.get(&Id::Num(3)), Some(&5));
+        assert_eq!(parts.get(&Id::Num(1)), None, "15 s gap: an earlier session");
+    }
 }

@@ -136,6 +136,17 @@ impl<D> Inbox<D> {
         due.updates.push((datum, diff));
     }
 
+    /// Schedules `datum` for `time`, which must not precede `capability`'s time: for operators
+    /// that wake themselves up later.
+    pub fn schedule(&mut self, capability: &Capability<Time>, datum: D, time: Time) {
+        let due = self.pending.entry(time).or_insert_with(|| Due {
+            time,
+            capability: capability.delayed(&time),
+            updates: Vec::new(),
+        });
+        due.updates.push((datum, 1));
+    }
+
     /// Holds every update waiting on `input`.
     pub fn absorb<P>(&mut self, input: &mut InputHandleCore<Time, Vec<(D, Time, isize)>, P>)
     where

@@ -5,18 +5,20 @@ use crate::event::Millis;
 use crate::event_time::ceil_to;
 use crate::spec::{Horizon, ShortTermWindow};
 
-/// The dataflow time at which an event at `ts` leaves the short-term window.
+/// The dataflow time at which an event at `ts` leaves the short-term window, when that depends
+/// on the event alone (`None` for sessions, whose end depends on the user's later events).
 ///
 /// Sliding: `ts + size`; tumbling: the end of the fixed window holding `ts`. Both round up to the
 /// tick, since the dataflow changes only at ticks.
-pub fn short_term_expiry(window: ShortTermWindow, ts: Millis, tick: Millis) -> Millis {
-    match window {
+pub fn short_term_expiry(window: ShortTermWindow, ts: Millis, tick: Millis) -> Option<Millis> {
+    Some(match window {
         ShortTermWindow::Sliding { size } => ceil_to(ts.saturating_add(size.millis()), tick),
         ShortTermWindow::Tumbling { size } => {
             let size = size.millis();
             ceil_to((ts / size).saturating_add(1).saturating_mul(size), tick)
         }
-    }
+        ShortTermWindow::Session { .. } => return None,
+    })
 }
 
 /// The dataflow time at which an event at `ts` leaves the long-term horizon, if ever.
@@ -84,8 +86,9 @@ mod tests {
     #[test]
     fn expiries() {
         let tick = 1_000;
-        assert_eq!(short_term_expiry(ShortTermWindow::Sliding { size: Span(60_000) }, 10_500, tick), 71_000);
-        assert_eq!(short_term_expiry(ShortTermWindow::Tumbling { size: Span(60_000) }, 10_500, tick), 60_000);
+        assert_eq!(short_term_expiry(ShortTermWindow::Sliding { size: Span(60_000) }, 10_500, tick), Some(71_000));
+        assert_eq!(short_term_expiry(ShortTermWindow::Tumbling { size: Span(60_000) }, 10_500, tick), Some(60_000));
+        assert_eq!(short_term_expiry(ShortTermWindow::Session { gap: Span(60_000) }, 10_500, tick), None);
         assert_eq!(horizon_expiry(Horizon::All, 5, tick), None);
         assert_eq!(horizon_expiry(Horizon::Retention(Span(2_000)), 500, tick), Some(3_000));
     }

@@ -86,15 +86,21 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
     let beta = (spec.beta * 1000.0).round() as i64;
     let mut preference: BTreeMap<(Id, Id), i64> = BTreeMap::new();
     let mut excluded: BTreeSet<(Id, Id)> = BTreeSet::new();
+    // With session windows: each user's events (ts, item, weight), for their current session.
+    let mut sessions: BTreeMap<Id, Vec<(u64, Id, i64)>> = BTreeMap::new();
     for Timed { event, .. } in accepted.iter().filter(|t| t.time <= at) {
         let w = weight(pipeline, event);
         let key = (event.user.clone(), event.item.clone());
         let short_end = match spec.short_term {
-            ShortTermWindow::Sliding { size } => ceil_to(event.ts + size.millis(), tick),
-            ShortTermWindow::Tumbling { size } => ceil_to((event.ts / size.millis() + 1) * size.millis(), tick),
+            ShortTermWindow::Sliding { size } => Some(ceil_to(event.ts + size.millis(), tick)),
+            ShortTermWindow::Tumbling { size } => Some(ceil_to((event.ts / size.millis() + 1) * size.millis(), tick)),
+            ShortTermWindow::Session { .. } => {
+                sessions.entry(event.user.clone()).or_default().push((event.ts, event.item.clone(), w));
+                None
+            }
         };
         let mut p = 0;
-        if short_end > at {
+        if short_end.is_some_and(|end| end > at) {
             p += alpha * w;
         }
         let long = in_horizon(spec.long_term, event.ts, tick, at);
@@ -109,6 +115,24 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
         };
         if rule && long {
             excluded.insert(key);
+        }
+    }
+    if let ShortTermWindow::Session { gap } = spec.short_term {
+        let gap = gap.millis();
+        for (user, mut events) in sessions {
+            events.sort_by_key(|(ts, _, _)| *ts);
+            let last = events.last().map(|(ts, _, _)| *ts).unwrap_or(0);
+            if at >= ceil_to(last + gap, tick) {
+                continue;
+            }
+            let mut later = last;
+            for (ts, item, w) in events.into_iter().rev() {
+                if later - ts >= gap {
+                    break;
+                }
+                *preference.entry((user.clone(), item)).or_default() += alpha * w;
+                later = ts;
+            }
         }
     }
     let mut inputs: BTreeMap<Id, Inputs> = BTreeMap::new();
