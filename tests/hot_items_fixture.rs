@@ -56,6 +56,9 @@ fn hand_worked_windows() {
         let reasons: Vec<&str> = out.dead_letters.iter().map(|d| d["reason"].as_str().unwrap()).collect();
         assert_eq!(reasons, ["late", "malformed"]);
         assert_eq!(out.dead_letters[1]["raw"], "x,y");
+        // The late event is reported with its line; its raw form is the decoded event.
+        assert!(out.dead_letters[0]["origin"].as_str().unwrap().ends_with(":10"), "{}", out.dead_letters[0]);
+        assert!(out.dead_letters[0]["raw"].as_str().unwrap().contains("3602000"));
         assert_eq!((out.metrics.accepted, out.metrics.late, out.metrics.invalid), (10, 1, 1));
     }
 }

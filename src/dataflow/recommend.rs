@@ -184,12 +184,15 @@ impl UserState {
     /// The `m` items with the highest positive preference (preference desc, item asc), session
     /// parts included.
     fn top_preferences(&self, m: usize, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
-        let mut combined: HashMap<&Id, i64> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
-        for (item, part) in session {
-            *combined.entry(item).or_default() += part;
-        }
-        let mut ranked: Vec<(i64, &Id)> =
-            combined.into_iter().filter(|(_, p)| *p > 0).map(|(item, p)| (-p, item)).collect();
+        let mut ranked: Vec<(i64, &Id)> = if session.is_empty() {
+            self.preferences.iter().filter(|(_, p)| **p > 0).map(|(item, p)| (-p, item)).collect()
+        } else {
+            let mut combined: HashMap<&Id, i64> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
+            for (item, part) in session {
+                *combined.entry(item).or_default() += part;
+            }
+            combined.into_iter().filter(|(_, p)| *p > 0).map(|(item, p)| (-p, item)).collect()
+        };
         if ranked.len() > m {
             ranked.select_nth_unstable(m - 1);
             ranked.truncate(m);

@@ -72,11 +72,13 @@ impl<R: BufRead> EventSource for LineReader<R> {
             }
             produced += 1;
             let arrival = match std::str::from_utf8(&self.buffer) {
-                Ok(text) => self.decoder.decode(text).map_err(|reason| DeadLetter {
-                    reason,
-                    origin: format!("{}:{}", self.origin, self.line_number),
-                    raw: text.to_string(),
-                }),
+                Ok(text) => {
+                    self.decoder.decode(text).map(|event| (event, self.line_number)).map_err(|reason| DeadLetter {
+                        reason,
+                        origin: format!("{}:{}", self.origin, self.line_number),
+                        raw: text.to_string(),
+                    })
+                }
                 Err(e) => Err(DeadLetter {
                     reason: RejectReason::Malformed(format!("not UTF-8: {e}")),
                     origin: format!("{}:{}", self.origin, self.line_number),
@@ -86,5 +88,9 @@ impl<R: BufRead> EventSource for LineReader<R> {
             out.push(arrival);
         }
         Poll::Ready
+    }
+
+    fn name(&self) -> String {
+        self.origin.clone()
     }
 }

@@ -30,7 +30,7 @@ use timely::dataflow::operators::probe;
 /// Arrivals read per activation of the ingest operator.
 const BATCH: usize = 8_192;
 /// Events the ingest operator lets run ahead of the dataflow's completed output.
-const MAX_IN_FLIGHT: u64 = 262_144;
+const MAX_IN_FLIGHT: u64 = 65_536;
 
 /// Where a finite stream ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -114,6 +114,7 @@ pub fn ingest<'scope>(
             move |capability, info| {
                 let activator = scope.activator_for(info.address);
                 let mut capability = reader.as_ref().map(|_| capability);
+                let name = reader.as_ref().map(|r| r.name()).unwrap_or_default();
                 let mut source = reader;
                 let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
                 // Batches not yet reflected in the output: (latest dataflow time, read at, events).
@@ -144,7 +145,7 @@ pub fn ingest<'scope>(
                         let mut session = output.session(&*cap);
                         for arrival in arrivals.drain(..) {
                             match arrival {
-                                Ok(event) => match clock.admit(event.ts) {
+                                Ok((event, position)) => match clock.admit(event.ts) {
                                     Some(time) => {
                                         accepted += 1;
                                         latest = latest.max(time);
@@ -153,7 +154,7 @@ pub fn ingest<'scope>(
                                     None => {
                                         metrics.reject(&RejectReason::Late);
                                         let raw = serde_json::to_string(&event).unwrap_or_default();
-                                        let origin = format!("watermark:{}", clock.watermark());
+                                        let origin = format!("{name}:{position}");
                                         session.give((
                                             Ingest::Dead(DeadLetter { reason: RejectReason::Late, origin, raw }),
                                             now,

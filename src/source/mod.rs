@@ -12,8 +12,9 @@ pub use self::file::{FileSource, LineReader};
 pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
 pub use self::synth::SynthSource;
 
-/// A decoded arrival: an event, or the record that could not become one.
-pub type Arrival = Result<Event, DeadLetter>;
+/// A decoded arrival: an event with its position in the source (line or sequence number, from 1),
+/// or the record that could not become one.
+pub type Arrival = Result<(Event, u64), DeadLetter>;
 
 /// What a poll of a source found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,9 @@ pub enum Poll {
 pub trait EventSource {
     /// Appends at most `max` arrivals to `out`.
     fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll;
+
+    /// The source's name in dead letters' origins, such as `file:events.csv`.
+    fn name(&self) -> String;
 }
 
 /// A source that stops after a fixed number of arrivals (`--max-events`).
@@ -60,10 +64,18 @@ impl<S: EventSource> EventSource for Bounded<S> {
             poll
         }
     }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
 }
 
 impl EventSource for Box<dyn EventSource> {
     fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
         (**self).poll(max, out)
+    }
+
+    fn name(&self) -> String {
+        (**self).name()
     }
 }

@@ -204,9 +204,13 @@ impl EventSource for SynthSource {
         }
         for _ in 0..allowed {
             let event = self.next_event();
-            out.push(Ok(event));
+            out.push(Ok((event, self.produced)));
         }
         Poll::Ready
+    }
+
+    fn name(&self) -> String {
+        format!("synth:seed={}", self.spec.seed)
     }
 }
 
