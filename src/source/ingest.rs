@@ -30,7 +30,7 @@ use timely::dataflow::operators::probe;
 /// Arrivals read per activation of the ingest operator.
 const BATCH: usize = 8_192;
 /// Events the ingest operator lets run ahead of the dataflow's completed output.
-const MAX_IN_FLIGHT: u64 = 65_536;
+const MAX_IN_FLIGHT: u64 = 262_144;
 
 /// Where a finite stream ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
