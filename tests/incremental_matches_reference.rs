@@ -15,11 +15,6 @@ use recflow::Pipeline;
 use serde_json::Value;
 
 const SLIDING: &str = r#"
-[source]
-kind = "file"
-path = "unused.csv"
-timestamp_unit = "ms"
-min_timestamp = 1000000
 [time]
 tick = "1s"
 max_out_of_orderness = "3s"
@@ -44,16 +39,9 @@ actions = ["view", "cart"]
 size = "30s"
 slide = "10s"
 top_n = 2
-[output]
-status_interval_secs = 0
 "#;
 
 const TUMBLING: &str = r#"
-[source]
-kind = "file"
-path = "unused.csv"
-timestamp_unit = "ms"
-min_timestamp = 1000000
 [time]
 tick = "2s"
 max_out_of_orderness = "2s"
@@ -84,16 +72,9 @@ size = "20s"
 slide = "20s"
 top_n = 3
 per_category = true
-[output]
-status_interval_secs = 0
 "#;
 
 const SESSIONS: &str = r#"
-[source]
-kind = "file"
-path = "unused.csv"
-timestamp_unit = "ms"
-min_timestamp = 1000000
 [time]
 tick = "1s"
 max_out_of_orderness = "3s"
@@ -115,6 +96,15 @@ refresh = "10s"
 [hot_items]
 size = "30s"
 slide = "10s"
+"#;
+
+/// What every pipeline here shares: millisecond CSV input, no status line.
+const COMMON: &str = r#"
+[source]
+kind = "file"
+path = "unused.csv"
+timestamp_unit = "ms"
+min_timestamp = 1000000
 [output]
 status_interval_secs = 0
 "#;
@@ -173,7 +163,7 @@ fn checkpoints(pipeline: &Pipeline, accepted: &[Timed], end: u64) -> BTreeSet<u6
 }
 
 fn check(toml: &str, seed: u64, workers: usize) -> String {
-    let pipeline = Pipeline::from_toml(toml, "test").unwrap();
+    let pipeline = Pipeline::from_toml(&format!("{COMMON}{toml}"), "test").unwrap();
     let lines = random_lines(seed, 260);
     let out = run_lines(&pipeline, &lines, workers);
     let (accepted, late) = accepted(&pipeline, &lines);

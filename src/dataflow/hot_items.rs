@@ -27,6 +27,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use super::ranking::keep_best;
 use super::schedule::{Due, Inbox};
 use super::window::Hopping;
 use super::{Coll, Time};
@@ -276,10 +277,6 @@ fn forget_purged<V>(
 /// The `n` items with the highest counts, count desc then item asc.
 fn top_by_count<'a>(counted: impl Iterator<Item = (&'a Id, i64)>, n: usize) -> Vec<(Id, i64)> {
     let mut best: Vec<(i64, &Id)> = counted.filter(|(_, c)| *c > 0).map(|(item, c)| (-c, item)).collect();
-    if best.len() > n {
-        best.select_nth_unstable(n - 1);
-        best.truncate(n);
-    }
-    best.sort();
+    keep_best(&mut best, n);
     best.into_iter().map(|(negated, item)| (item.clone(), -negated)).collect()
 }

@@ -6,6 +6,7 @@
 
 pub mod hot_items;
 pub mod preference;
+pub mod ranking;
 pub mod recommend;
 pub mod schedule;
 pub mod similarity;

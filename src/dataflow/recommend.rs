@@ -31,6 +31,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange};
 
 use super::preference::Contribution;
+use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
@@ -193,43 +194,18 @@ impl UserState {
             }
             combined.into_iter().filter(|(_, p)| *p > 0).map(|(item, p)| (-p, item)).collect()
         };
-        if ranked.len() > m {
-            ranked.select_nth_unstable(m - 1);
-            ranked.truncate(m);
-        }
-        ranked.sort_unstable();
+        keep_best(&mut ranked, m);
         ranked.into_iter().map(|(negated, item)| (item.clone(), -negated)).collect()
     }
 }
 
-/// Adds `diff` to a counter, removing it at zero; whether it crossed zero.
+/// Adds `diff` to a counter; whether it crossed zero (appeared or vanished).
 fn add(map: &mut HashMap<Id, i64>, key: &Id, diff: i64) -> bool {
     if diff == 0 {
         return false;
     }
-    let count = map.entry(key.clone()).or_default();
-    let before = *count;
-    *count += diff;
-    let after = *count;
-    if after == 0 {
-        map.remove(key);
-    }
+    let (before, after) = adjust(map, key.clone(), diff);
     (before == 0) != (after == 0)
-}
-
-/// Applies `diff` to a multiset entry, removing it when it reaches zero.
-fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
-    match map.entry(key) {
-        std::collections::btree_map::Entry::Occupied(mut o) => {
-            *o.get_mut() += diff;
-            if *o.get() == 0 {
-                o.remove();
-            }
-        }
-        std::collections::btree_map::Entry::Vacant(v) => {
-            v.insert(diff);
-        }
-    }
 }
 
 type UserUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(UserInput, Time, isize)>>;
@@ -255,12 +231,12 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Optio
                         match update {
                             UserInput::Similar(item, neighbour, similarity) => {
                                 let row = similar.entry(item.clone()).or_default();
-                                bump(row, (neighbour, similarity), diff);
+                                adjust_ordered(row, (neighbour, similarity), diff);
                                 if row.is_empty() {
                                     similar.remove(&item);
                                 }
                             }
-                            UserInput::Popular(rank, item) => bump(&mut pool, (rank, item), diff),
+                            UserInput::Popular(rank, item) => adjust_ordered(&mut pool, (rank, item), diff),
                             UserInput::Contribution(user, part) => {
                                 let state = users.entry(user.clone()).or_default();
                                 add(&mut state.preferences, &part.item, part.preference * diff as i64);
@@ -348,11 +324,7 @@ fn rank_for_user(
         .filter(|(item, score)| *score > 0 && !state.excluded.contains_key(*item))
         .map(|(item, score)| (-score, item))
         .collect();
-    if ranked.len() > k {
-        ranked.select_nth_unstable(k - 1);
-        ranked.truncate(k);
-    }
-    ranked.sort_unstable();
+    keep_best(&mut ranked, k);
     let mut list: Vec<RecItem> = ranked
         .into_iter()
         .map(|(negated, item)| RecItem { item: item.clone(), score: -negated, fallback: false })

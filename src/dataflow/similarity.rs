@@ -13,7 +13,6 @@
 //!    refresh, re-ranks exactly the rows whose counts changed or whose items' `n` changed (found
 //!    through a local reverse index), and emits only the rows' changes.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -27,6 +26,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange as ExchangeOperator};
 use timely::dataflow::Stream;
 
+use super::ranking::{adjust, keep_best};
 use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::Id;
@@ -76,25 +76,6 @@ pub fn item_similarity<'scope>(
     rank_rows(pairs.concat(users), spec.clone()).as_collection()
 }
 
-/// Applies `diff` to a counter, removing it at zero; returns the new count.
-fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, diff: i64) -> i64 {
-    let count = map.entry(key);
-    match count {
-        Entry::Occupied(mut o) => {
-            *o.get_mut() += diff;
-            let now = *o.get();
-            if now == 0 {
-                o.remove();
-            }
-            now
-        }
-        Entry::Vacant(v) => {
-            v.insert(diff);
-            diff
-        }
-    }
-}
-
 /// What the histories operator keeps per user.
 #[derive(Default)]
 struct UserHistory {
@@ -112,10 +93,7 @@ impl UserHistory {
             .iter()
             .filter_map(|(item, times)| times.keys().next_back().map(|ts| (std::cmp::Reverse(*ts), item)))
             .collect();
-        if latest.len() > len {
-            latest.select_nth_unstable(len - 1);
-            latest.truncate(len);
-        }
+        keep_best(&mut latest, len);
         latest.into_iter().map(|(_, item)| item.clone()).collect()
     }
 }
@@ -269,7 +247,7 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                                 }
                             }
                             RowInput::Users(i) => {
-                                bump(&mut users, i.clone(), diff as i64);
+                                adjust(&mut users, i.clone(), diff as i64);
                                 recounted.push(i);
                             }
                         }
@@ -317,11 +295,6 @@ fn rank_row(i: &Id, candidates: &HashMap<Id, i64>, users: &HashMap<Id, i64>, spe
             (n_i > 0 && n_j > 0).then(|| (-similarity(spec.measure, *c, n_i, n_j), j))
         })
         .collect();
-    let n = spec.neighbours;
-    if ranked.len() > n {
-        ranked.select_nth_unstable(n - 1);
-        ranked.truncate(n);
-    }
-    ranked.sort_unstable();
+    keep_best(&mut ranked, spec.neighbours);
     ranked.into_iter().map(|(negated, j)| (j.clone(), -negated)).collect()
 }

@@ -1,0 +1,68 @@
+//! Ranking and counting helpers shared by the operators.
+//!
+//! Rankings order by a key whose ascending order is the project's order (scores and counts are
+//! negated so that higher comes first; ties fall to the item id), so "best n" is "smallest n".
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap as HashMap;
+
+/// Keeps the `n` smallest of `items`, in ascending order.
+///
+/// ```
+/// let mut ranked = vec![(-3, "b"), (-5, "c"), (-3, "a"), (-1, "d")];
+/// recflow::dataflow::ranking::keep_best(&mut ranked, 3);
+/// assert_eq!(ranked, [(-5, "c"), (-3, "a"), (-3, "b")]);
+/// ```
+pub fn keep_best<T: Ord>(items: &mut Vec<T>, n: usize) {
+    if n == 0 {
+        items.clear();
+        return;
+    }
+    if items.len() > n {
+        items.select_nth_unstable(n - 1);
+        items.truncate(n);
+    }
+    items.sort_unstable();
+}
+
+/// Adds `diff` to the count of `key`, dropping the entry at zero; returns the counts before and
+/// after.
+pub fn adjust<K: Hash + Eq>(counts: &mut HashMap<K, i64>, key: K, diff: i64) -> (i64, i64) {
+    let count = counts.entry(key);
+    match count {
+        std::collections::hash_map::Entry::Occupied(mut entry) => {
+            let before = *entry.get();
+            *entry.get_mut() += diff;
+            let after = *entry.get();
+            if after == 0 {
+                entry.remove();
+            }
+            (before, after)
+        }
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            if diff != 0 {
+                entry.insert(diff);
+            }
+            (0, diff)
+        }
+    }
+}
+
+/// Adds `diff` to the multiplicity of `key` in an ordered multiset, dropping it at zero.
+pub fn adjust_ordered<K: Ord>(multiset: &mut BTreeMap<K, isize>, key: K, diff: isize) {
+    match multiset.entry(key) {
+        std::collections::btree_map::Entry::Occupied(mut entry) => {
+            *entry.get_mut() += diff;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+        std::collections::btree_map::Entry::Vacant(entry) => {
+            if diff != 0 {
+                entry.insert(diff);
+            }
+        }
+    }
+}
