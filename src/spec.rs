@@ -161,8 +161,8 @@ pub struct SourceSpec {
     pub default_action: Option<Action>,
     /// Earliest accepted timestamp, in the input's unit.
     pub min_timestamp: u64,
-    /// Latest accepted timestamp, in the input's unit.
-    pub max_timestamp: u64,
+    /// Latest accepted timestamp, in the input's unit; by default 9999-12-31 in that unit.
+    pub max_timestamp: Option<u64>,
     /// Settings of the synthetic generator.
     pub synth: SynthSpec,
 }
@@ -180,10 +180,17 @@ impl Default for SourceSpec {
             action_aliases: BTreeMap::new(),
             default_action: None,
             min_timestamp: 0,
-            // 9999-12-31 in seconds; in milliseconds when the unit is ms.
-            max_timestamp: 253_402_300_799,
+            max_timestamp: None,
             synth: SynthSpec::default(),
         }
+    }
+}
+
+impl SourceSpec {
+    /// The latest accepted timestamp in the input's unit: `max_timestamp`, or 9999-12-31.
+    pub fn latest_timestamp(&self) -> u64 {
+        const END_OF_9999_IN_SECONDS: u64 = 253_402_300_799;
+        self.max_timestamp.unwrap_or(END_OF_9999_IN_SECONDS * 1_000 / self.timestamp_unit.scale())
     }
 }
 
@@ -589,10 +596,10 @@ impl Pipeline {
                 }
             }
         }
-        if source.min_timestamp > source.max_timestamp {
+        if source.min_timestamp > source.latest_timestamp() {
             return bad("source.min_timestamp", "is greater than source.max_timestamp; swap them".into());
         }
-        if source.max_timestamp.checked_mul(source.timestamp_unit.scale()).is_none() {
+        if source.latest_timestamp().checked_mul(source.timestamp_unit.scale()).is_none() {
             return bad("source.max_timestamp", "is too large for the timestamp unit".into());
         }
         let synth = &source.synth;

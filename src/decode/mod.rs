@@ -43,7 +43,7 @@ impl Decoder {
                 default_action: spec.default_action,
                 unit: spec.timestamp_unit,
                 min_ts: spec.min_timestamp,
-                max_ts: spec.max_timestamp,
+                max_ts: spec.latest_timestamp(),
             },
         }
     }
@@ -146,6 +146,12 @@ mod tests {
         assert!(matches!(d.decode("1,2,3,pv,abc"), Err(RejectReason::BadNumber(_))));
         assert!(matches!(d.decode(",2,3,pv,5"), Err(RejectReason::MissingField(f)) if f == "user"));
         assert!(matches!(d.decode("1,2,3,pv,999999999999999"), Err(RejectReason::TimestampOutOfRange(_))));
+    }
+
+    #[test]
+    fn the_default_range_covers_millisecond_timestamps() {
+        let spec = SourceSpec { timestamp_unit: TimeUnit::Millis, ..SourceSpec::default() };
+        assert_eq!(Decoder::new(&spec).decode("1,2,3,pv,1700000000000").unwrap().ts, 1_700_000_000_000);
     }
 
     #[test]
