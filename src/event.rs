@@ -124,9 +124,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// All actions, in declaration order.
-    pub const ALL: [Action; 5] = [Action::View, Action::Cart, Action::Fav, Action::Buy, Action::Rate];
-
     /// Reads an action name or one of its built-in aliases, ignoring ASCII case.
     pub fn parse(name: &str) -> Option<Action> {
         let name = name.trim();

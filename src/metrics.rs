@@ -21,8 +21,6 @@ pub struct Metrics {
     pub watermark: AtomicU64,
     /// Upsert records written to the changelog.
     pub output_records: AtomicU64,
-    /// Records written to the dead-letter output.
-    pub dead_letters_written: AtomicU64,
     /// Update latency: from an event's ingestion until the output frontier passes its time.
     pub update_latency: LatencyHistogram,
 }

@@ -182,7 +182,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
                 Arc::clone(&metrics),
                 &completed,
             );
-            write_dead_letters(ingested.dead_letters, dead_letter_out, Arc::clone(&metrics), &completed);
+            write_dead_letters(ingested.dead_letters, dead_letter_out, &completed);
         });
         let interval = Duration::from_secs(pipeline.output.status_interval_secs);
         let mut status = Status::new(

@@ -24,11 +24,10 @@ use rustc_hash::FxHashMap as HashMap;
 use differential_dataflow::{AsCollection, Hashable};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::ranking::keep_best;
-use super::schedule::{Due, Inbox};
+use super::schedule::{Due, Inbox, Scheduler};
 use super::window::Hopping;
 use super::{Coll, Time};
 use crate::event::{Event, Id, Millis};
@@ -67,52 +66,6 @@ pub fn hot_items<'scope>(
     merge_candidates(candidates, spec.top_n, hop).as_collection()
 }
 
-/// Holds one capability at the earliest time work is scheduled for.
-struct Scheduler<W> {
-    work: BTreeMap<Time, W>,
-    held: Option<Capability<Time>>,
-}
-
-impl<W: Default> Scheduler<W> {
-    fn new() -> Self {
-        Scheduler { work: BTreeMap::new(), held: None }
-    }
-
-    /// The work due at `time`, which must not precede the time of `capability`.
-    fn at(&mut self, time: Time, capability: &timely::dataflow::operators::InputCapability<Time>) -> &mut W {
-        if self.held.as_ref().is_none_or(|h| *h.time() > time) {
-            self.held = Some(capability.delayed(&time, 0));
-        }
-        self.work.entry(time).or_default()
-    }
-
-    /// The earliest work the frontier has reached, with a capability for its time.
-    fn next_due(
-        &mut self,
-        frontier: &timely::progress::frontier::MutableAntichain<Time>,
-    ) -> Option<(Capability<Time>, W)> {
-        let entry = self.work.first_entry()?;
-        let time = *entry.key();
-        if frontier.less_than(&time) {
-            return None;
-        }
-        let capability = self.held.as_ref()?.delayed(&time);
-        Some((capability, entry.remove()))
-    }
-
-    /// Releases the capability down to the earliest remaining work.
-    fn settle(&mut self) {
-        match self.work.keys().next() {
-            Some(next) => {
-                if let Some(h) = self.held.as_mut() {
-                    h.downgrade(next);
-                }
-            }
-            None => self.held = None,
-        }
-    }
-}
-
 /// Stage 1: per-pane counts, combined locally before any exchange.
 fn count_panes<'scope>(
     events: Coll<'scope, Event>,
@@ -121,7 +74,7 @@ fn count_panes<'scope>(
 ) -> Stream<'scope, Time, Vec<PaneCount>> {
     let actions = spec.actions.clone();
     let per_category = spec.per_category;
-    let mut scheduler: Scheduler<HashMap<PaneKey, i64>> = Scheduler::new();
+    let mut scheduler: Scheduler<HashMap<PaneKey, i64>> = Scheduler::default();
     events.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<PaneCount>>, _, _, _>(
         Pipeline,
         "HotItems: Panes",
@@ -169,7 +122,7 @@ fn window_candidates<'scope>(
     top_n: usize,
     hop: Hopping,
 ) -> Stream<'scope, Time, Vec<(Candidates, Time, isize)>> {
-    let mut scheduler: Scheduler<WindowWork> = Scheduler::new();
+    let mut scheduler: Scheduler<WindowWork> = Scheduler::default();
     let mut windows: BTreeMap<HotWindow, WindowCounts> = BTreeMap::new();
     let worker = panes.scope().index();
     panes.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(Candidates, Time, isize)>>, _, _, _>(

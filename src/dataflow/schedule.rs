@@ -48,8 +48,7 @@ pub trait ReleaseWhenDue<'scope, D> {
 
 impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self {
-        let mut pending: BTreeMap<Time, Vec<(D, isize)>> = BTreeMap::new();
-        let mut held: Option<Capability<Time>> = None;
+        let mut scheduler: Scheduler<Vec<(D, isize)>> = Scheduler::default();
         self.inner
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
                 Pipeline,
@@ -63,37 +62,75 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
                                 if time <= now {
                                     session.give((datum, time, diff));
                                 } else {
-                                    if held.as_ref().is_none_or(|h| *h.time() > time) {
-                                        held = Some(cap.delayed(&time, 0));
-                                    }
-                                    pending.entry(time).or_default().push((datum, diff));
+                                    scheduler.at(time, &cap).push((datum, diff));
                                 }
                             }
                         });
                         if let Some(ends) = end.get() {
-                            pending.retain(|time, _| *time <= ends.results);
+                            scheduler.forget_after(ends.results);
                         }
-                        while let Some(entry) = pending.first_entry() {
-                            let time = *entry.key();
-                            if frontier.less_than(&time) {
-                                break;
-                            }
-                            let Some(capability) = held.as_ref() else { break };
-                            let due = capability.delayed(&time);
-                            output.session(&due).give_iterator(entry.remove().into_iter().map(|(d, r)| (d, time, r)));
+                        while let Some((due, updates)) = scheduler.next_due(frontier) {
+                            let time = *due.time();
+                            output.session(&due).give_iterator(updates.into_iter().map(|(d, r)| (d, time, r)));
                         }
-                        match pending.keys().next() {
-                            Some(next) => {
-                                if let Some(h) = held.as_mut() {
-                                    h.downgrade(next);
-                                }
-                            }
-                            None => held = None,
-                        }
+                        scheduler.settle();
                     }
                 },
             )
             .as_collection()
+    }
+}
+
+/// Work keyed by the time it is due, holding one capability at the earliest such time.
+pub struct Scheduler<W> {
+    work: BTreeMap<Time, W>,
+    held: Option<Capability<Time>>,
+}
+
+impl<W> Default for Scheduler<W> {
+    fn default() -> Self {
+        Scheduler { work: BTreeMap::new(), held: None }
+    }
+}
+
+impl<W: Default> Scheduler<W> {
+    /// The work due at `time`, which must not precede the time of `capability`.
+    pub fn at(&mut self, time: Time, capability: &timely::dataflow::operators::InputCapability<Time>) -> &mut W {
+        if self.held.as_ref().is_none_or(|h| *h.time() > time) {
+            self.held = Some(capability.delayed(&time, 0));
+        }
+        self.work.entry(time).or_default()
+    }
+
+    /// The earliest work the frontier has reached, with a capability for its time.
+    pub fn next_due(
+        &mut self,
+        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+    ) -> Option<(Capability<Time>, W)> {
+        let entry = self.work.first_entry()?;
+        let time = *entry.key();
+        if frontier.less_than(&time) {
+            return None;
+        }
+        let capability = self.held.as_ref()?.delayed(&time);
+        Some((capability, entry.remove()))
+    }
+
+    /// Drops all work due after `time`.
+    pub fn forget_after(&mut self, time: Time) {
+        self.work.retain(|due, _| *due <= time);
+    }
+
+    /// Releases the capability down to the earliest remaining work.
+    pub fn settle(&mut self) {
+        match self.work.keys().next() {
+            Some(next) => {
+                if let Some(h) = self.held.as_mut() {
+                    h.downgrade(next);
+                }
+            }
+            None => self.held = None,
+        }
     }
 }
 

@@ -1,8 +1,6 @@
 //! The dead-letter sink: rejected and late records as JSON lines with their reason and raw text.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use serde::Serialize;
 use timely::dataflow::channels::pact::Exchange;
@@ -12,7 +10,6 @@ use timely::dataflow::Stream;
 
 use crate::dataflow::Time;
 use crate::event::DeadLetter;
-use crate::metrics::Metrics;
 
 #[derive(Serialize)]
 struct DeadLetterLine<'a> {
@@ -27,7 +24,6 @@ struct DeadLetterLine<'a> {
 pub fn write_dead_letters(
     dead_letters: Stream<'_, Time, Vec<DeadLetter>>,
     mut out: Option<Box<dyn Write>>,
-    metrics: Arc<Metrics>,
     completed: &probe::Handle<Time>,
 ) {
     dead_letters
@@ -52,7 +48,6 @@ pub fn write_dead_letters(
                             if let Err(e) = written {
                                 eprintln!("recflow: cannot write a dead letter: {e}");
                             }
-                            metrics.dead_letters_written.fetch_add(1, Ordering::Relaxed);
                             wrote = true;
                         }
                     });
