@@ -217,15 +217,30 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// An input record that was not accepted: the reason, where it came from, and its raw text.
+/// An input record that was not accepted: the reason, where it came from, and its raw bytes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeadLetter {
     /// Why it was rejected.
     pub reason: RejectReason,
-    /// Where it came from, such as `file:events.csv:17` (line numbers start at 1).
+    /// Where it came from, such as `file:events.csv:17` (line numbers start at 1) or
+    /// `kafka:events/3:1042` (partition 3, offset 1042).
     pub origin: String,
-    /// The raw record, lossily decoded as UTF-8.
-    pub raw: String,
+    /// The record exactly as it arrived.
+    pub raw: Vec<u8>,
+    /// The Kafka partition and offset it was read from, for Kafka sources.
+    pub partition_offset: Option<(i32, i64)>,
+}
+
+impl DeadLetter {
+    /// A dead letter from a source without partitions.
+    pub fn new(reason: RejectReason, origin: String, raw: Vec<u8>) -> DeadLetter {
+        DeadLetter { reason, origin, raw, partition_offset: None }
+    }
+
+    /// The raw record as text, with invalid UTF-8 replaced.
+    pub fn raw_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.raw)
+    }
 }
 
 #[cfg(test)]

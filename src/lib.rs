@@ -9,6 +9,7 @@ pub mod dataflow;
 pub mod decode;
 pub mod event;
 pub mod event_time;
+pub mod kafka;
 pub mod metrics;
 pub mod results;
 pub mod run;

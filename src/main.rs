@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use recflow::kafka::{self, produce::ProduceOptions, subscribe::SubscribeOptions};
 use recflow::source::SynthSource;
-use recflow::spec::{Format, Pipeline};
+use recflow::spec::{Format, Pipeline, SourceKind, SourceSpec};
 use recflow::RunOptions;
 
 #[derive(Parser)]
@@ -30,6 +31,54 @@ enum Command {
     Gen(GenArgs),
     /// Measure a pipeline: throughput, update latency percentiles and peak memory.
     Bench(BenchArgs),
+    /// Write a file's events to a Kafka topic, keyed by user.
+    Produce(ProduceArgs),
+    /// Print the changes on a recommendations or hot-items topic as they happen.
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// The events, one per line (`-` for standard input).
+    #[arg(long)]
+    input: PathBuf,
+    /// The topic: kafka://HOST:PORT/TOPIC (created if missing).
+    #[arg(long)]
+    to: String,
+    /// A pipeline whose `[source]` describes the file's layout (default: the built-in CSV
+    /// layout user,item,category,action,ts in seconds).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Payload: `raw` (each line as it is), `json` or `bincode`.
+    #[arg(long, default_value = "raw")]
+    format: recflow::kafka::produce::ProduceFormat,
+    /// Events per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Partitions of the topic, when it has to be created.
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
+    /// No progress on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SubscribeArgs {
+    /// The topic: kafka://HOST:PORT/TOPIC.
+    topic: String,
+    /// Only this user's changes.
+    #[arg(long)]
+    user: Option<String>,
+    /// Start with the oldest retained change, not only new ones.
+    #[arg(long = "from-beginning")]
+    from_beginning: bool,
+    /// Stop at the end the topic had when the command started.
+    #[arg(long)]
+    bounded: bool,
+    /// Print JSON lines instead of readable lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -88,18 +137,22 @@ struct WorkerArgs {
 struct RunArgs {
     /// The pipeline file.
     pipeline: PathBuf,
-    /// Read events from `file:PATH`, `PATH`, or `-` (stdin) instead of the pipeline's source.
+    /// Read events from `file:PATH`, `PATH`, `-` (stdin) or `kafka://HOST:PORT/TOPIC` instead of
+    /// the pipeline's source.
     #[arg(long)]
     input: Option<String>,
-    /// Write the changelog to PATH, or `-` for stdout.
+    /// Write the changelog to PATH, `-` for stdout, or `kafka://HOST:PORT/TOPIC`.
     #[arg(long)]
     output: Option<String>,
-    /// Write rejected and late records to PATH (`-` stdout, `stderr`).
+    /// Write rejected and late records to PATH (`-` stdout, `stderr`, `kafka://HOST:PORT/TOPIC`).
     #[arg(long = "dead-letter")]
     dead_letter: Option<String>,
-    /// Stop after N input records.
+    /// Stop after N input records (per reading worker, for Kafka).
     #[arg(long = "max-events")]
     max_events: Option<u64>,
+    /// Kafka: read each partition up to its end offset at start, then close all windows and exit.
+    #[arg(long)]
+    bounded: bool,
     /// No status line on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -175,9 +228,27 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            let pipeline = Pipeline::load(&args.pipeline)?;
+            let mut pipeline = Pipeline::read(&args.pipeline)?;
             let config = timely_config(&args.workers)?;
-            let input = args.input.map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(&i)));
+            let mut input = args.input.map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(&i)));
+            if let Some(text) = input.as_ref().and_then(|i| i.to_str()).filter(|i| i.starts_with(kafka::SCHEME)) {
+                let address = kafka::KafkaAddress::parse(text).map_err(anyhow::Error::msg).context("--input")?;
+                pipeline.source.kind = SourceKind::Kafka;
+                pipeline.source.kafka.brokers = address.brokers;
+                pipeline.source.kafka.topic = address.topic;
+                input = None;
+            } else if let Some(path) = &input {
+                // A file or standard input replaces whatever source the pipeline names.
+                pipeline.source.kind = if path.as_os_str() == "-" { SourceKind::Stdin } else { SourceKind::File };
+                pipeline.source.path = Some(path.clone());
+            }
+            if args.bounded {
+                if pipeline.source.kind != SourceKind::Kafka {
+                    bail!("--bounded applies to Kafka sources; files and --max-events are bounded already");
+                }
+                pipeline.source.kafka.bounded = true;
+            }
+            pipeline.validate(&args.pipeline.display().to_string())?;
             let options = RunOptions {
                 input,
                 output: args.output,
@@ -194,6 +265,39 @@ fn main() -> Result<()> {
             let _ = writeln!(std::io::stdout(), "{}: ok\n{resolved}", pipeline.display());
         }
         Command::Gen(args) => generate(args)?,
+        Command::Produce(args) => {
+            let to = kafka::KafkaAddress::parse(&args.to).map_err(anyhow::Error::msg).context("--to")?;
+            let layout = match &args.pipeline {
+                Some(path) => Pipeline::load(path)?.source,
+                None => SourceSpec::default(),
+            };
+            let options = ProduceOptions {
+                to,
+                partitions: args.partitions.max(1),
+                rate: args.rate,
+                format: args.format,
+                progress: !args.quiet,
+            };
+            let report = kafka::produce::produce(&args.input, &layout, &options)?;
+            eprintln!(
+                "recflow produce: {} messages delivered in {:.2}s ({:.0}/s); {} lines did not decode and were sent as they are",
+                report.delivered,
+                report.seconds,
+                report.delivered as f64 / report.seconds.max(1e-9),
+                report.undecodable
+            );
+        }
+        Command::Subscribe(args) => {
+            let from = kafka::KafkaAddress::parse(&args.topic).map_err(anyhow::Error::msg).context("TOPIC")?;
+            let options = SubscribeOptions {
+                from,
+                key: args.user,
+                from_beginning: args.from_beginning,
+                bounded: args.bounded,
+                json: args.json,
+            };
+            kafka::subscribe::subscribe(&options, &mut std::io::stdout().lock())?;
+        }
         Command::Bench(args) => bench(args)?,
     }
     Ok(())

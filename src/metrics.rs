@@ -1,6 +1,8 @@
 //! Counters shared by the workers of one process, read by the status line and by tests.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::event::RejectReason;
 
@@ -17,8 +19,14 @@ pub struct Metrics {
     pub accepted: AtomicU64,
     /// Rejected records per reason, indexed as [`REJECT_CODES`].
     pub rejected: [AtomicU64; 6],
-    /// The current watermark, in milliseconds.
-    pub watermark: AtomicU64,
+    /// Each reading worker's watermark, in milliseconds.
+    watermarks: Mutex<BTreeMap<usize, u64>>,
+    /// Kafka consumer lag per partition read by this process (end offset minus committed offset).
+    consumer_lag: Mutex<BTreeMap<i32, i64>>,
+    /// Errors Kafka clients reported (connection trouble and the like; they retry by themselves).
+    pub kafka_errors: AtomicU64,
+    /// Kafka messages whose delivery failed and that were sent again.
+    pub delivery_retries: AtomicU64,
     /// Upsert records written to the changelog.
     pub output_records: AtomicU64,
     /// Update latency: from an event's ingestion until the output frontier passes its time.
@@ -95,6 +103,26 @@ impl Metrics {
         REJECT_CODES.iter().filter(|c| **c != "late").map(|c| self.rejected_for(c)).sum()
     }
 
+    /// Records the watermark of a reading worker.
+    pub fn set_watermark(&self, worker: usize, watermark: u64) {
+        self.watermarks.lock().unwrap_or_else(|e| e.into_inner()).insert(worker, watermark);
+    }
+
+    /// The least watermark of this process's reading workers.
+    pub fn watermark(&self) -> u64 {
+        self.watermarks.lock().unwrap_or_else(|e| e.into_inner()).values().copied().min().unwrap_or(0)
+    }
+
+    /// Records a partition's consumer lag.
+    pub fn set_consumer_lag(&self, partition: i32, lag: i64) {
+        self.consumer_lag.lock().unwrap_or_else(|e| e.into_inner()).insert(partition, lag);
+    }
+
+    /// Consumer lag per partition, for partitions this process reads.
+    pub fn consumer_lag(&self) -> BTreeMap<i32, i64> {
+        self.consumer_lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A snapshot for reports.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -102,7 +130,7 @@ impl Metrics {
             accepted: self.accepted.load(Ordering::Relaxed),
             late: self.rejected_for("late"),
             invalid: self.invalid(),
-            watermark: self.watermark.load(Ordering::Relaxed),
+            watermark: self.watermark(),
             output_records: self.output_records.load(Ordering::Relaxed),
             latency_p50_ms: self.update_latency.quantile_ms(0.5),
             latency_p99_ms: self.update_latency.quantile_ms(0.99),

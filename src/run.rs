@@ -1,7 +1,6 @@
 //! Running a pipeline on timely workers: build the source, the dataflow and the sinks on every
 //! worker, drive it to completion, report status.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,9 +12,10 @@ use timely::dataflow::operators::probe;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
+use crate::kafka::KafkaAddress;
 use crate::metrics::{Metrics, Snapshot};
-use crate::sink::{open_destination, write_changelog, write_dead_letters};
-use crate::source::{ingest, Bounded, EndRule, EventSource, FileSource, StreamEnd, SynthSource};
+use crate::sink::{self, write_changelog, write_dead_letters, SinkError};
+use crate::source::{ingest, Bounded, EndRule, EventSource, FileSource, KafkaSource, StreamEnd, SynthSource};
 use crate::spec::{Pipeline, SourceKind};
 
 /// How to run a pipeline, beyond its file.
@@ -62,6 +62,22 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The source cannot be opened (for example, the Kafka topic does not exist).
+    #[error("pipeline {pipeline}: cannot open the source: {message}")]
+    Source {
+        /// The pipeline name.
+        pipeline: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// A sink cannot be opened.
+    #[error("pipeline {pipeline}: {source}")]
+    Sink {
+        /// The pipeline name.
+        pipeline: String,
+        /// Why.
+        source: SinkError,
+    },
     /// Timely could not start its workers (for example, a cluster address is unreachable).
     #[error("pipeline {pipeline}: cannot start the workers: {message}")]
     Workers {
@@ -78,12 +94,41 @@ fn input_path(pipeline: &Pipeline, options: &RunOptions) -> Option<PathBuf> {
         (Some(path), _) => Some(path.clone()),
         (None, SourceKind::File) => pipeline.source.path.clone(),
         (None, SourceKind::Stdin) => Some(PathBuf::from("-")),
-        (None, SourceKind::Synth) => None,
+        (None, SourceKind::Synth | SourceKind::Kafka) => None,
     }
 }
 
-fn open_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<dyn EventSource>, RunError> {
-    let source: Box<dyn EventSource> = match input_path(pipeline, options) {
+/// Whether every worker reads its own share of the input (Kafka partitions), rather than worker 0
+/// reading all of it.
+fn reads_in_parallel(pipeline: &Pipeline, options: &RunOptions) -> bool {
+    pipeline.source.kind == SourceKind::Kafka && options.input.is_none()
+}
+
+/// Opens the source this worker reads, if it reads one.
+fn open_source(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    worker: usize,
+    workers: usize,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Box<dyn EventSource>>, RunError> {
+    let source: Box<dyn EventSource> = if reads_in_parallel(pipeline, options) {
+        let kafka = KafkaSource::open(&pipeline.source, &pipeline.source.kafka, worker, workers, Arc::clone(metrics))
+            .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
+        Box::new(kafka)
+    } else if worker != 0 {
+        return Ok(None);
+    } else {
+        open_single_source(pipeline, options)?
+    };
+    Ok(Some(match options.max_events {
+        Some(limit) => Box::new(Bounded::new(source, limit)),
+        None => source,
+    }))
+}
+
+fn open_single_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<dyn EventSource>, RunError> {
+    Ok(match input_path(pipeline, options) {
         Some(path) => {
             let decoder = Decoder::new(&pipeline.source);
             let skip_header = pipeline.source.header && decoder.is_delimited();
@@ -95,10 +140,6 @@ fn open_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<dyn Even
             Box::new(file)
         }
         None => Box::new(SynthSource::new(&pipeline.source.synth)),
-    };
-    Ok(match options.max_events {
-        Some(limit) => Box::new(Bounded::new(source, limit)),
-        None => source,
     })
 }
 
@@ -123,7 +164,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             }
         }
         for path in [&output_path, &dead_letter_path] {
-            if !matches!(path.as_str(), "-" | "stdout" | "stderr") {
+            if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(crate::kafka::SCHEME) {
                 std::fs::File::create(path).map_err(|source| RunError::Output {
                     pipeline: pipeline.name.clone(),
                     path: path.clone(),
@@ -132,28 +173,50 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             }
         }
     }
+    let local_workers = match &config.communication {
+        timely::CommunicationConfig::Process(threads) => *threads,
+        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+        _ => 1,
+    };
     let metrics = Arc::new(Metrics::default());
     let worker_metrics = Arc::clone(&metrics);
     let pipeline_name = pipeline.name.clone();
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
-        let reader = worker.index() == 0;
-        let source = if reader { Some(open_source(&pipeline, &options)?) } else { None };
-        let open = |path: &str| -> Result<Option<Box<dyn Write>>, RunError> {
-            if !reader {
-                return Ok(None);
+        let (index, peers) = (worker.index(), worker.peers());
+        let parallel = reads_in_parallel(&pipeline, &options);
+        let source = open_source(&pipeline, &options, index, peers, &worker_metrics)?;
+        let partitions = match source.as_ref() {
+            Some(_) if parallel => {
+                let address = KafkaAddress {
+                    brokers: pipeline.source.kafka.brokers.clone(),
+                    topic: pipeline.source.kafka.topic.clone(),
+                };
+                let config = crate::kafka::client_config(&address.brokers, &pipeline.source.kafka.options);
+                crate::kafka::partition_count(&address, &config).ok().flatten().unwrap_or(1)
             }
-            open_destination(path).map(Some).map_err(|source| RunError::Output {
-                pipeline: pipeline.name.clone(),
-                path: path.to_string(),
-                source,
-            })
+            _ => 1,
         };
-        let changelog_out = open(&output_path)?;
-        let dead_letter_out = open(&dead_letter_path)?;
+        let changelog_out = if index == 0 {
+            Some(
+                sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics)
+                    .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?,
+            )
+        } else {
+            None
+        };
+        let dead_letter_out = if index == 0 {
+            Some(
+                sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics)
+                    .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?,
+            )
+        } else {
+            None
+        };
         let completed = probe::Handle::<Time>::new();
         let end = StreamEnd::default();
         let metrics = Arc::clone(&worker_metrics);
         let end_rule = EndRule {
+            tick: pipeline.time.tick.millis(),
             alignment: pipeline
                 .recommend
                 .as_ref()
@@ -165,6 +228,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             let ingested = ingest(
                 scope,
                 source,
+                if parallel { peers } else { 1 },
                 EventClock::new(&pipeline.time),
                 end_rule,
                 Arc::clone(&metrics),
@@ -185,14 +249,18 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             write_dead_letters(ingested.dead_letters, dead_letter_out, &completed);
         });
         let interval = Duration::from_secs(pipeline.output.status_interval_secs);
+        // Each process reports its own partitions when they are read in parallel.
+        let reports = if parallel { worker.index() % local_workers == 0 } else { index == 0 };
         let mut status = Status::new(
-            options.status && reader && !interval.is_zero(),
+            options.status && reports && !interval.is_zero(),
             interval,
             pipeline.source.timestamp_unit.scale(),
         );
         // Run until every result is out: the frontier passes the stream's completion time (or the
         // dataflow drains entirely). Expiries past the end of the data are not computed.
-        let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));
+        let finished = || {
+            completed.done() || (end.drained() && end.get().is_some_and(|ends| !completed.less_than(&ends.complete)))
+        };
         while !finished() {
             worker.step_or_park(Some(Duration::from_millis(50)));
             status.maybe_print(&metrics);
@@ -236,8 +304,15 @@ impl Status {
         let rate = (snapshot.records_in - self.last_records) as f64 / self.last.elapsed().as_secs_f64();
         self.last = Instant::now();
         self.last_records = snapshot.records_in;
+        let lag = metrics.consumer_lag();
+        let lag = if lag.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = lag.iter().map(|(p, l)| format!("p{p}={l}")).collect();
+            format!(", consumer lag {}", parts.join(" "))
+        };
         eprintln!(
-            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} output records, memory {} MiB",
+            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} output records, memory {} MiB{lag}",
             snapshot.records_in,
             rate,
             snapshot.watermark / self.unit,

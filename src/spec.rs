@@ -100,6 +100,8 @@ pub enum SourceKind {
     File,
     /// Standard input.
     Stdin,
+    /// A Kafka topic (`[source.kafka]`).
+    Kafka,
 }
 
 /// How records are written.
@@ -165,6 +167,8 @@ pub struct SourceSpec {
     pub max_timestamp: Option<u64>,
     /// Settings of the synthetic generator.
     pub synth: SynthSpec,
+    /// Settings of the Kafka source, used when `kind = "kafka"`.
+    pub kafka: KafkaSourceSpec,
 }
 
 impl Default for SourceSpec {
@@ -182,6 +186,7 @@ impl Default for SourceSpec {
             min_timestamp: 0,
             max_timestamp: None,
             synth: SynthSpec::default(),
+            kafka: KafkaSourceSpec::default(),
         }
     }
 }
@@ -191,6 +196,102 @@ impl SourceSpec {
     pub fn latest_timestamp(&self) -> u64 {
         const END_OF_9999_IN_SECONDS: u64 = 253_402_300_799;
         self.max_timestamp.unwrap_or(END_OF_9999_IN_SECONDS * 1_000 / self.timestamp_unit.scale())
+    }
+}
+
+/// Where a Kafka consumer starts reading each partition.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest retained message.
+    #[default]
+    Earliest,
+    /// Only messages produced after the start.
+    Latest,
+    /// The consumer group's committed offset (earliest where the group has none).
+    Committed,
+}
+
+/// How each Kafka message's payload is encoded.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// A JSON object with the `[source.fields]` names.
+    #[default]
+    Json,
+    /// A CSV line in the `columns` layout.
+    Csv,
+    /// A TSV line in the `columns` layout.
+    Tsv,
+    /// recflow's event struct in bincode, as `recflow produce --format bincode` writes it.
+    Bincode,
+}
+
+/// The `[source.kafka]` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The topic to read.
+    pub topic: String,
+    /// The consumer group offsets are committed to (for `start = "committed"` and lag tools).
+    pub group: String,
+    /// `earliest`, `latest` or `committed`.
+    pub start: StartFrom,
+    /// `json`, `csv`, `tsv` or `bincode`.
+    pub payload: Payload,
+    /// A partition without messages for this long stops holding the watermark back.
+    pub idle_timeout: Span,
+    /// Read each partition up to its end offset at start, then close all windows and exit.
+    pub bounded: bool,
+    /// librdkafka consumer properties passed through as they are (`"fetch.wait.max.ms" = "50"`).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSourceSpec {
+    fn default() -> Self {
+        KafkaSourceSpec {
+            brokers: String::new(),
+            topic: String::new(),
+            group: "recflow".into(),
+            start: StartFrom::Earliest,
+            payload: Payload::Json,
+            idle_timeout: Span(10_000),
+            bounded: false,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSourceSpec {
+    fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = |key: &str, problem: String| {
+            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
+        };
+        if self.brokers.trim().is_empty() {
+            return bad(
+                "source.kafka.brokers",
+                "kind = \"kafka\" needs brokers, such as \"127.0.0.1:9092\", or pass --input kafka://HOST:PORT/TOPIC"
+                    .into(),
+            );
+        }
+        if self.topic.trim().is_empty() {
+            return bad(
+                "source.kafka.topic",
+                "kind = \"kafka\" needs a topic, or pass --input kafka://HOST:PORT/TOPIC".into(),
+            );
+        }
+        if self.group.trim().is_empty() {
+            return bad("source.kafka.group", "is empty; name the consumer group, such as \"recflow\"".into());
+        }
+        if self.idle_timeout.millis() == 0 {
+            return bad("source.kafka.idle_timeout", "must be positive, such as \"10s\"".into());
+        }
+        if let Some(problem) = crate::kafka::reserved_option(&self.options, crate::kafka::Role::Consumer) {
+            return bad("source.kafka.options", problem);
+        }
+        Ok(())
     }
 }
 
@@ -498,11 +599,18 @@ pub struct OutputSpec {
     pub dead_letter: String,
     /// Seconds between status lines on standard error; 0 turns them off.
     pub status_interval_secs: u64,
+    /// librdkafka producer properties for `kafka://` outputs, passed through as they are.
+    pub kafka_options: BTreeMap<String, String>,
 }
 
 impl Default for OutputSpec {
     fn default() -> Self {
-        OutputSpec { path: "-".into(), dead_letter: "stderr".into(), status_interval_secs: 5 }
+        OutputSpec {
+            path: "-".into(),
+            dead_letter: "stderr".into(),
+            status_interval_secs: 5,
+            kafka_options: BTreeMap::new(),
+        }
     }
 }
 
@@ -540,9 +648,17 @@ pub enum SpecError {
 impl Pipeline {
     /// Reads and validates a pipeline file.
     pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
+        let pipeline = Pipeline::read(path)?;
+        pipeline.validate(&path.display().to_string())?;
+        Ok(pipeline)
+    }
+
+    /// Reads a pipeline file without validating it, for callers that override settings first
+    /// (such as `--input kafka://...`) and then call [`Pipeline::validate`].
+    pub fn read(path: &Path) -> Result<Pipeline, SpecError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: shown.clone(), source })?;
-        Pipeline::from_toml(&text, &shown)
+        toml::from_str(&text).map_err(|e| SpecError::Parse { path: shown, message: e.to_string() })
     }
 
     /// Parses and validates pipeline TOML; `origin` names it in errors.
@@ -595,6 +711,9 @@ impl Pipeline {
                     return bad("source.columns", format!("column `{column}` appears twice"));
                 }
             }
+        }
+        if source.kind == SourceKind::Kafka {
+            source.kafka.validate(origin)?;
         }
         if source.min_timestamp > source.latest_timestamp() {
             return bad("source.min_timestamp", "is greater than source.max_timestamp; swap them".into());
@@ -713,6 +832,17 @@ impl Pipeline {
         }
         if self.output.path.is_empty() {
             return bad("output.path", "is empty; use a file path or \"-\" for standard output".into());
+        }
+        for (key, destination) in [("output.path", &self.output.path), ("output.dead_letter", &self.output.dead_letter)]
+        {
+            if destination.starts_with(crate::kafka::SCHEME) {
+                if let Err(problem) = crate::kafka::KafkaAddress::parse(destination) {
+                    return bad(key, problem);
+                }
+            }
+        }
+        if let Some(problem) = crate::kafka::reserved_option(&self.output.kafka_options, crate::kafka::Role::Producer) {
+            return bad("output.kafka_options", problem);
         }
         Ok(())
     }

@@ -7,18 +7,31 @@ mod json;
 
 use std::collections::BTreeMap;
 
+use bincode::Options;
+
 use crate::event::{Action, Event, Id, Milli, Millis, RejectReason};
-use crate::spec::{Format, SourceSpec, TimeUnit};
+use crate::spec::{Format, Payload, SourceSpec, TimeUnit};
 
 pub use self::csv::ColumnLayout;
 
 /// Decodes records of one source's format and validates them into events.
 #[derive(Clone, Debug)]
 pub struct Decoder {
-    format: Format,
+    syntax: Syntax,
     layout: ColumnLayout,
     fields: crate::spec::JsonFields,
     rules: Rules,
+}
+
+/// How a record is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Syntax {
+    /// Fields separated by this character, in the column layout.
+    Delimited(char),
+    /// A JSON object.
+    Json,
+    /// recflow's [`Event`] in bincode (Kafka payloads only).
+    Bincode,
 }
 
 /// Validation shared by all formats: actions, timestamp unit and range.
@@ -34,8 +47,28 @@ struct Rules {
 impl Decoder {
     /// A decoder for the source described by `spec`.
     pub fn new(spec: &SourceSpec) -> Decoder {
+        let syntax = match spec.format {
+            Format::Csv => Syntax::Delimited(','),
+            Format::Tsv => Syntax::Delimited('\t'),
+            Format::Jsonl => Syntax::Json,
+        };
+        Decoder::with_syntax(spec, syntax)
+    }
+
+    /// A decoder for Kafka message payloads of the source described by `spec`.
+    pub fn for_payload(spec: &SourceSpec, payload: Payload) -> Decoder {
+        let syntax = match payload {
+            Payload::Json => Syntax::Json,
+            Payload::Csv => Syntax::Delimited(','),
+            Payload::Tsv => Syntax::Delimited('\t'),
+            Payload::Bincode => Syntax::Bincode,
+        };
+        Decoder::with_syntax(spec, syntax)
+    }
+
+    fn with_syntax(spec: &SourceSpec, syntax: Syntax) -> Decoder {
         Decoder {
-            format: spec.format,
+            syntax,
             layout: ColumnLayout::new(&spec.columns),
             fields: spec.fields.clone(),
             rules: Rules {
@@ -50,15 +83,36 @@ impl Decoder {
 
     /// Whether the first line of a CSV/TSV input is a header rather than a record.
     pub fn is_delimited(&self) -> bool {
-        self.format != Format::Jsonl
+        matches!(self.syntax, Syntax::Delimited(_))
     }
 
-    /// Decodes and validates one record, without its line terminator.
+    /// Decodes and validates one text record, without its line terminator.
     pub fn decode(&self, record: &str) -> Result<Event, RejectReason> {
-        match self.format {
-            Format::Csv => csv::decode(record, ',', &self.layout, &self.rules),
-            Format::Tsv => csv::decode(record, '\t', &self.layout, &self.rules),
-            Format::Jsonl => json::decode(record, &self.fields, &self.rules),
+        match self.syntax {
+            Syntax::Delimited(separator) => csv::decode(record, separator, &self.layout, &self.rules),
+            Syntax::Json => json::decode(record, &self.fields, &self.rules),
+            Syntax::Bincode => self.decode_bytes(record.as_bytes()),
+        }
+    }
+
+    /// Decodes and validates one record given as bytes (a Kafka payload).
+    pub fn decode_bytes(&self, record: &[u8]) -> Result<Event, RejectReason> {
+        match self.syntax {
+            Syntax::Bincode => {
+                // The limit keeps a corrupt length prefix from asking for a huge allocation.
+                let event: Event = bincode::DefaultOptions::new()
+                    .with_fixint_encoding()
+                    .with_limit(record.len() as u64)
+                    .deserialize(record)
+                    .map_err(|e| RejectReason::Malformed(format!("not a bincode event: {e}")))?;
+                let scale = self.rules.unit.scale();
+                self.rules.timestamp(event.ts / scale)?;
+                Ok(event)
+            }
+            _ => match std::str::from_utf8(record) {
+                Ok(text) => self.decode(text),
+                Err(e) => Err(RejectReason::Malformed(format!("not UTF-8: {e}"))),
+            },
         }
     }
 }

@@ -6,14 +6,22 @@
 //! only by windows expiring past the end of the data.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
-
 use serde::Serialize;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::{probe, Probe};
 
+use super::{Destination, Hold};
 use crate::dataflow::window::Hopping;
+use crate::dataflow::{Coll, Time};
 use crate::event::{Id, Millis};
+use crate::metrics::Metrics;
 use crate::results::{RecItem, ResultKey, ResultValue, SCORE_SCALE};
+use crate::source::StreamEnd;
 
 /// One line of the changelog.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -172,4 +180,77 @@ impl Changelog {
 
 fn scored(rec: RecItem) -> ScoredItem {
     ScoredItem { item: rec.item, score: rec.score as f64 / SCORE_SCALE as f64, fallback: rec.fallback }
+}
+
+/// Writes the changelog of `results` to `destination` on worker 0 and attaches `completed` after
+/// it; the sink's frontier waits for the destination to acknowledge what it was given.
+#[allow(clippy::too_many_arguments)]
+pub fn write_changelog(
+    results: Coll<'_, (ResultKey, ResultValue)>,
+    destination: Option<Box<dyn Destination<ChangeRecord>>>,
+    hopping: Option<Hopping>,
+    unit: u64,
+    end: StreamEnd,
+    metrics: Arc<Metrics>,
+    completed: &probe::Handle<Time>,
+) {
+    let mut changelog = Changelog::new(hopping, unit);
+    let mut destination = destination;
+    let mut pending: BTreeMap<Time, Vec<(ResultKey, ResultValue, isize)>> = BTreeMap::new();
+    let mut hold = Hold::default();
+    let scope = results.inner.scope();
+    results
+        .inner
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &((ResultKey, ResultValue), Time, isize)| 0u64),
+            "Sink: Changelog",
+            move |_capability, info| {
+                let activator = scope.activator_for(info.address);
+                move |(input, frontier), _output| {
+                    input.for_each(|batch, data| {
+                        hold.keep(&batch);
+                        for ((key, value), time, diff) in data.drain(..) {
+                            pending.entry(time).or_default().push((key, value, diff));
+                        }
+                    });
+                    let Some(out) = destination.as_mut() else {
+                        pending.clear();
+                        hold.settle(None);
+                        return;
+                    };
+                    let mut failed = None;
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (time, updates) = entry.remove_entry();
+                        for record in changelog.apply(time, updates, end.get().map(|ends| ends.results)) {
+                            if let Err(e) = out.write(time, &record) {
+                                failed = Some(e);
+                                break;
+                            }
+                            metrics.output_records.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if failed.is_none() {
+                        failed = out.flush().err();
+                    }
+                    if let Some(e) = failed {
+                        // Report once and stop writing; results keep being maintained.
+                        eprintln!("recflow: changelog: {e}; no further records will be written");
+                        destination = None;
+                        pending.clear();
+                        hold.settle(None);
+                        return;
+                    }
+                    let unacknowledged = out.unacknowledged();
+                    if unacknowledged.is_some() {
+                        activator.activate_after(std::time::Duration::from_millis(1));
+                    }
+                    let waiting = pending.keys().next().copied();
+                    hold.settle(unacknowledged.into_iter().chain(waiting).min());
+                }
+            },
+        )
+        .probe_with(completed);
 }

@@ -1,9 +1,118 @@
-//! Where results leave the dataflow. One file per way out; every sink gathers its input on worker
-//! 0 so that a single, deterministically ordered stream of records is written.
+//! Where results leave the dataflow. Every sink gathers its input on worker 0, so a single,
+//! deterministically ordered stream of records is written, to a [`Destination`]: a JSON-lines
+//! file ([`jsonl`]) or a Kafka topic ([`kafka`]).
+//!
+//! A sink holds its output frontier at the earliest time whose records the destination has not
+//! acknowledged yet; the run's `completed` probe therefore only passes a time once everything
+//! computed up to it has been delivered, which is when sources may record their progress.
 
 pub mod changelog;
 mod dead_letter;
-mod jsonl;
+pub mod jsonl;
+pub mod kafka;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use thiserror::Error;
+use timely::dataflow::operators::{Capability, InputCapability};
+
+use crate::event::Millis;
+use crate::kafka::{KafkaAddress, SCHEME};
+use crate::metrics::Metrics;
+
+pub use self::changelog::write_changelog;
 pub use self::dead_letter::write_dead_letters;
-pub use self::jsonl::{open_destination, write_changelog};
+pub use self::jsonl::{open_destination, JsonLines};
+pub use self::kafka::KafkaDestination;
+
+/// A sink that cannot be opened or written.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The destination cannot be opened.
+    #[error("cannot open output {destination}: {message}")]
+    Open {
+        /// The path or address.
+        destination: String,
+        /// Why.
+        message: String,
+    },
+    /// Writing failed.
+    #[error("cannot write: {0}")]
+    Write(#[from] std::io::Error),
+    /// A record could not be encoded.
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
+}
+
+impl SinkError {
+    fn encode(error: impl std::fmt::Display) -> SinkError {
+        SinkError::Encode(error.to_string())
+    }
+}
+
+/// One way records of type `R` leave recflow.
+pub trait Destination<R> {
+    /// Writes `record`, computed at dataflow time `time`.
+    fn write(&mut self, time: Millis, record: &R) -> Result<(), SinkError>;
+
+    /// Pushes buffered records out.
+    fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// The earliest time with records the destination has not acknowledged yet; it also serves
+    /// acknowledgements. A file acknowledges on write.
+    fn unacknowledged(&mut self) -> Option<Millis> {
+        None
+    }
+}
+
+/// Opens `destination`: `kafka://HOST:PORT/TOPIC` (with producer `options`; a missing topic is
+/// created with `partitions` partitions), `-` or `stdout`, `stderr`, or a file path.
+pub fn open<R>(
+    destination: &str,
+    options: &BTreeMap<String, String>,
+    partitions: usize,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn Destination<R>>, SinkError>
+where
+    JsonLines: Destination<R>,
+    KafkaDestination: Destination<R>,
+{
+    if destination.starts_with(SCHEME) {
+        let address = KafkaAddress::parse(destination)
+            .map_err(|message| SinkError::Open { destination: destination.to_string(), message })?;
+        Ok(Box::new(KafkaDestination::open(&address, options, partitions, Arc::clone(metrics))?))
+    } else {
+        let out = open_destination(destination)
+            .map_err(|e| SinkError::Open { destination: destination.to_string(), message: e.to_string() })?;
+        Ok(Box::new(JsonLines::new(out)))
+    }
+}
+
+/// The one capability a sink keeps: at the earliest time it has not finished with (records
+/// waiting for their time to complete, or written but not acknowledged), so the sink's output
+/// frontier, and the run's `completed` probe after it, never pass undelivered results.
+#[derive(Default)]
+struct Hold(Option<Capability<Millis>>);
+
+impl Hold {
+    /// Keeps a capability from an arriving batch if none is held. Batches arrive at or after the
+    /// input frontier, which is past every time already written, so the held time stays least.
+    fn keep(&mut self, batch: &InputCapability<Millis>) {
+        if self.0.is_none() {
+            self.0 = batch.retain_least(0);
+        }
+    }
+
+    /// Moves the hold to `earliest`, or lets go when nothing is outstanding.
+    fn settle(&mut self, earliest: Option<Millis>) {
+        match (earliest, self.0.as_mut()) {
+            (None, _) => self.0 = None,
+            (Some(time), Some(held)) => {
+                let time = time.max(*held.time());
+                held.downgrade(&time);
+            }
+            (Some(_), None) => {}
+        }
+    }
+}

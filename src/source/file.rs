@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use super::{Arrival, EventSource, Poll};
+use super::{Arrival, EventSource, Poll, Position};
 use crate::decode::Decoder;
-use crate::event::{DeadLetter, RejectReason};
+use crate::event::RejectReason;
 
 /// Reads lines from any reader and decodes each into an [`Arrival`].
 pub struct LineReader<R> {
@@ -49,11 +49,11 @@ impl<R: BufRead> EventSource for LineReader<R> {
                 Ok(0) => return Poll::Done,
                 Ok(_) => {}
                 Err(e) => {
-                    out.push(Err(DeadLetter {
-                        reason: RejectReason::Malformed(format!("read error: {e}")),
-                        origin: format!("{}:{}", self.origin, self.line_number + 1),
-                        raw: String::new(),
-                    }));
+                    let at = Position { lane: 0, offset: self.line_number + 1 };
+                    out.push((
+                        at,
+                        Err(self.reject(at, RejectReason::Malformed(format!("read error: {e}")), Vec::new())),
+                    ));
                     return Poll::Done;
                 }
             }
@@ -71,21 +71,10 @@ impl<R: BufRead> EventSource for LineReader<R> {
                 continue;
             }
             produced += 1;
-            let arrival = match std::str::from_utf8(&self.buffer) {
-                Ok(text) => {
-                    self.decoder.decode(text).map(|event| (event, self.line_number)).map_err(|reason| DeadLetter {
-                        reason,
-                        origin: format!("{}:{}", self.origin, self.line_number),
-                        raw: text.to_string(),
-                    })
-                }
-                Err(e) => Err(DeadLetter {
-                    reason: RejectReason::Malformed(format!("not UTF-8: {e}")),
-                    origin: format!("{}:{}", self.origin, self.line_number),
-                    raw: String::from_utf8_lossy(&self.buffer).into_owned(),
-                }),
-            };
-            out.push(arrival);
+            let at = Position { lane: 0, offset: self.line_number };
+            let record =
+                self.decoder.decode_bytes(&self.buffer).map_err(|reason| self.reject(at, reason, self.buffer.clone()));
+            out.push((at, record));
         }
         Poll::Ready
     }

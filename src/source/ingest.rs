@@ -1,12 +1,23 @@
-//! The ingest operator: pulls arrivals from an [`EventSource`] on the worker that owns it, gives
+//! The ingest operator: pulls arrivals from an [`EventSource`] on each worker that reads one, gives
 //! accepted events their dataflow time, turns late events into dead letters, holds the input
 //! frontier at the watermark, and pauses when the dataflow falls too far behind.
 //!
-//! At the end of a finite input it tells every worker where the stream ended ([`StreamEnd`]) and
-//! holds its capability just past the time by which every result is final, so the run can stop
-//! there instead of computing window expiries far past the end of the data.
+//! Each lane of a source (a Kafka partition; a file has one) keeps its own watermark, so the
+//! time an event gets depends only on its own lane's history, never on how lanes are spread over
+//! workers. The input frontier is the least watermark of the lanes that are still live: a lane
+//! that has finished (a bounded read reached its end) or has been idle for the source's idle
+//! timeout does not hold it back.
+//!
+//! Once the results depending on a batch of records are all written (the `completed` probe has
+//! passed them), the source is told, so Kafka can commit those offsets.
+//!
+//! At the end of a finite input every reading worker tells every worker where its part ended;
+//! once all have, each worker knows the stream's end ([`StreamEnd`]) and holds its capability
+//! just past the time by which every result is final, so the run can stop there instead of
+//! computing window expiries far past the end of the data.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +31,7 @@ use timely::dataflow::operators::generic::operator::{source as source_operator, 
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{Scope, Stream};
 
-use super::{Arrival, EventSource, Poll};
+use super::{Arrival, EventSource, Poll, Position};
 use crate::dataflow::window::Hopping;
 use crate::event::{DeadLetter, Event, Millis, RejectReason};
 use crate::event_time::{ceil_to, EventClock};
@@ -47,6 +58,8 @@ pub struct Ends {
 /// How the end of the stream is computed from the last event times.
 #[derive(Clone, Copy, Debug)]
 pub struct EndRule {
+    /// The dataflow's tick.
+    pub tick: Millis,
     /// The similarity refresh cadence (the tick when there are no recommendations).
     pub alignment: Millis,
     /// The hot-items windows, whose last ones fire after the data ends.
@@ -54,11 +67,12 @@ pub struct EndRule {
 }
 
 impl EndRule {
-    /// The ends of a stream whose clock is `clock` and whose input frontier is at `frontier`.
-    pub fn ends(&self, clock: &EventClock, frontier: Millis) -> Ends {
-        let last_tick = clock.max_seen().map_or(0, |m| clock.tick_of(m));
+    /// The ends of a stream whose largest event time is `max_seen` and whose input frontier is at
+    /// `frontier`.
+    pub fn ends(&self, max_seen: Option<Millis>, frontier: Millis) -> Ends {
+        let last_tick = max_seen.map_or(0, |m| ceil_to(m, self.tick));
         let results = ceil_to(last_tick.max(frontier), self.alignment);
-        let last_fire = match (self.hopping, clock.max_seen()) {
+        let last_fire = match (self.hopping, max_seen) {
             (Some(hop), Some(max)) => hop.fire_time(hop.pane_end(max) + hop.size - hop.slide),
             _ => 0,
         };
@@ -66,14 +80,31 @@ impl EndRule {
     }
 }
 
-/// The end of a finite stream as this worker knows it; `None` while the input lasts.
+impl Ends {
+    /// The ends of a stream made of two parts that ended at `self` and `other`.
+    fn merge(self, other: Ends) -> Ends {
+        Ends { results: self.results.max(other.results), complete: self.complete.max(other.complete) }
+    }
+}
+
+/// The end of a finite stream as this worker knows it, and whether this worker's source has
+/// recorded its progress.
 #[derive(Clone, Debug, Default)]
-pub struct StreamEnd(Rc<Cell<Option<Ends>>>);
+pub struct StreamEnd {
+    ends: Rc<Cell<Option<Ends>>>,
+    drained: Rc<Cell<bool>>,
+}
 
 impl StreamEnd {
-    /// The ends, once the input is exhausted.
+    /// The ends, once every reading worker's input is exhausted.
     pub fn get(&self) -> Option<Ends> {
-        self.0.get()
+        self.ends.get()
+    }
+
+    /// Whether this worker has nothing more to read or acknowledge: its source (if any) ended and
+    /// learned that every result depending on it is written.
+    pub fn drained(&self) -> bool {
+        self.drained.get()
     }
 }
 
@@ -96,17 +127,84 @@ pub struct Ingested<'scope> {
     pub dead_letters: Stream<'scope, Millis, Vec<DeadLetter>>,
 }
 
-/// Builds the ingest operator. Only the worker given `Some(reader)` reads; the others release
-/// their capability at once. Every worker's `end` learns where the stream ended.
+/// The watermarks of a source's lanes.
+struct Lanes {
+    clocks: Vec<EventClock>,
+    last_arrival: Vec<Instant>,
+}
+
+impl Lanes {
+    fn new(count: usize, clock: &EventClock) -> Lanes {
+        Lanes { clocks: vec![clock.clone(); count], last_arrival: vec![Instant::now(); count] }
+    }
+
+    /// The least time a future arrival can get: the least watermark of the live lanes. When every
+    /// unfinished lane is idle, the largest of their watermarks, so a quiet stream still completes.
+    fn frontier(&self, source: &dyn EventSource) -> Option<Millis> {
+        let idle_after = source.idle_timeout();
+        let mut live: Option<Millis> = None;
+        let mut idle: Option<Millis> = None;
+        for (lane, clock) in self.clocks.iter().enumerate() {
+            if source.lane_finished(lane) {
+                continue;
+            }
+            let frontier = clock.frontier();
+            if idle_after.is_some_and(|after| self.last_arrival[lane].elapsed() >= after) {
+                idle = Some(idle.map_or(frontier, |f| f.max(frontier)));
+            } else {
+                live = Some(live.map_or(frontier, |f| f.min(frontier)));
+            }
+        }
+        live.or(idle)
+    }
+
+    fn max_seen(&self) -> Option<Millis> {
+        self.clocks.iter().filter_map(EventClock::max_seen).max()
+    }
+
+    fn watermark(&self) -> Millis {
+        self.clocks.iter().map(EventClock::watermark).min().unwrap_or(0)
+    }
+}
+
+/// A batch of records whose results are not all written yet.
+struct InFlight {
+    /// The latest dataflow time the batch's records were given.
+    latest: Millis,
+    read_at: Instant,
+    accepted: u64,
+    /// The last position read in each lane the batch touched.
+    positions: Vec<Position>,
+}
+
+/// Where a reading worker is in its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Reading,
+    /// Its part ended; waiting to learn the stream's end and for its results to be written.
+    Ended {
+        global_end_known: bool,
+    },
+}
+
+/// Builds the ingest operator. Workers given `Some(reader)` read; the others release their
+/// capability at once. `readers` is how many workers read in all; every worker's `end` learns
+/// where the stream ended once all of them have reached the end of their part.
+#[allow(clippy::too_many_arguments)]
 pub fn ingest<'scope>(
     scope: Scope<'scope, Millis>,
     reader: Option<Box<dyn EventSource>>,
-    mut clock: EventClock,
+    readers: usize,
+    clock: EventClock,
     end_rule: EndRule,
     metrics: Arc<Metrics>,
     end: StreamEnd,
     completed: probe::Handle<Millis>,
 ) -> Ingested<'scope> {
+    end.drained.set(reader.is_none());
+    let worker = scope.index();
+    let drained = Rc::clone(&end.drained);
+    let known_end = Rc::clone(&end.ends);
     let stream: Stream<'scope, Millis, Vec<(Ingest, Millis, isize)>> =
         source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(
             scope,
@@ -114,82 +212,100 @@ pub fn ingest<'scope>(
             move |capability, info| {
                 let activator = scope.activator_for(info.address);
                 let mut capability = reader.as_ref().map(|_| capability);
-                let name = reader.as_ref().map(|r| r.name()).unwrap_or_default();
+                let mut lanes = Lanes::new(reader.as_ref().map_or(0, |r| r.lanes()), &clock);
                 let mut source = reader;
+                let mut phase = Phase::Reading;
                 let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
-                // Batches not yet reflected in the output: (latest dataflow time, read at, events).
-                let mut in_flight: std::collections::VecDeque<(Millis, Instant, u64)> = Default::default();
+                let mut in_flight: VecDeque<InFlight> = VecDeque::new();
                 move |output| {
                     let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
                         return;
                     };
-                    // Back-pressure: wait while the dataflow lags behind what it could already complete.
-                    while let Some((_, read_at, count)) = in_flight.front().filter(|(t, _, _)| !completed.less_equal(t))
-                    {
-                        metrics.update_latency.record(read_at.elapsed().as_micros() as u64, *count);
-                        in_flight.pop_front();
+                    acknowledge_written(&mut in_flight, &completed, reader.as_mut(), &metrics);
+                    if let Phase::Ended { global_end_known } = &mut phase {
+                        if let (false, Some(ends)) = (*global_end_known, known_end.get()) {
+                            cap.downgrade(&ends.complete);
+                            *global_end_known = true;
+                        }
+                        if *global_end_known && in_flight.is_empty() {
+                            reader.finish();
+                            drained.set(true);
+                            source = None;
+                        } else {
+                            activator.activate_after(Duration::from_millis(1));
+                        }
+                        return;
                     }
-                    let pending: u64 = in_flight.iter().map(|(_, _, n)| n).sum();
+                    // Back-pressure: wait while the dataflow lags behind what it could already complete.
+                    let pending: u64 = in_flight.iter().map(|batch| batch.accepted).sum();
                     if pending > MAX_IN_FLIGHT && completed.less_than(cap.time()) {
                         activator.activate_after(Duration::from_millis(1));
                         return;
                     }
                     arrivals.clear();
-                    let poll = reader.poll(BATCH, &mut arrivals);
+                    let mut poll = reader.poll(BATCH, &mut arrivals);
+                    if lanes.clocks.is_empty() {
+                        // A worker with nothing to read has read everything.
+                        poll = Poll::Done;
+                    }
                     metrics.records_in.fetch_add(arrivals.len() as u64, Ordering::Relaxed);
-                    let mut accepted = 0u64;
-                    let mut latest = 0;
-                    let read_at = Instant::now();
                     let now = *cap.time();
+                    let mut batch =
+                        InFlight { latest: now, read_at: Instant::now(), accepted: 0, positions: Vec::new() };
                     {
                         let mut session = output.session(&*cap);
-                        for arrival in arrivals.drain(..) {
-                            match arrival {
-                                Ok((event, position)) => match clock.admit(event.ts) {
+                        for (at, record) in arrivals.drain(..) {
+                            let clock = &mut lanes.clocks[at.lane];
+                            lanes.last_arrival[at.lane] = batch.read_at;
+                            match batch.positions.iter_mut().find(|p| p.lane == at.lane) {
+                                Some(p) => p.offset = p.offset.max(at.offset),
+                                None => batch.positions.push(at),
+                            }
+                            let dead = match record {
+                                Ok(event) => match clock.admit(event.ts) {
                                     Some(time) => {
-                                        accepted += 1;
-                                        latest = latest.max(time);
+                                        let time = time.max(now);
+                                        batch.accepted += 1;
+                                        batch.latest = batch.latest.max(time);
                                         session.give((Ingest::Event(event), time, 1));
+                                        continue;
                                     }
                                     None => {
-                                        metrics.reject(&RejectReason::Late);
-                                        let raw = serde_json::to_string(&event).unwrap_or_default();
-                                        let origin = format!("{name}:{position}");
-                                        session.give((
-                                            Ingest::Dead(DeadLetter { reason: RejectReason::Late, origin, raw }),
-                                            now,
-                                            1,
-                                        ));
+                                        let raw = serde_json::to_vec(&event).unwrap_or_default();
+                                        reader.reject(at, RejectReason::Late, raw)
                                     }
                                 },
-                                Err(dead) => {
-                                    metrics.reject(&dead.reason);
-                                    session.give((Ingest::Dead(dead), now, 1));
-                                }
-                            }
+                                Err(dead) => dead,
+                            };
+                            metrics.reject(&dead.reason);
+                            session.give((Ingest::Dead(dead), now, 1));
                         }
                         if poll == Poll::Done {
-                            session.give((Ingest::End(end_rule.ends(&clock, now)), now, 1));
+                            session.give((Ingest::End(end_rule.ends(lanes.max_seen(), now)), now, 1));
                         }
                     }
-                    metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
-                    metrics.watermark.store(clock.watermark(), Ordering::Relaxed);
-                    if accepted > 0 {
-                        in_flight.push_back((latest, read_at, accepted));
+                    metrics.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
+                    metrics.set_watermark(worker, lanes.watermark());
+                    if !batch.positions.is_empty() {
+                        in_flight.push_back(batch);
                     }
                     match poll {
                         Poll::Done => {
-                            // Hold the input open just past completion; the run stops there.
-                            cap.downgrade(&end_rule.ends(&clock, now).complete);
-                            source = None;
-                        }
-                        Poll::Ready => {
-                            cap.downgrade(&clock.frontier().max(now));
+                            // Hold the input open just past this part's completion until the
+                            // stream's end is known; the run stops there.
+                            cap.downgrade(&end_rule.ends(lanes.max_seen(), now).complete);
+                            phase = Phase::Ended { global_end_known: false };
                             activator.activate();
                         }
-                        Poll::Idle => {
-                            cap.downgrade(&clock.frontier().max(now));
-                            activator.activate_after(Duration::from_millis(1));
+                        Poll::Ready | Poll::Idle => {
+                            if let Some(frontier) = lanes.frontier(reader.as_ref()) {
+                                cap.downgrade(&frontier.max(now));
+                            }
+                            if poll == Poll::Ready {
+                                activator.activate();
+                            } else {
+                                activator.activate_after(Duration::from_millis(1));
+                            }
                         }
                     }
                 }
@@ -203,12 +319,38 @@ pub fn ingest<'scope>(
         });
     let (dead_letters, ends) = others.ok_err(|other: Result<DeadLetter, Ends>| other);
     let ends: Stream<'scope, Millis, Vec<Ends>> = ends;
+    let mut heard: Vec<Ends> = Vec::new();
     ends.broadcast().sink(Pipeline, "StreamEnd", move |(input, _frontier)| {
-        input.for_each(|_time, data| {
-            if let Some(ends) = data.last() {
-                end.0.set(Some(*ends));
-            }
-        });
+        input.for_each(|_time, data| heard.append(data));
+        if readers > 0 && heard.len() == readers && end.ends.get().is_none() {
+            end.ends.set(heard.iter().copied().reduce(Ends::merge));
+        }
     });
     Ingested { events: events.as_collection(), dead_letters }
+}
+
+/// Tells the source about every batch whose results are all written, oldest first, and records
+/// the batches' update latency.
+fn acknowledge_written(
+    in_flight: &mut VecDeque<InFlight>,
+    completed: &probe::Handle<Millis>,
+    source: &mut dyn EventSource,
+    metrics: &Metrics,
+) {
+    let mut written: Vec<Position> = Vec::new();
+    while let Some(batch) = in_flight.front().filter(|batch| !completed.less_equal(&batch.latest)) {
+        if batch.accepted > 0 {
+            metrics.update_latency.record(batch.read_at.elapsed().as_micros() as u64, batch.accepted);
+        }
+        for at in &batch.positions {
+            match written.iter_mut().find(|p| p.lane == at.lane) {
+                Some(p) => p.offset = p.offset.max(at.offset),
+                None => written.push(*at),
+            }
+        }
+        in_flight.pop_front();
+    }
+    if !written.is_empty() {
+        source.acknowledge(&written);
+    }
 }

@@ -4,17 +4,30 @@
 
 mod file;
 mod ingest;
+mod kafka;
 pub mod synth;
 
-use crate::event::{DeadLetter, Event};
+use std::time::Duration;
+
+use crate::event::{DeadLetter, Event, RejectReason};
 
 pub use self::file::{FileSource, LineReader};
 pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
+pub use self::kafka::KafkaSource;
 pub use self::synth::SynthSource;
 
-/// A decoded arrival: an event with its position in the source (line or sequence number, from 1),
-/// or the record that could not become one.
-pub type Arrival = Result<(Event, u64), DeadLetter>;
+/// Where a record sits in its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// The independently ordered part of the source it came from: a Kafka partition this worker
+    /// reads (numbered from 0 in the order [`EventSource::lanes`] lists them), 0 for a file.
+    pub lane: usize,
+    /// Its place in the lane: line or sequence number from 1, or Kafka offset.
+    pub offset: u64,
+}
+
+/// A record from a source: a decoded event, or the reason it could not become one.
+pub type Arrival = (Position, Result<Event, DeadLetter>);
 
 /// What a poll of a source found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +47,38 @@ pub trait EventSource {
 
     /// The source's name in dead letters' origins, such as `file:events.csv`.
     fn name(&self) -> String;
+
+    /// How many lanes this source reads; each keeps its own watermark.
+    fn lanes(&self) -> usize {
+        1
+    }
+
+    /// Whether `lane` has delivered everything it will (a bounded Kafka read reached its end).
+    fn lane_finished(&self, _lane: usize) -> bool {
+        false
+    }
+
+    /// After how long without records a lane stops holding the watermark back; `None`: never.
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A record's origin in dead letters, such as `file:events.csv:17`.
+    fn origin(&self, at: Position) -> String {
+        format!("{}:{}", self.name(), at.offset)
+    }
+
+    /// The dead letter for the record at `at`, rejected for `reason`.
+    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
+        DeadLetter::new(reason, self.origin(at), raw)
+    }
+
+    /// Every result depending on the records up to these positions (one per lane) is written;
+    /// a source that can replay may remember that (Kafka commits the offsets).
+    fn acknowledge(&mut self, _written: &[Position]) {}
+
+    /// The input has ended and every result is written: a last chance to record progress.
+    fn finish(&mut self) {}
 }
 
 /// A source that stops after a fixed number of arrivals (`--max-events`).
@@ -68,6 +113,34 @@ impl<S: EventSource> EventSource for Bounded<S> {
     fn name(&self) -> String {
         self.inner.name()
     }
+
+    fn lanes(&self) -> usize {
+        self.inner.lanes()
+    }
+
+    fn lane_finished(&self, lane: usize) -> bool {
+        self.inner.lane_finished(lane)
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.inner.idle_timeout()
+    }
+
+    fn origin(&self, at: Position) -> String {
+        self.inner.origin(at)
+    }
+
+    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
+        self.inner.reject(at, reason, raw)
+    }
+
+    fn acknowledge(&mut self, written: &[Position]) {
+        self.inner.acknowledge(written)
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish()
+    }
 }
 
 impl EventSource for Box<dyn EventSource> {
@@ -77,5 +150,33 @@ impl EventSource for Box<dyn EventSource> {
 
     fn name(&self) -> String {
         (**self).name()
+    }
+
+    fn lanes(&self) -> usize {
+        (**self).lanes()
+    }
+
+    fn lane_finished(&self, lane: usize) -> bool {
+        (**self).lane_finished(lane)
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        (**self).idle_timeout()
+    }
+
+    fn origin(&self, at: Position) -> String {
+        (**self).origin(at)
+    }
+
+    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
+        (**self).reject(at, reason, raw)
+    }
+
+    fn acknowledge(&mut self, written: &[Position]) {
+        (**self).acknowledge(written)
+    }
+
+    fn finish(&mut self) {
+        (**self).finish()
     }
 }

@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use super::{Arrival, EventSource, Poll};
+use super::{Arrival, EventSource, Poll, Position};
 use crate::event::{Action, Event, Id, Millis};
 use crate::spec::SynthSpec;
 
@@ -204,7 +204,7 @@ impl EventSource for SynthSource {
         }
         for _ in 0..allowed {
             let event = self.next_event();
-            out.push(Ok((event, self.produced)));
+            out.push((Position { lane: 0, offset: self.produced }, Ok(event)));
         }
         Poll::Ready
     }

@@ -1,0 +1,198 @@
+//! What recflow's Kafka source, sinks and tools share: `kafka://HOST:PORT/TOPIC` addresses, client
+//! configuration with pass-through librdkafka options, and creating topics.
+//!
+//! The source lives in [`crate::source`], the sinks in [`crate::sink`]; [`produce`] and
+//! [`subscribe`] are the `recflow produce` and `recflow subscribe` commands.
+
+pub mod produce;
+pub mod subscribe;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use thiserror::Error;
+
+/// The scheme of Kafka addresses.
+pub const SCHEME: &str = "kafka://";
+
+/// How long metadata and admin requests may take before recflow gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A topic on a cluster: `kafka://HOST:PORT[,HOST:PORT...]/TOPIC`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaAddress {
+    /// Bootstrap brokers, comma separated.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+}
+
+impl KafkaAddress {
+    /// Parses `kafka://HOST:PORT[,HOST:PORT...]/TOPIC`; the error says what to write instead.
+    pub fn parse(text: &str) -> Result<KafkaAddress, String> {
+        let usage = "write kafka://HOST:PORT/TOPIC, such as kafka://127.0.0.1:9092/events";
+        let rest =
+            text.strip_prefix(SCHEME).ok_or_else(|| format!("`{text}` does not start with {SCHEME}; {usage}"))?;
+        let (brokers, topic) = rest.split_once('/').ok_or_else(|| format!("`{text}` names no topic; {usage}"))?;
+        if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
+            return Err(format!("`{text}` has no HOST:PORT before the topic; {usage}"));
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if topic.is_empty() || topic.len() > 249 || !topic.chars().all(valid) {
+            return Err(format!(
+                "`{topic}` is not a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`); {usage}"
+            ));
+        }
+        Ok(KafkaAddress { brokers: brokers.to_string(), topic: topic.to_string() })
+    }
+}
+
+impl std::fmt::Display for KafkaAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{SCHEME}{}/{}", self.brokers, self.topic)
+    }
+}
+
+/// Which kind of client a set of pass-through options configures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The source's consumers.
+    Consumer,
+    /// The sinks' producers.
+    Producer,
+}
+
+/// A pass-through option recflow sets itself and a user must not override, with the reason.
+pub fn reserved_option(options: &BTreeMap<String, String>, role: Role) -> Option<String> {
+    let reserved: &[(&str, &str)] = match role {
+        Role::Consumer => &[
+            ("bootstrap.servers", "set source.kafka.brokers or the kafka:// address instead"),
+            ("group.id", "set source.kafka.group instead"),
+            ("enable.auto.commit", "recflow commits offsets itself, once results are written"),
+            ("enable.auto.offset.store", "recflow commits offsets itself, once results are written"),
+        ],
+        Role::Producer => &[
+            ("bootstrap.servers", "the kafka:// address names the brokers"),
+            ("enable.idempotence", "recflow's producers are always idempotent"),
+        ],
+    };
+    options.keys().find_map(|key| {
+        reserved.iter().find(|(name, _)| name == key).map(|(name, why)| format!("`{name}` cannot be set here: {why}"))
+    })
+}
+
+/// A client configuration for `brokers` with the user's pass-through `options` applied.
+pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    // librdkafka logs connection trouble itself; recflow reports what it affects.
+    config.set("log_level", "3");
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config
+}
+
+/// A Kafka operation that failed, naming the address.
+#[derive(Debug, Error)]
+#[error("{address}: {message}")]
+pub struct KafkaSetupError {
+    /// The topic concerned.
+    pub address: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl KafkaSetupError {
+    /// An error about `address`.
+    pub fn new(address: &KafkaAddress, message: impl Into<String>) -> KafkaSetupError {
+        KafkaSetupError { address: address.to_string(), message: message.into() }
+    }
+}
+
+/// The number of partitions of the address's topic, or `None` when it does not exist.
+pub fn partition_count(address: &KafkaAddress, config: &ClientConfig) -> Result<Option<usize>, KafkaSetupError> {
+    let consumer: BaseConsumer =
+        config.create().map_err(|e| KafkaSetupError::new(address, format!("cannot create a client: {e}")))?;
+    let metadata = consumer.fetch_metadata(Some(&address.topic), REQUEST_TIMEOUT).map_err(|e| {
+        KafkaSetupError::new(address, format!("cannot read the topic's metadata (is the broker running?): {e}"))
+    })?;
+    let Some(topic) = metadata.topics().iter().find(|t| t.name() == address.topic) else {
+        return Ok(None);
+    };
+    match topic.error() {
+        None if !topic.partitions().is_empty() => Ok(Some(topic.partitions().len())),
+        None => Ok(None),
+        Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => Ok(None),
+        Some(code) => Err(KafkaSetupError::new(
+            address,
+            format!("the broker reports {:?} for the topic", RDKafkaErrorCode::from(code)),
+        )),
+    }
+}
+
+/// Creates the address's topic with `partitions` partitions unless it exists; returns its
+/// partition count.
+pub fn ensure_topic(
+    address: &KafkaAddress,
+    config: &ClientConfig,
+    partitions: usize,
+) -> Result<usize, KafkaSetupError> {
+    if let Some(count) = partition_count(address, config)? {
+        return Ok(count);
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(|e| KafkaSetupError::new(address, format!("cannot create an admin client: {e}")))?;
+    let topic = NewTopic::new(&address.topic, partitions as i32, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let results = futures_executor::block_on(admin.create_topics([&topic], &options))
+        .map_err(|e| KafkaSetupError::new(address, format!("cannot create the topic: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(KafkaSetupError::new(address, format!("cannot create the topic: {code:?}")));
+            }
+        }
+    }
+    // Wait until the metadata shows the new topic.
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        if let Some(count) = partition_count(address, config)? {
+            return Ok(count);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaSetupError::new(address, "the topic was created but does not appear in the metadata"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_explain_mistakes() {
+        let a = KafkaAddress::parse("kafka://127.0.0.1:9092,h2:9093/recs.v1").unwrap();
+        assert_eq!((a.brokers.as_str(), a.topic.as_str()), ("127.0.0.1:9092,h2:9093", "recs.v1"));
+        assert_eq!(a.to_string(), "kafka://127.0.0.1:9092,h2:9093/recs.v1");
+        assert!(KafkaAddress::parse("kafka://127.0.0.1:9092").unwrap_err().contains("names no topic"));
+        assert!(KafkaAddress::parse("kafka://localhost/t").unwrap_err().contains("HOST:PORT"));
+        assert!(KafkaAddress::parse("kafka://h:1/bad topic").unwrap_err().contains("not a Kafka topic name"));
+    }
+
+    #[test]
+    fn reserved_options_are_refused() {
+        let mut options = BTreeMap::new();
+        options.insert("fetch.wait.max.ms".to_string(), "50".to_string());
+        assert_eq!(reserved_option(&options, Role::Consumer), None);
+        options.insert("enable.auto.commit".to_string(), "true".to_string());
+        assert!(reserved_option(&options, Role::Consumer).unwrap().contains("commits offsets itself"));
+    }
+}

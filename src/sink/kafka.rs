@@ -1,0 +1,293 @@
+//! Results and dead letters to Kafka topics. One idempotent producer per topic on worker 0, so
+//! each key's records reach their partition in the order they were computed.
+//!
+//! - Changelog: recommendation changes keyed by user (the value is the changelog record as JSON;
+//!   a tombstone when the list becomes empty), hot-item windows keyed by `WINDOW_END` or
+//!   `WINDOW_END/CATEGORY`.
+//! - Dead letters: the raw payload, with `reason`, `detail`, `origin` and, for Kafka sources,
+//!   `partition` and `offset` headers.
+//!
+//! Every message is tracked until the broker acknowledges it; the sink holds its output frontier
+//! at the earliest unacknowledged time, so offsets are committed only after delivery. A message
+//! whose delivery fails is reported and sent again, up to [`MAX_ATTEMPTS`] times.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use super::changelog::ChangeRecord;
+use super::{Destination, SinkError};
+use crate::event::{DeadLetter, Millis};
+use crate::kafka::{client_config, KafkaAddress};
+use crate::metrics::Metrics;
+
+/// Deliveries of one message before it is given up, loudly.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// How long shutdown waits for outstanding deliveries.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the same kind of delivery error is reported.
+const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A message on its way: owned, so it can be sent again.
+struct Outgoing {
+    time: Millis,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+    attempt: u32,
+}
+
+/// What the producer's delivery callback reports: the message's time and, on failure, the
+/// message to send again.
+struct Delivery {
+    time: Millis,
+    attempt: u32,
+    failure: Option<(KafkaError, Outgoing)>,
+}
+
+/// Collects delivery reports for the sink to process on its own thread.
+#[derive(Default)]
+struct DeliveryContext {
+    reports: Mutex<Vec<Delivery>>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _log_message: &str) {
+        // Delivery failures are what matter, and the sink reports those.
+    }
+
+    fn error(&self, _error: KafkaError, _reason: &str) {}
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<(Millis, u32)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (time, attempt) = *opaque;
+        let failure = match result {
+            Ok(_) => None,
+            Err((error, message)) => Some((
+                error.clone(),
+                Outgoing {
+                    time,
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    headers: message.headers().map(|h| h.detach()),
+                    attempt,
+                },
+            )),
+        };
+        self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(Delivery { time, attempt, failure });
+    }
+}
+
+/// Writes records to one Kafka topic.
+pub struct KafkaDestination {
+    producer: BaseProducer<DeliveryContext>,
+    address: KafkaAddress,
+    /// Messages not yet acknowledged, per time.
+    unacknowledged: BTreeMap<Millis, usize>,
+    /// Messages waiting for room in the producer's queue, in order.
+    backlog: VecDeque<Outgoing>,
+    metrics: Arc<Metrics>,
+    last_report: Option<Instant>,
+    failed: u64,
+}
+
+impl KafkaDestination {
+    /// A producer for `address` with the pass-through `options`; the topic is created with one
+    /// partition per `partitions` if it does not exist.
+    pub fn open(
+        address: &KafkaAddress,
+        options: &BTreeMap<String, String>,
+        partitions: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<KafkaDestination, SinkError> {
+        let mut config = client_config(&address.brokers, options);
+        crate::kafka::ensure_topic(address, &config, partitions)
+            .map_err(|e| SinkError::Open { destination: address.to_string(), message: e.message })?;
+        config.set("enable.idempotence", "true");
+        for (key, default) in [("linger.ms", "5"), ("compression.type", "lz4")] {
+            if !options.contains_key(key) {
+                config.set(key, default);
+            }
+        }
+        let producer = config.create_with_context(DeliveryContext::default()).map_err(|e| SinkError::Open {
+            destination: address.to_string(),
+            message: format!("cannot create a producer: {e}"),
+        })?;
+        Ok(KafkaDestination {
+            producer,
+            address: address.clone(),
+            unacknowledged: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            metrics,
+            last_report: None,
+            failed: 0,
+        })
+    }
+
+    /// Sends one message with `key` and `payload` (a tombstone when `None`), at time 0.
+    pub fn send_message(&mut self, key: Option<Vec<u8>>, payload: Option<Vec<u8>>) {
+        self.send(Outgoing { time: 0, key, payload, headers: None, attempt: 0 });
+    }
+
+    /// Serves deliveries; returns how many messages are not acknowledged yet.
+    pub fn outstanding(&mut self) -> usize {
+        self.serve();
+        self.unacknowledged.values().sum()
+    }
+
+    /// Messages given up after [`MAX_ATTEMPTS`] failed deliveries.
+    pub fn given_up(&self) -> u64 {
+        self.failed
+    }
+
+    fn send(&mut self, message: Outgoing) {
+        *self.unacknowledged.entry(message.time).or_default() += 1;
+        self.backlog.push_back(message);
+        self.send_backlog();
+    }
+
+    /// Hands waiting messages to the producer until its queue is full.
+    fn send_backlog(&mut self) {
+        while let Some(message) = self.backlog.pop_front() {
+            let mut record = BaseRecord::with_opaque_to(&self.address.topic, Box::new((message.time, message.attempt)));
+            if let Some(key) = &message.key {
+                record = record.key(key);
+            }
+            if let Some(payload) = &message.payload {
+                record = record.payload(payload);
+            }
+            if let Some(headers) = &message.headers {
+                record = record.headers(headers.clone());
+            }
+            match self.producer.send(record) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.backlog.push_front(message);
+                    break;
+                }
+                Err((error, _)) => self.failed_delivery(error, message),
+            }
+        }
+    }
+
+    fn failed_delivery(&mut self, error: KafkaError, mut message: Outgoing) {
+        let give_up = message.attempt + 1 >= MAX_ATTEMPTS;
+        if give_up || self.last_report.is_none_or(|at| at.elapsed() >= REPORT_INTERVAL) {
+            let action = if give_up { "giving it up after repeated failures" } else { "sending it again" };
+            eprintln!("recflow: {}: a message was not delivered: {error}; {action}", self.address);
+            self.last_report = Some(Instant::now());
+        }
+        if give_up {
+            self.failed += 1;
+            self.acknowledge(message.time);
+        } else {
+            self.metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
+            message.attempt += 1;
+            self.backlog.push_back(message);
+        }
+    }
+
+    fn acknowledge(&mut self, time: Millis) {
+        if let Some(count) = self.unacknowledged.get_mut(&time) {
+            *count -= 1;
+            if *count == 0 {
+                self.unacknowledged.remove(&time);
+            }
+        }
+    }
+
+    /// Serves delivery reports and resends what failed.
+    fn serve(&mut self) {
+        self.producer.poll(Duration::ZERO);
+        let reports = std::mem::take(&mut *self.producer.context().reports.lock().unwrap_or_else(|e| e.into_inner()));
+        for report in reports {
+            match report.failure {
+                None => self.acknowledge(report.time),
+                Some((error, message)) => {
+                    debug_assert_eq!(message.attempt, report.attempt);
+                    self.failed_delivery(error, message)
+                }
+            }
+        }
+        self.send_backlog();
+    }
+}
+
+impl Destination<ChangeRecord> for KafkaDestination {
+    fn write(&mut self, time: Millis, record: &ChangeRecord) -> Result<(), SinkError> {
+        let (key, empty) = match record {
+            ChangeRecord::Recs { user, items, .. } => (user.to_string(), items.is_empty()),
+            ChangeRecord::HotItems { window_end, category: None, .. } => (window_end.to_string(), false),
+            ChangeRecord::HotItems { window_end, category: Some(category), .. } => {
+                (format!("{window_end}/{category}"), false)
+            }
+        };
+        let payload = if empty { None } else { Some(serde_json::to_vec(record).map_err(SinkError::encode)?) };
+        self.send(Outgoing { time, key: Some(key.into_bytes()), payload, headers: None, attempt: 0 });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.serve();
+        Ok(())
+    }
+
+    fn unacknowledged(&mut self) -> Option<Millis> {
+        self.serve();
+        self.unacknowledged.keys().next().copied()
+    }
+}
+
+impl Destination<DeadLetter> for KafkaDestination {
+    fn write(&mut self, time: Millis, dead: &DeadLetter) -> Result<(), SinkError> {
+        let detail = dead.reason.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(dead.reason.code()) })
+            .insert(Header { key: "detail", value: Some(detail.as_str()) })
+            .insert(Header { key: "origin", value: Some(dead.origin.as_str()) });
+        if let Some((partition, offset)) = dead.partition_offset {
+            headers = headers
+                .insert(Header { key: "partition", value: Some(&partition.to_string()) })
+                .insert(Header { key: "offset", value: Some(&offset.to_string()) });
+        }
+        self.send(Outgoing { time, key: None, payload: Some(dead.raw.clone()), headers: Some(headers), attempt: 0 });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.serve();
+        Ok(())
+    }
+
+    fn unacknowledged(&mut self) -> Option<Millis> {
+        self.serve();
+        self.unacknowledged.keys().next().copied()
+    }
+}
+
+impl Drop for KafkaDestination {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while !self.unacknowledged.is_empty() && Instant::now() < deadline {
+            self.serve();
+            let _ = self.producer.flush(Duration::from_millis(100));
+        }
+        let left: usize = self.unacknowledged.values().sum();
+        if left > 0 || self.failed > 0 {
+            eprintln!(
+                "recflow: {}: {left} messages still undelivered at shutdown, {} given up",
+                self.address, self.failed
+            );
+        }
+    }
+}

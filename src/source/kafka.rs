@@ -1,0 +1,311 @@
+//! Events from a Kafka topic. Every worker of every process reads its own partitions (partition
+//! `p` goes to global worker `p mod W`), each partition being one lane with its own watermark.
+//! Polls never block. Offsets are owned by the pipeline: nothing is committed automatically; the
+//! ingest operator acknowledges records once every result depending on them is written, and only
+//! then are their offsets committed to the consumer group.
+//!
+//! A bounded read (`--bounded`) looks up each partition's end offset at start and finishes a
+//! partition once it has read up to there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap as HashMap;
+
+use super::{Arrival, EventSource, Poll, Position};
+use crate::decode::Decoder;
+use crate::event::{DeadLetter, RejectReason};
+use crate::kafka::{client_config, KafkaAddress, KafkaSetupError, REQUEST_TIMEOUT};
+use crate::metrics::Metrics;
+use crate::spec::{KafkaSourceSpec, SourceSpec, StartFrom};
+
+/// How often acknowledged offsets are committed while the stream runs.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the same kind of client error is reported.
+const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Receives librdkafka's statistics (consumer lag per partition) and errors.
+struct SourceContext {
+    topic: String,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.desired {
+                    self.metrics.set_consumer_lag(*partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _log_message: &str) {
+        // Connection trouble surfaces as poll errors, which the source reports at a bounded rate.
+    }
+
+    fn error(&self, _error: KafkaError, _reason: &str) {}
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// Reads this worker's partitions of one topic.
+pub struct KafkaSource {
+    consumer: BaseConsumer<SourceContext>,
+    address: KafkaAddress,
+    decoder: Decoder,
+    /// The partition of each lane.
+    partitions: Vec<i32>,
+    lane_of: HashMap<i32, usize>,
+    /// For bounded reads: each lane's end offset, fixed at start.
+    end_offsets: Option<Vec<i64>>,
+    finished: Vec<bool>,
+    idle_timeout: Duration,
+    /// Each lane's acknowledged next offset not yet committed.
+    to_commit: Vec<Option<i64>>,
+    last_commit: Instant,
+    last_report: Option<Instant>,
+    metrics: Arc<Metrics>,
+}
+
+impl KafkaSource {
+    /// Connects to the topic `spec` names and assigns this worker its partitions: those `p` with
+    /// `p mod workers == worker`. Fails when the broker cannot be reached or the topic is missing.
+    pub fn open(
+        source: &SourceSpec,
+        spec: &KafkaSourceSpec,
+        worker: usize,
+        workers: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<KafkaSource, KafkaSetupError> {
+        let address = KafkaAddress { brokers: spec.brokers.clone(), topic: spec.topic.clone() };
+        let mut config = client_config(&spec.brokers, &spec.options);
+        config
+            .set("group.id", &spec.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", if spec.start == StartFrom::Latest { "latest" } else { "earliest" });
+        if !spec.options.contains_key("statistics.interval.ms") {
+            config.set("statistics.interval.ms", "1000");
+        }
+        let count = crate::kafka::partition_count(&address, &config)?.ok_or_else(|| {
+            KafkaSetupError::new(
+                &address,
+                "the topic does not exist; create it (`recflow produce` does) or check the address",
+            )
+        })?;
+        let context = SourceContext { topic: spec.topic.clone(), metrics: Arc::clone(&metrics) };
+        let consumer: BaseConsumer<SourceContext> = config
+            .create_with_context(context)
+            .map_err(|e| KafkaSetupError::new(&address, format!("cannot create a consumer: {e}")))?;
+        let partitions: Vec<i32> = (0..count as i32).filter(|p| *p as usize % workers == worker).collect();
+        let mut assignment = TopicPartitionList::new();
+        for &partition in &partitions {
+            assignment.add_partition(&spec.topic, partition);
+        }
+        let committed = match spec.start {
+            StartFrom::Committed if !partitions.is_empty() => Some(
+                consumer
+                    .committed_offsets(assignment.clone(), REQUEST_TIMEOUT)
+                    .map_err(|e| KafkaSetupError::new(&address, format!("cannot read committed offsets: {e}")))?,
+            ),
+            _ => None,
+        };
+        let mut end_offsets = spec.bounded.then(Vec::new);
+        let mut finished = Vec::new();
+        for &partition in &partitions {
+            let stored = committed.as_ref().and_then(|c| match c.find_partition(&spec.topic, partition)?.offset() {
+                Offset::Offset(n) => Some(n),
+                _ => None,
+            });
+            let start = match (spec.start, stored) {
+                (StartFrom::Latest, _) => Offset::End,
+                (StartFrom::Committed, Some(n)) => Offset::Offset(n),
+                _ => Offset::Beginning,
+            };
+            assignment
+                .set_partition_offset(&spec.topic, partition, start)
+                .map_err(|e| KafkaSetupError::new(&address, format!("cannot set the start offset: {e}")))?;
+            let mut done = false;
+            if let Some(ends) = end_offsets.as_mut() {
+                let (low, high) = consumer.fetch_watermarks(&spec.topic, partition, REQUEST_TIMEOUT).map_err(|e| {
+                    KafkaSetupError::new(&address, format!("cannot read the end of partition {partition}: {e}"))
+                })?;
+                let first = match start {
+                    Offset::End => high,
+                    Offset::Offset(n) => n.max(low),
+                    _ => low,
+                };
+                ends.push(high);
+                done = first >= high;
+            }
+            finished.push(done);
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| KafkaSetupError::new(&address, format!("cannot assign partitions: {e}")))?;
+        let lane_of = partitions.iter().enumerate().map(|(lane, p)| (*p, lane)).collect();
+        let lanes = partitions.len();
+        let source = KafkaSource {
+            consumer,
+            address,
+            decoder: Decoder::for_payload(source, spec.payload),
+            partitions,
+            lane_of,
+            end_offsets,
+            finished,
+            idle_timeout: Duration::from_millis(spec.idle_timeout.millis()),
+            to_commit: vec![None; lanes],
+            last_commit: Instant::now(),
+            last_report: None,
+            metrics,
+        };
+        source.pause_finished();
+        Ok(source)
+    }
+
+    /// Stops fetching the partitions whose bounded read is complete.
+    fn pause_finished(&self) {
+        let mut done = TopicPartitionList::new();
+        for (lane, &partition) in self.partitions.iter().enumerate() {
+            if self.finished[lane] {
+                done.add_partition(&self.address.topic, partition);
+            }
+        }
+        if done.count() > 0 {
+            let _ = self.consumer.pause(&done);
+        }
+    }
+
+    fn report(&mut self, error: &KafkaError) {
+        self.metrics.kafka_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.last_report.is_none_or(|at| at.elapsed() >= REPORT_INTERVAL) {
+            eprintln!("recflow: {}: {error} (librdkafka keeps retrying)", self.address);
+            self.last_report = Some(Instant::now());
+        }
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        let mut offsets = TopicPartitionList::new();
+        for (lane, next) in self.to_commit.iter_mut().enumerate() {
+            if let Some(next) = next.take() {
+                let _ = offsets.add_partition_offset(&self.address.topic, self.partitions[lane], Offset::Offset(next));
+            }
+        }
+        if offsets.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&offsets, mode) {
+            self.report(&e);
+        }
+        self.last_commit = Instant::now();
+    }
+
+    fn all_finished(&self) -> bool {
+        self.end_offsets.is_some() && self.finished.iter().all(|f| *f)
+    }
+}
+
+impl EventSource for KafkaSource {
+    fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
+        if self.all_finished() {
+            return Poll::Done;
+        }
+        let mut produced = 0;
+        let mut newly_finished = false;
+        while produced < max {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    self.report(&e);
+                    break;
+                }
+            };
+            let Some(&lane) = self.lane_of.get(&message.partition()) else { continue };
+            let offset = message.offset();
+            if let Some(ends) = &self.end_offsets {
+                if offset >= ends[lane] {
+                    continue;
+                }
+                if offset + 1 >= ends[lane] {
+                    self.finished[lane] = true;
+                    newly_finished = true;
+                }
+            }
+            produced += 1;
+            let at = Position { lane, offset: offset as u64 };
+            let record = match message.payload() {
+                Some(payload) => {
+                    self.decoder.decode_bytes(payload).map_err(|reason| self.reject(at, reason, payload.to_vec()))
+                }
+                None => Err(self.reject(at, RejectReason::Malformed("the message has no payload".into()), Vec::new())),
+            };
+            out.push((at, record));
+        }
+        if newly_finished {
+            self.pause_finished();
+        }
+        if self.last_commit.elapsed() >= COMMIT_INTERVAL {
+            self.commit(CommitMode::Async);
+        }
+        if produced > 0 {
+            Poll::Ready
+        } else if self.all_finished() {
+            Poll::Done
+        } else {
+            Poll::Idle
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("kafka:{}", self.address.topic)
+    }
+
+    fn lanes(&self) -> usize {
+        self.partitions.len()
+    }
+
+    fn lane_finished(&self, lane: usize) -> bool {
+        self.finished[lane]
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        // A bounded read knows where each partition ends, so only finished partitions stop
+        // counting; a slow partition is never mistaken for an idle one.
+        self.end_offsets.is_none().then_some(self.idle_timeout)
+    }
+
+    fn origin(&self, at: Position) -> String {
+        format!("kafka:{}/{}:{}", self.address.topic, self.partitions[at.lane], at.offset)
+    }
+
+    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
+        DeadLetter {
+            reason,
+            origin: self.origin(at),
+            raw,
+            partition_offset: Some((self.partitions[at.lane], at.offset as i64)),
+        }
+    }
+
+    fn acknowledge(&mut self, written: &[Position]) {
+        for at in written {
+            let next = at.offset as i64 + 1;
+            let slot = &mut self.to_commit[at.lane];
+            *slot = Some(slot.map_or(next, |n| n.max(next)));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.commit(CommitMode::Sync);
+    }
+}
