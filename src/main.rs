@@ -268,7 +268,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => {
             let to = kafka::KafkaAddress::parse(&args.to).map_err(anyhow::Error::msg).context("--to")?;
             let layout = match &args.pipeline {
-                Some(path) => Pipeline::load(path)?.source,
+                Some(path) => load_ignoring_source_kind(path)?.source,
                 None => SourceSpec::default(),
             };
             let options = ProduceOptions {
@@ -303,8 +303,17 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Loads a pipeline for its synthetic-generator settings or record layout only, so that a
+/// pipeline reading Kafka without brokers configured (they come from `--input`) still loads.
+fn load_ignoring_source_kind(path: &std::path::Path) -> Result<Pipeline> {
+    let mut pipeline = Pipeline::read(path)?;
+    pipeline.source.kind = SourceKind::Synth;
+    pipeline.validate(&path.display().to_string())?;
+    Ok(pipeline)
+}
+
 fn generate(args: GenArgs) -> Result<()> {
-    let pipeline = Pipeline::load(&args.pipeline)?;
+    let pipeline = load_ignoring_source_kind(&args.pipeline)?;
     let format = match args.format.as_str() {
         "csv" => Format::Csv,
         "jsonl" => Format::Jsonl,
@@ -336,7 +345,7 @@ fn generate(args: GenArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let mut pipeline = Pipeline::load(&args.pipeline)?;
+    let mut pipeline = Pipeline::read(&args.pipeline)?;
     let synth = &mut pipeline.source.synth;
     if let Some(rate) = args.rate {
         synth.rate = rate;
@@ -351,14 +360,10 @@ fn bench(args: BenchArgs) -> Result<()> {
         recommend.similarity.refresh =
             recflow::spec::Span::parse(refresh).map_err(anyhow::Error::msg).context("--refresh")?;
     }
+    let input = args.input.as_ref().map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(i)));
+    pipeline.source.kind = if input.is_some() { SourceKind::File } else { SourceKind::Synth };
+    pipeline.source.path = input.clone();
     pipeline.validate(&args.pipeline.display().to_string())?;
-    let input = match &args.input {
-        Some(i) => Some(PathBuf::from(i.strip_prefix("file:").unwrap_or(i))),
-        None => {
-            pipeline.source.kind = recflow::spec::SourceKind::Synth;
-            None
-        }
-    };
     let mut rows = Vec::new();
     for run in 1..=args.runs.max(1) {
         let options = RunOptions {

@@ -1,6 +1,7 @@
 //! Shared test harness: run a pipeline in-process on given input lines and read its outputs back.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -92,4 +93,39 @@ pub fn final_hot_items(records: &[Value]) -> BTreeMap<(u64, String), Vec<(Value,
         last.insert(key, list);
     }
     last
+}
+
+/// The last value of every key of a changelog: `recs/USER` or `hot/WINDOW_END/CATEGORY`, mapped
+/// to its item list (empty for a list that disappeared).
+pub fn final_by_key(records: &[Value]) -> BTreeMap<String, Value> {
+    records.iter().map(|r| (result_key(r), r["items"].clone())).collect()
+}
+
+/// The key [`final_by_key`] files a changelog record under.
+pub fn result_key(record: &Value) -> String {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    match record["type"].as_str() {
+        Some("recs") => format!("recs/{}", text(&record["user"])),
+        _ => format!("hot/{}/{}", record["window_end"], record.get("category").map(text).unwrap_or_default()),
+    }
+}
+
+/// The `recflow` binary built with the tests.
+pub fn recflow() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
+}
+
+/// Runs a `recflow` command to completion and asserts it succeeded; returns its stderr.
+pub fn run_ok(command: &mut std::process::Command) -> String {
+    let output = command.output().expect("recflow starts");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{command:?} failed: {}\n{stderr}", output.status);
+    stderr
+}
+
+/// `n` free localhost ports, for timely's host file.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }

@@ -1,0 +1,115 @@
+//! Events produced to a 4-partition Kafka topic on a real broker (Tansu), read back with 2 workers
+//! and with 2 processes × 1 worker, end with the same value for every key as the file-input run
+//! on the same events; results go out through a Kafka topic and are read back from it.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::kafka::{final_from_topic, Broker};
+use common::{final_by_key, free_ports, parse_lines, recflow, run_ok, scratch_dir};
+
+const PIPELINE: &str = r#"
+name = "kafka-e2e"
+[source]
+kind = "kafka"
+format = "csv"
+[source.kafka]
+payload = "csv"
+[source.synth]
+users = 1500
+items = 2000
+categories = 30
+clusters = 6
+spacing = "200ms"
+jitter = "2s"
+[time]
+tick = "1s"
+max_out_of_orderness = "5s"
+[recommend]
+k = 5
+history = 10
+short_term = { kind = "sliding", size = "30m" }
+[recommend.similarity]
+refresh = "60s"
+[hot_items]
+size = "1h"
+slide = "10m"
+top_n = 3
+[output]
+status_interval_secs = 0
+"#;
+
+#[test]
+fn kafka_input_and_output_end_where_the_file_run_ends() {
+    let broker = Broker::start();
+    let dir = scratch_dir("kafka-e2e");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, PIPELINE).unwrap();
+    let events = dir.join("events.csv");
+    run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "100000", "--unit", "s", "--output"]).arg(&events));
+
+    let input = broker.create_topic("events", 4);
+    let stderr = run_ok(
+        recflow().args(["produce", "--partitions", "4", "-q", "--to", &broker.address(&input), "--input"]).arg(&events),
+    );
+    assert!(stderr.contains("100000 messages delivered"), "{stderr}");
+
+    let file_changelog = dir.join("file.jsonl");
+    run_ok(
+        recflow().arg("run").arg(&pipeline).arg("--input").arg(&events).arg("-q").arg("--output").arg(&file_changelog),
+    );
+    let expected = final_by_key(&parse_lines(&std::fs::read_to_string(&file_changelog).unwrap()));
+    assert!(expected.len() > 1000, "the file run produced results for many keys");
+
+    // Two workers in one process.
+    let two_workers = broker.create_topic("recs-2w", 1);
+    let dead = dir.join("dead-2w.jsonl");
+    run_ok(
+        recflow()
+            .arg("run")
+            .arg(&pipeline)
+            .args(["--input", &broker.address(&input), "--bounded", "-w", "2", "-q"])
+            .args(["--output", &broker.address(&two_workers), "--dead-letter"])
+            .arg(&dead),
+    );
+    assert_eq!(std::fs::read_to_string(&dead).unwrap(), "", "no record was rejected or late");
+    let got = final_from_topic(&broker.read_topic(&two_workers));
+    assert_eq!(got.len(), expected.len(), "the same keys");
+    assert!(got == expected, "final values differ from the file run with 2 workers");
+
+    // Two processes with one worker each; process 0 writes the results.
+    let two_processes = broker.create_topic("recs-2p", 1);
+    let ports = free_ports(2);
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+    let mut children: Vec<_> = (0..2)
+        .map(|process| {
+            recflow()
+                .arg("run")
+                .arg(&pipeline)
+                .args(["--input", &broker.address(&input), "--bounded", "-q", "-n", "2"])
+                .args(["-p", &process.to_string(), "-h"])
+                .arg(&hostfile)
+                .args(["--output", &broker.address(&two_processes)])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for child in &mut children {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "a process failed: {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the two-process run did not finish within 300 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let got = final_from_topic(&broker.read_topic(&two_processes));
+    assert!(got == expected, "final values differ from the file run with 2 processes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
