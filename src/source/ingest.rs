@@ -109,7 +109,7 @@ impl StreamEnd {
 }
 
 type EventStream<'scope> = Stream<'scope, Millis, Vec<(Event, Millis, isize)>>;
-type ControlStream<'scope> = Stream<'scope, Millis, Vec<Result<DeadLetter, Ends>>>;
+type ControlStream<'scope> = Stream<'scope, Millis, Vec<Result<DeadLetter, Result<Ends, Progress>>>>;
 
 /// What the ingest operator emits.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -117,6 +117,7 @@ enum Ingest {
     Event(Event),
     Dead(DeadLetter),
     End(Ends),
+    Progress(Progress),
 }
 
 /// What the ingest operator feeds into the dataflow.
@@ -138,24 +139,23 @@ impl Lanes {
         Lanes { clocks: vec![clock.clone(); count], last_arrival: vec![Instant::now(); count] }
     }
 
-    /// The least time a future arrival can get: the least watermark of the live lanes. When every
-    /// unfinished lane is idle, the largest of their watermarks, so a quiet stream still completes.
-    fn frontier(&self, source: &dyn EventSource) -> Option<Millis> {
+    /// The least watermark (as a tick) of the live lanes, and the largest of the idle ones. A
+    /// finished lane counts as neither.
+    fn frontiers(&self, source: &dyn EventSource) -> LaneFrontiers {
         let idle_after = source.idle_timeout();
-        let mut live: Option<Millis> = None;
-        let mut idle: Option<Millis> = None;
+        let mut frontiers = LaneFrontiers::default();
         for (lane, clock) in self.clocks.iter().enumerate() {
             if source.lane_finished(lane) {
                 continue;
             }
             let frontier = clock.frontier();
             if idle_after.is_some_and(|after| self.last_arrival[lane].elapsed() >= after) {
-                idle = Some(idle.map_or(frontier, |f| f.max(frontier)));
+                frontiers.idle = Some(frontiers.idle.map_or(frontier, |f| f.max(frontier)));
             } else {
-                live = Some(live.map_or(frontier, |f| f.min(frontier)));
+                frontiers.live = Some(frontiers.live.map_or(frontier, |f| f.min(frontier)));
             }
         }
-        live.or(idle)
+        frontiers
     }
 
     fn max_seen(&self) -> Option<Millis> {
@@ -164,6 +164,38 @@ impl Lanes {
 
     fn watermark(&self) -> Millis {
         self.clocks.iter().map(EventClock::watermark).min().unwrap_or(0)
+    }
+}
+
+/// Where a worker's lanes stand.
+#[derive(Clone, Copy, Debug, Default)]
+struct LaneFrontiers {
+    live: Option<Millis>,
+    idle: Option<Millis>,
+}
+
+/// What a reading worker tells the others about its progress, so a worker whose partitions are
+/// all idle, or whose part of a bounded read has ended, follows the others instead of holding the
+/// frontier back.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+struct Progress {
+    worker: usize,
+    /// Its capability's time.
+    frontier: Millis,
+    /// Whether it has a live lane.
+    live: bool,
+    /// Whether it still reads.
+    reading: bool,
+}
+
+/// The latest [`Progress`] of every other reading worker.
+#[derive(Clone, Default)]
+struct Peers(Rc<std::cell::RefCell<std::collections::BTreeMap<usize, Progress>>>);
+
+impl Peers {
+    /// The least frontier of the other workers that still read and satisfy `counts`.
+    fn least(&self, me: usize, counts: impl Fn(&Progress) -> bool) -> Option<Millis> {
+        self.0.borrow().values().filter(|p| p.worker != me && p.reading && counts(p)).map(|p| p.frontier).min()
     }
 }
 
@@ -205,6 +237,8 @@ pub fn ingest<'scope>(
     let worker = scope.index();
     let drained = Rc::clone(&end.drained);
     let known_end = Rc::clone(&end.ends);
+    let peers = Peers::default();
+    let peers_seen = peers.clone();
     let stream: Stream<'scope, Millis, Vec<(Ingest, Millis, isize)>> =
         source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(
             scope,
@@ -217,6 +251,7 @@ pub fn ingest<'scope>(
                 let mut phase = Phase::Reading;
                 let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
                 let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+                let mut announced: Option<Progress> = None;
                 move |output| {
                     let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
                         return;
@@ -224,8 +259,15 @@ pub fn ingest<'scope>(
                     acknowledge_written(&mut in_flight, &completed, reader.as_mut(), &metrics);
                     if let Phase::Ended { global_end_known } = &mut phase {
                         if let (false, Some(ends)) = (*global_end_known, known_end.get()) {
-                            cap.downgrade(&ends.complete);
+                            let complete = ends.complete.max(*cap.time());
+                            cap.downgrade(&complete);
                             *global_end_known = true;
+                        } else if !*global_end_known {
+                            // Follow the workers still reading rather than hold them back.
+                            if let Some(least) = peers.least(worker, |_| true) {
+                                let least = least.max(*cap.time());
+                                cap.downgrade(&least);
+                            }
                         }
                         if *global_end_known && in_flight.is_empty() {
                             reader.finish();
@@ -289,16 +331,23 @@ pub fn ingest<'scope>(
                     if !batch.positions.is_empty() {
                         in_flight.push_back(batch);
                     }
+                    let mut progress = Progress { worker, frontier: now, live: false, reading: true };
                     match poll {
                         Poll::Done => {
                             // Hold the input open just past this part's completion until the
                             // stream's end is known; the run stops there.
                             cap.downgrade(&end_rule.ends(lanes.max_seen(), now).complete);
                             phase = Phase::Ended { global_end_known: false };
+                            progress.reading = false;
                             activator.activate();
                         }
                         Poll::Ready | Poll::Idle => {
-                            if let Some(frontier) = lanes.frontier(reader.as_ref()) {
+                            let frontiers = lanes.frontiers(reader.as_ref());
+                            progress.live = frontiers.live.is_some();
+                            // With every lane idle, follow the live workers; if none is live, the
+                            // idle lanes' largest watermark lets a quiet stream complete.
+                            let target = frontiers.live.or_else(|| peers.least(worker, |p| p.live)).or(frontiers.idle);
+                            if let Some(frontier) = target {
                                 cap.downgrade(&frontier.max(now));
                             }
                             if poll == Poll::Ready {
@@ -308,6 +357,11 @@ pub fn ingest<'scope>(
                             }
                         }
                     }
+                    progress.frontier = *cap.time();
+                    if readers > 1 && announced != Some(progress) {
+                        announced = Some(progress);
+                        output.session(&*cap).give((Ingest::Progress(progress), progress.frontier, 1));
+                    }
                 }
             },
         );
@@ -315,10 +369,21 @@ pub fn ingest<'scope>(
         stream.ok_err(|(ingest, time, diff)| match ingest {
             Ingest::Event(event) => Ok((event, time, diff)),
             Ingest::Dead(dead) => Err(Ok(dead)),
-            Ingest::End(ends) => Err(Err(ends)),
+            Ingest::End(ends) => Err(Err(Ok(ends))),
+            Ingest::Progress(progress) => Err(Err(Err(progress))),
         });
-    let (dead_letters, ends) = others.ok_err(|other: Result<DeadLetter, Ends>| other);
-    let ends: Stream<'scope, Millis, Vec<Ends>> = ends;
+    let (dead_letters, control): (_, Stream<'scope, Millis, Vec<Result<Ends, Progress>>>) =
+        others.ok_err(|other| other);
+    let (ends, progress): (Stream<'scope, Millis, Vec<Ends>>, Stream<'scope, Millis, Vec<Progress>>) =
+        control.ok_err(|c: Result<Ends, Progress>| c);
+    progress.broadcast().sink(Pipeline, "Ingest: Progress", move |(input, _frontier)| {
+        input.for_each(|_time, data| {
+            let mut seen = peers_seen.0.borrow_mut();
+            for progress in data.drain(..) {
+                seen.insert(progress.worker, progress);
+            }
+        });
+    });
     let mut heard: Vec<Ends> = Vec::new();
     ends.broadcast().sink(Pipeline, "StreamEnd", move |(input, _frontier)| {
         input.for_each(|_time, data| heard.append(data));
