@@ -173,6 +173,11 @@ impl Broker {
             .sum()
     }
 
+    /// The end offset of one partition.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> i64 {
+        self.consumer().fetch_watermarks(topic, partition, Duration::from_secs(30)).unwrap().1
+    }
+
     /// Every message of `topic` up to its current end, in partition and offset order.
     pub fn read_topic(&self, topic: &str) -> Vec<Received> {
         let consumer = self.consumer();

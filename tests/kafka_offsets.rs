@@ -1,0 +1,91 @@
+//! Offsets belong to the pipeline: after a bounded run every partition's offset is committed to
+//! the consumer group (for lag tools), and `start = "committed"` picks up exactly where it left.
+
+mod common;
+
+use std::time::Duration;
+
+use common::kafka::{unique_topic, Broker};
+use common::scratch_dir;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use recflow::kafka::produce::{produce, ProduceFormat, ProduceOptions};
+use recflow::kafka::KafkaAddress;
+use recflow::spec::{Format, SourceKind, SourceSpec, StartFrom};
+use recflow::{Pipeline, RunOptions};
+
+fn produce_events(broker: &Broker, topic: &str, from: u64, count: u64) {
+    let dir = scratch_dir("offsets-input");
+    let file = dir.join("events.jsonl");
+    let lines: Vec<String> = (from..from + count)
+        .map(|i| format!(r#"{{"user":{},"item":{},"action":"view","ts":{}}}"#, i % 11, i % 5, 1_700_000_000 + i))
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let layout = SourceSpec { format: Format::Jsonl, ..SourceSpec::default() };
+    let options = ProduceOptions {
+        to: KafkaAddress::parse(&broker.address(topic)).unwrap(),
+        partitions: 2,
+        rate: None,
+        format: ProduceFormat::Raw,
+        progress: false,
+    };
+    assert_eq!(produce(&file, &layout, &options).unwrap().delivered, count);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run_bounded(broker: &Broker, topic: &str, group: &str, start: StartFrom) -> u64 {
+    let mut pipeline = Pipeline::from_toml("[hot_items]\nsize = \"1m\"\nslide = \"1m\"\n", "test").unwrap();
+    pipeline.source.kind = SourceKind::Kafka;
+    pipeline.source.kafka.brokers = broker.brokers();
+    pipeline.source.kafka.topic = topic.to_string();
+    pipeline.source.kafka.group = group.to_string();
+    pipeline.source.kafka.start = start;
+    pipeline.source.kafka.bounded = true;
+    pipeline.validate("test").unwrap();
+    let options = RunOptions {
+        input: None,
+        output: Some("/dev/null".into()),
+        dead_letter: Some("/dev/null".into()),
+        max_events: None,
+        status: false,
+    };
+    recflow::run(pipeline, options, timely::Config::process(2)).expect("the run succeeds").records_in
+}
+
+fn committed(broker: &Broker, topic: &str, group: &str) -> Vec<i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", broker.brokers()).set("group.id", group).create().unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    partitions.add_partition(topic, 1);
+    let offsets = consumer.committed_offsets(partitions, Duration::from_secs(30)).unwrap();
+    offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(n) => n,
+            other => panic!("partition {} has no committed offset: {other:?}", e.partition()),
+        })
+        .collect()
+}
+
+#[test]
+fn offsets_are_committed_after_the_results_and_resumed_from() {
+    let broker = Broker::start();
+    let topic = broker.create_topic("events", 2);
+    let group = unique_topic("group");
+    produce_events(&broker, &topic, 0, 200);
+
+    // No commits yet: `committed` starts at the beginning.
+    assert_eq!(run_bounded(&broker, &topic, &group, StartFrom::Committed), 200);
+    let ends: Vec<i64> = (0..2).map(|p| broker.high_watermark(&topic, p)).collect();
+    assert_eq!(ends.iter().sum::<i64>(), 200);
+    assert_eq!(committed(&broker, &topic, &group), ends, "every partition is committed up to its end");
+
+    produce_events(&broker, &topic, 200, 100);
+    assert_eq!(run_bounded(&broker, &topic, &group, StartFrom::Committed), 100, "only the new events");
+    assert_eq!(committed(&broker, &topic, &group).iter().sum::<i64>(), 300);
+    assert_eq!(run_bounded(&broker, &topic, &unique_topic("other"), StartFrom::Earliest), 300);
+    assert_eq!(run_bounded(&broker, &topic, &group, StartFrom::Latest), 0);
+}
