@@ -2,8 +2,8 @@
 //! each key's records reach their partition in the order they were computed.
 //!
 //! - Changelog: recommendation changes keyed by user (the value is the changelog record as JSON;
-//!   a tombstone when the list becomes empty), hot-item windows keyed by `WINDOW_END` or
-//!   `WINDOW_END/CATEGORY`.
+//!   a tombstone when the list becomes empty), hot-item windows keyed by `hot_items/WINDOW_END`
+//!   or `hot_items/WINDOW_END/CATEGORY`.
 //! - Dead letters: the raw payload, with `reason`, `detail`, `origin` and, for Kafka sources,
 //!   `partition` and `offset` headers.
 //!
@@ -227,9 +227,9 @@ impl Destination<ChangeRecord> for KafkaDestination {
     fn write(&mut self, time: Millis, record: &ChangeRecord) -> Result<(), SinkError> {
         let (key, empty) = match record {
             ChangeRecord::Recs { user, items, .. } => (user.to_string(), items.is_empty()),
-            ChangeRecord::HotItems { window_end, category: None, .. } => (window_end.to_string(), false),
+            ChangeRecord::HotItems { window_end, category: None, .. } => (format!("hot_items/{window_end}"), false),
             ChangeRecord::HotItems { window_end, category: Some(category), .. } => {
-                (format!("{window_end}/{category}"), false)
+                (format!("hot_items/{window_end}/{category}"), false)
             }
         };
         let payload = if empty { None } else { Some(serde_json::to_vec(record).map_err(SinkError::encode)?) };
