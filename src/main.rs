@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -255,6 +257,7 @@ fn main() -> Result<()> {
                 dead_letter: args.dead_letter,
                 max_events: args.max_events,
                 status: !args.quiet,
+                stop: Some(stop_on_signals()?),
             };
             recflow::run(pipeline, options, config)?;
         }
@@ -301,6 +304,18 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench(args)?,
     }
     Ok(())
+}
+
+/// A flag raised by the first Ctrl-C (SIGINT) or SIGTERM, which ends the input so the run writes
+/// its final results, commits offsets and exits; a second signal exits at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handler")?;
+    }
+    Ok(stop)
 }
 
 /// Loads a pipeline for its synthetic-generator settings or record layout only, so that a
@@ -372,6 +387,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             dead_letter: Some("/dev/null".into()),
             max_events: Some(args.events),
             status: false,
+            stop: None,
         };
         let started = std::time::Instant::now();
         let counters = recflow::run(pipeline.clone(), options, timely_config(&args.workers)?)?;

@@ -2,7 +2,7 @@
 //! worker, drive it to completion, report status.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,11 +31,14 @@ pub struct RunOptions {
     pub max_events: Option<u64>,
     /// Print the status line to standard error.
     pub status: bool,
+    /// Raised to end the input early (for example on Ctrl-C): the run then finishes like a
+    /// finite input, writing final results and committing offsets.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { input: None, output: None, dead_letter: None, max_events: None, status: true }
+        RunOptions { input: None, output: None, dead_letter: None, max_events: None, status: true, stop: None }
     }
 }
 
@@ -234,6 +237,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
                 Arc::clone(&metrics),
                 end.clone(),
                 completed.clone(),
+                options.stop.clone(),
             );
             let results = dataflow::build(ingested.events, &pipeline, &end);
             let unit = pipeline.source.timestamp_unit.scale();

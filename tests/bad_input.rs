@@ -93,6 +93,7 @@ status_interval_secs = 0
         dead_letter: Some(dead.display().to_string()),
         max_events: None,
         status: false,
+        stop: None,
     };
     let metrics = recflow::run(pipeline, options, timely::Config::thread()).unwrap();
     let dead = common::parse_lines(&std::fs::read_to_string(&dead).unwrap());

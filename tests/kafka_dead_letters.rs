@@ -86,6 +86,7 @@ slide = "1m"
         dead_letter: Some(broker.address(&dead_topic)),
         max_events: None,
         status: false,
+        stop: None,
     };
     let metrics = recflow::run(pipeline, run, timely::Config::process(2)).expect("the pipeline runs");
 

@@ -49,6 +49,7 @@ fn run_bounded(broker: &Broker, topic: &str, group: &str, start: StartFrom) -> u
         dead_letter: Some("/dev/null".into()),
         max_events: None,
         status: false,
+        stop: None,
     };
     recflow::run(pipeline, options, timely::Config::process(2)).expect("the run succeeds").records_in
 }

@@ -19,7 +19,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,7 +220,8 @@ enum Phase {
 }
 
 /// Builds the ingest operator. Workers given `Some(reader)` read; the others release their
-/// capability at once. `readers` is how many workers read in all; every worker's `end` learns
+/// capability at once. Raising `stop` ends the input as if every source were exhausted: windows
+/// close, final results go out, offsets are committed, and the run returns. `readers` is how many workers read in all; every worker's `end` learns
 /// where the stream ended once all of them have reached the end of their part.
 #[allow(clippy::too_many_arguments)]
 pub fn ingest<'scope>(
@@ -232,6 +233,7 @@ pub fn ingest<'scope>(
     metrics: Arc<Metrics>,
     end: StreamEnd,
     completed: probe::Handle<Millis>,
+    stop: Option<Arc<AtomicBool>>,
 ) -> Ingested<'scope> {
     end.drained.set(reader.is_none());
     let worker = scope.index();
@@ -285,7 +287,8 @@ pub fn ingest<'scope>(
                         return;
                     }
                     arrivals.clear();
-                    let mut poll = reader.poll(BATCH, &mut arrivals);
+                    let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+                    let mut poll = if stopping { Poll::Done } else { reader.poll(BATCH, &mut arrivals) };
                     if lanes.clocks.is_empty() {
                         // A worker with nothing to read has read everything.
                         poll = Poll::Done;

@@ -47,6 +47,7 @@ pub fn run_lines(pipeline: &Pipeline, lines: &[String], workers: usize) -> RunOu
         dead_letter: Some(dead.display().to_string()),
         max_events: None,
         status: false,
+        stop: None,
     };
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
     let metrics = recflow::run(pipeline.clone(), options, config).expect("pipeline runs");
