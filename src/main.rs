@@ -106,6 +106,13 @@ struct BenchArgs {
     /// Override the similarity refresh cadence, such as `5m`.
     #[arg(long)]
     refresh: Option<String>,
+    /// Measure Kafka → top-k on this broker (`HOST:PORT`): events are produced to a fresh topic
+    /// and read back by the pipeline; with --rate, end-to-end latency is measured.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Partitions of the Kafka input topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
     /// Number of runs; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -379,6 +386,9 @@ fn bench(args: BenchArgs) -> Result<()> {
     pipeline.source.kind = if input.is_some() { SourceKind::File } else { SourceKind::Synth };
     pipeline.source.path = input.clone();
     pipeline.validate(&args.pipeline.display().to_string())?;
+    if let Some(brokers) = &args.kafka {
+        return bench_kafka(&pipeline, &args, brokers);
+    }
     let mut rows = Vec::new();
     for run in 1..=args.runs.max(1) {
         let options = RunOptions {
@@ -411,6 +421,41 @@ fn bench(args: BenchArgs) -> Result<()> {
         median(rows.iter().map(|r| r.1).collect()),
         median(rows.iter().map(|r| r.2).collect()),
         peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string()),
+    );
+    Ok(())
+}
+
+fn bench_kafka(pipeline: &Pipeline, args: &BenchArgs, brokers: &str) -> Result<()> {
+    let bench = kafka::bench::KafkaBench {
+        brokers: brokers.to_string(),
+        partitions: args.partitions.max(1),
+        events: args.events,
+        rate: args.rate.filter(|r| *r > 0),
+        runs: args.runs,
+    };
+    timely_config(&args.workers)?;
+    let config = || timely_config(&args.workers).expect("checked above");
+    let rows = kafka::bench::bench_kafka(pipeline, &bench, config)?;
+    for (run, row) in rows.iter().enumerate() {
+        let rate = row.records as f64 / row.seconds;
+        match (row.latency_p50_ms, row.latency_p99_ms) {
+            (Some(p50), Some(p99)) => println!(
+                "run {}: {} records in {:.2}s = {rate:.0} records/s; end-to-end latency p50 {p50:.0} ms, p99 {p99:.0} ms over {} updates",
+                run + 1,
+                row.records,
+                row.seconds,
+                row.latency_samples
+            ),
+            _ => println!("run {}: {} records in {:.2}s = {rate:.0} records/s", run + 1, row.records, row.seconds),
+        }
+    }
+    let mut rates: Vec<f64> = rows.iter().map(|r| r.records as f64 / r.seconds).collect();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "median of {} runs: {:.0} records/s; peak memory {} MiB",
+        rates.len(),
+        rates[rates.len() / 2],
+        peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string())
     );
     Ok(())
 }

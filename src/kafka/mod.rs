@@ -4,6 +4,7 @@
 //! The source lives in [`crate::source`], the sinks in [`crate::sink`]; [`produce`] and
 //! [`subscribe`] are the `recflow produce` and `recflow subscribe` commands.
 
+pub mod bench;
 pub mod produce;
 pub mod subscribe;
 
