@@ -30,6 +30,38 @@ enum Command {
     Gen(GenArgs),
     /// Measure a pipeline: throughput, update latency percentiles and peak memory.
     Bench(BenchArgs),
+    /// Replay a file test-then-learn and measure the recommendations: HR@k, NDCG, MRR, coverage.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+struct EvalArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Replay `file:PATH` (or `PATH`) instead of the pipeline's `source.path`.
+    #[arg(long)]
+    input: Option<String>,
+    /// List length (default: the pipeline's `recommend.k`).
+    #[arg(short = 'k', long = "k")]
+    k: Option<usize>,
+    /// Share of the events, from the start, that are learned but not scored.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Number of slices of the stream for the per-slice metrics and the plot.
+    #[arg(long, default_value_t = 20)]
+    slices: usize,
+    /// Another pipeline file whose `[weights]` and `[recommend]` to evaluate on the same replay.
+    #[arg(long)]
+    compare: Vec<PathBuf>,
+    /// Directory for `metrics.csv` and `hr.svg`.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    #[command(flatten)]
+    workers: WorkerArgs,
 }
 
 #[derive(Args)]
@@ -195,7 +227,51 @@ fn main() -> Result<()> {
         }
         Command::Gen(args) => generate(args)?,
         Command::Bench(args) => bench(args)?,
+        Command::Eval(args) => eval(args)?,
     }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    let input = match (&args.input, &pipeline.source.path) {
+        (Some(input), _) => PathBuf::from(input.strip_prefix("file:").unwrap_or(input)),
+        (None, Some(path)) if pipeline.source.kind == recflow::spec::SourceKind::File => path.clone(),
+        _ => bail!("{}: eval replays a file; pass --input file:PATH", args.pipeline.display()),
+    };
+    if input.as_os_str() == "-" {
+        bail!("--input -: eval reads its input twice (to count it, then to replay it); pass a file");
+    }
+    let mut compare = Vec::new();
+    for path in &args.compare {
+        let other = Pipeline::load(path)?;
+        if other.source != pipeline.source || other.time != pipeline.time {
+            eprintln!(
+                "recflow: --compare {}: its [source] and [time] are ignored; every model replays {}'s",
+                path.display(),
+                args.pipeline.display()
+            );
+        }
+        let name = path.file_stem().map_or_else(|| other.name.clone(), |s| s.to_string_lossy().into_owned());
+        compare.push((name, other));
+    }
+    let options = recflow::eval::EvalOptions {
+        input,
+        k: args.k,
+        warmup: args.warmup,
+        slices: args.slices,
+        compare,
+        progress: !args.quiet,
+    };
+    let Some(report) = recflow::eval::evaluate(&pipeline, &options, timely_config(&args.workers)?)? else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
+    let (csv, svg) = (args.out.join("metrics.csv"), args.out.join("hr.svg"));
+    recflow::eval::report::write_csv(&report, &csv)?;
+    recflow::eval::plot::write_svg(&report, &svg)?;
+    let _ = write!(std::io::stdout(), "{}", recflow::eval::report::table(&report));
+    let _ = writeln!(std::io::stdout(), "\nwrote {} and {}", csv.display(), svg.display());
     Ok(())
 }
 
