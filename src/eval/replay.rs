@@ -190,8 +190,9 @@ fn score<'scope>(
     completed: &probe::Handle<Time>,
 ) {
     type Update = (usize, ResultKey, ResultValue, isize);
-    // Per time: its events, and when each batch of them arrived.
-    let mut pending_events: BTreeMap<Time, (Vec<Event>, Vec<(Instant, u64)>)> = BTreeMap::new();
+    /// When batches of a time's events arrived, and how many each held.
+    type Arrivals = Vec<(Instant, u64)>;
+    let mut pending_events: BTreeMap<Time, (Vec<Event>, Arrivals)> = BTreeMap::new();
     let mut pending_results: BTreeMap<Time, Vec<Update>> = BTreeMap::new();
     events
         .inner
