@@ -39,7 +39,7 @@ enum Command {
 struct EvalArgs {
     /// The pipeline file.
     pipeline: PathBuf,
-    /// Replay `file:PATH` (or `PATH`) instead of the pipeline's `source.path`.
+    /// Replay `file:PATH` (or `PATH`, or `-` for stdin) instead of the pipeline's `source.path`.
     #[arg(long)]
     input: Option<String>,
     /// List length (default: the pipeline's `recommend.k`).
@@ -237,11 +237,8 @@ fn eval(args: EvalArgs) -> Result<()> {
     let input = match (&args.input, &pipeline.source.path) {
         (Some(input), _) => PathBuf::from(input.strip_prefix("file:").unwrap_or(input)),
         (None, Some(path)) if pipeline.source.kind == recflow::spec::SourceKind::File => path.clone(),
-        _ => bail!("{}: eval replays a file; pass --input file:PATH", args.pipeline.display()),
+        _ => bail!("{}: has no source.path; pass --input file:PATH", args.pipeline.display()),
     };
-    if input.as_os_str() == "-" {
-        bail!("--input -: eval reads its input twice (to count it, then to replay it); pass a file");
-    }
     let mut compare = Vec::new();
     for path in &args.compare {
         let other = Pipeline::load(path)?;

@@ -138,6 +138,12 @@ fn metrics_match_a_hand_computed_fixture() {
         close(windowed.ndcg, (5.0 + rank2) / 10.0, "windowed ndcg");
         close(windowed.mrr, 0.55, "windowed mrr");
     }
+    // The replay is in event-time order whatever the file's order.
+    let reversed = dir.join("reversed.csv");
+    std::fs::write(&reversed, FIXTURE_EVENTS.lines().rev().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let sorted = evaluate(&pipeline, &options(&input, 3), config(1)).unwrap().unwrap();
+    let from_reversed = evaluate(&pipeline, &options(&reversed, 3), config(1)).unwrap().unwrap();
+    assert_eq!(sorted.evaluation, from_reversed.evaluation);
     // Warm-up: the first 5 accepted events are learned only; of the remaining six, (1,1)@9 is
     // skipped and the blend hits (3,1)@7 and (4,2)@11, both at rank 2.
     let report = evaluate(&pipeline, &EvalOptions { warmup: 0.5, ..options(&input, 1) }, config(1)).unwrap().unwrap();
@@ -298,5 +304,15 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
     refused(&["eval", &pipeline, "--input", &input, "-k", "0"], "-k: must be at least 1");
     refused(&["eval", "pipelines/hot-items.toml", "--input", &input], "has no [recommend] table");
     refused(&["eval", &pipeline, "--input", "file:/nonexistent/events.csv"], "cannot read input");
+    // A compared pipeline replays this one's [time]: its refresh must fit this tick.
+    let other = dir.join("other.toml");
+    let other_toml = "[source]\ntimestamp_unit = \"ms\"\n[time]\ntick = \"500ms\"\n\
+                      [recommend]\n[recommend.similarity]\nrefresh = \"1500ms\"\n";
+    std::fs::write(&other, other_toml).unwrap();
+    let other = other.display().to_string();
+    refused(
+        &["eval", &pipeline, "--input", &input, "--compare", &other],
+        "model other: pipeline fixture with the [weights] and [recommend] of other: key `recommend.similarity.refresh`",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -36,7 +36,8 @@ pub use self::prequential::{Counts, Evaluation, VariantResult};
 /// How to evaluate a pipeline, beyond its file.
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
-    /// The events to replay (a file: it is read twice, once to count the events).
+    /// The events to replay: a file (`-` for standard input), read whole and replayed in
+    /// event-time order.
     pub input: PathBuf,
     /// List length; the pipeline's `recommend.k` when `None`.
     pub k: Option<usize>,
@@ -77,10 +78,9 @@ pub struct Report {
     pub unit: u64,
     /// Records read from the input.
     pub records: u64,
-    /// Records rejected as malformed or invalid.
+    /// Records that could not be decoded into an event (never replayed; `recflow run` writes
+    /// them as dead letters with their reasons).
     pub rejected: u64,
-    /// Late events.
-    pub late: u64,
     /// The metrics: the same for any number of workers.
     pub evaluation: Evaluation,
     /// Update latency while replaying as fast as possible.
@@ -126,6 +126,15 @@ pub enum EvalError {
         /// Timely's message.
         message: String,
     },
+    /// A model's pipeline is not valid once combined with the evaluated pipeline's `[source]`
+    /// and `[time]` (for example a compared refresh that is not a multiple of the tick).
+    #[error("model {model}: {problem}")]
+    Model {
+        /// The model's name.
+        model: String,
+        /// What is wrong with it (shown in the message, so not chained as a source).
+        problem: crate::spec::SpecError,
+    },
     /// An output file cannot be written.
     #[error("cannot write {path}: {message}")]
     Output {
@@ -165,5 +174,11 @@ pub fn evaluate(
         return bad("--slices", "must be at least 1");
     }
     let variants = variants::variants(pipeline, k, &options.compare);
+    for variant in &variants {
+        if let variants::Model::Dataflow(spec) = &variant.model {
+            let origin = format!("{name} with the [weights] and [recommend] of {}", variant.name);
+            spec.validate(&origin).map_err(|problem| EvalError::Model { model: variant.name.clone(), problem })?;
+        }
+    }
     replay::replay(pipeline, &variants, k, options, config)
 }

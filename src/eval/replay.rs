@@ -1,17 +1,18 @@
-//! The replay on timely workers: the input is ingested once, exactly as `recflow run` ingests it
-//! (same decoder, same event clock, so the same dataflow times); every pipeline variant is a
+//! The replay on timely workers: the input is ingested once, through the same ingest operator
+//! and event clock as `recflow run` (so the same dataflow times); every pipeline variant is a
 //! dataflow built by [`crate::dataflow::build`] on those events; one operator on worker 0
 //! gathers the events and every variant's result updates and, once the frontiers of both have
 //! passed a time, hands them to [`Prequential::step`].
 //!
-//! Before the replay the input is read once without the dataflow to count its accepted events,
-//! which fixes the warm-up and the slices and sizes the progress bar.
+//! Before the replay the whole input is read, decoded and sorted by event time ([`read_sorted`]):
+//! the replay is in event-time order whatever the file's order, its length fixes the warm-up and
+//! the slices, and sizes the progress bar. The events are held in memory meanwhile.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::concatenate;
@@ -29,36 +30,71 @@ use crate::event::Event;
 use crate::event_time::EventClock;
 use crate::metrics::{LatencyHistogram, Metrics};
 use crate::results::{ResultKey, ResultValue};
-use crate::source::{ingest, EndRule, EventSource, FileSource, Poll, StreamEnd};
+use crate::source::{ingest, Arrival, EndRule, EventSource, FileSource, Poll, StreamEnd};
 use crate::spec::Pipeline;
 
-/// Opens the input with the pipeline's decoder.
-fn open_input(pipeline: &Pipeline, path: &Path) -> Result<FileSource, EvalError> {
+/// The input's events in event-time order, ready to replay.
+pub struct SortedInput {
+    /// Accepted records as `(event, line)`, stably sorted by event time: ties keep file order.
+    pub events: Vec<(Event, u64)>,
+    /// Records read.
+    pub records: u64,
+    /// Records that could not be decoded into an event (malformed, missing field, bad value).
+    pub rejected: u64,
+    /// The input's name for dead letters.
+    pub name: String,
+}
+
+/// Reads and decodes the whole input with the pipeline's decoder, and sorts it by event time.
+///
+/// A prequential replay is in event-time order whatever the file's order (MovieLens `u.data`,
+/// for one, is not sorted), so no event arrives late and the whole file is replayed.
+pub fn read_sorted(pipeline: &Pipeline, path: &Path) -> Result<SortedInput, EvalError> {
     let decoder = Decoder::new(&pipeline.source);
     let skip_header = pipeline.source.header && decoder.is_delimited();
-    FileSource::open(path, decoder, skip_header).map_err(|source| EvalError::Input {
+    let mut source = FileSource::open(path, decoder, skip_header).map_err(|source| EvalError::Input {
         pipeline: pipeline.name.clone(),
         path: path.display().to_string(),
         source,
-    })
-}
-
-/// How many events of the input the replay will accept: the same decoder and event clock as the
-/// ingest operator, run over the same records in the same order.
-pub fn count_accepted(pipeline: &Pipeline, path: &Path) -> Result<u64, EvalError> {
-    let mut source = open_input(pipeline, path)?;
-    let mut clock = EventClock::new(&pipeline.time);
+    })?;
+    let mut input = SortedInput { events: Vec::new(), records: 0, rejected: 0, name: source.name() };
     let mut arrivals = Vec::with_capacity(8_192);
-    let mut accepted = 0;
     loop {
         arrivals.clear();
         let poll = source.poll(8_192, &mut arrivals);
-        for (event, _) in arrivals.drain(..).flatten() {
-            accepted += u64::from(clock.admit(event.ts).is_some());
+        input.records += arrivals.len() as u64;
+        for arrival in arrivals.drain(..) {
+            match arrival {
+                Ok(event) => input.events.push(event),
+                Err(_) => input.rejected += 1,
+            }
         }
         if poll == Poll::Done {
-            return Ok(accepted);
+            break;
         }
+    }
+    input.events.sort_by_key(|(event, _)| event.ts);
+    Ok(input)
+}
+
+/// Replays sorted events; positions are the events' lines in the file.
+struct Replay {
+    events: std::vec::IntoIter<(Event, u64)>,
+    name: String,
+}
+
+impl EventSource for Replay {
+    fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
+        out.extend(self.events.by_ref().take(max).map(Ok));
+        if self.events.len() == 0 {
+            Poll::Done
+        } else {
+            Poll::Ready
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
     }
 }
 
@@ -87,18 +123,24 @@ pub fn replay(
         timely::CommunicationConfig::Cluster { process, .. } => *process == 0,
         _ => true,
     };
-    let total = if is_first_process { count_accepted(pipeline, &options.input)? } else { 0 };
+    let input = if is_first_process { Some(read_sorted(pipeline, &options.input)?) } else { None };
+    let (records, rejected) = input.as_ref().map_or((0, 0), |i| (i.records, i.rejected));
+    let total = input.as_ref().map_or(0, |i| i.events.len() as u64);
     let plan = Plan::new(total, options.warmup, options.slices);
+    // Worker 0 of process 0 takes the events and feeds them.
+    let input = Arc::new(Mutex::new(input));
     let progress = progress_bar(total, options.progress && is_first_process);
     let metrics = Arc::new(Metrics::default());
     let worker_metrics = Arc::clone(&metrics);
-    let (spec, variants, input) = (pipeline.clone(), variants.to_vec(), options.input.clone());
+    let (spec, variants) = (pipeline.clone(), variants.to_vec());
     let worker_progress = progress.clone();
     let started = Instant::now();
     let guards = timely::execute(config, move |worker| -> Result<Option<(super::Evaluation, Latency)>, EvalError> {
         let reader = worker.index() == 0;
-        let source: Option<Box<dyn EventSource>> =
-            if reader { Some(Box::new(open_input(&spec, &input)?)) } else { None };
+        let taken = if reader { input.lock().ok().and_then(|mut input| input.take()) } else { None };
+        let source = taken.map(|input| -> Box<dyn EventSource> {
+            Box::new(Replay { events: input.events.into_iter(), name: input.name })
+        });
         let state = Rc::new(RefCell::new(reader.then(|| Scoring {
             prequential: Prequential::new(&spec, &variants, k, plan),
             latency: LatencyHistogram::default(),
@@ -148,15 +190,13 @@ pub fn replay(
         }
     }
     progress.finish_and_clear();
-    let snapshot = metrics.snapshot();
     Ok(evaluation.map(|(evaluation, latency)| Report {
         pipeline: pipeline.name.clone(),
         input: options.input.display().to_string(),
         k,
         unit: pipeline.source.timestamp_unit.scale(),
-        records: snapshot.records_in,
-        rejected: snapshot.invalid,
-        late: snapshot.late,
+        records,
+        rejected,
         evaluation,
         latency,
         elapsed_secs: started.elapsed().as_secs_f64(),

@@ -21,8 +21,8 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(out, "pipeline {}, input {}, k = {k}", report.pipeline, report.input);
     let _ = writeln!(
         out,
-        "events: {} records read, {} rejected, {} late; {} accepted: {} warm-up, {} skipped (item already excluded for the user), {} scored; catalogue {} items",
-        report.records, report.rejected, report.late, c.accepted, c.warmup, c.skipped, c.evaluated, e.catalogue
+        "events: {} records read, {} rejected; {} replayed in event-time order: {} warm-up, {} skipped (item already excluded for the user), {} scored; catalogue {} items",
+        report.records, report.rejected, c.accepted, c.warmup, c.skipped, c.evaluated, e.catalogue
     );
     let _ = writeln!(
         out,
