@@ -77,16 +77,47 @@ pub fn read_sorted(pipeline: &Pipeline, path: &Path) -> Result<SortedInput, Eval
     Ok(input)
 }
 
+/// Events the replay lets run ahead of the scored output. Far below the ingest operator's own
+/// bound, so that the dataflow moves through the stream in small steps: the progress bar moves,
+/// and update latency is a latency rather than the time to queue the whole file.
+const AHEAD: u64 = 8_192;
+/// Events handed to the ingest operator per poll.
+const CHUNK: usize = 2_048;
+
 /// Replays sorted events; positions are the events' lines in the file.
 struct Replay {
-    events: std::vec::IntoIter<(Event, u64)>,
+    events: std::iter::Peekable<std::vec::IntoIter<(Event, u64)>>,
     name: String,
+    /// The scored output's frontier.
+    completed: probe::Handle<Time>,
+    /// Batches not yet scored: (dataflow time of the batch's last event, events).
+    ahead: std::collections::VecDeque<(Time, u64)>,
+    /// The ingest operator's frontier follows the watermark: `max_out_of_orderness` behind the
+    /// latest event, rounded up to a tick (events are sorted, so this is also their time rule).
+    clock: EventClock,
 }
 
 impl EventSource for Replay {
     fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
-        out.extend(self.events.by_ref().take(max).map(Ok));
-        if self.events.len() == 0 {
+        while self.ahead.front().is_some_and(|(time, _)| !self.completed.less_equal(time)) {
+            self.ahead.pop_front();
+        }
+        let ahead: u64 = self.ahead.iter().map(|(_, n)| n).sum();
+        // Wait only while the output lags behind what it could already complete, as the ingest
+        // operator does: events past the watermark cannot complete until more are read.
+        if ahead > AHEAD && self.completed.less_than(&self.clock.frontier()) {
+            return Poll::Idle;
+        }
+        let before = out.len();
+        let mut last = None;
+        for (event, line) in self.events.by_ref().take(max.min(CHUNK)) {
+            last = self.clock.admit(event.ts).or(last);
+            out.push(Ok((event, line)));
+        }
+        if let Some(time) = last {
+            self.ahead.push_back((time, (out.len() - before) as u64));
+        }
+        if self.events.peek().is_none() {
             Poll::Done
         } else {
             Poll::Ready
@@ -103,11 +134,12 @@ fn progress_bar(total: u64, visible: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "replaying {bar:40} {human_pos}/{human_len} events, {per_sec}, {elapsed_precise} (eta {eta})",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("replaying {bar:40} {human_pos}/{human_len} events, {elapsed_precise} (eta {eta})")
+    {
         bar.set_style(style);
     }
+    bar.enable_steady_tick(Duration::from_millis(250));
     bar
 }
 
@@ -138,14 +170,20 @@ pub fn replay(
     let guards = timely::execute(config, move |worker| -> Result<Option<(super::Evaluation, Latency)>, EvalError> {
         let reader = worker.index() == 0;
         let taken = if reader { input.lock().ok().and_then(|mut input| input.take()) } else { None };
+        let completed = probe::Handle::<Time>::new();
         let source = taken.map(|input| -> Box<dyn EventSource> {
-            Box::new(Replay { events: input.events.into_iter(), name: input.name })
+            Box::new(Replay {
+                events: input.events.into_iter().peekable(),
+                name: input.name,
+                completed: completed.clone(),
+                ahead: Default::default(),
+                clock: EventClock::new(&spec.time),
+            })
         });
         let state = Rc::new(RefCell::new(reader.then(|| Scoring {
             prequential: Prequential::new(&spec, &variants, k, plan),
             latency: LatencyHistogram::default(),
         })));
-        let completed = probe::Handle::<Time>::new();
         let end = StreamEnd::default();
         let end_rule = EndRule {
             alignment: spec.recommend.as_ref().map_or(spec.time.tick.millis(), |r| r.similarity.refresh.millis()),
