@@ -244,7 +244,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         let other = Pipeline::load(path)?;
         if other.source != pipeline.source || other.time != pipeline.time {
             eprintln!(
-                "recflow: --compare {}: its [source] and [time] are ignored; every model replays {}'s",
+                "recflow: --compare {}: replayed with the [source] and [time] of {} (its own are not used)",
                 path.display(),
                 args.pipeline.display()
             );
