@@ -54,7 +54,7 @@ struct EvalArgs {
     /// Another pipeline file whose `[weights]` and `[recommend]` to evaluate on the same replay.
     #[arg(long)]
     compare: Vec<PathBuf>,
-    /// Directory for `metrics.csv` and `hr.svg`.
+    /// Directory for `metrics.csv`, `latency.csv` and `hr.svg`.
     #[arg(long, default_value = "eval-out")]
     out: PathBuf,
     /// No progress bar.
@@ -264,11 +264,12 @@ fn eval(args: EvalArgs) -> Result<()> {
         return Ok(());
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
-    let (csv, svg) = (args.out.join("metrics.csv"), args.out.join("hr.svg"));
+    let (csv, latency, svg) = (args.out.join("metrics.csv"), args.out.join("latency.csv"), args.out.join("hr.svg"));
     recflow::eval::report::write_csv(&report, &csv)?;
+    recflow::eval::report::write_latency_csv(&report, &latency)?;
     recflow::eval::plot::write_svg(&report, &svg)?;
     let _ = write!(std::io::stdout(), "{}", recflow::eval::report::table(&report));
-    let _ = writeln!(std::io::stdout(), "\nwrote {} and {}", csv.display(), svg.display());
+    let _ = writeln!(std::io::stdout(), "\nwrote {}, {} and {}", csv.display(), latency.display(), svg.display());
     Ok(())
 }
 

@@ -290,6 +290,10 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
     assert_eq!(lines.len(), 1 + 5 * 3, "5 models, each overall and 2 slices");
     assert!(lines[1].starts_with("blend,all,1,11,10,3,0.300000,"), "{}", lines[1]);
     assert!(lines.iter().any(|l| l.starts_with("global-pop,all,1,11,10,7,0.700000,") && l.ends_with(",,")));
+    let latency = std::fs::read_to_string(out.join("latency.csv")).unwrap();
+    let latency: Vec<&str> = latency.lines().collect();
+    assert_eq!((latency.len(), latency[0]), (4, "slice,p50_ms,p90_ms,p99_ms"), "{latency:?}");
+    assert!(latency[1].starts_with("all,") && latency[3].starts_with("2,"), "{latency:?}");
     let svg = std::fs::read_to_string(out.join("hr.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("HR@2 over the stream") && svg.contains("windowed-pop"));
 

@@ -85,6 +85,8 @@ pub struct Report {
     pub evaluation: Evaluation,
     /// Update latency while replaying as fast as possible.
     pub latency: Latency,
+    /// Update latency per slice (events of a time count in the slice of the time's first event).
+    pub slice_latency: Vec<Latency>,
     /// Wall-clock seconds of the replay (every model together). Depends on the machine.
     pub elapsed_secs: f64,
 }

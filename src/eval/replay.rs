@@ -167,57 +167,64 @@ pub fn replay(
     let (spec, variants) = (pipeline.clone(), variants.to_vec());
     let worker_progress = progress.clone();
     let started = Instant::now();
-    let guards = timely::execute(config, move |worker| -> Result<Option<(super::Evaluation, Latency)>, EvalError> {
-        let reader = worker.index() == 0;
-        let taken = if reader { input.lock().ok().and_then(|mut input| input.take()) } else { None };
-        let completed = probe::Handle::<Time>::new();
-        let source = taken.map(|input| -> Box<dyn EventSource> {
-            Box::new(Replay {
-                events: input.events.into_iter().peekable(),
-                name: input.name,
-                completed: completed.clone(),
-                ahead: Default::default(),
-                clock: EventClock::new(&spec.time),
-            })
-        });
-        let state = Rc::new(RefCell::new(reader.then(|| Scoring {
-            prequential: Prequential::new(&spec, &variants, k, plan),
-            latency: LatencyHistogram::default(),
-        })));
-        let end = StreamEnd::default();
-        let end_rule = EndRule {
-            alignment: spec.recommend.as_ref().map_or(spec.time.tick.millis(), |r| r.similarity.refresh.millis()),
-            hopping: None,
-        };
-        let dataflow_index = worker.next_dataflow_index();
-        worker.dataflow::<Time, _, _>(|scope| {
-            let ingested = ingest(
-                scope,
-                source,
-                EventClock::new(&spec.time),
-                end_rule,
-                Arc::clone(&worker_metrics),
-                end.clone(),
-                completed.clone(),
-            );
-            let mut results = Vec::new();
-            for (index, variant) in variants.iter().enumerate() {
-                if let Model::Dataflow(variant_spec) = &variant.model {
-                    let built = dataflow::build(ingested.events.clone(), variant_spec, &end);
-                    results.push(built.map(move |(key, value)| (index, key, value)));
+    let guards = timely::execute(
+        config,
+        move |worker| -> Result<Option<(super::Evaluation, Latency, Vec<Latency>)>, EvalError> {
+            let reader = worker.index() == 0;
+            let taken = if reader { input.lock().ok().and_then(|mut input| input.take()) } else { None };
+            let completed = probe::Handle::<Time>::new();
+            let source = taken.map(|input| -> Box<dyn EventSource> {
+                Box::new(Replay {
+                    events: input.events.into_iter().peekable(),
+                    name: input.name,
+                    completed: completed.clone(),
+                    ahead: Default::default(),
+                    clock: EventClock::new(&spec.time),
+                })
+            });
+            let state = Rc::new(RefCell::new(reader.then(|| Scoring {
+                prequential: Prequential::new(&spec, &variants, k, plan),
+                latency: LatencyHistogram::default(),
+                slice_latency: (0..plan.slices).map(|_| LatencyHistogram::default()).collect(),
+            })));
+            let end = StreamEnd::default();
+            let end_rule = EndRule {
+                alignment: spec.recommend.as_ref().map_or(spec.time.tick.millis(), |r| r.similarity.refresh.millis()),
+                hopping: None,
+            };
+            let dataflow_index = worker.next_dataflow_index();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let ingested = ingest(
+                    scope,
+                    source,
+                    EventClock::new(&spec.time),
+                    end_rule,
+                    Arc::clone(&worker_metrics),
+                    end.clone(),
+                    completed.clone(),
+                );
+                let mut results = Vec::new();
+                for (index, variant) in variants.iter().enumerate() {
+                    if let Model::Dataflow(variant_spec) = &variant.model {
+                        let built = dataflow::build(ingested.events.clone(), variant_spec, &end);
+                        results.push(built.map(move |(key, value)| (index, key, value)));
+                    }
                 }
+                let results = concatenate(scope, results);
+                score(ingested.events, results, Rc::clone(&state), worker_progress.clone(), &completed);
+            });
+            let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));
+            while !finished() {
+                worker.step_or_park(Some(Duration::from_millis(50)));
             }
-            let results = concatenate(scope, results);
-            score(ingested.events, results, Rc::clone(&state), worker_progress.clone(), &completed);
-        });
-        let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));
-        while !finished() {
-            worker.step_or_park(Some(Duration::from_millis(50)));
-        }
-        worker.drop_dataflow(dataflow_index);
-        let scored = state.borrow_mut().take().map(|s| (s.prequential.finish(), quantiles(&s.latency)));
-        Ok(scored)
-    })
+            worker.drop_dataflow(dataflow_index);
+            let scored = state.borrow_mut().take().map(|s| {
+                let slices = s.slice_latency.iter().map(quantiles).collect();
+                (s.prequential.finish(), quantiles(&s.latency), slices)
+            });
+            Ok(scored)
+        },
+    )
     .map_err(|message| EvalError::Workers { pipeline: pipeline.name.clone(), message })?;
     let mut evaluation = None;
     for result in guards.join() {
@@ -228,7 +235,7 @@ pub fn replay(
         }
     }
     progress.finish_and_clear();
-    Ok(evaluation.map(|(evaluation, latency)| Report {
+    Ok(evaluation.map(|(evaluation, latency, slice_latency)| Report {
         pipeline: pipeline.name.clone(),
         input: options.input.display().to_string(),
         k,
@@ -237,6 +244,7 @@ pub fn replay(
         rejected,
         evaluation,
         latency,
+        slice_latency,
         elapsed_secs: started.elapsed().as_secs_f64(),
     }))
 }
@@ -255,6 +263,8 @@ struct Scoring {
     /// Per event: from its arrival at the scoring operator until every model's results at its
     /// time are complete and it is scored.
     latency: LatencyHistogram,
+    /// The same per slice, for the scored part of the stream.
+    slice_latency: Vec<LatencyHistogram>,
 }
 
 /// The scoring operator: on worker 0, once neither input can still bring anything at or before
@@ -312,9 +322,14 @@ fn score<'scope>(
                         let (events, arrivals) = pending_events.remove(&next).unwrap_or_default();
                         let updates = pending_results.remove(&next).unwrap_or_default();
                         if let Some(state) = state.as_mut() {
+                            let slice = state.prequential.next_slice();
                             state.prequential.step(next, events, updates);
                             for (at, count) in arrivals {
-                                state.latency.record(at.elapsed().as_micros() as u64, count);
+                                let micros = at.elapsed().as_micros() as u64;
+                                state.latency.record(micros, count);
+                                if let Some(histogram) = slice.and_then(|s| state.slice_latency.get(s)) {
+                                    histogram.record(micros, count);
+                                }
                             }
                             progress.set_position(state.prequential.replayed());
                         }

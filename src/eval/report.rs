@@ -54,17 +54,18 @@ pub fn table(report: &Report) -> String {
         for r in &e.results {
             let _ = write!(out, " {} |", r.name);
         }
-        let _ = write!(out, "\n|---:|---:|");
+        let _ = write!(out, " latency p50 | p99 |\n|---:|---:|");
         for _ in &e.results {
             let _ = write!(out, "---:|");
         }
-        out.push('\n');
+        out.push_str("---:|---:|\n");
         for slice in 0..e.results[0].slices.len() {
             let _ = write!(out, "| {} | {} |", slice + 1, e.results[0].slices[slice].events);
             for r in &e.results {
                 let _ = write!(out, " {:.4} |", r.slices[slice].hr);
             }
-            out.push('\n');
+            let latency = report.slice_latency.get(slice).copied().unwrap_or_default();
+            let _ = writeln!(out, " {} | {} |", ms(latency.p50_ms), ms(latency.p99_ms));
         }
     }
     out
@@ -108,8 +109,30 @@ pub fn csv(report: &Report) -> String {
     out
 }
 
+/// Update latency overall (`slice` = `all`) and per slice, in milliseconds, as CSV. Unlike
+/// [`csv`] this depends on the machine and the run.
+pub fn latency_csv(report: &Report) -> String {
+    let mut out = String::from("slice,p50_ms,p90_ms,p99_ms\n");
+    let cell = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v:.3}"));
+    let rows = std::iter::once(("all".to_string(), report.latency))
+        .chain(report.slice_latency.iter().enumerate().map(|(i, l)| ((i + 1).to_string(), *l)));
+    for (slice, l) in rows {
+        let _ = writeln!(out, "{slice},{},{},{}", cell(l.p50_ms), cell(l.p90_ms), cell(l.p99_ms));
+    }
+    out
+}
+
 /// Writes [`csv`] to `path`.
 pub fn write_csv(report: &Report, path: &Path) -> Result<(), EvalError> {
-    std::fs::write(path, csv(report))
+    write(path, csv(report))
+}
+
+/// Writes [`latency_csv`] to `path`.
+pub fn write_latency_csv(report: &Report, path: &Path) -> Result<(), EvalError> {
+    write(path, latency_csv(report))
+}
+
+fn write(path: &Path, text: String) -> Result<(), EvalError> {
+    std::fs::write(path, text)
         .map_err(|e| EvalError::Output { path: path.display().to_string(), message: e.to_string() })
 }
