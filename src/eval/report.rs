@@ -48,6 +48,10 @@ pub fn table(report: &Report) -> String {
             r.name, s.hr, s.ndcg, s.mrr, s.coverage, s.no_list
         );
     }
+    out.push('\n');
+    for r in &e.results {
+        let _ = writeln!(out, "- {}: {}", r.name, r.description);
+    }
     if e.results.first().is_some_and(|r| r.slices.len() > 1) {
         let _ = writeln!(out, "\nHR@{k} per slice of the scored stream (equal numbers of accepted events):\n");
         let _ = write!(out, "| slice | events |");

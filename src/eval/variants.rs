@@ -52,6 +52,7 @@ pub fn variants(pipeline: &Pipeline, k: usize, compare: &[(String, Pipeline)]) -
         Box::new(variant)
     };
     let (alpha, beta) = pipeline.recommend.as_ref().map_or((0.0, 0.0), |r| (r.alpha, r.beta));
+    let window = pipeline.recommend.as_ref().map_or_else(String::new, |r| r.popular_window.to_string());
     let exclusion = match pipeline.recommend.as_ref().map(|r| r.exclude) {
         Some(Exclude::Seen) => ", seen items skipped",
         Some(Exclude::Bought) => ", bought items skipped",
@@ -75,7 +76,7 @@ pub fn variants(pipeline: &Pipeline, k: usize, compare: &[(String, Pipeline)]) -
         },
         Variant {
             name: "windowed-pop".into(),
-            description: format!("most events in the last popular_window{exclusion}"),
+            description: format!("most events in the last {window} (popular_window){exclusion}"),
             model: Model::WindowedPopularity,
         },
         Variant {
