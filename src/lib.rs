@@ -4,9 +4,11 @@
 //! validated [`event::Event`]s) → [`event_time`] (watermark, lateness, dataflow time) →
 //! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
 //! dead letters). [`run`] wires them together on timely workers; [`spec`] is the pipeline file.
+//! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
 
 pub mod dataflow;
 pub mod decode;
+pub mod eval;
 pub mod event;
 pub mod event_time;
 pub mod kafka;

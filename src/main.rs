@@ -37,6 +37,8 @@ enum Command {
     Produce(ProduceArgs),
     /// Print the changes on a recommendations or hot-items topic as they happen.
     Subscribe(SubscribeArgs),
+    /// Replay a file test-then-learn and measure the recommendations: HR@k, NDCG, MRR, coverage.
+    Eval(EvalArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +83,36 @@ struct SubscribeArgs {
     /// Print JSON lines instead of readable lines.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+struct EvalArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Replay `file:PATH` (or `PATH`, or `-` for stdin) instead of the pipeline's `source.path`.
+    #[arg(long)]
+    input: Option<String>,
+    /// List length (default: the pipeline's `recommend.k`).
+    #[arg(short = 'k', long = "k")]
+    k: Option<usize>,
+    /// Share of the events, from the start, that are learned but not scored.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Number of slices of the stream for the per-slice metrics and the plot.
+    #[arg(long, default_value_t = 20)]
+    slices: usize,
+    /// Another pipeline file whose `[weights]` and `[recommend]` to evaluate on the same replay.
+    #[arg(long)]
+    compare: Vec<PathBuf>,
+    /// Directory for `metrics.csv`, `latency.csv` and `hr.svg`.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    #[command(flatten)]
+    workers: WorkerArgs,
 }
 
 #[derive(Args)]
@@ -309,6 +341,7 @@ fn main() -> Result<()> {
             kafka::subscribe::subscribe(&options, &mut std::io::stdout().lock())?;
         }
         Command::Bench(args) => bench(args)?,
+        Command::Eval(args) => eval(args)?,
     }
     Ok(())
 }
@@ -332,6 +365,47 @@ fn load_ignoring_source_kind(path: &std::path::Path) -> Result<Pipeline> {
     pipeline.source.kind = SourceKind::Synth;
     pipeline.validate(&path.display().to_string())?;
     Ok(pipeline)
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    let input = match (&args.input, &pipeline.source.path) {
+        (Some(input), _) => PathBuf::from(input.strip_prefix("file:").unwrap_or(input)),
+        (None, Some(path)) if pipeline.source.kind == recflow::spec::SourceKind::File => path.clone(),
+        _ => bail!("{}: has no source.path; pass --input file:PATH", args.pipeline.display()),
+    };
+    let mut compare = Vec::new();
+    for path in &args.compare {
+        let other = Pipeline::load(path)?;
+        if other.source != pipeline.source || other.time != pipeline.time {
+            eprintln!(
+                "recflow: --compare {}: replayed with the [source] and [time] of {} (its own are not used)",
+                path.display(),
+                args.pipeline.display()
+            );
+        }
+        let name = path.file_stem().map_or_else(|| other.name.clone(), |s| s.to_string_lossy().into_owned());
+        compare.push((name, other));
+    }
+    let options = recflow::eval::EvalOptions {
+        input,
+        k: args.k,
+        warmup: args.warmup,
+        slices: args.slices,
+        compare,
+        progress: !args.quiet,
+    };
+    let Some(report) = recflow::eval::evaluate(&pipeline, &options, timely_config(&args.workers)?)? else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
+    let (csv, latency, svg) = (args.out.join("metrics.csv"), args.out.join("latency.csv"), args.out.join("hr.svg"));
+    recflow::eval::report::write_csv(&report, &csv)?;
+    recflow::eval::report::write_latency_csv(&report, &latency)?;
+    recflow::eval::plot::write_svg(&report, &svg)?;
+    let _ = write!(std::io::stdout(), "{}", recflow::eval::report::table(&report));
+    let _ = writeln!(std::io::stdout(), "\nwrote {}, {} and {}", csv.display(), latency.display(), svg.display());
+    Ok(())
 }
 
 fn generate(args: GenArgs) -> Result<()> {

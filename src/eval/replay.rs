@@ -1,0 +1,344 @@
+//! The replay on timely workers: the input is ingested once, through the same ingest operator
+//! and event clock as `recflow run` (so the same dataflow times); every pipeline variant is a
+//! dataflow built by [`crate::dataflow::build`] on those events; one operator on worker 0
+//! gathers the events and every variant's result updates and, once the frontiers of both have
+//! passed a time, hands them to [`Prequential::step`].
+//!
+//! Before the replay the whole input is read, decoded and sorted by event time ([`read_sorted`]):
+//! the replay is in event-time order whatever the file's order, its length fixes the warm-up and
+//! the slices, and sizes the progress bar. The events are held in memory meanwhile.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::collection::concatenate;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::{probe, Probe};
+
+use super::prequential::{Plan, Prequential};
+use super::variants::{Model, Variant};
+use super::{EvalError, EvalOptions, Latency, Report};
+use crate::dataflow::{self, Coll, Time};
+use crate::decode::Decoder;
+use crate::event::Event;
+use crate::event_time::EventClock;
+use crate::metrics::{LatencyHistogram, Metrics};
+use crate::results::{ResultKey, ResultValue};
+use crate::source::{ingest, Arrival, EndRule, EventSource, FileSource, Poll, Position, StreamEnd};
+use crate::spec::Pipeline;
+
+/// The input's events in event-time order, ready to replay.
+pub struct SortedInput {
+    /// Accepted records as `(event, line)`, stably sorted by event time: ties keep file order.
+    pub events: Vec<(Event, u64)>,
+    /// Records read.
+    pub records: u64,
+    /// Records that could not be decoded into an event (malformed, missing field, bad value).
+    pub rejected: u64,
+    /// The input's name for dead letters.
+    pub name: String,
+}
+
+/// Reads and decodes the whole input with the pipeline's decoder, and sorts it by event time.
+///
+/// A prequential replay is in event-time order whatever the file's order (MovieLens `u.data`,
+/// for one, is not sorted), so no event arrives late and the whole file is replayed.
+pub fn read_sorted(pipeline: &Pipeline, path: &Path) -> Result<SortedInput, EvalError> {
+    let decoder = Decoder::new(&pipeline.source);
+    let skip_header = pipeline.source.header && decoder.is_delimited();
+    let mut source = FileSource::open(path, decoder, skip_header).map_err(|source| EvalError::Input {
+        pipeline: pipeline.name.clone(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut input = SortedInput { events: Vec::new(), records: 0, rejected: 0, name: source.name() };
+    let mut arrivals = Vec::with_capacity(8_192);
+    loop {
+        arrivals.clear();
+        let poll = source.poll(8_192, &mut arrivals);
+        input.records += arrivals.len() as u64;
+        for arrival in arrivals.drain(..) {
+            match arrival {
+                (at, Ok(event)) => input.events.push((event, at.offset)),
+                (_, Err(_)) => input.rejected += 1,
+            }
+        }
+        if poll == Poll::Done {
+            break;
+        }
+    }
+    input.events.sort_by_key(|(event, _)| event.ts);
+    Ok(input)
+}
+
+/// Events the replay lets run ahead of the scored output. Far below the ingest operator's own
+/// bound, so that the dataflow moves through the stream in small steps: the progress bar moves,
+/// and update latency is a latency rather than the time to queue the whole file.
+const AHEAD: u64 = 8_192;
+/// Events handed to the ingest operator per poll.
+const CHUNK: usize = 2_048;
+
+/// Replays sorted events; positions are the events' lines in the file.
+struct Replay {
+    events: std::iter::Peekable<std::vec::IntoIter<(Event, u64)>>,
+    name: String,
+    /// The scored output's frontier.
+    completed: probe::Handle<Time>,
+    /// Batches not yet scored: (dataflow time of the batch's last event, events).
+    ahead: std::collections::VecDeque<(Time, u64)>,
+    /// The ingest operator's frontier follows the watermark: `max_out_of_orderness` behind the
+    /// latest event, rounded up to a tick (events are sorted, so this is also their time rule).
+    clock: EventClock,
+}
+
+impl EventSource for Replay {
+    fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
+        while self.ahead.front().is_some_and(|(time, _)| !self.completed.less_equal(time)) {
+            self.ahead.pop_front();
+        }
+        let ahead: u64 = self.ahead.iter().map(|(_, n)| n).sum();
+        // Wait only while the output lags behind what it could already complete, as the ingest
+        // operator does: events past the watermark cannot complete until more are read.
+        if ahead > AHEAD && self.completed.less_than(&self.clock.frontier()) {
+            return Poll::Idle;
+        }
+        let before = out.len();
+        let mut last = None;
+        for (event, line) in self.events.by_ref().take(max.min(CHUNK)) {
+            last = self.clock.admit(event.ts).or(last);
+            out.push((Position { lane: 0, offset: line }, Ok(event)));
+        }
+        if let Some(time) = last {
+            self.ahead.push_back((time, (out.len() - before) as u64));
+        }
+        if self.events.peek().is_none() {
+            Poll::Done
+        } else {
+            Poll::Ready
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+fn progress_bar(total: u64, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("replaying {bar:40} {human_pos}/{human_len} events, {elapsed_precise} (eta {eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Replays `options.input` through every variant; see [`super::evaluate`].
+pub fn replay(
+    pipeline: &Pipeline,
+    variants: &[Variant],
+    k: usize,
+    options: &EvalOptions,
+    config: timely::Config,
+) -> Result<Option<Report>, EvalError> {
+    let is_first_process = match &config.communication {
+        timely::CommunicationConfig::Cluster { process, .. } => *process == 0,
+        _ => true,
+    };
+    let input = if is_first_process { Some(read_sorted(pipeline, &options.input)?) } else { None };
+    let (records, rejected) = input.as_ref().map_or((0, 0), |i| (i.records, i.rejected));
+    let total = input.as_ref().map_or(0, |i| i.events.len() as u64);
+    let plan = Plan::new(total, options.warmup, options.slices);
+    // Worker 0 of process 0 takes the events and feeds them.
+    let input = Arc::new(Mutex::new(input));
+    let progress = progress_bar(total, options.progress && is_first_process);
+    let metrics = Arc::new(Metrics::default());
+    let worker_metrics = Arc::clone(&metrics);
+    let (spec, variants) = (pipeline.clone(), variants.to_vec());
+    let worker_progress = progress.clone();
+    let started = Instant::now();
+    let guards = timely::execute(
+        config,
+        move |worker| -> Result<Option<(super::Evaluation, Latency, Vec<Latency>)>, EvalError> {
+            let reader = worker.index() == 0;
+            let taken = if reader { input.lock().ok().and_then(|mut input| input.take()) } else { None };
+            let completed = probe::Handle::<Time>::new();
+            let source = taken.map(|input| -> Box<dyn EventSource> {
+                Box::new(Replay {
+                    events: input.events.into_iter().peekable(),
+                    name: input.name,
+                    completed: completed.clone(),
+                    ahead: Default::default(),
+                    clock: EventClock::new(&spec.time),
+                })
+            });
+            let state = Rc::new(RefCell::new(reader.then(|| Scoring {
+                prequential: Prequential::new(&spec, &variants, k, plan),
+                latency: LatencyHistogram::default(),
+                slice_latency: (0..plan.slices).map(|_| LatencyHistogram::default()).collect(),
+            })));
+            let end = StreamEnd::default();
+            let end_rule = EndRule {
+                tick: spec.time.tick.millis(),
+                alignment: spec.recommend.as_ref().map_or(spec.time.tick.millis(), |r| r.similarity.refresh.millis()),
+                hopping: None,
+            };
+            let dataflow_index = worker.next_dataflow_index();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let ingested = ingest(
+                    scope,
+                    source,
+                    1,
+                    EventClock::new(&spec.time),
+                    end_rule,
+                    Arc::clone(&worker_metrics),
+                    end.clone(),
+                    completed.clone(),
+                    None,
+                );
+                let mut results = Vec::new();
+                for (index, variant) in variants.iter().enumerate() {
+                    if let Model::Dataflow(variant_spec) = &variant.model {
+                        let built = dataflow::build(ingested.events.clone(), variant_spec, &end);
+                        results.push(built.map(move |(key, value)| (index, key, value)));
+                    }
+                }
+                let results = concatenate(scope, results);
+                score(ingested.events, results, Rc::clone(&state), worker_progress.clone(), &completed);
+            });
+            let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));
+            while !finished() {
+                worker.step_or_park(Some(Duration::from_millis(50)));
+            }
+            worker.drop_dataflow(dataflow_index);
+            let scored = state.borrow_mut().take().map(|s| {
+                let slices = s.slice_latency.iter().map(quantiles).collect();
+                (s.prequential.finish(), quantiles(&s.latency), slices)
+            });
+            Ok(scored)
+        },
+    )
+    .map_err(|message| EvalError::Workers { pipeline: pipeline.name.clone(), message })?;
+    let mut evaluation = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(found)) => evaluation = evaluation.or(found),
+            Ok(Err(e)) => return Err(e),
+            Err(message) => return Err(EvalError::Workers { pipeline: pipeline.name.clone(), message }),
+        }
+    }
+    progress.finish_and_clear();
+    Ok(evaluation.map(|(evaluation, latency, slice_latency)| Report {
+        pipeline: pipeline.name.clone(),
+        input: options.input.display().to_string(),
+        k,
+        unit: pipeline.source.timestamp_unit.scale(),
+        records,
+        rejected,
+        evaluation,
+        latency,
+        slice_latency,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    }))
+}
+
+fn quantiles(histogram: &LatencyHistogram) -> Latency {
+    Latency {
+        p50_ms: histogram.quantile_ms(0.5),
+        p90_ms: histogram.quantile_ms(0.9),
+        p99_ms: histogram.quantile_ms(0.99),
+    }
+}
+
+/// What the scoring operator keeps on worker 0.
+struct Scoring {
+    prequential: Prequential,
+    /// Per event: from its arrival at the scoring operator until every model's results at its
+    /// time are complete and it is scored.
+    latency: LatencyHistogram,
+    /// The same per slice, for the scored part of the stream.
+    slice_latency: Vec<LatencyHistogram>,
+}
+
+/// The scoring operator: on worker 0, once neither input can still bring anything at or before
+/// a time, steps the evaluator through that time. Attaches `completed` after it, so the ingest
+/// operator's back-pressure and the run's end wait for the scoring too.
+fn score<'scope>(
+    events: Coll<'scope, Event>,
+    results: Coll<'scope, (usize, ResultKey, ResultValue)>,
+    state: Rc<RefCell<Option<Scoring>>>,
+    progress: ProgressBar,
+    completed: &probe::Handle<Time>,
+) {
+    type Update = (usize, ResultKey, ResultValue, isize);
+    /// When batches of a time's events arrived, and how many each held.
+    type Arrivals = Vec<(Instant, u64)>;
+    let mut pending_events: BTreeMap<Time, (Vec<Event>, Arrivals)> = BTreeMap::new();
+    let mut pending_results: BTreeMap<Time, Vec<Update>> = BTreeMap::new();
+    events
+        .inner
+        .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            results.inner,
+            Exchange::new(|_: &(Event, Time, isize)| 0u64),
+            Exchange::new(|_: &((usize, ResultKey, ResultValue), Time, isize)| 0u64),
+            "Eval: Prequential",
+            move |_capability, _info| {
+                move |(events, event_frontier), (results, result_frontier), _output| {
+                    let now = Instant::now();
+                    events.for_each(|_time, data| {
+                        for (event, time, diff) in data.drain(..) {
+                            let (pending, arrivals) = pending_events.entry(time).or_default();
+                            let copies = diff.max(0) as u64;
+                            pending.extend(std::iter::repeat_n(event, copies as usize));
+                            match arrivals.last_mut() {
+                                Some((at, count)) if *at == now => *count += copies,
+                                _ => arrivals.push((now, copies)),
+                            }
+                        }
+                    });
+                    results.for_each(|_time, data| {
+                        for ((variant, key, value), time, diff) in data.drain(..) {
+                            pending_results.entry(time).or_default().push((variant, key, value, diff));
+                        }
+                    });
+                    let mut state = state.borrow_mut();
+                    loop {
+                        let next = match (pending_events.keys().next(), pending_results.keys().next()) {
+                            (Some(a), Some(b)) => *a.min(b),
+                            (Some(a), None) => *a,
+                            (None, Some(b)) => *b,
+                            (None, None) => break,
+                        };
+                        if event_frontier.less_equal(&next) || result_frontier.less_equal(&next) {
+                            break;
+                        }
+                        let (events, arrivals) = pending_events.remove(&next).unwrap_or_default();
+                        let updates = pending_results.remove(&next).unwrap_or_default();
+                        if let Some(state) = state.as_mut() {
+                            let slice = state.prequential.next_slice();
+                            state.prequential.step(next, events, updates);
+                            for (at, count) in arrivals {
+                                let micros = at.elapsed().as_micros() as u64;
+                                state.latency.record(micros, count);
+                                if let Some(histogram) = slice.and_then(|s| state.slice_latency.get(s)) {
+                                    histogram.record(micros, count);
+                                }
+                            }
+                            progress.set_position(state.prequential.replayed());
+                        }
+                    }
+                }
+            },
+        )
+        .probe_with(completed);
+}
