@@ -188,16 +188,14 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
         let source = open_source(&pipeline, &options, index, peers, &worker_metrics)?;
-        let partitions = match source.as_ref() {
-            Some(_) if parallel => {
-                let address = KafkaAddress {
-                    brokers: pipeline.source.kafka.brokers.clone(),
-                    topic: pipeline.source.kafka.topic.clone(),
-                };
-                let config = crate::kafka::client_config(&address.brokers, &pipeline.source.kafka.options);
-                crate::kafka::partition_count(&address, &config).ok().flatten().unwrap_or(1)
-            }
-            _ => 1,
+        // A missing Kafka output topic gets as many partitions as the input topic.
+        let partitions = if parallel && index == 0 {
+            let kafka = &pipeline.source.kafka;
+            let address = KafkaAddress { brokers: kafka.brokers.clone(), topic: kafka.topic.clone() };
+            let config = crate::kafka::client_config(&address.brokers, &kafka.options);
+            crate::kafka::partition_count(&address, &config).ok().flatten().unwrap_or(1)
+        } else {
+            1
         };
         let changelog_out = if index == 0 {
             Some(

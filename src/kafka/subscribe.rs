@@ -106,17 +106,22 @@ fn readable(key: &str, payload: &[u8]) -> String {
             .iter()
             .map(|i| {
                 let fallback = if i["fallback"].as_bool() == Some(true) { " popular" } else { "" };
-                format!("{} ({}{fallback})", i["item"], i[field])
+                format!("{} ({}{fallback})", plain(&i["item"]), i[field])
             })
             .collect::<Vec<_>>()
             .join(", ")
     };
     match record["type"].as_str() {
-        Some("recs") => format!("user {} at {}: {}", record["user"], record["time"], list("score")),
+        Some("recs") => format!("user {} at {}: {}", plain(&record["user"]), record["time"], list("score")),
         Some("hot_items") => {
-            let category = record.get("category").map(|c| format!(" category {c}")).unwrap_or_default();
+            let category = record.get("category").map(|c| format!(" category {}", plain(c))).unwrap_or_default();
             format!("hot items [{}, {}){category}: {}", record["window_start"], record["window_end"], list("count"))
         }
         _ => format!("{key}: {record}"),
     }
+}
+
+/// An id as the user wrote it: strings without quotes.
+fn plain(id: &Value) -> String {
+    id.as_str().map_or_else(|| id.to_string(), str::to_string)
 }

@@ -93,8 +93,12 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", if spec.start == StartFrom::Latest { "latest" } else { "earliest" });
-        if !spec.options.contains_key("statistics.interval.ms") {
-            config.set("statistics.interval.ms", "1000");
+        // Results wait for the slowest partition's next fetch, so fetches should not idle long at
+        // the broker (librdkafka's default is 500 ms).
+        for (key, default) in [("statistics.interval.ms", "1000"), ("fetch.wait.max.ms", "10")] {
+            if !spec.options.contains_key(key) {
+                config.set(key, default);
+            }
         }
         let count = crate::kafka::partition_count(&address, &config)?.ok_or_else(|| {
             KafkaSetupError::new(
