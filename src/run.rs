@@ -197,22 +197,15 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         } else {
             1
         };
-        let changelog_out = if index == 0 {
-            Some(
-                sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics)
-                    .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?,
-            )
-        } else {
-            None
-        };
-        let dead_letter_out = if index == 0 {
-            Some(
-                sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics)
-                    .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?,
-            )
-        } else {
-            None
-        };
+        // Worker 0 writes every output.
+        let changelog_out = (index == 0)
+            .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
+            .transpose()
+            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?;
+        let dead_letter_out = (index == 0)
+            .then(|| sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
+            .transpose()
+            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?;
         let completed = probe::Handle::<Time>::new();
         let end = StreamEnd::default();
         let metrics = Arc::clone(&worker_metrics);

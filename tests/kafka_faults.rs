@@ -10,39 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::{final_from_topic, Broker};
-use common::{final_by_key, parse_lines, recflow, run_ok, scratch_dir};
+use common::kafka::{final_from_topic, Broker, CSV_PIPELINE};
+use common::{final_by_key, parse_lines, recflow, run_ok, scratch_dir, wait_for_exit};
 use serde_json::Value;
-
-const PIPELINE: &str = r#"
-name = "kafka-faults"
-[source]
-kind = "kafka"
-format = "csv"
-[source.kafka]
-payload = "csv"
-[source.synth]
-users = 1000
-items = 1500
-categories = 20
-clusters = 5
-spacing = "200ms"
-jitter = "2s"
-[time]
-tick = "1s"
-max_out_of_orderness = "5s"
-[recommend]
-k = 5
-history = 10
-[recommend.similarity]
-refresh = "60s"
-[hot_items]
-size = "30m"
-slide = "10m"
-top_n = 3
-[output]
-status_interval_secs = 0
-"#;
 
 /// A broker with the events on a 4-partition topic, and the file run's final values.
 struct Setup {
@@ -57,7 +27,7 @@ fn setup(tag: &str) -> Setup {
     let broker = Broker::start();
     let dir = scratch_dir(tag);
     let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, PIPELINE).unwrap();
+    std::fs::write(&pipeline, CSV_PIPELINE).unwrap();
     let events = dir.join("events.csv");
     run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "100000", "--unit", "s", "--output"]).arg(&events));
     let input = broker.create_topic("events", 4);
@@ -92,20 +62,10 @@ fn wait_for_output(broker: &Broker, topic: &str, run: &mut Child) {
 }
 
 fn wait_for_success(mut run: Child, broker: &Broker) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-            assert!(status.success(), "the run failed: {status}\n{stderr}\nbroker log:\n{}", broker.log());
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = run.kill();
-            panic!("the run did not finish within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = wait_for_exit(&mut run, Duration::from_secs(300));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "the run failed: {status}\n{stderr}\nbroker log:\n{}", broker.log());
 }
 
 fn assert_same_final_values(setup: &Setup, output: &str) {

@@ -5,48 +5,17 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::kafka::{final_from_topic, Broker};
-use common::{final_by_key, free_ports, parse_lines, recflow, run_ok, scratch_dir};
-
-const PIPELINE: &str = r#"
-name = "kafka-e2e"
-[source]
-kind = "kafka"
-format = "csv"
-[source.kafka]
-payload = "csv"
-[source.synth]
-users = 1500
-items = 2000
-categories = 30
-clusters = 6
-spacing = "200ms"
-jitter = "2s"
-[time]
-tick = "1s"
-max_out_of_orderness = "5s"
-[recommend]
-k = 5
-history = 10
-short_term = { kind = "sliding", size = "30m" }
-[recommend.similarity]
-refresh = "60s"
-[hot_items]
-size = "1h"
-slide = "10m"
-top_n = 3
-[output]
-status_interval_secs = 0
-"#;
+use common::kafka::{final_from_topic, Broker, CSV_PIPELINE};
+use common::{final_by_key, free_ports, parse_lines, recflow, run_ok, scratch_dir, wait_for_exit};
 
 #[test]
 fn kafka_input_and_output_end_where_the_file_run_ends() {
     let broker = Broker::start();
     let dir = scratch_dir("kafka-e2e");
     let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, PIPELINE).unwrap();
+    std::fs::write(&pipeline, CSV_PIPELINE).unwrap();
     let events = dir.join("events.csv");
     run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "100000", "--unit", "s", "--output"]).arg(&events));
 
@@ -98,16 +67,9 @@ fn kafka_input_and_output_end_where_the_file_run_ends() {
                 .unwrap()
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
     for child in &mut children {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "a process failed: {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "the two-process run did not finish within 300 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = wait_for_exit(child, Duration::from_secs(300));
+        assert!(status.success(), "a process failed: {status}");
     }
     let got = final_from_topic(&broker.read_topic(&two_processes));
     assert!(got == expected, "final values differ from the file run with 2 processes");

@@ -1,18 +1,12 @@
 //! Two processes on localhost (timely's `-n 2 -p 0|1 -h hostfile`) produce the same changelog as
 //! one worker.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
+use std::process::Stdio;
+use std::time::Duration;
 
-fn recflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_recflow"))
-}
+use common::{free_ports, recflow};
 
 #[test]
 fn two_processes_match_one_worker() {
@@ -70,16 +64,9 @@ status_interval_secs = 0
                 .unwrap()
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
     for child in &mut children {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "a process failed: {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "the two-process run did not finish in time");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = common::wait_for_exit(child, Duration::from_secs(120));
+        assert!(status.success(), "a process failed: {status}");
     }
     let single = std::fs::read_to_string(&single).unwrap();
     let cluster = std::fs::read_to_string(&cluster).unwrap();

@@ -223,44 +223,49 @@ impl KafkaDestination {
     }
 }
 
-impl Destination<ChangeRecord> for KafkaDestination {
-    fn write(&mut self, time: Millis, record: &ChangeRecord) -> Result<(), SinkError> {
-        let (key, empty) = match record {
+/// A message's key, value (`None`: a tombstone) and headers.
+pub type KafkaMessage = (Option<Vec<u8>>, Option<Vec<u8>>, Option<OwnedHeaders>);
+
+/// How a record becomes a Kafka message.
+pub trait ToMessage {
+    /// The record as a message.
+    fn to_message(&self) -> Result<KafkaMessage, SinkError>;
+}
+
+impl ToMessage for ChangeRecord {
+    fn to_message(&self) -> Result<KafkaMessage, SinkError> {
+        let (key, empty) = match self {
             ChangeRecord::Recs { user, items, .. } => (user.to_string(), items.is_empty()),
             ChangeRecord::HotItems { window_end, category: None, .. } => (format!("hot_items/{window_end}"), false),
             ChangeRecord::HotItems { window_end, category: Some(category), .. } => {
                 (format!("hot_items/{window_end}/{category}"), false)
             }
         };
-        let payload = if empty { None } else { Some(serde_json::to_vec(record).map_err(SinkError::encode)?) };
-        self.send(Outgoing { time, key: Some(key.into_bytes()), payload, headers: None, attempt: 0 });
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.serve();
-        Ok(())
-    }
-
-    fn unacknowledged(&mut self) -> Option<Millis> {
-        self.serve();
-        self.unacknowledged.keys().next().copied()
+        let payload = if empty { None } else { Some(serde_json::to_vec(self).map_err(SinkError::encode)?) };
+        Ok((Some(key.into_bytes()), payload, None))
     }
 }
 
-impl Destination<DeadLetter> for KafkaDestination {
-    fn write(&mut self, time: Millis, dead: &DeadLetter) -> Result<(), SinkError> {
-        let detail = dead.reason.to_string();
+impl ToMessage for DeadLetter {
+    fn to_message(&self) -> Result<KafkaMessage, SinkError> {
+        let detail = self.reason.to_string();
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "reason", value: Some(dead.reason.code()) })
+            .insert(Header { key: "reason", value: Some(self.reason.code()) })
             .insert(Header { key: "detail", value: Some(detail.as_str()) })
-            .insert(Header { key: "origin", value: Some(dead.origin.as_str()) });
-        if let Some((partition, offset)) = dead.partition_offset {
+            .insert(Header { key: "origin", value: Some(self.origin.as_str()) });
+        if let Some((partition, offset)) = self.partition_offset {
             headers = headers
                 .insert(Header { key: "partition", value: Some(&partition.to_string()) })
                 .insert(Header { key: "offset", value: Some(&offset.to_string()) });
         }
-        self.send(Outgoing { time, key: None, payload: Some(dead.raw.clone()), headers: Some(headers), attempt: 0 });
+        Ok((None, Some(self.raw.clone()), Some(headers)))
+    }
+}
+
+impl<R: ToMessage> Destination<R> for KafkaDestination {
+    fn write(&mut self, time: Millis, record: &R) -> Result<(), SinkError> {
+        let (key, payload, headers) = record.to_message()?;
+        self.send(Outgoing { time, key, payload, headers, attempt: 0 });
         Ok(())
     }
 

@@ -16,6 +16,40 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::scratch_dir;
 
+/// A pipeline reading CSV payloads from Kafka (`--input kafka://...`), with a synthetic world
+/// for `recflow gen` whose jitter stays inside the out-of-orderness, so no event is ever behind
+/// the watermark and Kafka and file runs give every event the same time.
+pub const CSV_PIPELINE: &str = r#"
+name = "kafka-e2e"
+[source]
+kind = "kafka"
+format = "csv"
+[source.kafka]
+payload = "csv"
+[source.synth]
+users = 1500
+items = 2000
+categories = 30
+clusters = 6
+spacing = "200ms"
+jitter = "2s"
+[time]
+tick = "1s"
+max_out_of_orderness = "5s"
+[recommend]
+k = 5
+history = 10
+short_term = { kind = "sliding", size = "30m" }
+[recommend.similarity]
+refresh = "60s"
+[hot_items]
+size = "1h"
+slide = "10m"
+top_n = 3
+[output]
+status_interval_secs = 0
+"#;
+
 /// A message read back from a topic.
 #[derive(Clone, Debug)]
 pub struct Received {
