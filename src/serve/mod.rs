@@ -194,9 +194,16 @@ impl Server {
         self.feed.clone()
     }
 
-    /// Keeps serving the final results for `linger` after the run, or until `stop` is raised
+    /// Marks the results final: the run has ended (the dataflow is dropped once everything is
+    /// out, so the sink's frontier never reports the end itself).
+    pub fn finish(&self) {
+        let _ = self.feed.send(Feed::Progress(None));
+    }
+
+    /// Marks the results final, keeps serving them for `linger`, or until `stop` is raised
     /// (Ctrl-C or SIGTERM), then stops.
     pub fn linger(self, linger: Linger, stop: Option<&AtomicBool>) {
+        self.finish();
         let started = Instant::now();
         let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
         let expired = || match linger {
