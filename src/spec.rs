@@ -719,14 +719,19 @@ impl ServeSpec {
         if self.max_body_bytes == 0 {
             return bad("serve.max_body_bytes", "must be at least 1, such as 1048576".into());
         }
-        if self.client_buffer == 0 {
-            return bad("serve.client_buffer", "must be at least 1, such as 1024".into());
+        if !(1..=1_000_000).contains(&self.client_buffer) {
+            return bad("serve.client_buffer", "must lie between 1 and 1000000, such as 1024".into());
         }
         if self.progress_interval.millis() == 0 {
             return bad("serve.progress_interval", "must be positive, such as \"1s\"".into());
         }
         if self.hot_windows == 0 {
             return bad("serve.hot_windows", "must be at least 1, such as 1024".into());
+        }
+        if let Linger::For(span) = self.linger {
+            if span.millis() > 366 * 86_400_000 {
+                return bad("serve.linger", "is longer than a year; write \"forever\" to serve until Ctrl-C".into());
+            }
         }
         Ok(())
     }

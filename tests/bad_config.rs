@@ -32,6 +32,7 @@ fn unknown_and_invalid_keys_are_named() {
         ("[hot_items]\n[serve]\ntoken = \" \"", "serve.token"),
         ("[hot_items]\n[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
         ("[hot_items]\n[serve]\nclient_buffer = 0", "serve.client_buffer"),
+        ("[hot_items]\n[serve]\nclient_buffer = 9999999999", "serve.client_buffer"),
         ("[hot_items]\n[serve]\nprogress_interval = \"0s\"", "serve.progress_interval"),
         ("[hot_items]\n[serve]\nlinger = \"always\"", "forever"),
         ("[hot_items]\n[serve]\nport = 80", "port"),

@@ -329,3 +329,58 @@ fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
     wait_for(10, "the subscriber is gone", || server.subscribers() == 0);
     assert_eq!(json!(server.subscribers()), json!(0));
 }
+
+#[test]
+fn two_processes_serve_the_answers_of_a_single_process_run() {
+    let dir = scratch_dir("serve-2proc");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, format!("{WORLD}\n[serve]\naddr = \"127.0.0.1:0\"\nlinger = \"forever\"\n")).unwrap();
+    let single = dir.join("single.jsonl");
+    let mut alone = recflow();
+    alone.arg("run").arg(&pipeline).args(["--max-events", "3000", "-q", "--serve-linger", "0s", "--output"]);
+    common::run_ok(alone.arg(&single));
+
+    let ports = common::free_ports(2);
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+    let cluster = |p: usize| {
+        let output = dir.join(format!("cluster-{p}.jsonl"));
+        let hosts = hostfile.to_str().unwrap().to_string();
+        let output = output.to_str().unwrap().to_string();
+        let p = p.to_string();
+        vec!["--max-events", "3000", "-q", "-w", "2", "-n", "2", "-h"]
+            .into_iter()
+            .map(String::from)
+            .chain([hosts, "-p".into(), p, "--output".into(), output])
+            .collect::<Vec<String>>()
+    };
+    let mut second = recflow()
+        .arg("run")
+        .arg(&pipeline)
+        .args(cluster(1))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("process 1 starts");
+    let first_args = cluster(0);
+    let run = Running::start(&pipeline, &first_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    wait_for(120, "the two-process input ends", || get(&run.url("/healthz")).1["input_ended"] == true);
+    wait_for(30, "process 1 exits", || second.try_wait().unwrap().is_some_and(|status| status.success()));
+
+    let records = parse_lines(&std::fs::read_to_string(&single).unwrap());
+    let mut last: BTreeMap<String, &Value> = BTreeMap::new();
+    for record in records.iter().filter(|r| r["type"] == "recs") {
+        last.insert(record["user"].to_string(), record);
+    }
+    assert!(last.len() > 50);
+    for (user, record) in &last {
+        let (status, answer) = get(&run.url(&format!("/v1/users/{user}/recommendations")));
+        if record["items"].as_array().unwrap().is_empty() {
+            assert_eq!(status, 404, "user {user}");
+        } else {
+            assert_eq!(answer["items"], record["items"], "user {user}: two processes answer as one");
+        }
+    }
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
