@@ -477,6 +477,8 @@ fn bench(args: BenchArgs) -> Result<()> {
     let input = args.input.as_ref().map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(i)));
     pipeline.source.kind = if input.is_some() { SourceKind::File } else { SourceKind::Synth };
     pipeline.source.path = input.clone();
+    // A benchmark measures the pipeline, not a server a [serve] table would start on every run.
+    pipeline.serve = None;
     pipeline.validate(&args.pipeline.display().to_string())?;
     if let Some(brokers) = &args.kafka {
         return bench_kafka(&pipeline, &args, brokers);

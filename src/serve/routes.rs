@@ -75,11 +75,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/subscribe/hot-items", get(subscribe::hot_items))
         .merge(events)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such route; see the README's Serving section")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal the token.
@@ -94,7 +99,9 @@ async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
         if !given.is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes())) {
             let error = ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer TOKEN`");
             return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], error).into_response();
@@ -337,4 +344,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     metric("recflow_served_users", "gauge", "Users with a served recommendation list.", &one(users as f64));
     metric("recflow_served_hot_windows", "gauge", "Hot-items windows kept for queries.", &one(windows as f64));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_split_into_numbered_records() {
+        let numbered = |body: &str| records(body).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(numbered("{\"user\": 1,\n \"item\": 2}"), vec![1], "one pretty-printed object");
+        assert_eq!(numbered("[{\"user\": 1}, {\"user\": 2}]"), vec![1, 2], "an array, by element");
+        assert_eq!(numbered("{\"user\": 1}\n\n{oops\n{\"user\": 3}\n"), vec![1, 3, 4], "lines, blank ones skipped");
+        assert!(records("  \n").is_empty());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(!same(b"s3cret", b"s3creT"));
+    }
 }
