@@ -8,12 +8,13 @@
 //! the dataflow back. A client that falls further behind than the ring reaches gets a `lagged`
 //! event and is disconnected; it can subscribe again for a fresh snapshot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use futures_util::stream::{self, Stream};
 use serde_json::json;
@@ -30,9 +31,15 @@ pub async fn recs(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     check_params(&params, &["users"])?;
-    let users = params
+    let users: Option<BTreeSet<String>> = params
         .get("users")
         .map(|list| list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect());
+    if users.as_ref().is_some_and(BTreeSet::is_empty) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "users= names no user; list them (users=a,b) or leave it out for all users",
+        ));
+    }
     Ok(open(shared, Topic::Recs(users)))
 }
 
