@@ -3,7 +3,7 @@
 //! Events flow one way: [`source`] (file, stdin, synthetic) → [`decode`] (CSV/TSV/JSON lines into
 //! validated [`event::Event`]s) → [`event_time`] (watermark, lateness, dataflow time) →
 //! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
-//! dead letters, and [`serve`]: HTTP point queries and Server-Sent Events subscriptions). [`run`]
+//! dead letters, and [`serve`]: HTTP point queries and Server-Sent Events subscriptions). [`run`](mod@run)
 //! wires them together on timely workers; [`spec`] is the pipeline file.
 //! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
 
