@@ -3,7 +3,8 @@
 //! Events flow one way: [`source`] (file, stdin, synthetic) → [`decode`] (CSV/TSV/JSON lines into
 //! validated [`event::Event`]s) → [`event_time`] (watermark, lateness, dataflow time) →
 //! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
-//! dead letters). [`run`] wires them together on timely workers; [`spec`] is the pipeline file.
+//! dead letters, and [`serve`]: HTTP point queries and Server-Sent Events subscriptions). [`run`](mod@run)
+//! wires them together on timely workers; [`spec`] is the pipeline file.
 //! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
 
 pub mod dataflow;
@@ -15,6 +16,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod results;
 pub mod run;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod spec;

@@ -197,6 +197,14 @@ struct RunArgs {
     /// No status line on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Serve results over HTTP/SSE on ADDR (default 127.0.0.1:8080; port 0 picks a free one),
+    /// with the `[serve]` settings of the pipeline or their defaults.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = recflow::spec::DEFAULT_SERVE_ADDR)]
+    serve: Option<String>,
+    /// Keep serving this long after a finite input ended: a duration such as `30s`, or `forever`
+    /// (until Ctrl-C); overrides `serve.linger`.
+    #[arg(long = "serve-linger", value_name = "DURATION")]
+    serve_linger: Option<String>,
     #[command(flatten)]
     workers: WorkerArgs,
 }
@@ -288,6 +296,16 @@ fn main() -> Result<()> {
                     bail!("--bounded applies to Kafka sources; files and --max-events are bounded already");
                 }
                 pipeline.source.kafka.bounded = true;
+            }
+            if let Some(addr) = args.serve {
+                pipeline.serve.get_or_insert_with(Default::default).addr = addr;
+            }
+            if let Some(linger) = &args.serve_linger {
+                let Some(serve) = pipeline.serve.as_mut() else {
+                    bail!("--serve-linger needs --serve or a [serve] table");
+                };
+                serve.linger =
+                    recflow::spec::Linger::parse(linger).map_err(anyhow::Error::msg).context("--serve-linger")?;
             }
             pipeline.validate(&args.pipeline.display().to_string())?;
             let options = RunOptions {
@@ -459,6 +477,8 @@ fn bench(args: BenchArgs) -> Result<()> {
     let input = args.input.as_ref().map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(i)));
     pipeline.source.kind = if input.is_some() { SourceKind::File } else { SourceKind::Synth };
     pipeline.source.path = input.clone();
+    // A benchmark measures the pipeline, not a server a [serve] table would start on every run.
+    pipeline.serve = None;
     pipeline.validate(&args.pipeline.display().to_string())?;
     if let Some(brokers) = &args.kafka {
         return bench_kafka(&pipeline, &args, brokers);

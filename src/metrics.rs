@@ -108,6 +108,11 @@ impl Metrics {
         self.watermarks.lock().unwrap_or_else(|e| e.into_inner()).insert(worker, watermark);
     }
 
+    /// Each reading worker's watermark, by worker index.
+    pub fn watermarks(&self) -> BTreeMap<usize, u64> {
+        self.watermarks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The least watermark of this process's reading workers.
     pub fn watermark(&self) -> u64 {
         self.watermarks.lock().unwrap_or_else(|e| e.into_inner()).values().copied().min().unwrap_or(0)

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -14,8 +14,12 @@ use crate::decode::Decoder;
 use crate::event_time::EventClock;
 use crate::kafka::KafkaAddress;
 use crate::metrics::{Metrics, Snapshot};
-use crate::sink::{self, write_changelog, write_dead_letters, SinkError};
-use crate::source::{ingest, Bounded, EndRule, EventSource, FileSource, KafkaSource, StreamEnd, SynthSource};
+use crate::serve::{Posting, ServeError, Server};
+use crate::sink::{self, write_changelog, write_dead_letters, ServeFeed, SinkError, Tee};
+use crate::source::{
+    ingest, post_channel, Bounded, EndRule, EventSource, FileSource, KafkaSource, PostReceiver, StreamEnd, SynthSource,
+    WithPosted,
+};
 use crate::spec::{Pipeline, SourceKind};
 
 /// How to run a pipeline, beyond its file.
@@ -80,6 +84,14 @@ pub enum RunError {
         pipeline: String,
         /// Why.
         source: SinkError,
+    },
+    /// The server (`[serve]`, `--serve`) cannot start.
+    #[error("pipeline {pipeline}: {source}")]
+    Serve {
+        /// The pipeline name.
+        pipeline: String,
+        /// Why.
+        source: ServeError,
     },
     /// Timely could not start its workers (for example, a cluster address is unreachable).
     #[error("pipeline {pipeline}: cannot start the workers: {message}")]
@@ -146,8 +158,30 @@ fn open_single_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<d
     })
 }
 
+/// Starts the server of process 0 when the pipeline serves; returns it and, when events can be
+/// posted, the receiving end for the reading worker's source.
+fn start_server(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    metrics: &Arc<Metrics>,
+) -> Result<(Option<Server>, Option<PostReceiver>), RunError> {
+    let Some(spec) = &pipeline.serve else { return Ok((None, None)) };
+    let (posting, receiver) = if reads_in_parallel(pipeline, options) {
+        let why = "POST /v1/events is not available with a Kafka source: produce the events to the input topic";
+        (Posting::Unsupported(why), None)
+    } else {
+        let (sender, receiver) = post_channel();
+        (Posting::Open(sender), Some(receiver))
+    };
+    let server = Server::start(spec, pipeline, Arc::clone(metrics), posting)
+        .map_err(|source| RunError::Serve { pipeline: pipeline.name.clone(), source })?;
+    eprintln!("recflow: serving on http://{}", server.addr());
+    Ok((Some(server), receiver))
+}
+
 /// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
-/// counters.
+/// counters. With `[serve]`, process 0 serves the results over HTTP while the run lasts, and
+/// for `serve.linger` after a finite input ended.
 pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> Result<Snapshot, RunError> {
     let output_path = options.output.clone().unwrap_or_else(|| pipeline.output.path.clone());
     let dead_letter_path = options.dead_letter.clone().unwrap_or_else(|| pipeline.output.dead_letter.clone());
@@ -182,12 +216,22 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         _ => 1,
     };
     let metrics = Arc::new(Metrics::default());
+    let (server, posted) = if is_first_process { start_server(&pipeline, &options, &metrics)? } else { (None, None) };
+    let feed = server.as_ref().map(Server::feed);
+    let posted = Mutex::new(posted);
+    let linger = pipeline.serve.as_ref().map(|s| s.linger);
+    let stop = options.stop.clone();
     let worker_metrics = Arc::clone(&metrics);
     let pipeline_name = pipeline.name.clone();
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
-        let source = open_source(&pipeline, &options, index, peers, &worker_metrics)?;
+        let mut source = open_source(&pipeline, &options, index, peers, &worker_metrics)?;
+        // Worker 0 reads the input when events can be posted (never a Kafka source).
+        let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+        if let Some(receiver) = receiver {
+            source = source.map(|s| Box::new(WithPosted::new(s, receiver)) as Box<dyn EventSource>);
+        }
         // A missing Kafka output topic gets as many partitions as the input topic.
         let partitions = if parallel && index == 0 {
             let kafka = &pipeline.source.kafka;
@@ -197,11 +241,15 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         } else {
             1
         };
-        // Worker 0 writes every output.
+        // Worker 0 writes every output; with serving, the changelog also feeds the server.
         let changelog_out = (index == 0)
             .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
             .transpose()
-            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?;
+            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
+            .map(|out| match &feed {
+                Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(feed.clone())))),
+                None => out,
+            });
         let dead_letter_out = (index == 0)
             .then(|| sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
             .transpose()
@@ -271,6 +319,9 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             Ok(Err(e)) => return Err(e),
             Err(message) => return Err(RunError::Workers { pipeline: pipeline_name.clone(), message }),
         }
+    }
+    if let (Some(server), Some(linger)) = (server, linger) {
+        server.linger(linger, stop.as_deref());
     }
     Ok(metrics.snapshot())
 }

@@ -83,6 +83,8 @@ pub struct Pipeline {
     /// Where results and rejected records go.
     #[serde(default)]
     pub output: OutputSpec,
+    /// The HTTP/SSE server inside `recflow run`; absent means no server (unless `--serve`).
+    pub serve: Option<ServeSpec>,
 }
 
 fn default_name() -> String {
@@ -614,6 +616,139 @@ impl Default for OutputSpec {
     }
 }
 
+/// How long the server keeps answering after a finite input has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linger {
+    /// This long (`"0s"`: the process exits with the run).
+    For(Span),
+    /// Until Ctrl-C or SIGTERM (`"forever"`).
+    Forever,
+}
+
+impl Serialize for Linger {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Linger::For(span) => span.serialize(serializer),
+            Linger::Forever => serializer.serialize_str("forever"),
+        }
+    }
+}
+
+impl Linger {
+    /// Parses a duration such as `30s`, or `forever`.
+    pub fn parse(text: &str) -> Result<Linger, String> {
+        if text.trim() == "forever" {
+            return Ok(Linger::Forever);
+        }
+        Span::parse(text).map(Linger::For).map_err(|e| format!("{e}, or \"forever\" to serve until Ctrl-C"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Linger {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Linger::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `[serve]` table: the HTTP/SSE server of `recflow run` (also turned on by `--serve ADDR`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSpec {
+    /// Address to listen on, `host:port`; port 0 picks a free port (the address is printed).
+    pub addr: String,
+    /// Bearer token required by mutating endpoints (`POST /v1/events`); none: no token needed.
+    pub token: Option<String>,
+    /// Name of an environment variable holding the bearer token, instead of `token`.
+    pub token_env: Option<String>,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Update batches buffered per subscriber; a subscriber further behind is told it lagged and
+    /// is disconnected.
+    pub client_buffer: usize,
+    /// Wall-clock interval between `progress` events on subscriptions.
+    pub progress_interval: Span,
+    /// How long to keep serving after a finite input ended: a duration, or `"forever"` (until
+    /// Ctrl-C or SIGTERM).
+    pub linger: Linger,
+    /// Closed hot-items windows kept for `GET /v1/hot-items?window_end=T` (the oldest go first).
+    pub hot_windows: usize,
+}
+
+/// The address `--serve` and `[serve]` listen on unless told otherwise: loopback only.
+pub const DEFAULT_SERVE_ADDR: &str = "127.0.0.1:8080";
+
+impl Default for ServeSpec {
+    fn default() -> Self {
+        ServeSpec {
+            addr: DEFAULT_SERVE_ADDR.into(),
+            token: None,
+            token_env: None,
+            max_body_bytes: 1 << 20,
+            client_buffer: 1024,
+            progress_interval: Span(1_000),
+            linger: Linger::For(Span(0)),
+            hot_windows: 1024,
+        }
+    }
+}
+
+impl ServeSpec {
+    fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = |key: &str, problem: String| {
+            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
+        };
+        if self.addr.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "serve.addr",
+                format!("`{}` is not an address; write IP:PORT, such as \"{DEFAULT_SERVE_ADDR}\"", self.addr),
+            );
+        }
+        match (&self.token, &self.token_env) {
+            (Some(_), Some(_)) => {
+                return bad("serve.token", "set either token or token_env, not both".into());
+            }
+            (Some(token), None) if token.trim().is_empty() => {
+                return bad("serve.token", "is empty; remove it to need no token, or set a secret".into());
+            }
+            (None, Some(name)) if name.trim().is_empty() || name.contains('=') => {
+                return bad("serve.token_env", "name an environment variable, such as \"RECFLOW_TOKEN\"".into());
+            }
+            _ => {}
+        }
+        if self.max_body_bytes == 0 {
+            return bad("serve.max_body_bytes", "must be at least 1, such as 1048576".into());
+        }
+        if !(1..=1_000_000).contains(&self.client_buffer) {
+            return bad("serve.client_buffer", "must lie between 1 and 1000000, such as 1024".into());
+        }
+        if self.progress_interval.millis() == 0 {
+            return bad("serve.progress_interval", "must be positive, such as \"1s\"".into());
+        }
+        if self.hot_windows == 0 {
+            return bad("serve.hot_windows", "must be at least 1, such as 1024".into());
+        }
+        if let Linger::For(span) = self.linger {
+            if span.millis() > 366 * 86_400_000 {
+                return bad("serve.linger", "is longer than a year; write \"forever\" to serve until Ctrl-C".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The bearer token: `token`, or the value of the variable `token_env` names.
+    pub fn resolve_token(&self) -> Result<Option<String>, String> {
+        match (&self.token, &self.token_env) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(name)) => match std::env::var(name) {
+                Ok(token) if !token.trim().is_empty() => Ok(Some(token)),
+                _ => Err(format!("serve.token_env names {name}, which is not set or empty")),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// A pipeline file that cannot be used, with the file, the key and the fix.
 #[derive(Debug, Error)]
 pub enum SpecError {
@@ -843,6 +978,9 @@ impl Pipeline {
         }
         if let Some(problem) = crate::kafka::reserved_option(&self.output.kafka_options, crate::kafka::Role::Producer) {
             return bad("output.kafka_options", problem);
+        }
+        if let Some(serve) = &self.serve {
+            serve.validate(origin)?;
         }
         Ok(())
     }

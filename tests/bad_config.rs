@@ -27,6 +27,15 @@ fn unknown_and_invalid_keys_are_named() {
         ("[weights]\nview = -1.0\n[hot_items]", "weights.view"),
         ("[time]\ntick = \"0s\"\n[hot_items]", "time.tick"),
         ("name = \"nothing\"", "recommend"),
+        ("[hot_items]\n[serve]\naddr = \"localhost\"", "serve.addr"),
+        ("[hot_items]\n[serve]\ntoken = \"a\"\ntoken_env = \"T\"", "serve.token"),
+        ("[hot_items]\n[serve]\ntoken = \" \"", "serve.token"),
+        ("[hot_items]\n[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
+        ("[hot_items]\n[serve]\nclient_buffer = 0", "serve.client_buffer"),
+        ("[hot_items]\n[serve]\nclient_buffer = 9999999999", "serve.client_buffer"),
+        ("[hot_items]\n[serve]\nprogress_interval = \"0s\"", "serve.progress_interval"),
+        ("[hot_items]\n[serve]\nlinger = \"always\"", "forever"),
+        ("[hot_items]\n[serve]\nport = 80", "port"),
     ];
     for (toml, key) in cases {
         let message = error_of(toml);

@@ -198,6 +198,8 @@ pub fn write_changelog(
     let mut destination = destination;
     let mut pending: BTreeMap<Time, Vec<(ResultKey, ResultValue, isize)>> = BTreeMap::new();
     let mut hold = Hold::default();
+    // The input frontier last reported to the destination, so progress is told once per move.
+    let mut reported: Option<Option<Millis>> = None;
     let scope = results.inner.scope();
     results
         .inner
@@ -242,6 +244,11 @@ pub fn write_changelog(
                         pending.clear();
                         hold.settle(None);
                         return;
+                    }
+                    let complete = frontier.frontier().first().copied();
+                    if reported != Some(complete) {
+                        reported = Some(complete);
+                        out.progress(complete);
                     }
                     let unacknowledged = out.unacknowledged();
                     if unacknowledged.is_some() {

@@ -2,6 +2,8 @@
 //! deterministically ordered stream of records is written, to a [`Destination`]: a JSON-lines
 //! file ([`jsonl`]) or a Kafka topic ([`kafka`]).
 //!
+//! Serving ([`serve`]) is one more destination of the changelog, teed beside the file or topic.
+//!
 //! A sink holds its output frontier at the earliest time whose records the destination has not
 //! acknowledged yet; the run's `completed` probe therefore only passes a time once everything
 //! computed up to it has been delivered, which is when sources may record their progress.
@@ -10,6 +12,7 @@ pub mod changelog;
 mod dead_letter;
 pub mod jsonl;
 pub mod kafka;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ pub use self::changelog::write_changelog;
 pub use self::dead_letter::write_dead_letters;
 pub use self::jsonl::{open_destination, JsonLines};
 pub use self::kafka::KafkaDestination;
+pub use self::serve::ServeFeed;
 
 /// A sink that cannot be opened or written.
 #[derive(Debug, Error)]
@@ -63,6 +67,46 @@ pub trait Destination<R> {
     /// acknowledgements. A file acknowledges on write.
     fn unacknowledged(&mut self) -> Option<Millis> {
         None
+    }
+
+    /// The sink's input frontier moved: every record at a time before `complete` has been
+    /// written and flushed, and no more will come for those times; `None` once the input has
+    /// ended for good. Destinations that report progress (serving) override it.
+    fn progress(&mut self, _complete: Option<Millis>) {}
+}
+
+/// Two destinations fed the same records: the first one's acknowledgements and errors count,
+/// the second (serving) only listens.
+pub struct Tee<R> {
+    first: Box<dyn Destination<R>>,
+    second: Box<dyn Destination<R>>,
+}
+
+impl<R> Tee<R> {
+    /// Writes to `first` and `second`.
+    pub fn new(first: Box<dyn Destination<R>>, second: Box<dyn Destination<R>>) -> Tee<R> {
+        Tee { first, second }
+    }
+}
+
+impl<R> Destination<R> for Tee<R> {
+    fn write(&mut self, time: Millis, record: &R) -> Result<(), SinkError> {
+        self.first.write(time, record)?;
+        self.second.write(time, record)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.first.flush()?;
+        self.second.flush()
+    }
+
+    fn unacknowledged(&mut self) -> Option<Millis> {
+        self.first.unacknowledged().into_iter().chain(self.second.unacknowledged()).min()
+    }
+
+    fn progress(&mut self, complete: Option<Millis>) {
+        self.first.progress(complete);
+        self.second.progress(complete);
     }
 }
 

@@ -5,6 +5,7 @@
 mod file;
 mod ingest;
 mod kafka;
+pub mod posted;
 pub mod synth;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::event::{DeadLetter, Event, RejectReason};
 pub use self::file::{FileSource, LineReader};
 pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
 pub use self::kafka::KafkaSource;
+pub use self::posted::{post_channel, PostReceiver, PostSender, PostedRecord, WithPosted};
 pub use self::synth::SynthSource;
 
 /// Where a record sits in its source.

@@ -1,0 +1,234 @@
+//! The HTTP and Server-Sent Events server inside `recflow run` (`[serve]` or `--serve ADDR`).
+//!
+//! It runs in process 0, where worker 0's changelog sink gathers the results of all workers of
+//! all processes, on a thread of its own with a small tokio runtime. The sink feeds it through
+//! [`crate::sink::ServeFeed`], an unbounded channel whose `send` never blocks, so neither the
+//! server nor a slow client can stall the dataflow. Subscribers share a bounded broadcast ring
+//! of change batches; one that falls more than `client_buffer` batches behind is told so and
+//! disconnected. Posted events go the other way, into the reading worker's source
+//! ([`crate::source::WithPosted`]).
+//!
+//! Routes ([`routes`]): `GET /v1/users/{user}/recommendations`, `GET /v1/hot-items`,
+//! `GET /v1/subscribe` and `GET /v1/subscribe/hot-items` ([`subscribe`]), `POST /v1/events`,
+//! `GET /metrics`, `GET /healthz`.
+
+pub mod routes;
+pub mod state;
+pub mod subscribe;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::decode::Decoder;
+use crate::metrics::Metrics;
+use crate::source::PostSender;
+use crate::spec::{Linger, Payload, Pipeline, ServeSpec};
+
+pub use self::state::{Batch, Feed, Served, Topic};
+
+/// A server that cannot start.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The address cannot be bound.
+    #[error("serve.addr {addr}: cannot listen: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bearer token cannot be read.
+    #[error("{0}")]
+    Token(String),
+    /// The runtime or its thread cannot start.
+    #[error("cannot start the server: {0}")]
+    Start(std::io::Error),
+}
+
+/// Where posted events go.
+#[derive(Clone, Debug)]
+pub enum Posting {
+    /// Into the source of the worker reading the input.
+    Open(PostSender),
+    /// Not with this source; the reason says what to do instead.
+    Unsupported(&'static str),
+}
+
+/// Settings the handlers need, resolved from [`ServeSpec`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The bearer token for mutating endpoints.
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Interval between progress events.
+    pub progress_interval: Duration,
+    /// Ring size of the subscribers' broadcast channel.
+    pub client_buffer: usize,
+}
+
+/// What every handler shares.
+pub struct Shared {
+    state: Mutex<Served>,
+    updates: broadcast::Sender<Batch>,
+    subscribers: AtomicUsize,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    posting: Posting,
+    decoder: Decoder,
+    ts_field: String,
+    min_timestamp: u64,
+}
+
+impl Shared {
+    /// The served state; a handler that panicked while holding it does not poison the others.
+    fn state(&self) -> MutexGuard<'_, Served> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a feed message and passes its changes on to subscribers, under the state's lock
+    /// so that a subscriber's snapshot and its changes neither overlap nor leave a gap.
+    fn apply(&self, feed: Feed) {
+        let mut state = self.state();
+        if let Some(batch) = state.apply(feed) {
+            // No subscriber is not an error.
+            let _ = self.updates.send(batch);
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    feed: mpsc::UnboundedSender<Feed>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds `spec.addr` and starts serving `pipeline`'s results on a thread of its own;
+    /// `posting` says where `POST /v1/events` sends events.
+    pub fn start(
+        spec: &ServeSpec,
+        pipeline: &Pipeline,
+        metrics: Arc<Metrics>,
+        posting: Posting,
+    ) -> Result<Server, ServeError> {
+        let token = spec.resolve_token().map_err(ServeError::Token)?;
+        let listener = std::net::TcpListener::bind(&spec.addr)
+            .map_err(|source| ServeError::Bind { addr: spec.addr.clone(), source })?;
+        let addr = listener.local_addr().map_err(ServeError::Start)?;
+        listener.set_nonblocking(true).map_err(ServeError::Start)?;
+        let (updates, _) = broadcast::channel(spec.client_buffer.max(1));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Served::new(pipeline.source.timestamp_unit.scale(), spec.hot_windows)),
+            updates,
+            subscribers: AtomicUsize::new(0),
+            metrics,
+            settings: Settings {
+                token,
+                max_body_bytes: spec.max_body_bytes,
+                progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
+                client_buffer: spec.client_buffer,
+            },
+            posting,
+            decoder: Decoder::for_payload(&pipeline.source, Payload::Json),
+            ts_field: pipeline.source.fields.ts.clone(),
+            min_timestamp: pipeline.source.min_timestamp,
+        });
+        let (feed, mut feed_rx) = mpsc::unbounded_channel::<Feed>();
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("recflow-serve")
+            .enable_all()
+            .build()
+            .map_err(ServeError::Start)?;
+        let app = routes::router(Arc::clone(&shared));
+        let applier = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("recflow-serve".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::spawn(async move {
+                        while let Some(message) = feed_rx.recv().await {
+                            applier.apply(message);
+                        }
+                    });
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            eprintln!("recflow: serve: {e}");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        result = axum::serve(listener, app) => {
+                            if let Err(e) = result {
+                                eprintln!("recflow: serve: {e}");
+                            }
+                        }
+                        _ = shutdown_rx => {}
+                    }
+                });
+                // Open subscriptions never end by themselves; cut them.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(ServeError::Start)?;
+        Ok(Server { addr, feed, shutdown: Some(shutdown), thread: Some(thread), shared })
+    }
+
+    /// The address it listens on (with the port chosen, when `:0` was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A sender for the changelog sink's [`crate::sink::ServeFeed`].
+    pub fn feed(&self) -> mpsc::UnboundedSender<Feed> {
+        self.feed.clone()
+    }
+
+    /// Marks the results final: the run has ended (the dataflow is dropped once everything is
+    /// out, so the sink's frontier never reports the end itself).
+    pub fn finish(&self) {
+        let _ = self.feed.send(Feed::Progress(None));
+    }
+
+    /// Marks the results final, keeps serving them for `linger`, or until `stop` is raised
+    /// (Ctrl-C or SIGTERM), then stops.
+    pub fn linger(self, linger: Linger, stop: Option<&AtomicBool>) {
+        self.finish();
+        let started = Instant::now();
+        let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        let expired = || match linger {
+            Linger::For(span) => started.elapsed() >= Duration::from_millis(span.millis()),
+            Linger::Forever => false,
+        };
+        while !stopped() && !expired() {
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        drop(self);
+    }
+
+    /// Subscribers connected now.
+    pub fn subscribers(&self) -> usize {
+        self.shared.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

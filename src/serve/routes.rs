@@ -1,0 +1,368 @@
+//! The HTTP routes: point queries, hot items, posted events, metrics and health. Every error is
+//! a JSON object `{"error": "..."}` with a status that says whose fault it is; no request can
+//! panic the server.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{subscribe, Posting, Shared};
+use crate::event::DeadLetter;
+use crate::metrics::REJECT_CODES;
+use crate::sink::changelog::ChangeRecord;
+use crate::source::PostedRecord;
+
+/// An error answer: a status and a message for the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Query parameters, checked against the ones a route knows.
+pub(super) fn check_params(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    let mut unknown: Vec<&str> = params.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+    unknown.sort_unstable();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => Err(ApiError::bad_request(format!(
+            "unknown query parameter `{name}`; this route takes {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))),
+    }
+}
+
+/// The routes, sharing `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let events = Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(shared.settings.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/users/{user}/recommendations", get(recommendations))
+        .route("/v1/hot-items", get(hot_items))
+        .route("/v1/subscribe", get(subscribe::recs))
+        .route("/v1/subscribe/hot-items", get(subscribe::hot_items))
+        .merge(events)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see the README's Serving section")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lets a request through when no token is configured or it carries `Authorization: Bearer T`.
+async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &shared.settings.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
+        if !given.is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes())) {
+            let error = ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer TOKEN`");
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], error).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let state = shared.state();
+    Json(json!({
+        "status": "ok",
+        "as_of": state.as_of(),
+        "input_ended": state.ended(),
+        "subscribers": shared.subscribers.load(Ordering::Relaxed),
+    }))
+}
+
+/// `GET /v1/users/{user}/recommendations?k=N`: the user's current list, best first.
+async fn recommendations(
+    State(shared): State<Arc<Shared>>,
+    Path(user): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    check_params(&params, &["k"])?;
+    let k = match params.get("k") {
+        None => usize::MAX,
+        Some(text) => match text.parse::<usize>() {
+            Ok(k) if k >= 1 => k,
+            _ => return Err(ApiError::bad_request(format!("k={text}: use a whole number of at least 1"))),
+        },
+    };
+    let (record, as_of) = {
+        let state = shared.state();
+        (state.recs(&user), state.as_of())
+    };
+    let Some(record) = record else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("user {user} has no recommendations")));
+    };
+    let ChangeRecord::Recs { user, time, items } = &*record else {
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a list of the wrong kind"));
+    };
+    let items = &items[..items.len().min(k)];
+    Ok(Json(json!({ "user": user, "as_of": as_of, "time": time, "items": items })))
+}
+
+/// `GET /v1/hot-items[?window_end=T]`: the lists of the latest (or the given) closed window.
+async fn hot_items(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    check_params(&params, &["window_end"])?;
+    let window_end = match params.get("window_end") {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("window_end={text}: use a time in the input's timestamp unit"))
+        })?),
+    };
+    let (window, as_of) = {
+        let state = shared.state();
+        (state.hot_window(window_end), state.as_of())
+    };
+    let Some((end, records)) = window else {
+        let message = match window_end {
+            Some(end) => format!("no hot-items window ending at {end} is kept"),
+            None => "no hot-items window has closed yet".to_string(),
+        };
+        return Err(ApiError::new(StatusCode::NOT_FOUND, message));
+    };
+    let mut window_start = None;
+    let lists: Vec<Value> = records
+        .iter()
+        .filter_map(|record| match &**record {
+            ChangeRecord::HotItems { window_start: start, category, items, .. } => {
+                window_start = Some(*start);
+                Some(match category {
+                    Some(category) => json!({ "category": category, "items": items }),
+                    None => json!({ "items": items }),
+                })
+            }
+            ChangeRecord::Recs { .. } => None,
+        })
+        .collect();
+    Ok(Json(json!({ "as_of": as_of, "window_start": window_start, "window_end": end, "lists": lists })))
+}
+
+/// Splits a body into numbered records: one JSON object, a JSON array of them, or JSON lines.
+fn records(body: &str) -> Vec<(usize, String)> {
+    let trimmed = body.trim();
+    match serde_json::from_str::<Value>(trimmed) {
+        Ok(Value::Array(items)) => {
+            return items.iter().enumerate().map(|(i, v)| (i + 1, v.to_string())).collect();
+        }
+        Ok(object @ Value::Object(_)) => return vec![(1, object.to_string())],
+        _ => {}
+    }
+    body.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| (i + 1, line.to_string()))
+        .collect()
+}
+
+/// `POST /v1/events`: validates each record with the pipeline's JSON decoder and feeds the valid
+/// ones into the running source. `ts` may be left out: the event then gets the pipeline's
+/// current event time. Any bad record makes the answer 400, naming its line; the good ones count.
+async fn post_events(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let sender = match &shared.posting {
+        Posting::Open(sender) => sender,
+        Posting::Unsupported(why) => return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, *why)),
+    };
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is larger than serve.max_body_bytes = {}", shared.settings.max_body_bytes)
+        } else {
+            rejection.body_text()
+        };
+        ApiError::new(status, message)
+    })?;
+    let text = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
+    let numbered = records(text);
+    if numbered.is_empty() {
+        return Err(ApiError::bad_request("the body holds no events; send a JSON object or JSON lines"));
+    }
+    let mut posted = Vec::with_capacity(numbered.len());
+    let mut rejected = Vec::new();
+    for (line, record) in numbered {
+        match decode(&shared, &record) {
+            Ok((event, ts_given)) => posted.push(PostedRecord::Event { event, ts_given }),
+            Err(reason) => {
+                rejected.push(json!({ "line": line, "reason": reason.code(), "detail": reason.to_string() }));
+                let origin = format!("http:/v1/events:{line}");
+                posted.push(PostedRecord::Rejected(DeadLetter::new(reason, origin, record.into_bytes())));
+            }
+        }
+    }
+    let accepted = posted.len() - rejected.len();
+    if sender.send(posted).is_err() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; events can no longer be posted"));
+    }
+    if rejected.is_empty() {
+        Ok((StatusCode::OK, Json(json!({ "accepted": accepted }))))
+    } else {
+        Ok((StatusCode::BAD_REQUEST, Json(json!({ "accepted": accepted, "rejected": rejected }))))
+    }
+}
+
+/// Decodes one posted record; a missing `ts` is filled in later by the source.
+fn decode(shared: &Shared, record: &str) -> Result<(crate::event::Event, bool), crate::event::RejectReason> {
+    if let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(record) {
+        if matches!(object.get(&shared.ts_field), None | Some(Value::Null)) {
+            object.insert(shared.ts_field.clone(), Value::from(shared.min_timestamp));
+            return shared.decoder.decode(&Value::Object(object).to_string()).map(|event| (event, false));
+        }
+    }
+    shared.decoder.decode(record).map(|event| (event, true))
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let m = &shared.metrics;
+    let (as_of, ended, users, windows) = {
+        let state = shared.state();
+        (state.as_of(), state.ended(), state.users(), state.hot_windows())
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    let snapshot = m.snapshot();
+    metric(
+        "recflow_events_in_total",
+        "counter",
+        "Records read from the sources, accepted or not.",
+        &one(snapshot.records_in as f64),
+    );
+    metric(
+        "recflow_events_accepted_total",
+        "counter",
+        "Events accepted into the dataflow.",
+        &one(snapshot.accepted as f64),
+    );
+    let rejected: Vec<(String, f64)> = REJECT_CODES
+        .iter()
+        .filter(|code| **code != "late")
+        .map(|code| (format!("{{reason=\"{code}\"}}"), m.rejected_for(code) as f64))
+        .collect();
+    metric("recflow_events_rejected_total", "counter", "Records rejected as invalid, by reason.", &rejected);
+    metric(
+        "recflow_events_late_total",
+        "counter",
+        "Events that arrived after the allowed lateness.",
+        &one(snapshot.late as f64),
+    );
+    let watermarks: Vec<(String, f64)> =
+        m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
+    metric("recflow_watermark_ms", "gauge", "Each reading worker's watermark (event time, ms).", &watermarks);
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64);
+    let lag: Vec<(String, f64)> =
+        m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), (now_ms - *ms as f64) / 1000.0)).collect();
+    metric("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
+    metric(
+        "recflow_output_as_of",
+        "gauge",
+        "Output frontier: every change up to this time (input's unit) is served.",
+        &one(as_of.map_or(f64::NAN, |t| t as f64)),
+    );
+    metric(
+        "recflow_input_ended",
+        "gauge",
+        "1 once a finite input has ended and the results are final.",
+        &one(f64::from(u8::from(ended))),
+    );
+    metric(
+        "recflow_output_updates_total",
+        "counter",
+        "Changelog records written.",
+        &one(snapshot.output_records as f64),
+    );
+    let latency: Vec<(String, f64)> = [0.5, 0.99]
+        .iter()
+        .filter_map(|q| m.update_latency.quantile_ms(*q).map(|ms| (format!("{{quantile=\"{q}\"}}"), ms)))
+        .collect();
+    metric("recflow_update_latency_ms", "summary", "From an event's ingestion until its results are out.", &latency);
+    metric(
+        "recflow_subscribers",
+        "gauge",
+        "Open subscriptions.",
+        &one(shared.subscribers.load(Ordering::Relaxed) as f64),
+    );
+    metric("recflow_served_users", "gauge", "Users with a served recommendation list.", &one(users as f64));
+    metric("recflow_served_hot_windows", "gauge", "Hot-items windows kept for queries.", &one(windows as f64));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_split_into_numbered_records() {
+        let numbered = |body: &str| records(body).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(numbered("{\"user\": 1,\n \"item\": 2}"), vec![1], "one pretty-printed object");
+        assert_eq!(numbered("[{\"user\": 1}, {\"user\": 2}]"), vec![1, 2], "an array, by element");
+        assert_eq!(numbered("{\"user\": 1}\n\n{oops\n{\"user\": 3}\n"), vec![1, 3, 4], "lines, blank ones skipped");
+        assert!(records("  \n").is_empty());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(!same(b"s3cret", b"s3creT"));
+    }
+}

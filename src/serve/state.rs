@@ -1,0 +1,205 @@
+//! What the server answers from: the current value of every key of the changelog (each user's
+//! list, each kept hot-items window), the output frontier they are valid as of, and whether the
+//! input has ended. Only the server's thread touches it; the worker feeds it through [`Feed`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::event::{Id, Millis};
+use crate::sink::changelog::ChangeRecord;
+
+/// What the changelog sink tells the server.
+#[derive(Debug)]
+pub enum Feed {
+    /// Change records, in changelog order (time, then key).
+    Changes(Vec<ChangeRecord>),
+    /// The sink's frontier in milliseconds: every change before it has been fed. `None`: the
+    /// input has ended and the results are final.
+    Progress(Option<Millis>),
+}
+
+/// A batch of changes as subscribers receive it.
+pub type Batch = Arc<Vec<Arc<ChangeRecord>>>;
+
+/// The current results, as of the output frontier.
+#[derive(Debug)]
+pub struct Served {
+    recs: HashMap<String, Arc<ChangeRecord>>,
+    /// Hot-items lists by window end (input's unit), then by category (`""` for none).
+    hot: BTreeMap<u64, BTreeMap<String, Arc<ChangeRecord>>>,
+    as_of: Option<u64>,
+    ended: bool,
+    unit: u64,
+    hot_windows: usize,
+}
+
+/// Which changes a subscriber follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// Recommendation lists: of these users, or of all users.
+    Recs(Option<BTreeSet<String>>),
+    /// Hot-items lists.
+    HotItems,
+}
+
+impl Topic {
+    /// Whether `record` belongs to this topic.
+    pub fn matches(&self, record: &ChangeRecord) -> bool {
+        match (self, record) {
+            (Topic::Recs(None), ChangeRecord::Recs { .. }) => true,
+            (Topic::Recs(Some(users)), ChangeRecord::Recs { user, .. }) => users.contains(&user.to_string()),
+            (Topic::HotItems, ChangeRecord::HotItems { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+fn category_key(category: &Option<Id>) -> String {
+    category.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+impl Served {
+    /// Empty state for times in units of `unit` ms, keeping at most `hot_windows` windows.
+    pub fn new(unit: u64, hot_windows: usize) -> Served {
+        Served {
+            recs: HashMap::new(),
+            hot: BTreeMap::new(),
+            as_of: None,
+            ended: false,
+            unit: unit.max(1),
+            hot_windows: hot_windows.max(1),
+        }
+    }
+
+    /// Applies what the sink said; returns the changes subscribers should see, if any.
+    pub fn apply(&mut self, feed: Feed) -> Option<Batch> {
+        match feed {
+            Feed::Changes(records) => {
+                let records: Vec<Arc<ChangeRecord>> = records.into_iter().map(Arc::new).collect();
+                for record in &records {
+                    self.upsert(record);
+                }
+                Some(Arc::new(records))
+            }
+            Feed::Progress(Some(frontier)) => {
+                // Every change at a time at most `frontier - 1` ms is in.
+                if let Some(last) = frontier.checked_sub(1) {
+                    self.as_of = Some(self.as_of.map_or(last / self.unit, |t| t.max(last / self.unit)));
+                }
+                None
+            }
+            Feed::Progress(None) => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+
+    fn upsert(&mut self, record: &Arc<ChangeRecord>) {
+        match &**record {
+            ChangeRecord::Recs { user, items, .. } => {
+                if items.is_empty() {
+                    self.recs.remove(&user.to_string());
+                } else {
+                    self.recs.insert(user.to_string(), Arc::clone(record));
+                }
+            }
+            ChangeRecord::HotItems { window_end, category, items, .. } => {
+                let window = self.hot.entry(*window_end).or_default();
+                if items.is_empty() {
+                    window.remove(&category_key(category));
+                    if window.is_empty() {
+                        self.hot.remove(window_end);
+                    }
+                } else {
+                    window.insert(category_key(category), Arc::clone(record));
+                }
+                while self.hot.len() > self.hot_windows {
+                    self.hot.pop_first();
+                }
+            }
+        }
+    }
+
+    /// A user's current list (the last change record of that user), if they have one.
+    pub fn recs(&self, user: &str) -> Option<Arc<ChangeRecord>> {
+        self.recs.get(user).cloned()
+    }
+
+    /// The lists of the window ending at `window_end`, or of the latest window; with its end.
+    pub fn hot_window(&self, window_end: Option<u64>) -> Option<(u64, Vec<Arc<ChangeRecord>>)> {
+        let (end, lists) = match window_end {
+            Some(end) => self.hot.get_key_value(&end)?,
+            None => self.hot.last_key_value()?,
+        };
+        Some((*end, lists.values().cloned().collect()))
+    }
+
+    /// The current value of every key of `topic`.
+    pub fn snapshot(&self, topic: &Topic) -> Vec<Arc<ChangeRecord>> {
+        match topic {
+            Topic::Recs(Some(users)) => users.iter().filter_map(|u| self.recs.get(u).cloned()).collect(),
+            Topic::Recs(None) => {
+                let mut all: Vec<_> = self.recs.iter().collect();
+                all.sort_by(|a, b| a.0.cmp(b.0));
+                all.into_iter().map(|(_, r)| Arc::clone(r)).collect()
+            }
+            Topic::HotItems => self.hot.values().flat_map(|w| w.values().cloned()).collect(),
+        }
+    }
+
+    /// The output frontier in the input's unit: every change up to and including this time is in.
+    pub fn as_of(&self) -> Option<u64> {
+        self.as_of
+    }
+
+    /// Whether the input has ended and the results are final.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Users with a list.
+    pub fn users(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Hot-items windows kept.
+    pub fn hot_windows(&self) -> usize {
+        self.hot.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::changelog::{CountedItem, ScoredItem};
+
+    fn recs(user: i64, time: u64, items: &[i64]) -> ChangeRecord {
+        let items = items.iter().map(|i| ScoredItem { item: Id::Num(*i), score: 1.0, fallback: false }).collect();
+        ChangeRecord::Recs { user: Id::Num(user), time, items }
+    }
+
+    fn hot(window_end: u64, items: &[i64]) -> ChangeRecord {
+        let items = items.iter().map(|i| CountedItem { item: Id::Num(*i), count: 1 }).collect();
+        ChangeRecord::HotItems { window_start: window_end as i64 - 10, window_end, category: None, items }
+    }
+
+    #[test]
+    fn keeps_the_last_value_per_key_and_the_frontier() {
+        let mut served = Served::new(1_000, 2);
+        served.apply(Feed::Changes(vec![recs(1, 5, &[7]), recs(2, 5, &[8]), hot(10, &[1]), hot(20, &[2])]));
+        served.apply(Feed::Changes(vec![recs(1, 6, &[9]), recs(2, 6, &[]), hot(30, &[3])]));
+        served.apply(Feed::Progress(Some(7_000)));
+        assert_eq!(served.recs("1").as_deref(), Some(&recs(1, 6, &[9])));
+        assert!(served.recs("2").is_none(), "an emptied list is gone");
+        assert_eq!(served.as_of(), Some(6));
+        assert_eq!(served.hot_windows(), 2, "the oldest window was dropped");
+        assert_eq!(served.hot_window(None).map(|(end, _)| end), Some(30));
+        assert!(served.hot_window(Some(10)).is_none());
+        let topic = Topic::Recs(Some(["1".to_string()].into()));
+        assert_eq!(served.snapshot(&topic).len(), 1);
+        assert!(!served.ended());
+        served.apply(Feed::Progress(None));
+        assert!(served.ended());
+    }
+}

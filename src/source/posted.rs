@@ -1,0 +1,147 @@
+//! Events posted over HTTP (`POST /v1/events`), merged into the source of the worker that reads
+//! the input. The server validates them with the pipeline's decoder and sends them here through
+//! a channel; [`WithPosted`] hands them to the ingest operator with the source's own arrivals,
+//! so they get event time, lateness and dead letters like any other record.
+
+use std::sync::mpsc::{channel, Receiver, SendError, Sender};
+use std::time::Duration;
+
+use super::{Arrival, EventSource, Poll, Position};
+use crate::event::{DeadLetter, Event, Millis, RejectReason};
+
+/// One posted record: a valid event (with whether its `ts` was given), or why it is not one.
+#[derive(Clone, Debug)]
+pub enum PostedRecord {
+    /// A valid event; `ts_given` is false when `ts` was left out and should be the pipeline's
+    /// current event time.
+    Event {
+        /// The event.
+        event: Event,
+        /// Whether the poster gave its timestamp.
+        ts_given: bool,
+    },
+    /// A record that did not decode.
+    Rejected(DeadLetter),
+}
+
+/// The server's end of the channel.
+#[derive(Clone, Debug)]
+pub struct PostSender(Sender<Vec<PostedRecord>>);
+
+impl PostSender {
+    /// Sends a request's records; fails once the input has ended (nothing reads them any more).
+    pub fn send(&self, records: Vec<PostedRecord>) -> Result<(), SendError<Vec<PostedRecord>>> {
+        self.0.send(records)
+    }
+}
+
+/// The reading worker's end of the channel.
+#[derive(Debug)]
+pub struct PostReceiver(Receiver<Vec<PostedRecord>>);
+
+/// A channel for posted events.
+pub fn post_channel() -> (PostSender, PostReceiver) {
+    let (tx, rx) = channel();
+    (PostSender(tx), PostReceiver(rx))
+}
+
+/// A source whose arrivals are followed by whatever was posted. Posted records go to lane 0,
+/// at the position of the source's latest record there. When the source ends, what was posted
+/// so far is still delivered and the channel closes, so later posts are refused, not lost.
+pub struct WithPosted {
+    inner: Box<dyn EventSource>,
+    posted: Option<PostReceiver>,
+    max_seen: Option<Millis>,
+    last: Position,
+}
+
+impl WithPosted {
+    /// `inner` plus the events arriving on `posted`.
+    pub fn new(inner: Box<dyn EventSource>, posted: PostReceiver) -> WithPosted {
+        WithPosted { inner, posted: Some(posted), max_seen: None, last: Position { lane: 0, offset: 0 } }
+    }
+
+    /// Appends posted records to `out`; returns how many.
+    fn drain(&mut self, out: &mut Vec<Arrival>) -> usize {
+        let Some(posted) = &self.posted else { return 0 };
+        let mut count = 0;
+        while let Ok(records) = posted.0.try_recv() {
+            for record in records {
+                let arrival = match record {
+                    PostedRecord::Event { mut event, ts_given } => {
+                        if !ts_given {
+                            event.ts = self.max_seen.unwrap_or_else(wall_clock_ms);
+                        }
+                        self.max_seen = Some(self.max_seen.map_or(event.ts, |m| m.max(event.ts)));
+                        Ok(event)
+                    }
+                    PostedRecord::Rejected(dead) => Err(dead),
+                };
+                out.push((self.last, arrival));
+                count += 1;
+            }
+        }
+        count
+    }
+}
+
+fn wall_clock_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+impl EventSource for WithPosted {
+    fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
+        let before = out.len();
+        let poll = self.inner.poll(max, out);
+        for (at, arrival) in &out[before..] {
+            if at.lane == 0 {
+                self.last.offset = self.last.offset.max(at.offset);
+            }
+            if let Ok(event) = arrival {
+                self.max_seen = Some(self.max_seen.map_or(event.ts, |m| m.max(event.ts)));
+            }
+        }
+        let posted = self.drain(out);
+        match poll {
+            Poll::Done => {
+                // Refuse later posts: dropping the receiver makes every send fail.
+                self.posted = None;
+                Poll::Done
+            }
+            Poll::Idle if posted > 0 => Poll::Ready,
+            other => other,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn lanes(&self) -> usize {
+        self.inner.lanes()
+    }
+
+    fn lane_finished(&self, lane: usize) -> bool {
+        self.inner.lane_finished(lane)
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.inner.idle_timeout()
+    }
+
+    fn origin(&self, at: Position) -> String {
+        self.inner.origin(at)
+    }
+
+    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
+        self.inner.reject(at, reason, raw)
+    }
+
+    fn acknowledge(&mut self, written: &[Position]) {
+        self.inner.acknowledge(written)
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish()
+    }
+}
