@@ -145,6 +145,19 @@ struct BenchArgs {
     /// Partitions of the Kafka input topic.
     #[arg(long, default_value_t = 4)]
     partitions: usize,
+    /// Measure serving: point queries from --clients connections for --seconds while the
+    /// synthetic stream flows (at --rate), and --posts posted events until a subscriber sees them.
+    #[arg(long)]
+    serve: bool,
+    /// Query connections for --serve.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Seconds of query load for --serve.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Posted events timed to a subscriber for --serve.
+    #[arg(long, default_value_t = 20)]
+    posts: usize,
     /// Number of runs; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -482,6 +495,32 @@ fn bench(args: BenchArgs) -> Result<()> {
     pipeline.validate(&args.pipeline.display().to_string())?;
     if let Some(brokers) = &args.kafka {
         return bench_kafka(&pipeline, &args, brokers);
+    }
+    if args.serve {
+        let bench = recflow::serve::bench::ServeBench {
+            clients: args.clients,
+            duration: std::time::Duration::from_secs(args.seconds),
+            posts: args.posts,
+        };
+        let figures = recflow::serve::bench::bench_serve(&pipeline, &bench, timely_config(&args.workers)?)?;
+        println!(
+            "{} point queries in {}s from {} connections = {:.0} queries/s ({} with a list); latency p50 {:.2} ms, p99 {:.2} ms",
+            figures.queries,
+            args.seconds,
+            args.clients,
+            figures.queries_per_second,
+            figures.found,
+            figures.query_ms.0,
+            figures.query_ms.1
+        );
+        println!(
+            "posted event to subscriber: p50 {:.1} ms, p99 {:.1} ms over {} posts; peak memory {} MiB",
+            figures.post_to_subscriber_ms.0,
+            figures.post_to_subscriber_ms.1,
+            args.posts,
+            peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string())
+        );
+        return Ok(());
     }
     let mut rows = Vec::new();
     for run in 1..=args.runs.max(1) {

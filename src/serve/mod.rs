@@ -12,6 +12,7 @@
 //! `GET /v1/subscribe` and `GET /v1/subscribe/hot-items` ([`subscribe`]), `POST /v1/events`,
 //! `GET /metrics`, `GET /healthz`.
 
+pub mod bench;
 pub mod routes;
 pub mod state;
 pub mod subscribe;
