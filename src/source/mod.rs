@@ -83,6 +83,50 @@ pub trait EventSource {
     fn finish(&mut self) {}
 }
 
+/// Implements every [`EventSource`] method but `poll` by passing it to the wrapped source in the
+/// field `inner`: for sources that wrap another one and change only what it delivers.
+macro_rules! delegate_to_inner {
+    () => {
+        fn name(&self) -> String {
+            self.inner.name()
+        }
+
+        fn lanes(&self) -> usize {
+            self.inner.lanes()
+        }
+
+        fn lane_finished(&self, lane: usize) -> bool {
+            self.inner.lane_finished(lane)
+        }
+
+        fn idle_timeout(&self) -> Option<std::time::Duration> {
+            self.inner.idle_timeout()
+        }
+
+        fn origin(&self, at: $crate::source::Position) -> String {
+            self.inner.origin(at)
+        }
+
+        fn reject(
+            &self,
+            at: $crate::source::Position,
+            reason: $crate::event::RejectReason,
+            raw: Vec<u8>,
+        ) -> $crate::event::DeadLetter {
+            self.inner.reject(at, reason, raw)
+        }
+
+        fn acknowledge(&mut self, written: &[$crate::source::Position]) {
+            self.inner.acknowledge(written)
+        }
+
+        fn finish(&mut self) {
+            self.inner.finish()
+        }
+    };
+}
+pub(crate) use delegate_to_inner;
+
 /// A source that stops after a fixed number of arrivals (`--max-events`).
 pub struct Bounded<S> {
     inner: S,
@@ -112,37 +156,7 @@ impl<S: EventSource> EventSource for Bounded<S> {
         }
     }
 
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    fn lanes(&self) -> usize {
-        self.inner.lanes()
-    }
-
-    fn lane_finished(&self, lane: usize) -> bool {
-        self.inner.lane_finished(lane)
-    }
-
-    fn idle_timeout(&self) -> Option<Duration> {
-        self.inner.idle_timeout()
-    }
-
-    fn origin(&self, at: Position) -> String {
-        self.inner.origin(at)
-    }
-
-    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
-        self.inner.reject(at, reason, raw)
-    }
-
-    fn acknowledge(&mut self, written: &[Position]) {
-        self.inner.acknowledge(written)
-    }
-
-    fn finish(&mut self) {
-        self.inner.finish()
-    }
+    delegate_to_inner!();
 }
 
 impl EventSource for Box<dyn EventSource> {

@@ -4,10 +4,9 @@
 //! so they get event time, lateness and dead letters like any other record.
 
 use std::sync::mpsc::{channel, Receiver, SendError, Sender};
-use std::time::Duration;
 
 use super::{Arrival, EventSource, Poll, Position};
-use crate::event::{DeadLetter, Event, Millis, RejectReason};
+use crate::event::{DeadLetter, Event, Millis};
 
 /// One posted record: a valid event (with whether its `ts` was given), or why it is not one.
 #[derive(Clone, Debug)]
@@ -113,35 +112,5 @@ impl EventSource for WithPosted {
         }
     }
 
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    fn lanes(&self) -> usize {
-        self.inner.lanes()
-    }
-
-    fn lane_finished(&self, lane: usize) -> bool {
-        self.inner.lane_finished(lane)
-    }
-
-    fn idle_timeout(&self) -> Option<Duration> {
-        self.inner.idle_timeout()
-    }
-
-    fn origin(&self, at: Position) -> String {
-        self.inner.origin(at)
-    }
-
-    fn reject(&self, at: Position, reason: RejectReason, raw: Vec<u8>) -> DeadLetter {
-        self.inner.reject(at, reason, raw)
-    }
-
-    fn acknowledge(&mut self, written: &[Position]) {
-        self.inner.acknowledge(written)
-    }
-
-    fn finish(&mut self) {
-        self.inner.finish()
-    }
+    super::delegate_to_inner!();
 }
