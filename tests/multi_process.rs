@@ -13,29 +13,7 @@ fn two_processes_match_one_worker() {
     let dir = std::env::temp_dir().join(format!("recflow-2proc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = dir.join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        r#"
-[source]
-kind = "synth"
-[source.synth]
-users = 300
-items = 400
-categories = 20
-clusters = 5
-[recommend]
-k = 5
-history = 10
-[recommend.similarity]
-refresh = "10s"
-[hot_items]
-size = "2m"
-slide = "30s"
-[output]
-status_interval_secs = 0
-"#,
-    )
-    .unwrap();
+    std::fs::write(&pipeline, common::SMALL_WORLD).unwrap();
     let single = dir.join("single.jsonl");
     let status = recflow()
         .arg("run")

@@ -141,31 +141,15 @@ fn receive_until(
     seen
 }
 
-const WORLD: &str = r#"
-[source]
-kind = "synth"
-[source.synth]
-users = 300
-items = 400
-categories = 20
-clusters = 5
-[recommend]
-k = 5
-history = 10
-[recommend.similarity]
-refresh = "10s"
-[hot_items]
-size = "2m"
-slide = "30s"
-[output]
-status_interval_secs = 0
-"#;
-
 #[test]
 fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
     let dir = scratch_dir("serve-finite");
     let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, format!("{WORLD}\n[serve]\naddr = \"127.0.0.1:0\"\nlinger = \"forever\"\n")).unwrap();
+    std::fs::write(
+        &pipeline,
+        format!("{}\n[serve]\naddr = \"127.0.0.1:0\"\nlinger = \"forever\"\n", common::SMALL_WORLD),
+    )
+    .unwrap();
     let changelog = dir.join("changelog.jsonl");
     let run = Running::start(&pipeline, &["--max-events", "3000", "-q", "--output", changelog.to_str().unwrap()], &[]);
     wait_for(120, "the input ends", || get(&run.url("/healthz")).1["input_ended"] == true);
@@ -241,7 +225,7 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
         &pipeline,
         format!(
             "{}\n[serve]\naddr = \"127.0.0.1:0\"\ntoken_env = \"RECFLOW_TEST_TOKEN\"\nmax_body_bytes = 2048\nprogress_interval = \"200ms\"\n",
-            WORLD.replace("clusters = 5", "clusters = 5\nrate = 2000")
+            common::SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 2000")
         ),
     )
     .unwrap();
@@ -303,7 +287,7 @@ fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
     use recflow::serve::{Feed, Posting, Server};
     use recflow::sink::changelog::{ChangeRecord, ScoredItem};
 
-    let pipeline = recflow::Pipeline::from_toml(WORLD, "world.toml").unwrap();
+    let pipeline = recflow::Pipeline::from_toml(common::SMALL_WORLD, "world.toml").unwrap();
     let spec = recflow::spec::ServeSpec { addr: "127.0.0.1:0".into(), client_buffer: 4, ..Default::default() };
     let metrics = Arc::new(recflow::metrics::Metrics::default());
     let server = Server::start(&spec, &pipeline, metrics, Posting::Unsupported("not in this test")).unwrap();
@@ -334,7 +318,11 @@ fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
 fn two_processes_serve_the_answers_of_a_single_process_run() {
     let dir = scratch_dir("serve-2proc");
     let pipeline = dir.join("pipeline.toml");
-    std::fs::write(&pipeline, format!("{WORLD}\n[serve]\naddr = \"127.0.0.1:0\"\nlinger = \"forever\"\n")).unwrap();
+    std::fs::write(
+        &pipeline,
+        format!("{}\n[serve]\naddr = \"127.0.0.1:0\"\nlinger = \"forever\"\n", common::SMALL_WORLD),
+    )
+    .unwrap();
     let single = dir.join("single.jsonl");
     let mut alone = recflow();
     alone.arg("run").arg(&pipeline).args(["--max-events", "3000", "-q", "--serve-linger", "0s", "--output"]);

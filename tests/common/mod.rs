@@ -145,3 +145,25 @@ pub fn wait_for_exit(child: &mut std::process::Child, limit: std::time::Duration
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A small synthetic world with recommendations and hot items, for runs that only need some
+/// results of every kind quickly.
+pub const SMALL_WORLD: &str = r#"
+[source]
+kind = "synth"
+[source.synth]
+users = 300
+items = 400
+categories = 20
+clusters = 5
+[recommend]
+k = 5
+history = 10
+[recommend.similarity]
+refresh = "10s"
+[hot_items]
+size = "2m"
+slide = "30s"
+[output]
+status_interval_secs = 0
+"#;
