@@ -12,7 +12,6 @@ use timely::dataflow::operators::probe;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
-use crate::kafka::KafkaAddress;
 use crate::metrics::{Metrics, Snapshot};
 use crate::serve::{Posting, ServeError, Server};
 use crate::sink::{self, write_changelog, write_dead_letters, ServeFeed, SinkError, Tee};
@@ -119,16 +118,19 @@ fn reads_in_parallel(pipeline: &Pipeline, options: &RunOptions) -> bool {
     pipeline.source.kind == SourceKind::Kafka && options.input.is_none()
 }
 
-/// Opens the source this worker reads, if it reads one.
+/// Opens the source this worker reads, if it reads one. `input_partitions` is the Kafka input
+/// topic's partition count when every worker reads its own partitions.
 fn open_source(
     pipeline: &Pipeline,
     options: &RunOptions,
+    input_partitions: Option<usize>,
     worker: usize,
     workers: usize,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Box<dyn EventSource>>, RunError> {
-    let source: Box<dyn EventSource> = if reads_in_parallel(pipeline, options) {
-        let kafka = KafkaSource::open(&pipeline.source, &pipeline.source.kafka, worker, workers, Arc::clone(metrics))
+    let source: Box<dyn EventSource> = if let Some(count) = input_partitions {
+        let spec = &pipeline.source.kafka;
+        let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(metrics))
             .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
         Box::new(kafka)
     } else if worker != 0 {
@@ -215,6 +217,12 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         timely::CommunicationConfig::Cluster { threads, .. } => *threads,
         _ => 1,
     };
+    // One metadata lookup per process: the workers' partitions, and the partitions a missing
+    // Kafka output topic is created with (as many as the input topic; 1 for other sources).
+    let input_partitions = reads_in_parallel(&pipeline, &options)
+        .then(|| KafkaSource::partitions(&pipeline.source.kafka))
+        .transpose()
+        .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
     let metrics = Arc::new(Metrics::default());
     let (server, posted) = if is_first_process { start_server(&pipeline, &options, &metrics)? } else { (None, None) };
     let feed = server.as_ref().map(Server::feed);
@@ -226,21 +234,13 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
-        let mut source = open_source(&pipeline, &options, index, peers, &worker_metrics)?;
+        let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics)?;
         // Worker 0 reads the input when events can be posted (never a Kafka source).
         let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
         if let Some(receiver) = receiver {
             source = source.map(|s| Box::new(WithPosted::new(s, receiver)) as Box<dyn EventSource>);
         }
-        // A missing Kafka output topic gets as many partitions as the input topic.
-        let partitions = if parallel && index == 0 {
-            let kafka = &pipeline.source.kafka;
-            let address = KafkaAddress { brokers: kafka.brokers.clone(), topic: kafka.topic.clone() };
-            let config = crate::kafka::client_config(&address.brokers, &kafka.options);
-            crate::kafka::partition_count(&address, &config).ok().flatten().unwrap_or(1)
-        } else {
-            1
-        };
+        let partitions = input_partitions.unwrap_or(1);
         // Worker 0 writes every output; with serving, the changelog also feeds the server.
         let changelog_out = (index == 0)
             .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))

@@ -15,12 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::Message;
 use thiserror::Error;
 
-use super::{client_config, KafkaAddress, KafkaSetupError, REQUEST_TIMEOUT};
+use super::{client_config, KafkaAddress, KafkaSetupError};
 use crate::event::{Event, Millis};
 use crate::event_time::ceil_to;
 use crate::metrics::Metrics;
@@ -82,59 +80,13 @@ fn fresh_topic(tag: &str) -> String {
 fn produce(address: &KafkaAddress, events: &[Event], partitions: usize, rate: Option<u64>) -> Result<(), SinkError> {
     let mut out = KafkaDestination::open(address, &Default::default(), partitions, Arc::new(Metrics::default()))?;
     let started = Instant::now();
-    for (sent, event) in events.iter().enumerate() {
+    for (sent, event) in (1..).zip(events) {
         let payload = bincode::serialize(event).map_err(|e| SinkError::Encode(e.to_string()))?;
         out.send_message(Some(event.user.to_string().into_bytes()), Some(payload));
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64((sent + 1) as f64 / rate as f64);
-            while Instant::now() < due {
-                out.outstanding();
-                std::thread::sleep(due.saturating_duration_since(Instant::now()).min(Duration::from_micros(500)));
-            }
-        } else if sent % 1024 == 0 {
-            out.outstanding();
-        }
+        out.pace(started, sent, rate);
     }
-    while out.outstanding() > 0 {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    out.wait_delivered();
     Ok(())
-}
-
-/// Every message of `address` up to its end offsets now.
-fn read_to_end(address: &KafkaAddress) -> Result<Vec<OwnedMessage>, KafkaSetupError> {
-    let mut config = client_config(&address.brokers, &Default::default());
-    config.set("group.id", fresh_topic("reader")).set("enable.auto.commit", "false");
-    let partitions = super::partition_count(address, &config)?.unwrap_or(0);
-    let consumer: BaseConsumer = config.create().map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for partition in 0..partitions as i32 {
-        let (low, high) = consumer
-            .fetch_watermarks(&address.topic, partition, REQUEST_TIMEOUT)
-            .map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
-        if high > low {
-            ends.insert(partition, high);
-        }
-        let _ = assignment.add_partition_offset(&address.topic, partition, Offset::Beginning);
-    }
-    consumer.assign(&assignment).map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
-    let mut messages = Vec::new();
-    while !ends.is_empty() {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                if let Some(&end) = ends.get(&message.partition()) {
-                    if message.offset() + 1 >= end {
-                        ends.remove(&message.partition());
-                    }
-                    messages.push(message.detach());
-                }
-            }
-            Some(Err(e)) => return Err(KafkaSetupError::new(address, e.to_string())),
-            None => {}
-        }
-    }
-    Ok(messages)
 }
 
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
@@ -205,7 +157,7 @@ pub fn bench_kafka(
             let mut last = (0, Instant::now());
             while last.1.elapsed() < Duration::from_secs(2) {
                 std::thread::sleep(Duration::from_millis(200));
-                let count = read_to_end(&output).map_or(0, |m| m.len());
+                let count = super::read_to_end(&output).map_or(0, |m| m.len());
                 if count != last.0 {
                     last = (count, Instant::now());
                 }
@@ -220,7 +172,7 @@ pub fn bench_kafka(
     // The producer timestamp of each user's last event per tick.
     let tick = pipeline.time.tick.millis();
     let mut sent: HashMap<(String, Millis), i64> = HashMap::new();
-    for message in read_to_end(&input)? {
+    for message in super::read_to_end(&input)? {
         let (Some(payload), Some(at)) = (message.payload(), message.timestamp().to_millis()) else { continue };
         if let Ok(event) = bincode::deserialize::<Event>(payload) {
             let slot = sent.entry((event.user.to_string(), ceil_to(event.ts, tick))).or_default();
@@ -236,7 +188,7 @@ pub fn bench_kafka(
     let measured = first + tenth..first + 9 * tenth;
     let unit = pipeline.source.timestamp_unit.scale();
     let mut latencies: Vec<f64> = Vec::new();
-    for message in read_to_end(&output)? {
+    for message in super::read_to_end(&output)? {
         let (Some(payload), Some(at)) = (message.payload(), message.timestamp().to_millis()) else { continue };
         let Ok(record) = serde_json::from_slice::<serde_json::Value>(payload) else { continue };
         if record["type"] != "recs" {

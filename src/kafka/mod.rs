@@ -15,7 +15,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 
 /// The scheme of Kafka addresses.
@@ -23,6 +25,25 @@ pub const SCHEME: &str = "kafka://";
 
 /// How long metadata and admin requests may take before recflow gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the same kind of client error is reported.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Lets recurring client errors (a broker that is down, failing deliveries) be reported at most
+/// once per [`REPORT_INTERVAL`]; librdkafka keeps retrying in between.
+#[derive(Debug, Default)]
+pub struct ReportLimiter(Option<std::time::Instant>);
+
+impl ReportLimiter {
+    /// Whether a report is due now; if so, the next one waits another interval.
+    pub fn due(&mut self) -> bool {
+        let due = self.0.is_none_or(|at| at.elapsed() >= REPORT_INTERVAL);
+        if due {
+            self.0 = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
 
 /// A topic on a cluster: `kafka://HOST:PORT[,HOST:PORT...]/TOPIC`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +193,48 @@ pub fn ensure_topic(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every message of `address` up to the end offsets its partitions have now, each partition in
+/// offset order.
+pub fn read_to_end(address: &KafkaAddress) -> Result<Vec<OwnedMessage>, KafkaSetupError> {
+    let mut config = client_config(&address.brokers, &Default::default());
+    config.set("group.id", "recflow-reader").set("enable.auto.commit", "false");
+    let partitions = partition_count(address, &config)?.unwrap_or(0);
+    let consumer: BaseConsumer = config.create().map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in 0..partitions as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(&address.topic, partition, REQUEST_TIMEOUT)
+            .map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
+        if high > low {
+            ends.insert(partition, high);
+        }
+        let _ = assignment.add_partition_offset(&address.topic, partition, Offset::Beginning);
+    }
+    consumer.assign(&assignment).map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
+    let mut messages = Vec::new();
+    let mut last_message = std::time::Instant::now();
+    while !ends.is_empty() {
+        if last_message.elapsed() > REQUEST_TIMEOUT {
+            return Err(KafkaSetupError::new(address, "no message arrived for a while; is the broker running?"));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                last_message = std::time::Instant::now();
+                if let Some(&end) = ends.get(&message.partition()) {
+                    if message.offset() + 1 >= end {
+                        ends.remove(&message.partition());
+                    }
+                    messages.push(message.detach());
+                }
+            }
+            Some(Err(e)) => return Err(KafkaSetupError::new(address, e.to_string())),
+            None => {}
+        }
+    }
+    Ok(messages)
 }
 
 #[cfg(test)]

@@ -131,15 +131,7 @@ pub fn produce(input: &Path, layout: &SourceSpec, options: &ProduceOptions) -> R
         };
         out.send_message(key, Some(payload));
         sent += 1;
-        if let Some(rate) = options.rate.filter(|r| *r > 0) {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-            while Instant::now() < due {
-                out.outstanding();
-                std::thread::sleep(due.saturating_duration_since(Instant::now()).min(Duration::from_millis(5)));
-            }
-        } else if sent.is_multiple_of(1024) {
-            out.outstanding();
-        }
+        out.pace(started, sent, options.rate);
         if options.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let secs = started.elapsed().as_secs_f64();
@@ -150,9 +142,7 @@ pub fn produce(input: &Path, layout: &SourceSpec, options: &ProduceOptions) -> R
             );
         }
     }
-    while out.outstanding() > 0 {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    out.wait_delivered();
     let failed = out.given_up();
     if failed > 0 {
         return Err(ProduceError::Undelivered(failed, options.to.to_string()));

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::{client_config, partition_count, KafkaAddress, KafkaSetupError, REQUEST_TIMEOUT};
+use super::{client_config, partition_count, KafkaAddress, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
 
 /// What to follow.
 #[derive(Clone, Debug)]
@@ -56,15 +56,14 @@ pub fn subscribe(options: &SubscribeOptions, out: &mut dyn Write) -> Result<u64,
     }
     consumer.assign(&assignment).map_err(|e| KafkaSetupError::new(address, format!("cannot assign: {e}")))?;
     let mut printed = 0;
-    let mut last_error: Option<Instant> = None;
+    let mut reports = ReportLimiter::default();
     while !(options.bounded && remaining.is_empty()) {
         let message = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Ok(message)) => message,
             Some(Err(e)) => {
-                if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+                if reports.due() {
                     eprintln!("recflow subscribe: {address}: {e} (retrying)");
-                    last_error = Some(Instant::now());
                 }
                 continue;
             }

@@ -25,15 +25,13 @@ use rdkafka::ClientContext;
 use super::changelog::ChangeRecord;
 use super::{Destination, SinkError};
 use crate::event::{DeadLetter, Millis};
-use crate::kafka::{client_config, KafkaAddress};
+use crate::kafka::{client_config, KafkaAddress, ReportLimiter};
 use crate::metrics::Metrics;
 
 /// Deliveries of one message before it is given up, loudly.
 pub const MAX_ATTEMPTS: u32 = 10;
 /// How long shutdown waits for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the same kind of delivery error is reported.
-const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A message on its way: owned, so it can be sent again.
 struct Outgoing {
@@ -97,7 +95,7 @@ pub struct KafkaDestination {
     /// Messages waiting for room in the producer's queue, in order.
     backlog: VecDeque<Outgoing>,
     metrics: Arc<Metrics>,
-    last_report: Option<Instant>,
+    reports: ReportLimiter,
     failed: u64,
 }
 
@@ -129,7 +127,7 @@ impl KafkaDestination {
             unacknowledged: BTreeMap::new(),
             backlog: VecDeque::new(),
             metrics,
-            last_report: None,
+            reports: ReportLimiter::default(),
             failed: 0,
         })
     }
@@ -143,6 +141,29 @@ impl KafkaDestination {
     pub fn outstanding(&mut self) -> usize {
         self.serve();
         self.unacknowledged.values().sum()
+    }
+
+    /// Paces a producer of `rate` messages per second (as fast as possible when `None`): after
+    /// `sent` messages since `started`, serves deliveries until the next one is due.
+    pub fn pace(&mut self, started: Instant, sent: u64, rate: Option<u64>) {
+        match rate.filter(|r| *r > 0) {
+            Some(rate) => {
+                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+                while Instant::now() < due {
+                    self.serve();
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()).min(Duration::from_micros(500)));
+                }
+            }
+            None if sent.is_multiple_of(1024) => self.serve(),
+            None => {}
+        }
+    }
+
+    /// Waits until every message sent so far is acknowledged or given up.
+    pub fn wait_delivered(&mut self) {
+        while self.outstanding() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Messages given up after [`MAX_ATTEMPTS`] failed deliveries.
@@ -182,10 +203,9 @@ impl KafkaDestination {
 
     fn failed_delivery(&mut self, error: KafkaError, mut message: Outgoing) {
         let give_up = message.attempt + 1 >= MAX_ATTEMPTS;
-        if give_up || self.last_report.is_none_or(|at| at.elapsed() >= REPORT_INTERVAL) {
+        if self.reports.due() || give_up {
             let action = if give_up { "giving it up after repeated failures" } else { "sending it again" };
             eprintln!("recflow: {}: a message was not delivered: {error}; {action}", self.address);
-            self.last_report = Some(Instant::now());
         }
         if give_up {
             self.failed += 1;

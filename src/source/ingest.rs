@@ -220,9 +220,10 @@ enum Phase {
 }
 
 /// Builds the ingest operator. Workers given `Some(reader)` read; the others release their
-/// capability at once. Raising `stop` ends the input as if every source were exhausted: windows
-/// close, final results go out, offsets are committed, and the run returns. `readers` is how many workers read in all; every worker's `end` learns
-/// where the stream ended once all of them have reached the end of their part.
+/// capability at once. `readers` is how many workers read in all; every worker's `end` learns
+/// where the stream ended once all of them have reached the end of their part. Raising `stop`
+/// ends the input as if every source were exhausted: windows close, final results go out,
+/// offsets are committed, and the run returns.
 #[allow(clippy::too_many_arguments)]
 pub fn ingest<'scope>(
     scope: Scope<'scope, Millis>,
@@ -302,10 +303,7 @@ pub fn ingest<'scope>(
                         for (at, record) in arrivals.drain(..) {
                             let clock = &mut lanes.clocks[at.lane];
                             lanes.last_arrival[at.lane] = batch.read_at;
-                            match batch.positions.iter_mut().find(|p| p.lane == at.lane) {
-                                Some(p) => p.offset = p.offset.max(at.offset),
-                                None => batch.positions.push(at),
-                            }
+                            advance_position(&mut batch.positions, at);
                             let dead = match record {
                                 Ok(event) => match clock.admit(event.ts) {
                                     Some(time) => {
@@ -397,6 +395,14 @@ pub fn ingest<'scope>(
     Ingested { events: events.as_collection(), dead_letters }
 }
 
+/// Records `at` as the last position of its lane in `positions` (one entry per lane).
+fn advance_position(positions: &mut Vec<Position>, at: Position) {
+    match positions.iter_mut().find(|p| p.lane == at.lane) {
+        Some(p) => p.offset = p.offset.max(at.offset),
+        None => positions.push(at),
+    }
+}
+
 /// Tells the source about every batch whose results are all written, oldest first, and records
 /// the batches' update latency.
 fn acknowledge_written(
@@ -411,10 +417,7 @@ fn acknowledge_written(
             metrics.update_latency.record(batch.read_at.elapsed().as_micros() as u64, batch.accepted);
         }
         for at in &batch.positions {
-            match written.iter_mut().find(|p| p.lane == at.lane) {
-                Some(p) => p.offset = p.offset.max(at.offset),
-                None => written.push(*at),
-            }
+            advance_position(&mut written, *at);
         }
         in_flight.pop_front();
     }

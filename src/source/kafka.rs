@@ -21,14 +21,12 @@ use rustc_hash::FxHashMap as HashMap;
 use super::{Arrival, EventSource, Poll, Position};
 use crate::decode::Decoder;
 use crate::event::{DeadLetter, RejectReason};
-use crate::kafka::{client_config, KafkaAddress, KafkaSetupError, REQUEST_TIMEOUT};
+use crate::kafka::{client_config, KafkaAddress, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::spec::{KafkaSourceSpec, SourceSpec, StartFrom};
 
 /// How often acknowledged offsets are committed while the stream runs.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
-/// How often the same kind of client error is reported.
-const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Receives librdkafka's statistics (consumer lag per partition) and errors.
 struct SourceContext {
@@ -71,16 +69,29 @@ pub struct KafkaSource {
     /// Each lane's acknowledged next offset not yet committed.
     to_commit: Vec<Option<i64>>,
     last_commit: Instant,
-    last_report: Option<Instant>,
+    reports: ReportLimiter,
     metrics: Arc<Metrics>,
 }
 
 impl KafkaSource {
-    /// Connects to the topic `spec` names and assigns this worker its partitions: those `p` with
-    /// `p mod workers == worker`. Fails when the broker cannot be reached or the topic is missing.
+    /// The number of partitions of the topic `spec` names; fails when the broker cannot be
+    /// reached or the topic is missing. Looked up once per process, before the workers open.
+    pub fn partitions(spec: &KafkaSourceSpec) -> Result<usize, KafkaSetupError> {
+        let address = KafkaAddress { brokers: spec.brokers.clone(), topic: spec.topic.clone() };
+        crate::kafka::partition_count(&address, &client_config(&spec.brokers, &spec.options))?.ok_or_else(|| {
+            KafkaSetupError::new(
+                &address,
+                "the topic does not exist; create it (`recflow produce` does) or check the address",
+            )
+        })
+    }
+
+    /// Connects to the topic `spec` names, which has `count` partitions, and assigns this worker
+    /// its partitions: those `p` with `p mod workers == worker`.
     pub fn open(
         source: &SourceSpec,
         spec: &KafkaSourceSpec,
+        count: usize,
         worker: usize,
         workers: usize,
         metrics: Arc<Metrics>,
@@ -100,12 +111,6 @@ impl KafkaSource {
                 config.set(key, default);
             }
         }
-        let count = crate::kafka::partition_count(&address, &config)?.ok_or_else(|| {
-            KafkaSetupError::new(
-                &address,
-                "the topic does not exist; create it (`recflow produce` does) or check the address",
-            )
-        })?;
         let context = SourceContext { topic: spec.topic.clone(), metrics: Arc::clone(&metrics) };
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(context)
@@ -169,7 +174,7 @@ impl KafkaSource {
             idle_timeout: Duration::from_millis(spec.idle_timeout.millis()),
             to_commit: vec![None; lanes],
             last_commit: Instant::now(),
-            last_report: None,
+            reports: ReportLimiter::default(),
             metrics,
         };
         source.pause_finished();
@@ -191,9 +196,8 @@ impl KafkaSource {
 
     fn report(&mut self, error: &KafkaError) {
         self.metrics.kafka_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.last_report.is_none_or(|at| at.elapsed() >= REPORT_INTERVAL) {
+        if self.reports.due() {
             eprintln!("recflow: {}: {error} (librdkafka keeps retrying)", self.address);
-            self.last_report = Some(Instant::now());
         }
     }
 

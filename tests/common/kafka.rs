@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use recflow::kafka::KafkaAddress;
 
 use super::scratch_dir;
 
@@ -214,45 +214,27 @@ impl Broker {
 
     /// Every message of `topic` up to its current end, in partition and offset order.
     pub fn read_topic(&self, topic: &str) -> Vec<Received> {
-        let consumer = self.consumer();
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
-        let partitions = metadata.topics()[0].partitions().len() as i32;
-        let mut assignment = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for partition in 0..partitions {
-            let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)).unwrap();
-            if high > low {
-                ends.insert(partition, high);
-            }
-            assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&assignment).unwrap();
-        let mut received = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ends.is_empty() {
-            assert!(Instant::now() < deadline, "reading {topic} took longer than 60 s");
-            let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
-            let message = message.unwrap();
-            let Some(&end) = ends.get(&message.partition()) else { continue };
-            if message.offset() + 1 >= end {
-                ends.remove(&message.partition());
-            }
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            received.push(Received {
+        let address = KafkaAddress { brokers: self.brokers(), topic: topic.to_string() };
+        let mut received: Vec<Received> = recflow::kafka::read_to_end(&address)
+            .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
+            .into_iter()
+            .map(|message| Received {
                 partition: message.partition(),
                 offset: message.offset(),
                 key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 payload: message.payload().map(<[u8]>::to_vec),
-                headers,
-            });
-        }
+                headers: message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
         received.sort_by_key(|m| (m.partition, m.offset));
         received
     }
