@@ -336,6 +336,26 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         .collect();
     metric("recflow_update_latency_ms", "summary", "From an event's ingestion until its results are out.", &latency);
     metric(
+        "recflow_kafka_client_errors_total",
+        "counter",
+        "Errors Kafka clients reported (they retry by themselves).",
+        &one(m.kafka_errors.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "recflow_kafka_delivery_retries_total",
+        "counter",
+        "Kafka messages whose delivery failed and that were sent again.",
+        &one(m.delivery_retries.load(Ordering::Relaxed) as f64),
+    );
+    let consumer_lag: Vec<(String, f64)> =
+        m.consumer_lag().iter().map(|(p, lag)| (format!("{{partition=\"{p}\"}}"), *lag as f64)).collect();
+    metric(
+        "recflow_kafka_consumer_lag",
+        "gauge",
+        "End offset minus committed offset, per partition this process reads.",
+        &consumer_lag,
+    );
+    metric(
         "recflow_subscribers",
         "gauge",
         "Open subscriptions.",
