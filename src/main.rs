@@ -158,6 +158,9 @@ struct BenchArgs {
     /// Posted events timed to a subscriber for --serve.
     #[arg(long, default_value_t = 20)]
     posts: usize,
+    /// Users forgotten (DELETE) with --serve, each timed until the forgetting is complete.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    forgets: usize,
     /// Number of runs; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -501,6 +504,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             clients: args.clients,
             duration: std::time::Duration::from_secs(args.seconds),
             posts: args.posts,
+            forgets: args.forgets,
         };
         let figures = recflow::serve::bench::bench_serve(&pipeline, &bench, timely_config(&args.workers)?)?;
         println!(
@@ -514,10 +518,14 @@ fn bench(args: BenchArgs) -> Result<()> {
             figures.query_ms.1
         );
         println!(
-            "posted event to subscriber: p50 {:.1} ms, p99 {:.1} ms over {} posts; peak memory {} MiB",
-            figures.post_to_subscriber_ms.0,
-            figures.post_to_subscriber_ms.1,
-            args.posts,
+            "posted event to subscriber: p50 {:.1} ms, p99 {:.1} ms over {} posts",
+            figures.post_to_subscriber_ms.0, figures.post_to_subscriber_ms.1, args.posts,
+        );
+        println!(
+            "forget a user until complete: p50 {:.1} ms, p99 {:.1} ms over {} users; peak memory {} MiB",
+            figures.forget_ms.0,
+            figures.forget_ms.1,
+            args.forgets,
             peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string())
         );
         return Ok(());

@@ -16,6 +16,24 @@ pub struct RecItem {
     pub score: i64,
     /// Whether it comes from the popularity fallback rather than the user's own history.
     pub fallback: bool,
+    /// Why it is recommended: the user's preferred items that lead to it, largest share of the
+    /// score first. Filled only when explanations are kept (`serve.explain`).
+    pub because: Vec<Because>,
+}
+
+/// One of a user's preferred items and what it adds to a recommended item's score.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Because {
+    /// The preferred item.
+    pub item: Id,
+    /// The user's short-term preference for it (the `alpha` part), in millionths.
+    pub short_term: i64,
+    /// The user's long-term preference for it (the `beta` part), in millionths.
+    pub long_term: i64,
+    /// Its similarity to the recommended item, in millionths.
+    pub similarity: i64,
+    /// What it adds to the score: `(short_term + long_term) * similarity`, in millionths.
+    pub contribution: i64,
 }
 
 /// The key of a maintained result.

@@ -13,7 +13,7 @@ use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
 use crate::metrics::{Metrics, Snapshot};
-use crate::serve::{Posting, ServeError, Server};
+use crate::serve::{Inlets, Posting, ServeError, Server};
 use crate::sink::{self, write_changelog, write_dead_letters, ServeFeed, SinkError, Tee};
 use crate::source::{
     ingest, post_channel, Bounded, EndRule, EventSource, FileSource, KafkaSource, PostReceiver, StreamEnd, SynthSource,
@@ -161,24 +161,37 @@ fn open_single_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<d
 }
 
 /// Starts the server of process 0 when the pipeline serves; returns it and, when events can be
-/// posted, the receiving end for the reading worker's source.
+/// posted or users forgotten, the receiving end for worker 0's source.
 fn start_server(
     pipeline: &Pipeline,
     options: &RunOptions,
     metrics: &Arc<Metrics>,
 ) -> Result<(Option<Server>, Option<PostReceiver>), RunError> {
     let Some(spec) = &pipeline.serve else { return Ok((None, None)) };
-    let (posting, receiver) = if reads_in_parallel(pipeline, options) {
-        let why = "POST /v1/events is not available with a Kafka source: produce the events to the input topic";
-        (Posting::Unsupported(why), None)
+    let (sender, receiver) = post_channel();
+    let events = if reads_in_parallel(pipeline, options) {
+        Posting::Unsupported(
+            "POST /v1/events is not available with a Kafka source: produce the events to the input topic",
+        )
     } else {
-        let (sender, receiver) = post_channel();
-        (Posting::Open(sender), Some(receiver))
+        Posting::Open(sender.clone())
     };
-    let server = Server::start(spec, pipeline, Arc::clone(metrics), posting)
+    let forget = if forgets_users(pipeline) {
+        Posting::Open(sender)
+    } else {
+        Posting::Unsupported("forgetting users is off in this pipeline (serve.forget = false)")
+    };
+    let receiver = (events.is_open() || forget.is_open()).then_some(receiver);
+    let server = Server::start(spec, pipeline, Arc::clone(metrics), Inlets { events, forget })
         .map_err(|source| RunError::Serve { pipeline: pipeline.name.clone(), source })?;
     eprintln!("recflow: serving on http://{}", server.addr());
     Ok((Some(server), receiver))
+}
+
+/// Whether the dataflow keeps what it needs to forget users (`DELETE /v1/users/{user}`). Every
+/// worker of every process must agree, since it changes the dataflow's shape.
+fn forgets_users(pipeline: &Pipeline) -> bool {
+    pipeline.serve.as_ref().is_some_and(|spec| spec.forget)
 }
 
 /// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
@@ -235,7 +248,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
         let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics)?;
-        // Worker 0 reads the input when events can be posted (never a Kafka source).
+        // Posted events and forget requests go to worker 0's source.
         let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
         if let Some(receiver) = receiver {
             source = source.map(|s| Box::new(WithPosted::new(s, receiver)) as Box<dyn EventSource>);
@@ -278,7 +291,8 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
                 completed.clone(),
                 options.stop.clone(),
             );
-            let results = dataflow::build(ingested.events, &pipeline, &end);
+            let forgets = forgets_users(&pipeline).then_some(ingested.forgets);
+            let results = dataflow::build(ingested.events, forgets, &pipeline, &end);
             let unit = pipeline.source.timestamp_unit.scale();
             write_changelog(
                 results,

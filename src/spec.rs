@@ -657,7 +657,8 @@ impl<'de> Deserialize<'de> for Linger {
 pub struct ServeSpec {
     /// Address to listen on, `host:port`; port 0 picks a free port (the address is printed).
     pub addr: String,
-    /// Bearer token required by mutating endpoints (`POST /v1/events`); none: no token needed.
+    /// Bearer token required by mutating endpoints (`POST /v1/events`, `DELETE /v1/users/{user}`);
+    /// none: no token needed.
     pub token: Option<String>,
     /// Name of an environment variable holding the bearer token, instead of `token`.
     pub token_env: Option<String>,
@@ -673,6 +674,12 @@ pub struct ServeSpec {
     pub linger: Linger,
     /// Closed hot-items windows kept for `GET /v1/hot-items?window_end=T` (the oldest go first).
     pub hot_windows: usize,
+    /// Whether `DELETE /v1/users/{user}` can forget users. Forgetting keeps every accepted event
+    /// until the last window holding it closes, which costs memory; `false` turns that off.
+    pub forget: bool,
+    /// Whether lists keep their explanations for `GET .../recommendations?explain=true`; they cost
+    /// some work and memory per list change.
+    pub explain: bool,
 }
 
 /// The address `--serve` and `[serve]` listen on unless told otherwise: loopback only.
@@ -689,6 +696,8 @@ impl Default for ServeSpec {
             progress_interval: Span(1_000),
             linger: Linger::For(Span(0)),
             hot_windows: 1024,
+            forget: true,
+            explain: true,
         }
     }
 }

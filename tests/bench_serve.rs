@@ -1,5 +1,6 @@
 //! `recflow bench --serve` drives a live pipeline's server: it answers point queries and a posted
-//! event reaches a subscriber (figures are printed, never asserted).
+//! event reaches a subscriber, and forgotten users' forgetting completes (figures are printed,
+//! never asserted).
 
 mod common;
 
@@ -7,7 +8,7 @@ mod common;
 fn the_serving_benchmark_queries_posts_and_subscribes() {
     let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo.toml");
     let output = common::recflow()
-        .args(["bench", pipeline, "--serve", "--seconds", "1", "--posts", "2", "--clients", "1"])
+        .args(["bench", pipeline, "--serve", "--seconds", "1", "--posts", "2", "--forgets", "2", "--clients", "1"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -15,4 +16,5 @@ fn the_serving_benchmark_queries_posts_and_subscribes() {
     let queries: u64 = stdout.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a query count");
     assert!(queries > 0, "{stdout}");
     assert!(stdout.contains("posted event to subscriber: p50") && stdout.contains("over 2 posts"), "{stdout}");
+    assert!(stdout.contains("forget a user until complete: p50") && stdout.contains("over 2 users"), "{stdout}");
 }

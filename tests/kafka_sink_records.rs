@@ -26,7 +26,8 @@ fn results_are_keyed_and_emptied_lists_become_tombstones() {
     let topic = broker.create_topic("recs", 2);
     let mut out: Box<dyn Destination<ChangeRecord>> =
         recflow::sink::open(&broker.address(&topic), &Default::default(), 2, &Arc::new(Metrics::default())).unwrap();
-    let scored = |item: i64, score: f64| ScoredItem { item: Id::Num(item), score, fallback: false };
+    let scored =
+        |item: i64, score: f64| ScoredItem { item: Id::Num(item), score, fallback: false, because: Vec::new() };
     let records = [
         ChangeRecord::Recs { user: Id::Num(42), time: 10, items: vec![scored(7, 0.5), scored(3, 0.25)] },
         ChangeRecord::Recs { user: Id::Text("ann".into()), time: 10, items: vec![scored(9, 1.0)] },

@@ -7,139 +7,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use common::serve::{agent, get, receive_until, reply, subscribe, wait_for, Running};
 use common::{parse_lines, recflow, scratch_dir};
 use serde_json::{json, Value};
-
-/// A `recflow run` with a server, stopped (SIGTERM) when dropped.
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Running {
-    /// Starts `recflow run PIPELINE ARGS` with `env` and waits for the address it serves on.
-    fn start(pipeline: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = recflow()
-            .envs(env.iter().copied())
-            .arg("run")
-            .arg(pipeline)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("recflow starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("recflow: serving on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-                eprintln!("[recflow] {line}");
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server announces its address within 60 s");
-        Running { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends SIGTERM and waits (with a deadline) for a successful exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "recflow exits cleanly on SIGTERM: {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "recflow did not stop within 30 s of SIGTERM");
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout_read(Duration::from_secs(30)).build()
-}
-
-/// The status and body of a request's answer, whatever the status.
-fn reply(result: Result<ureq::Response, ureq::Error>) -> (u16, String) {
-    match result {
-        Ok(response) => (response.status(), response.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, response)) => (code, response.into_string().unwrap_or_default()),
-        Err(e) => panic!("request failed: {e}"),
-    }
-}
-
-fn get(url: &str) -> (u16, Value) {
-    let (status, body) = reply(agent().get(url).call());
-    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
-}
-
-/// Polls `check` until it holds, failing after `secs` seconds with `what`.
-fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
-
-/// Subscribes to `url`; its Server-Sent Events arrive as (event, data) on the receiver.
-fn subscribe(url: &str) -> Receiver<(String, Value)> {
-    let response = agent().get(url).call().expect("the subscription opens");
-    assert_eq!(response.header("content-type"), Some("text/event-stream"));
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut event = String::new();
-        for line in std::io::BufReader::new(response.into_reader()).lines().map_while(Result::ok) {
-            if let Some(name) = line.strip_prefix("event: ") {
-                event = name.to_string();
-            } else if let Some(data) = line.strip_prefix("data: ") {
-                let data = serde_json::from_str(data).unwrap_or(Value::Null);
-                if tx.send((std::mem::take(&mut event), data)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// Receives events until `done` says so, failing after `secs` seconds; returns them all.
-fn receive_until(
-    rx: &Receiver<(String, Value)>,
-    secs: u64,
-    what: &str,
-    mut done: impl FnMut(&[(String, Value)]) -> bool,
-) -> Vec<(String, Value)> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut seen = Vec::new();
-    while !done(&seen) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(event) => seen.push(event),
-            Err(_) => panic!("{what}: not within {secs} s; got {} events: {:?}", seen.len(), seen.last()),
-        }
-    }
-    seen
-}
 
 #[test]
 fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
@@ -179,7 +52,40 @@ fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
     assert_eq!(top2["items"].as_array().unwrap()[..], record["items"].as_array().unwrap()[..2]);
     assert_eq!(get(&run.url("/v1/users/nobody-at-all/recommendations")).0, 404);
     assert_eq!(get(&run.url(&format!("/v1/users/{user}/recommendations?k=0"))).0, 400);
-    assert_eq!(get(&run.url(&format!("/v1/users/{user}/recommendations?explain=true"))).0, 400);
+    assert_eq!(get(&run.url(&format!("/v1/users/{user}/recommendations?explain=maybe"))).0, 400);
+
+    // Explanations: each scored item's score is the sum of what the preferred items leading to it
+    // contribute; fill-ins say they are popular.
+    let mut explained_items = 0;
+    for user in last_recs.keys().take(40) {
+        let (plain_status, plain) = get(&run.url(&format!("/v1/users/{user}/recommendations")));
+        let (status, explained) = get(&run.url(&format!("/v1/users/{user}/recommendations?explain=true")));
+        assert_eq!(status, plain_status, "user {user}: {explained}");
+        if status != 200 {
+            continue;
+        }
+        let items = explained["items"].as_array().unwrap();
+        assert_eq!(items.len(), plain["items"].as_array().unwrap().len());
+        for (item, plain) in items.iter().zip(plain["items"].as_array().unwrap()) {
+            assert_eq!((&item["item"], &item["score"]), (&plain["item"], &plain["score"]), "user {user}");
+            if item.get("fallback") == Some(&Value::Bool(true)) {
+                assert_eq!(item["because"], "popular fallback", "user {user}: {item}");
+                continue;
+            }
+            let because = item["because"].as_array().unwrap_or_else(|| panic!("user {user}: {item}"));
+            assert!(!because.is_empty(), "user {user}: a scored item has a reason: {item}");
+            let total: f64 = because.iter().map(|why| why["contribution"].as_f64().unwrap()).sum();
+            let score = item["score"].as_f64().unwrap();
+            assert!((total - score).abs() < 1e-5, "user {user}: contributions {total} add up to the score {score}");
+            for why in because {
+                let preference = why["short_term"].as_f64().unwrap() + why["long_term"].as_f64().unwrap();
+                let similarity = why["similarity"].as_f64().unwrap();
+                assert!(preference > 0.0 && similarity > 0.0 && similarity <= 1.0 + 1e-9, "user {user}: {why}");
+            }
+            explained_items += 1;
+        }
+    }
+    assert!(explained_items > 20, "enough scored items were explained: {explained_items}");
 
     let hot = common::final_hot_items(&records);
     let latest = hot.keys().map(|(end, _)| *end).filter(|end| !hot[&(*end, String::new())].is_empty()).max().unwrap();
@@ -285,19 +191,20 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
 
 #[test]
 fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
-    use recflow::serve::{Feed, Posting, Server};
+    use recflow::serve::{Feed, Inlets, Server};
     use recflow::sink::changelog::{ChangeRecord, ScoredItem};
 
     let pipeline = recflow::Pipeline::from_toml(common::SMALL_WORLD, "world.toml").unwrap();
     let spec = recflow::spec::ServeSpec { addr: "127.0.0.1:0".into(), client_buffer: 4, ..Default::default() };
     let metrics = Arc::new(recflow::metrics::Metrics::default());
-    let server = Server::start(&spec, &pipeline, metrics, Posting::Unsupported("not in this test")).unwrap();
+    let server = Server::start(&spec, &pipeline, metrics, Inlets::closed("not in this test")).unwrap();
     let base = format!("http://{}", server.addr());
     let response = agent().get(&format!("{base}/v1/subscribe")).call().unwrap();
     wait_for(10, "the subscriber is counted", || server.subscribers() == 1);
     // Far more than the socket buffers and the ring hold, while the client reads nothing.
-    let items: Vec<ScoredItem> =
-        (0..4_000).map(|i| ScoredItem { item: recflow::Id::Num(i), score: 1.5, fallback: false }).collect();
+    let items: Vec<ScoredItem> = (0..4_000)
+        .map(|i| ScoredItem { item: recflow::Id::Num(i), score: 1.5, fallback: false, because: Vec::new() })
+        .collect();
     let feed = server.feed();
     for time in 0..300 {
         let record = ChangeRecord::Recs { user: recflow::Id::Num(time), time: time as u64, items: items.clone() };

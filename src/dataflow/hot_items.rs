@@ -15,7 +15,9 @@
 //!    window's top-N and emits a change only if the list changed.
 //!
 //! All three drop a window's state once no accepted event can change it any more (its purge
-//! time); the last reported list is the window's final answer and is never retracted.
+//! time); the last reported list is the window's final answer and is never retracted. A
+//! forgotten user's events are retracted only from the windows still open
+//! ([`super::forget`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,7 +134,7 @@ fn window_candidates<'scope>(
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for ((pane_end, category, item), time, count) in data.drain(..) {
-                        for end in hop.window_ends(pane_end) {
+                        for end in hop.open_window_ends(pane_end, time) {
                             let evaluate_at = time.max(hop.fire_time(end));
                             scheduler.at(evaluate_at, &capability).evaluate.insert((end, category.clone()));
                         }
@@ -142,7 +144,7 @@ fn window_candidates<'scope>(
                 while let Some((capability, work)) = scheduler.next_due(frontier) {
                     let time = *capability.time();
                     for (pane_end, category, item, count) in work.counts {
-                        for end in hop.window_ends(pane_end) {
+                        for end in hop.open_window_ends(pane_end, time) {
                             let window = windows.entry((end, category.clone())).or_default();
                             let entry = window.counts.entry(item.clone()).or_default();
                             *entry += count;

@@ -4,6 +4,7 @@
 //! → scores → per-user top-k; and events → hot items per hopping window. Results leave as one
 //! collection of `(ResultKey, ResultValue)`.
 
+pub mod forget;
 pub mod hot_items;
 pub mod preference;
 pub mod ranking;
@@ -14,7 +15,7 @@ pub mod window;
 
 use differential_dataflow::VecCollection;
 
-use crate::event::{Event, Millis};
+use crate::event::{Event, Id, Millis};
 use crate::results::{ResultKey, ResultValue};
 use crate::source::StreamEnd;
 use crate::spec::Pipeline;
@@ -37,14 +38,21 @@ pub fn hopping(pipeline: &Pipeline) -> Option<window::Hopping> {
 
 /// Builds every result the pipeline asks for from its accepted events.
 ///
-/// `end` is where a finite input ended, once it has: recommendation updates after it are dropped.
+/// `forgets`, when given, are users to forget, each at the time of the request: their events up
+/// to then are retracted from everything ([`forget`]). `end` is where a finite input ended, once
+/// it has: recommendation updates after it are dropped.
 pub fn build<'scope>(
     events: Coll<'scope, Event>,
+    forgets: Option<Coll<'scope, Id>>,
     pipeline: &Pipeline,
     end: &StreamEnd,
 ) -> Coll<'scope, (ResultKey, ResultValue)> {
     let tick = pipeline.time.tick.millis();
     let scope = events.scope();
+    let events = match &forgets {
+        Some(forgets) => forget::forgettable(events, forgets.clone(), forget::Influence::of(pipeline)),
+        None => events,
+    };
     let mut results: Vec<Coll<'scope, (ResultKey, ResultValue)>> = Vec::new();
     if let (Some(spec), Some(hop)) = (&pipeline.hot_items, hopping(pipeline)) {
         let hot = hot_items::hot_items(events.clone(), spec, hop).map(|((window_end, category), list)| {
@@ -60,6 +68,8 @@ pub fn build<'scope>(
             events,
             contributions,
             similar,
+            forgets,
+            explains(pipeline),
             spec,
             tick,
             pipeline.time.allowed_lateness.millis(),
@@ -69,6 +79,12 @@ pub fn build<'scope>(
         results.push(recs);
     }
     differential_dataflow::collection::concatenate(scope, results)
+}
+
+/// Whether recommendation lists carry their explanations (`serve.explain`): only a server shows
+/// them. Every worker of every process must agree, since it changes what the workers exchange.
+pub fn explains(pipeline: &Pipeline) -> bool {
+    pipeline.serve.as_ref().is_some_and(|spec| spec.explain)
 }
 
 /// Moves every update of `collection` to `round(time)` (which must not be earlier), releasing

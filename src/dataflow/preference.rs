@@ -45,6 +45,8 @@ pub struct Contribution {
     /// Preference in millionths (the long-term part, plus the short-term part for sliding and
     /// tumbling windows).
     pub preference: i64,
+    /// The short-term part of `preference`, in millionths.
+    pub short: i64,
     /// For session windows, the short-term part in millionths: the users operator keeps the
     /// event (its time is `touch`) while it can belong to the user's current session.
     pub session: Option<i64>,
@@ -72,9 +74,10 @@ pub fn contributions<'scope>(
             let excluded = i64::from(excludes(rule, &event));
             let short_end = short_term_expiry(short, event.ts, tick);
             let long_end = horizon_expiry(horizon, event.ts, tick);
-            let part = |preference, session, excluded, touch| Contribution {
+            let part = |preference, short, session, excluded, touch| Contribution {
                 item: event.item.clone(),
                 preference,
+                short,
                 session,
                 excluded,
                 touch,
@@ -83,24 +86,31 @@ pub fn contributions<'scope>(
             match short_end {
                 Some(short_end) => {
                     updates.push((
-                        (event.user.clone(), part((alpha + beta) * weight, None, excluded, Some(event.ts))),
+                        (
+                            event.user.clone(),
+                            part((alpha + beta) * weight, alpha * weight, None, excluded, Some(event.ts)),
+                        ),
                         0,
                         1,
                     ));
                     if alpha * weight != 0 {
-                        updates.push(((event.user.clone(), part(alpha * weight, None, 0, None)), short_end, -1));
+                        updates.push((
+                            (event.user.clone(), part(alpha * weight, alpha * weight, None, 0, None)),
+                            short_end,
+                            -1,
+                        ));
                     }
                 }
                 None => {
                     updates.push((
-                        (event.user.clone(), part(beta * weight, Some(alpha * weight), excluded, Some(event.ts))),
+                        (event.user.clone(), part(beta * weight, 0, Some(alpha * weight), excluded, Some(event.ts))),
                         0,
                         1,
                     ));
                 }
             }
             if let Some(end) = long_end {
-                updates.push(((event.user.clone(), part(beta * weight, None, excluded, Some(event.ts))), end, -1));
+                updates.push(((event.user.clone(), part(beta * weight, 0, None, excluded, Some(event.ts))), end, -1));
             }
             updates
         })

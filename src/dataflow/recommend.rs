@@ -36,7 +36,7 @@ use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
-use crate::results::{RecItem, SCORE_SCALE};
+use crate::results::{Because, RecItem, SCORE_SCALE};
 use crate::source::StreamEnd;
 use crate::spec::{RecommendSpec, ShortTermWindow};
 
@@ -59,6 +59,9 @@ enum UserInput {
     Popular(usize, Id),
     /// Look at a user again: their session may have closed or become forgettable.
     Wake(Id),
+    /// Re-score every user (on every worker): a user was forgotten, and the similarity table and
+    /// popular pool no longer hold what their events gave them.
+    RescoreAll,
 }
 
 /// Session windows: when a user's session closes, and when its events can be forgotten.
@@ -91,16 +94,25 @@ impl Sessions {
 }
 
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
-/// table and the popular pool.
+/// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored at
+/// the similarity refresh that takes the forgotten user's events out of the table and the pool.
+/// With `explain`, each scored item carries the seeds that lead to it ([`RecItem::because`]).
+#[allow(clippy::too_many_arguments)]
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
     contributions: Coll<'scope, (Id, Contribution)>,
     similar: Coll<'scope, (Id, (Id, i64))>,
+    forgets: Option<Coll<'scope, Id>>,
+    explain: bool,
     spec: &RecommendSpec,
     tick: Time,
     lateness: Time,
     end: StreamEnd,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
+    let refresh = spec.similarity.refresh.millis();
+    let rescore = forgets.map(|forgets| {
+        super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |t| ceil_to(t, refresh), end.clone())
+    });
     let pool = popular_pool(events, spec, tick, spec.k * POOL_PER_K, end);
     let per_user = contributions
         .map(|(user, contribution)| UserInput::Contribution(user, contribution))
@@ -109,16 +121,18 @@ pub fn recommendations<'scope>(
             UserInput::Contribution(user, _) | UserInput::Wake(user) => user.hashed(),
             _ => 0,
         });
-    let shared = similar
+    let mut shared = similar
         .map(|(item, (neighbour, similarity))| UserInput::Similar(item, neighbour, similarity))
-        .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)))
-        .inner
-        .broadcast();
+        .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)));
+    if let Some(rescore) = rescore {
+        shared = shared.concat(rescore.map(|()| UserInput::RescoreAll));
+    }
+    let shared = shared.inner.broadcast();
     let sessions = match spec.short_term {
         ShortTermWindow::Session { gap } => Some(Sessions { gap: gap.millis(), lateness, tick }),
         _ => None,
     };
-    score_users(per_user.concat(shared), spec.k, spec.top_preferences, sessions).as_collection()
+    score_users(per_user.concat(shared), spec.k, spec.top_preferences, sessions, explain).as_collection()
 }
 
 /// What the users operator keeps per user.
@@ -126,6 +140,8 @@ pub fn recommendations<'scope>(
 struct UserState {
     /// Blended preference per item, in millionths (without session parts).
     preferences: HashMap<Id, i64>,
+    /// The short-term part of each preference (kept only for explanations).
+    short_term: HashMap<Id, i64>,
     /// With session windows: the user's recent events by time, `(item, short-term part)`.
     session_events: BTreeMap<u64, Vec<(Id, i64)>>,
     /// The last event time the session timers were set for.
@@ -158,6 +174,17 @@ impl UserState {
             later = ts;
         }
         parts
+    }
+
+    /// Removes one event of the session at `ts` (a forgotten user's).
+    fn forget_session_event(&mut self, ts: u64, item: &Id, short: i64) {
+        let Some(events) = self.session_events.get_mut(&ts) else { return };
+        if let Some(at) = events.iter().position(|(i, s)| i == item && *s == short) {
+            events.swap_remove(at);
+        }
+        if events.is_empty() {
+            self.session_events.remove(&ts);
+        }
     }
 
     /// Forgets sessions that ended before `before`: no event can join them any more.
@@ -213,7 +240,13 @@ type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<
 
 /// The users operator: applies each completed time's updates in time order and re-scores the
 /// users whose top preferences or exclusions changed at that time.
-fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Option<Sessions>) -> ListUpdates<'_> {
+fn score_users(
+    updates: UserUpdates<'_>,
+    k: usize,
+    top_m: usize,
+    sessions: Option<Sessions>,
+    explain: bool,
+) -> ListUpdates<'_> {
     let mut inbox: Inbox<UserInput> = Inbox::default();
     let mut similar: HashMap<Id, BTreeMap<(Id, i64), isize>> = HashMap::default();
     let mut pool: BTreeMap<(usize, Id), isize> = BTreeMap::new();
@@ -227,6 +260,7 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Optio
                 while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     // Users whose inputs changed at this time, and whether their exclusions did.
                     let mut touched: HashMap<Id, bool> = HashMap::default();
+                    let mut rescore_all = false;
                     for (update, diff) in updates {
                         match update {
                             UserInput::Similar(item, neighbour, similarity) => {
@@ -240,10 +274,16 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Optio
                             UserInput::Contribution(user, part) => {
                                 let state = users.entry(user.clone()).or_default();
                                 add(&mut state.preferences, &part.item, part.preference * diff as i64);
+                                if explain {
+                                    add(&mut state.short_term, &part.item, part.short * diff as i64);
+                                }
                                 let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
                                 if let (Some(short), Some(ts)) = (part.session, part.touch) {
                                     if diff > 0 {
                                         state.session_events.entry(ts).or_default().push((part.item.clone(), short));
+                                    } else {
+                                        // A forgotten event leaves its session too.
+                                        state.forget_session_event(ts, &part.item, short);
                                     }
                                 }
                                 *touched.entry(user).or_default() |= crossed;
@@ -251,6 +291,12 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Optio
                             UserInput::Wake(user) => {
                                 touched.entry(user).or_default();
                             }
+                            UserInput::RescoreAll => rescore_all = true,
+                        }
+                    }
+                    if rescore_all {
+                        for user in users.keys() {
+                            touched.entry(user.clone()).or_default();
                         }
                     }
                     let mut touched: Vec<(Id, bool)> = touched.into_iter().collect();
@@ -276,9 +322,10 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Optio
                             None => HashMap::default(),
                         };
                         let seeds = state.top_preferences(top_m, &session_parts);
-                        if seeds != state.seeds || exclusions_changed {
+                        if seeds != state.seeds || exclusions_changed || rescore_all {
                             state.seeds = seeds;
-                            let list = rank_for_user(state, &similar, &pool, k);
+                            let explained = explain.then_some(&session_parts);
+                            let list = rank_for_user(state, &similar, &pool, k, explained);
                             if list != state.reported {
                                 let old = std::mem::replace(&mut state.reported, list.clone());
                                 if !old.is_empty() {
@@ -303,12 +350,14 @@ fn score_users(updates: UserUpdates<'_>, k: usize, top_m: usize, sessions: Optio
     )
 }
 
-/// A user's top-k from their seeds, the similarity table and the popular pool.
+/// A user's top-k from their seeds, the similarity table and the popular pool; with `explain`
+/// (the user's session parts), each scored item says which seeds lead to it.
 fn rank_for_user(
     state: &UserState,
     similar: &HashMap<Id, BTreeMap<(Id, i64), isize>>,
     pool: &BTreeMap<(usize, Id), isize>,
     k: usize,
+    explain: Option<&HashMap<Id, i64>>,
 ) -> Vec<RecItem> {
     if state.seeds.is_empty() {
         return Vec::new();
@@ -327,7 +376,12 @@ fn rank_for_user(
     keep_best(&mut ranked, k);
     let mut list: Vec<RecItem> = ranked
         .into_iter()
-        .map(|(negated, item)| RecItem { item: item.clone(), score: -negated, fallback: false })
+        .map(|(negated, item)| RecItem {
+            item: item.clone(),
+            score: -negated,
+            fallback: false,
+            because: explain.map(|session| because(state, similar, session, item)).unwrap_or_default(),
+        })
         .collect();
     if list.len() < k {
         for (_, item) in pool.keys() {
@@ -335,11 +389,38 @@ fn rank_for_user(
                 break;
             }
             if !state.excluded.contains_key(item) && !list.iter().any(|r| &r.item == item) {
-                list.push(RecItem { item: item.clone(), score: 0, fallback: true });
+                list.push(RecItem { item: item.clone(), score: 0, fallback: true, because: Vec::new() });
             }
         }
     }
     list
+}
+
+/// The seeds of a user's list that lead to `item`, largest contribution first (then seed asc).
+fn because(
+    state: &UserState,
+    similar: &HashMap<Id, BTreeMap<(Id, i64), isize>>,
+    session: &HashMap<Id, i64>,
+    item: &Id,
+) -> Vec<Because> {
+    let mut reasons: Vec<Because> = state
+        .seeds
+        .iter()
+        .filter_map(|(seed, preference)| {
+            let row = similar.get(seed)?;
+            let &(_, similarity) = row.keys().find(|(neighbour, _)| neighbour == item)?;
+            let short_term = state.short_term.get(seed).copied().unwrap_or(0) + session.get(seed).copied().unwrap_or(0);
+            Some(Because {
+                item: seed.clone(),
+                short_term,
+                long_term: preference - short_term,
+                similarity,
+                contribution: score_term(*preference, similarity),
+            })
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.contribution.cmp(&a.contribution).then_with(|| a.item.cmp(&b.item)));
+    reasons
 }
 
 /// `(rank, item)` for the `size` items with most events in the last `popular_window`, ranked by

@@ -196,6 +196,11 @@ impl<D> Inbox<D> {
         });
     }
 
+    /// The earliest time with updates held.
+    pub fn first_time(&self) -> Option<Time> {
+        self.pending.keys().next().copied()
+    }
+
     /// The earliest time's updates, once the frontier has passed that time.
     pub fn next_complete(&mut self, frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Due<D>> {
         let entry = self.pending.first_entry()?;

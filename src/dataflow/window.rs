@@ -55,6 +55,13 @@ impl Hopping {
         (0..count).map(move |k| pane_end + k * slide)
     }
 
+    /// Ends of the windows containing the pane that ends at `pane_end` that an update at `time`
+    /// can still change: those not purged before it (a forgotten user's retraction can come
+    /// later than any accepted event could).
+    pub fn open_window_ends(&self, pane_end: Millis, time: Millis) -> impl Iterator<Item = Millis> + '_ {
+        self.window_ends(pane_end).filter(move |end| time <= self.purge_time(*end))
+    }
+
     /// When the window ending at `end` fires: its result is reported once the frontier passes it.
     pub fn fire_time(&self, end: Millis) -> Millis {
         ceil_to(end, self.tick)

@@ -279,7 +279,10 @@ mod tests {
     }
 
     fn recs(variant: usize, user: i64, items: &[(i64, bool)], diff: isize) -> (usize, ResultKey, ResultValue, isize) {
-        let list = items.iter().map(|&(item, fallback)| RecItem { item: Id::Num(item), score: 1, fallback }).collect();
+        let list = items
+            .iter()
+            .map(|&(item, fallback)| RecItem { item: Id::Num(item), score: 1, fallback, because: Vec::new() })
+            .collect();
         (variant, ResultKey::Recs(Id::Num(user)), ResultValue::Recs(list), diff)
     }
 

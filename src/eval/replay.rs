@@ -69,8 +69,11 @@ pub fn read_sorted(pipeline: &Pipeline, path: &Path) -> Result<SortedInput, Eval
                 (_, Err(_)) => input.rejected += 1,
             }
         }
-        if poll == Poll::Done {
-            break;
+        match poll {
+            Poll::Done => break,
+            // Standard input that has nothing yet.
+            Poll::Idle => std::thread::park_timeout(std::time::Duration::from_millis(1)),
+            Poll::Ready => {}
         }
     }
     input.events.sort_by_key(|(event, _)| event.ts);
@@ -209,7 +212,7 @@ pub fn replay(
                 let mut results = Vec::new();
                 for (index, variant) in variants.iter().enumerate() {
                     if let Model::Dataflow(variant_spec) = &variant.model {
-                        let built = dataflow::build(ingested.events.clone(), variant_spec, &end);
+                        let built = dataflow::build(ingested.events.clone(), None, variant_spec, &end);
                         results.push(built.map(move |(key, value)| (index, key, value)));
                     }
                 }

@@ -1,5 +1,6 @@
 //! `recflow bench --serve`: point-query throughput and latency against a running pipeline's
-//! server while events flow, and the time from a posted event to a subscriber seeing its change.
+//! server while events flow, the time from a posted event to a subscriber seeing its change, and
+//! the time to forget a user until every result is consistent again.
 //!
 //! The pipeline runs in this process on its synthetic source with the server on a free
 //! localhost port. Clients are plain HTTP/1.1 over keep-alive TCP connections, one thread each,
@@ -25,6 +26,8 @@ pub struct ServeBench {
     pub duration: Duration,
     /// Posted events whose way to a subscriber is timed.
     pub posts: usize,
+    /// Users forgotten, each timed until the forgetting is complete.
+    pub forgets: usize,
 }
 
 /// The figures.
@@ -40,6 +43,8 @@ pub struct ServeFigures {
     pub query_ms: (f64, f64),
     /// Post-to-subscriber latency percentiles in ms: p50, p99.
     pub post_to_subscriber_ms: (f64, f64),
+    /// Forget-to-complete percentiles in ms: p50, p99.
+    pub forget_ms: (f64, f64),
 }
 
 /// A serving benchmark that failed.
@@ -180,6 +185,32 @@ fn post_to_subscriber(addr: SocketAddr, posts: usize) -> Result<Vec<f64>, ServeB
     Ok(samples)
 }
 
+/// Times forgetting users until the forgetting is complete: each forgets a user with a list
+/// (`DELETE /v1/users/{user}?wait=60s`) and takes the time until the 200 answer.
+fn forget_until_complete(addr: SocketAddr, users: u64, forgets: usize) -> Result<Vec<f64>, ServeBenchError> {
+    let mut samples = Vec::new();
+    let mut connection = Connection::open(addr)?;
+    let mut candidate = 0;
+    while samples.len() < forgets {
+        // Spread over the users; take the next one that has a list.
+        candidate = (candidate + 7919) % users.max(1);
+        let (status, _) = connection.request("GET", &format!("/v1/users/{candidate}/recommendations"), b"")?;
+        if status != 200 {
+            continue;
+        }
+        let asked = Instant::now();
+        let (status, answer) = connection.request("DELETE", &format!("/v1/users/{candidate}?wait=60s"), b"")?;
+        if status != 200 {
+            return Err(ServeBenchError::Setup(format!(
+                "DELETE answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            )));
+        }
+        samples.push(asked.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(samples)
+}
+
 /// Runs `pipeline` (its synthetic source, unbounded) with a server and measures it.
 pub fn bench_serve(
     pipeline: &Pipeline,
@@ -236,12 +267,14 @@ pub fn bench_serve(
         }
         let seconds = started.elapsed().as_secs_f64();
         let posts = post_to_subscriber(addr, bench.posts)?;
+        let forgets = forget_until_complete(addr, users, bench.forgets)?;
         Ok(ServeFigures {
             queries: latencies.len() as u64,
             found,
             queries_per_second: latencies.len() as f64 / seconds,
             query_ms: percentiles(latencies),
             post_to_subscriber_ms: percentiles(posts),
+            forget_ms: percentiles(forgets),
         })
     })();
     stop.store(true, Ordering::Relaxed);

@@ -10,7 +10,7 @@
 //!
 //! Routes ([`routes`]): `GET /v1/users/{user}/recommendations`, `GET /v1/hot-items`,
 //! `GET /v1/subscribe` and `GET /v1/subscribe/hot-items` ([`subscribe`]), `POST /v1/events`,
-//! `GET /metrics`, `GET /healthz`.
+//! `DELETE /v1/users/{user}`, `GET /metrics`, `GET /healthz`.
 
 pub mod bench;
 pub mod routes;
@@ -51,13 +51,36 @@ pub enum ServeError {
     Start(std::io::Error),
 }
 
-/// Where posted events go.
+/// Where posted events or forget requests go.
 #[derive(Clone, Debug)]
 pub enum Posting {
-    /// Into the source of the worker reading the input.
+    /// Into the source of worker 0.
     Open(PostSender),
-    /// Not with this source; the reason says what to do instead.
+    /// Not in this run; the reason says why, or what to do instead.
     Unsupported(&'static str),
+}
+
+impl Posting {
+    /// Whether requests go anywhere.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Posting::Open(_))
+    }
+}
+
+/// Where the mutating endpoints send what they are given.
+#[derive(Clone, Debug)]
+pub struct Inlets {
+    /// `POST /v1/events`.
+    pub events: Posting,
+    /// `DELETE /v1/users/{user}`.
+    pub forget: Posting,
+}
+
+impl Inlets {
+    /// Neither endpoint is available, for `why`.
+    pub fn closed(why: &'static str) -> Inlets {
+        Inlets { events: Posting::Unsupported(why), forget: Posting::Unsupported(why) }
+    }
 }
 
 /// Settings the handlers need, resolved from [`ServeSpec`].
@@ -78,9 +101,17 @@ pub struct Shared {
     state: Mutex<Served>,
     updates: broadcast::Sender<Batch>,
     subscribers: AtomicUsize,
+    /// Woken whenever the output frontier moves (or the input ends).
+    progressed: tokio::sync::Notify,
+    /// Forget requests taken.
+    forgets: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
     settings: Settings,
-    posting: Posting,
+    inlets: Inlets,
+    /// Whether lists carry explanations (`serve.explain`, with recommendations).
+    explain: bool,
+    /// The similarity refresh cadence: a forget is complete once the refresh after it is out.
+    refresh: Option<crate::event::Millis>,
     decoder: Decoder,
     ts_field: String,
     min_timestamp: u64,
@@ -95,10 +126,15 @@ impl Shared {
     /// Applies a feed message and passes its changes on to subscribers, under the state's lock
     /// so that a subscriber's snapshot and its changes neither overlap nor leave a gap.
     fn apply(&self, feed: Feed) {
+        let progress = matches!(feed, Feed::Progress(_));
         let mut state = self.state();
         if let Some(batch) = state.apply(feed) {
             // No subscriber is not an error.
             let _ = self.updates.send(batch);
+        }
+        drop(state);
+        if progress {
+            self.progressed.notify_waiters();
         }
     }
 }
@@ -114,12 +150,12 @@ pub struct Server {
 
 impl Server {
     /// Binds `spec.addr` and starts serving `pipeline`'s results on a thread of its own;
-    /// `posting` says where `POST /v1/events` sends events.
+    /// `inlets` says where `POST /v1/events` and `DELETE /v1/users/{user}` send their requests.
     pub fn start(
         spec: &ServeSpec,
         pipeline: &Pipeline,
         metrics: Arc<Metrics>,
-        posting: Posting,
+        inlets: Inlets,
     ) -> Result<Server, ServeError> {
         let token = spec.resolve_token().map_err(ServeError::Token)?;
         let listener = std::net::TcpListener::bind(&spec.addr)
@@ -131,6 +167,8 @@ impl Server {
             state: Mutex::new(Served::new(pipeline.source.timestamp_unit.scale(), spec.hot_windows)),
             updates,
             subscribers: AtomicUsize::new(0),
+            progressed: tokio::sync::Notify::new(),
+            forgets: std::sync::atomic::AtomicU64::new(0),
             metrics,
             settings: Settings {
                 token,
@@ -138,7 +176,9 @@ impl Server {
                 progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
                 client_buffer: spec.client_buffer,
             },
-            posting,
+            inlets,
+            refresh: pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis()),
+            explain: crate::dataflow::explains(pipeline) && pipeline.recommend.is_some(),
             decoder: Decoder::for_payload(&pipeline.source, Payload::Json),
             ts_field: pipeline.source.fields.ts.clone(),
             min_timestamp: pipeline.source.min_timestamp,

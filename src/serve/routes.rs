@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,15 +14,18 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 use super::{subscribe, Posting, Shared};
-use crate::event::DeadLetter;
+use crate::event::{DeadLetter, Id, Millis};
+use crate::event_time::ceil_to;
 use crate::metrics::REJECT_CODES;
-use crate::sink::changelog::ChangeRecord;
-use crate::source::PostedRecord;
+use crate::results::SCORE_SCALE;
+use crate::sink::changelog::{ChangeRecord, ScoredItem};
+use crate::source::{ForgetRequest, PostedRecord};
 
 /// An error answer: a status and a message for the client.
 #[derive(Debug)]
@@ -66,6 +70,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(shared.settings.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token));
+    let forget = Router::new()
+        .route("/v1/users/{user}", delete(forget_user))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -74,6 +81,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/subscribe", get(subscribe::recs))
         .route("/v1/subscribe/hot-items", get(subscribe::hot_items))
         .merge(events)
+        .merge(forget)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
@@ -120,19 +128,28 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
-/// `GET /v1/users/{user}/recommendations?k=N`: the user's current list, best first.
+/// `GET /v1/users/{user}/recommendations?k=N[&explain=true]`: the user's current list, best
+/// first; with `explain`, each item says why it is there.
 async fn recommendations(
     State(shared): State<Arc<Shared>>,
     Path(user): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    check_params(&params, &["k"])?;
+    check_params(&params, &["k", "explain"])?;
     let k = match params.get("k") {
         None => usize::MAX,
         Some(text) => match text.parse::<usize>() {
             Ok(k) if k >= 1 => k,
             _ => return Err(ApiError::bad_request(format!("k={text}: use a whole number of at least 1"))),
         },
+    };
+    let explain = match params.get("explain").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") if shared.explain => true,
+        Some("true") => {
+            return Err(ApiError::bad_request("explanations are off in this pipeline (serve.explain = false)"));
+        }
+        Some(other) => return Err(ApiError::bad_request(format!("explain={other}: use true or false"))),
     };
     let (record, as_of) = {
         let state = shared.state();
@@ -145,7 +162,35 @@ async fn recommendations(
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a list of the wrong kind"));
     };
     let items = &items[..items.len().min(k)];
-    Ok(Json(json!({ "user": user, "as_of": as_of, "time": time, "items": items })))
+    if !explain {
+        return Ok(Json(json!({ "user": user, "as_of": as_of, "time": time, "items": items })));
+    }
+    let explained: Vec<Value> = items.iter().map(explained_item).collect();
+    Ok(Json(json!({ "user": user, "as_of": as_of, "time": time, "items": explained })))
+}
+
+/// A list item with why it is there: the user's preferred items leading to it, with the short-
+/// and long-term parts of the user's preference and the items' similarity, or the fallback.
+fn explained_item(item: &ScoredItem) -> Value {
+    let scale = SCORE_SCALE as f64;
+    let mut value = json!(item);
+    value["because"] = if item.fallback {
+        json!("popular fallback")
+    } else {
+        item.because
+            .iter()
+            .map(|why| {
+                json!({
+                    "item": why.item,
+                    "short_term": why.short_term as f64 / scale,
+                    "long_term": why.long_term as f64 / scale,
+                    "similarity": why.similarity as f64 / scale,
+                    "contribution": why.contribution as f64 / scale,
+                })
+            })
+            .collect()
+    };
+    value
 }
 
 /// `GET /v1/hot-items[?window_end=T]`: the lists of the latest (or the given) closed window.
@@ -212,7 +257,7 @@ async fn post_events(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let sender = match &shared.posting {
+    let sender = match &shared.inlets.events {
         Posting::Open(sender) => sender,
         Posting::Unsupported(why) => return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, *why)),
     };
@@ -251,6 +296,97 @@ async fn post_events(
     } else {
         Ok((StatusCode::BAD_REQUEST, Json(json!({ "accepted": accepted, "rejected": rejected }))))
     }
+}
+
+/// The longest `DELETE /v1/users/{user}?wait=` a client may ask for.
+const MAX_FORGET_WAIT: Duration = Duration::from_secs(300);
+
+/// How long the source may take to pick a forget request up before the server gives up on it.
+const FORGET_TAKEN_WITHIN: Duration = Duration::from_secs(30);
+
+/// `DELETE /v1/users/{user}[?wait=DURATION]`: forgets every event of the user read so far. The
+/// answer says at which time (`complete_at`, the input's unit) every result is as if the user's
+/// events had never been read: 200 once the output has got there (waiting up to `wait`), else 202.
+async fn forget_user(
+    State(shared): State<Arc<Shared>>,
+    Path(user): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_params(&params, &["wait"])?;
+    let wait = match params.get("wait") {
+        None => Duration::ZERO,
+        Some(text) => match crate::spec::Span::parse(text) {
+            Ok(span) if Duration::from_millis(span.millis()) <= MAX_FORGET_WAIT => Duration::from_millis(span.millis()),
+            Ok(_) => return Err(ApiError::bad_request(format!("wait={text}: at most 5m"))),
+            Err(e) => return Err(ApiError::bad_request(format!("wait={text}: {e}"))),
+        },
+    };
+    let sender = match &shared.inlets.forget {
+        Posting::Open(sender) => sender,
+        Posting::Unsupported(why) => return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, *why)),
+    };
+    let Some(id) = Id::parse(&user) else {
+        return Err(ApiError::bad_request("name a user: DELETE /v1/users/{user}"));
+    };
+    // A numeric id may also have arrived as a JSON string; the two are one user when served.
+    let mut ids = vec![id.clone()];
+    if matches!(id, Id::Num(_)) {
+        ids.push(Id::Text(user.trim().to_string()));
+    }
+    let mut replies = Vec::with_capacity(ids.len());
+    let requests = ids
+        .into_iter()
+        .map(|user| {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            PostedRecord::Forget(ForgetRequest { user, reply })
+        })
+        .collect();
+    if sender.send(requests).is_err() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; nothing is read any more to forget"));
+    }
+    let mut retracted_at: Millis = 0;
+    for answer in replies {
+        match tokio::time::timeout(FORGET_TAKEN_WITHIN, answer).await {
+            Ok(Ok(time)) => retracted_at = retracted_at.max(time),
+            Ok(Err(_)) => {
+                return Err(ApiError::new(StatusCode::CONFLICT, "the input ended before the request was taken"));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the pipeline did not take the request within 30 s; try again",
+                ));
+            }
+        }
+    }
+    shared.forgets.fetch_add(1, Ordering::Relaxed);
+    // Recommendations are re-scored at the similarity refresh after the retraction.
+    let complete = shared.refresh.map_or(retracted_at, |refresh| ceil_to(retracted_at, refresh));
+    let deadline = tokio::time::Instant::now() + wait;
+    let done = loop {
+        let progressed = shared.progressed.notified();
+        tokio::pin!(progressed);
+        progressed.as_mut().enable();
+        if shared.state().complete_at(complete) {
+            break true;
+        }
+        if tokio::time::timeout_at(deadline, progressed).await.is_err() {
+            break false;
+        }
+    };
+    let (unit, as_of) = {
+        let state = shared.state();
+        (state.unit(), state.as_of())
+    };
+    let body = json!({
+        "user": id,
+        "retracted_at": retracted_at.div_ceil(unit),
+        "complete_at": complete.div_ceil(unit),
+        "complete": done,
+        "as_of": as_of,
+    });
+    Ok((if done { StatusCode::OK } else { StatusCode::ACCEPTED }, Json(body)))
 }
 
 /// Decodes one posted record; a missing `ts` is filled in later by the source.
@@ -360,6 +496,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "gauge",
         "Open subscriptions.",
         &one(shared.subscribers.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "recflow_forget_requests_total",
+        "counter",
+        "Users forgotten through DELETE /v1/users/{user}.",
+        &one(shared.forgets.load(Ordering::Relaxed) as f64),
     );
     metric("recflow_served_users", "gauge", "Users with a served recommendation list.", &one(users as f64));
     metric("recflow_served_hot_windows", "gauge", "Hot-items windows kept for queries.", &one(windows as f64));

@@ -28,6 +28,8 @@ pub struct Served {
     /// Hot-items lists by window end (input's unit), then by category (`""` for none).
     hot: BTreeMap<u64, BTreeMap<String, Arc<ChangeRecord>>>,
     as_of: Option<u64>,
+    /// The sink's frontier in milliseconds.
+    frontier: Option<Millis>,
     ended: bool,
     unit: u64,
     hot_windows: usize,
@@ -65,6 +67,7 @@ impl Served {
             recs: HashMap::new(),
             hot: BTreeMap::new(),
             as_of: None,
+            frontier: None,
             ended: false,
             unit: unit.max(1),
             hot_windows: hot_windows.max(1),
@@ -82,6 +85,7 @@ impl Served {
                 Some(Arc::new(records))
             }
             Feed::Progress(Some(frontier)) => {
+                self.frontier = Some(self.frontier.map_or(frontier, |f| f.max(frontier)));
                 // Every change at a time at most `frontier - 1` ms is in.
                 if let Some(last) = frontier.checked_sub(1) {
                     self.as_of = Some(self.as_of.map_or(last / self.unit, |t| t.max(last / self.unit)));
@@ -153,6 +157,17 @@ impl Served {
         self.as_of
     }
 
+    /// Whether every change at dataflow time `time` (ms) is in: the frontier has passed it, or the
+    /// input has ended.
+    pub fn complete_at(&self, time: Millis) -> bool {
+        self.ended || self.frontier.is_some_and(|f| f > time)
+    }
+
+    /// The input's unit in milliseconds.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
     /// Whether the input has ended and the results are final.
     pub fn ended(&self) -> bool {
         self.ended
@@ -175,7 +190,10 @@ mod tests {
     use crate::sink::changelog::{CountedItem, ScoredItem};
 
     fn recs(user: i64, time: u64, items: &[i64]) -> ChangeRecord {
-        let items = items.iter().map(|i| ScoredItem { item: Id::Num(*i), score: 1.0, fallback: false }).collect();
+        let items = items
+            .iter()
+            .map(|i| ScoredItem { item: Id::Num(*i), score: 1.0, fallback: false, because: Vec::new() })
+            .collect();
         ChangeRecord::Recs { user: Id::Num(user), time, items }
     }
 
@@ -193,6 +211,7 @@ mod tests {
         assert_eq!(served.recs("1").as_deref(), Some(&recs(1, 6, &[9])));
         assert!(served.recs("2").is_none(), "an emptied list is gone");
         assert_eq!(served.as_of(), Some(6));
+        assert!(served.complete_at(6_999) && !served.complete_at(7_000));
         assert_eq!(served.hot_windows(), 2, "the oldest window was dropped");
         assert_eq!(served.hot_window(None).map(|(end, _)| end), Some(30));
         assert!(served.hot_window(Some(10)).is_none());

@@ -60,6 +60,10 @@ pub struct ScoredItem {
     /// Present and true for popularity fill-ins.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback: bool,
+    /// Why it is recommended, when explanations are kept; never written to the changelog, only
+    /// served (`explain=true`).
+    #[serde(skip)]
+    pub because: Vec<crate::results::Because>,
 }
 
 /// An item of a hot-items list as written out.
@@ -179,7 +183,12 @@ impl Changelog {
 }
 
 fn scored(rec: RecItem) -> ScoredItem {
-    ScoredItem { item: rec.item, score: rec.score as f64 / SCORE_SCALE as f64, fallback: rec.fallback }
+    ScoredItem {
+        item: rec.item,
+        score: rec.score as f64 / SCORE_SCALE as f64,
+        fallback: rec.fallback,
+        because: rec.because,
+    }
 }
 
 /// Writes the changelog of `results` to `destination` on worker 0 and attaches `completed` after

@@ -1,8 +1,13 @@
 //! Events from a file or standard input, one record per line, decoded by the source's [`Decoder`].
+//!
+//! A file is read in place: reading it never waits long. Standard input may be a pipe that stays
+//! quiet for hours, so a thread of its own reads it and hands lines over in batches; a poll takes
+//! what has arrived and never blocks the worker.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 
 use super::{Arrival, EventSource, Poll, Position};
 use crate::decode::Decoder;
@@ -18,37 +23,154 @@ pub struct LineReader<R> {
     buffer: Vec<u8>,
 }
 
+/// What asking a line input for its next line found.
+pub enum NextLine {
+    /// A line is in the buffer, with its line end.
+    Line,
+    /// No line has arrived yet.
+    Pending,
+    /// The input has ended.
+    End,
+    /// The input cannot be read any further.
+    Failed(std::io::Error),
+}
+
+/// Where lines come from.
+pub trait LineInput {
+    /// Replaces `buffer` with the next line, if one is there.
+    fn next_line(&mut self, buffer: &mut Vec<u8>) -> NextLine;
+}
+
+impl<R: BufRead> LineInput for R {
+    fn next_line(&mut self, buffer: &mut Vec<u8>) -> NextLine {
+        buffer.clear();
+        match self.read_until(b'\n', buffer) {
+            Ok(0) => NextLine::End,
+            Ok(_) => NextLine::Line,
+            Err(e) => NextLine::Failed(e),
+        }
+    }
+}
+
+/// Lines per batch the standard-input thread hands over.
+const STDIN_BATCH: usize = 4_096;
+
+/// Standard input, read by a thread of its own.
+pub struct StdinLines {
+    batches: Receiver<std::io::Result<Vec<Vec<u8>>>>,
+    current: std::vec::IntoIter<Vec<u8>>,
+    ended: bool,
+}
+
+impl StdinLines {
+    /// Starts the reading thread. It sends what it has whenever standard input has nothing more
+    /// buffered, so a line written alone arrives at once, and waits while batches are unread.
+    pub fn start() -> std::io::Result<StdinLines> {
+        let (sender, batches) = sync_channel(16);
+        std::thread::Builder::new().name("recflow-stdin".into()).spawn(move || {
+            let mut reader = BufReader::with_capacity(1 << 20, std::io::stdin());
+            let mut batch: Vec<Vec<u8>> = Vec::with_capacity(STDIN_BATCH);
+            loop {
+                let mut line = Vec::new();
+                let read = reader.read_until(b'\n', &mut line);
+                let ended = !matches!(read, Ok(n) if n > 0);
+                if !line.is_empty() {
+                    batch.push(line);
+                }
+                if ended || batch.len() >= STDIN_BATCH || reader.buffer().is_empty() {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(STDIN_BATCH));
+                    if !full.is_empty() && sender.send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+                if let Err(e) = read {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+                if ended {
+                    return;
+                }
+            }
+        })?;
+        Ok(StdinLines { batches, current: Vec::new().into_iter(), ended: false })
+    }
+}
+
+impl LineInput for StdinLines {
+    fn next_line(&mut self, buffer: &mut Vec<u8>) -> NextLine {
+        loop {
+            if let Some(line) = self.current.next() {
+                *buffer = line;
+                return NextLine::Line;
+            }
+            if self.ended {
+                return NextLine::End;
+            }
+            match self.batches.try_recv() {
+                Ok(Ok(batch)) => self.current = batch.into_iter(),
+                Ok(Err(e)) => {
+                    self.ended = true;
+                    return NextLine::Failed(e);
+                }
+                Err(TryRecvError::Empty) => return NextLine::Pending,
+                Err(TryRecvError::Disconnected) => {
+                    self.ended = true;
+                    return NextLine::End;
+                }
+            }
+        }
+    }
+}
+
+/// A file, or standard input.
+pub enum FileOrStdin {
+    /// A file, read in place.
+    File(BufReader<File>),
+    /// Standard input, read by a thread.
+    Stdin(StdinLines),
+}
+
+impl LineInput for FileOrStdin {
+    fn next_line(&mut self, buffer: &mut Vec<u8>) -> NextLine {
+        match self {
+            FileOrStdin::File(file) => file.next_line(buffer),
+            FileOrStdin::Stdin(stdin) => stdin.next_line(buffer),
+        }
+    }
+}
+
 /// A [`LineReader`] over a file or standard input.
-pub type FileSource = LineReader<BufReader<Box<dyn Read + Send>>>;
+pub type FileSource = LineReader<FileOrStdin>;
 
 impl FileSource {
     /// Opens `path`; `-` means standard input.
     pub fn open(path: &Path, decoder: Decoder, skip_header: bool) -> std::io::Result<FileSource> {
-        let (reader, origin): (Box<dyn Read + Send>, String) = if path.as_os_str() == "-" {
-            (Box::new(std::io::stdin()), "stdin".into())
+        let (input, origin) = if path.as_os_str() == "-" {
+            (FileOrStdin::Stdin(StdinLines::start()?), "stdin".into())
         } else {
-            (Box::new(File::open(path)?), format!("file:{}", path.display()))
+            let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+            (FileOrStdin::File(file), format!("file:{}", path.display()))
         };
-        Ok(LineReader::new(BufReader::with_capacity(1 << 20, reader), decoder, origin, skip_header))
+        Ok(LineReader::new(input, decoder, origin, skip_header))
     }
 }
 
-impl<R: BufRead> LineReader<R> {
+impl<R: LineInput> LineReader<R> {
     /// Decodes the lines of `reader`; `origin` prefixes dead letters' positions.
     pub fn new(reader: R, decoder: Decoder, origin: String, skip_header: bool) -> Self {
         LineReader { reader, decoder, origin, line_number: 0, skip_header, buffer: Vec::with_capacity(256) }
     }
 }
 
-impl<R: BufRead> EventSource for LineReader<R> {
+impl<R: LineInput> EventSource for LineReader<R> {
     fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
         let mut produced = 0;
         while produced < max {
-            self.buffer.clear();
-            match self.reader.read_until(b'\n', &mut self.buffer) {
-                Ok(0) => return Poll::Done,
-                Ok(_) => {}
-                Err(e) => {
+            match self.reader.next_line(&mut self.buffer) {
+                NextLine::End => return Poll::Done,
+                NextLine::Pending => return if produced > 0 { Poll::Ready } else { Poll::Idle },
+                NextLine::Line => {}
+                NextLine::Failed(e) => {
                     let at = Position { lane: 0, offset: self.line_number + 1 };
                     out.push((
                         at,

@@ -8,6 +8,10 @@
 //! that has finished (a bounded read reached its end) or has been idle for the source's idle
 //! timeout does not hold it back.
 //!
+//! A request to forget a user (from [`super::WithPosted`]) leaves as a `forgets` update at the
+//! latest dataflow time this worker has given any event, so it covers every event of the user
+//! read before it; the requester is told that time.
+//!
 //! Once the results depending on a batch of records are all written (the `completed` probe has
 //! passed them), the source is told, so Kafka can commit those offsets.
 //!
@@ -33,7 +37,7 @@ use timely::dataflow::{Scope, Stream};
 
 use super::{Arrival, EventSource, Poll, Position};
 use crate::dataflow::window::Hopping;
-use crate::event::{DeadLetter, Event, Millis, RejectReason};
+use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{ceil_to, EventClock};
 use crate::metrics::Metrics;
 use timely::dataflow::operators::probe;
@@ -109,13 +113,18 @@ impl StreamEnd {
 }
 
 type EventStream<'scope> = Stream<'scope, Millis, Vec<(Event, Millis, isize)>>;
-type ControlStream<'scope> = Stream<'scope, Millis, Vec<Result<DeadLetter, Result<Ends, Progress>>>>;
+/// What the ingest operator emits besides events: dead letters, the stream's end, progress for
+/// the other readers, and users to forget (at their time).
+type ControlStream<'scope> = Stream<'scope, Millis, Vec<Result<DeadLetter, Result<Ends, ProgressOrForget>>>>;
+type ProgressOrForget = Result<Progress, (Id, Millis, isize)>;
+type ForgetStream<'scope> = Stream<'scope, Millis, Vec<(Id, Millis, isize)>>;
 
 /// What the ingest operator emits.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 enum Ingest {
     Event(Event),
     Dead(DeadLetter),
+    Forget(Id),
     End(Ends),
     Progress(Progress),
 }
@@ -126,6 +135,8 @@ pub struct Ingested<'scope> {
     pub events: VecCollection<'scope, Millis, Event, isize>,
     /// Records that were rejected or late.
     pub dead_letters: Stream<'scope, Millis, Vec<DeadLetter>>,
+    /// Users to forget, each at the time its retraction is due.
+    pub forgets: VecCollection<'scope, Millis, Id, isize>,
 }
 
 /// The watermarks of a source's lanes.
@@ -255,6 +266,8 @@ pub fn ingest<'scope>(
                 let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
                 let mut in_flight: VecDeque<InFlight> = VecDeque::new();
                 let mut announced: Option<Progress> = None;
+                // The latest dataflow time given to an event: where forgets go.
+                let mut latest_given: Millis = 0;
                 move |output| {
                     let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
                         return;
@@ -323,6 +336,12 @@ pub fn ingest<'scope>(
                             metrics.reject(&dead.reason);
                             session.give((Ingest::Dead(dead), now, 1));
                         }
+                        latest_given = latest_given.max(batch.latest);
+                        for request in reader.take_forgets() {
+                            session.give((Ingest::Forget(request.user), latest_given, 1));
+                            // A requester that gave up waiting is not an error.
+                            let _ = request.reply.send(latest_given);
+                        }
                         if poll == Poll::Done {
                             session.give((Ingest::End(end_rule.ends(lanes.max_seen(), now)), now, 1));
                         }
@@ -371,12 +390,17 @@ pub fn ingest<'scope>(
             Ingest::Event(event) => Ok((event, time, diff)),
             Ingest::Dead(dead) => Err(Ok(dead)),
             Ingest::End(ends) => Err(Err(Ok(ends))),
-            Ingest::Progress(progress) => Err(Err(Err(progress))),
+            Ingest::Progress(progress) => Err(Err(Err(Ok(progress)))),
+            Ingest::Forget(user) => Err(Err(Err(Err((user, time, diff))))),
         });
-    let (dead_letters, control): (_, Stream<'scope, Millis, Vec<Result<Ends, Progress>>>) =
+    let (dead_letters, control): (_, Stream<'scope, Millis, Vec<Result<Ends, ProgressOrForget>>>) =
         others.ok_err(|other| other);
-    let (ends, progress): (Stream<'scope, Millis, Vec<Ends>>, Stream<'scope, Millis, Vec<Progress>>) =
-        control.ok_err(|c: Result<Ends, Progress>| c);
+    let (ends, progress_and_forgets): (
+        Stream<'scope, Millis, Vec<Ends>>,
+        Stream<'scope, Millis, Vec<ProgressOrForget>>,
+    ) = control.ok_err(|c| c);
+    let (progress, forgets): (Stream<'scope, Millis, Vec<Progress>>, ForgetStream<'scope>) =
+        progress_and_forgets.ok_err(|p| p);
     progress.broadcast().sink(Pipeline, "Ingest: Progress", move |(input, _frontier)| {
         input.for_each(|_time, data| {
             let mut seen = peers_seen.0.borrow_mut();
@@ -392,7 +416,7 @@ pub fn ingest<'scope>(
             end.ends.set(heard.iter().copied().reduce(Ends::merge));
         }
     });
-    Ingested { events: events.as_collection(), dead_letters }
+    Ingested { events: events.as_collection(), dead_letters, forgets: forgets.as_collection() }
 }
 
 /// Records `at` as the last position of its lane in `positions` (one entry per lane).

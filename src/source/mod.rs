@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::event::{DeadLetter, Event, RejectReason};
 
-pub use self::file::{FileSource, LineReader};
+pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, StdinLines};
 pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
 pub use self::kafka::KafkaSource;
-pub use self::posted::{post_channel, PostReceiver, PostSender, PostedRecord, WithPosted};
+pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostSender, PostedRecord, WithPosted};
 pub use self::synth::SynthSource;
 
 /// Where a record sits in its source.
@@ -81,12 +81,26 @@ pub trait EventSource {
 
     /// The input has ended and every result is written: a last chance to record progress.
     fn finish(&mut self) {}
+
+    /// Requests to forget users that arrived since the last call (only sources that take posted
+    /// records have any).
+    fn take_forgets(&mut self) -> Vec<ForgetRequest> {
+        Vec::new()
+    }
 }
 
 /// Implements every [`EventSource`] method but `poll` by passing it to the wrapped source in the
-/// field `inner`: for sources that wrap another one and change only what it delivers.
+/// field `inner`: for sources that wrap another one and change only what it delivers. A wrapper
+/// that implements `take_forgets` itself says so: `delegate_to_inner!(take_forgets)`.
 macro_rules! delegate_to_inner {
     () => {
+        $crate::source::delegate_to_inner!(take_forgets);
+
+        fn take_forgets(&mut self) -> Vec<$crate::source::ForgetRequest> {
+            self.inner.take_forgets()
+        }
+    };
+    (take_forgets) => {
         fn name(&self) -> String {
             self.inner.name()
         }
@@ -194,5 +208,9 @@ impl EventSource for Box<dyn EventSource> {
 
     fn finish(&mut self) {
         (**self).finish()
+    }
+
+    fn take_forgets(&mut self) -> Vec<ForgetRequest> {
+        (**self).take_forgets()
     }
 }

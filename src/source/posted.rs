@@ -2,14 +2,29 @@
 //! the input. The server validates them with the pipeline's decoder and sends them here through
 //! a channel; [`WithPosted`] hands them to the ingest operator with the source's own arrivals,
 //! so they get event time, lateness and dead letters like any other record.
+//!
+//! Requests to forget a user (`DELETE /v1/users/{user}`) travel the same channel, so a forget
+//! comes after every event posted before it; the ingest operator gives each its dataflow time and
+//! answers with that time.
 
 use std::sync::mpsc::{channel, Receiver, SendError, Sender};
 
 use super::{Arrival, EventSource, Poll, Position};
-use crate::event::{DeadLetter, Event, Millis};
+use crate::event::{DeadLetter, Event, Id, Millis};
 
-/// One posted record: a valid event (with whether its `ts` was given), or why it is not one.
-#[derive(Clone, Debug)]
+/// A request to forget every event of a user read so far. The ingest operator answers on `reply`
+/// with the dataflow time at which the user's events are retracted.
+#[derive(Debug)]
+pub struct ForgetRequest {
+    /// The user.
+    pub user: Id,
+    /// Where the retraction time goes.
+    pub reply: tokio::sync::oneshot::Sender<Millis>,
+}
+
+/// One posted record: a valid event (with whether its `ts` was given), why it is not one, or a
+/// request to forget a user.
+#[derive(Debug)]
 pub enum PostedRecord {
     /// A valid event; `ts_given` is false when `ts` was left out and should be the pipeline's
     /// current event time.
@@ -21,6 +36,8 @@ pub enum PostedRecord {
     },
     /// A record that did not decode.
     Rejected(DeadLetter),
+    /// Forget a user.
+    Forget(ForgetRequest),
 }
 
 /// The server's end of the channel.
@@ -52,15 +69,23 @@ pub struct WithPosted {
     posted: Option<PostReceiver>,
     max_seen: Option<Millis>,
     last: Position,
+    forgets: Vec<ForgetRequest>,
 }
 
 impl WithPosted {
     /// `inner` plus the events arriving on `posted`.
     pub fn new(inner: Box<dyn EventSource>, posted: PostReceiver) -> WithPosted {
-        WithPosted { inner, posted: Some(posted), max_seen: None, last: Position { lane: 0, offset: 0 } }
+        WithPosted {
+            inner,
+            posted: Some(posted),
+            max_seen: None,
+            last: Position { lane: 0, offset: 0 },
+            forgets: Vec::new(),
+        }
     }
 
-    /// Appends posted records to `out`; returns how many.
+    /// Appends posted records to `out` and keeps forget requests for [`EventSource::take_forgets`];
+    /// returns how many records and requests there were.
     fn drain(&mut self, out: &mut Vec<Arrival>) -> usize {
         let Some(posted) = &self.posted else { return 0 };
         let mut count = 0;
@@ -75,6 +100,11 @@ impl WithPosted {
                         Ok(event)
                     }
                     PostedRecord::Rejected(dead) => Err(dead),
+                    PostedRecord::Forget(request) => {
+                        self.forgets.push(request);
+                        count += 1;
+                        continue;
+                    }
                 };
                 out.push((self.last, arrival));
                 count += 1;
@@ -112,5 +142,11 @@ impl EventSource for WithPosted {
         }
     }
 
-    super::delegate_to_inner!();
+    fn take_forgets(&mut self) -> Vec<ForgetRequest> {
+        let mut taken = std::mem::take(&mut self.forgets);
+        taken.extend(self.inner.take_forgets());
+        taken
+    }
+
+    super::delegate_to_inner!(take_forgets);
 }
