@@ -21,6 +21,9 @@ pub struct Metrics {
     pub rejected: [AtomicU64; 6],
     /// Each reading worker's watermark, in milliseconds.
     watermarks: Mutex<BTreeMap<usize, u64>>,
+    /// Every reading worker's progress, of every process when several workers read (they tell
+    /// each other), else of this process.
+    readers: Mutex<BTreeMap<usize, ReaderProgress>>,
     /// Kafka consumer lag per partition read by this process (end offset minus committed offset).
     consumer_lag: Mutex<BTreeMap<i32, i64>>,
     /// Errors Kafka clients reported (connection trouble and the like; they retry by themselves).
@@ -31,6 +34,15 @@ pub struct Metrics {
     pub output_records: AtomicU64,
     /// Update latency: from an event's ingestion until the output frontier passes its time.
     pub update_latency: LatencyHistogram,
+}
+
+/// How far a reading worker has got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderProgress {
+    /// Its input frontier (the dataflow time its watermark allows), in milliseconds.
+    pub frontier: u64,
+    /// Records it has read.
+    pub records: u64,
 }
 
 /// Sub-buckets per power of two: bucket bounds are about 9% apart.
@@ -111,6 +123,19 @@ impl Metrics {
     /// Each reading worker's watermark, by worker index.
     pub fn watermarks(&self) -> BTreeMap<usize, u64> {
         self.watermarks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records how far reading worker `worker` has got (keeps the furthest report).
+    pub fn set_reader_progress(&self, worker: usize, progress: ReaderProgress) {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = readers.entry(worker).or_default();
+        entry.frontier = entry.frontier.max(progress.frontier);
+        entry.records = entry.records.max(progress.records);
+    }
+
+    /// Every reading worker's progress known to this process, by worker index.
+    pub fn reader_progress(&self) -> BTreeMap<usize, ReaderProgress> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The least watermark of this process's reading workers.

@@ -1,6 +1,7 @@
 //! Events produced to a 4-partition Kafka topic on a real broker (Tansu), read back with 2 workers
 //! and with 2 processes × 1 worker, end with the same value for every key as the file-input run
-//! on the same events; results go out through a Kafka topic and are read back from it.
+//! on the same events; results go out through a Kafka topic and are read back from it. The
+//! two-process run also serves, and process 0's metrics show both processes' reading workers.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::kafka::{final_from_topic, Broker, CSV_PIPELINE};
+use common::serve::{agent, get, reply, wait_for, Running};
 use common::{final_by_key, free_ports, parse_lines, recflow, run_ok, scratch_dir, wait_for_exit};
 
 #[test]
@@ -48,29 +50,37 @@ fn kafka_input_and_output_end_where_the_file_run_ends() {
     assert_eq!(got.len(), expected.len(), "the same keys");
     assert!(got == expected, "final values differ from the file run with 2 workers");
 
-    // Two processes with one worker each; process 0 writes the results.
+    // Two processes with one worker each; process 0 writes the results and serves them, and its
+    // metrics show how far the reading workers of both processes got.
     let two_processes = broker.create_topic("recs-2p", 1);
     let ports = free_ports(2);
     let hostfile = dir.join("hosts.txt");
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
-    let mut children: Vec<_> = (0..2)
-        .map(|process| {
-            recflow()
-                .arg("run")
-                .arg(&pipeline)
-                .args(["--input", &broker.address(&input), "--bounded", "-q", "-n", "2"])
-                .args(["-p", &process.to_string(), "-h"])
-                .arg(&hostfile)
-                .args(["--output", &broker.address(&two_processes)])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
+    let args = |process: usize| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["--input", &broker.address(&input), "--bounded", "-q", "-n", "2"].into_iter().map(String::from).collect();
+        args.extend(["-p".into(), process.to_string(), "-h".into(), hostfile.display().to_string()]);
+        args.extend(["--output".into(), broker.address(&two_processes)]);
+        args.extend(["--serve", "127.0.0.1:0", "--serve-linger", "forever"].map(String::from));
+        args
+    };
+    let mut second = recflow().arg("run").arg(&pipeline).args(args(1)).stdout(Stdio::null()).spawn().unwrap();
+    let first_args = args(0);
+    let first = Running::start(&pipeline, &first_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let status = wait_for_exit(&mut second, Duration::from_secs(300));
+    assert!(status.success(), "process 1 failed: {status}");
+    wait_for(300, "process 0 ends its input", || get(&first.url("/healthz")).1["input_ended"] == true);
+    let (_, metrics) = reply(agent().get(&first.url("/metrics")).call());
+    let read: Vec<u64> = (0..2)
+        .map(|worker| {
+            let name = format!("recflow_worker_records_read_total{{worker=\"{worker}\"}} ");
+            let line = metrics.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{name}in {metrics}"));
+            line[name.len()..].parse::<f64>().unwrap() as u64
         })
         .collect();
-    for child in &mut children {
-        let status = wait_for_exit(child, Duration::from_secs(300));
-        assert!(status.success(), "a process failed: {status}");
-    }
+    assert!(read.iter().all(|r| *r > 0), "both processes' workers read partitions: {read:?}");
+    assert_eq!(read.iter().sum::<u64>(), 100_000, "process 0 knows what process 1 read: {read:?}");
+    first.stop();
     let got = final_from_topic(&broker.read_topic(&two_processes));
     assert!(got == expected, "final values differ from the file run with 2 processes");
     let _ = std::fs::remove_dir_all(&dir);

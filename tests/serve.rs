@@ -156,6 +156,11 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
     let event = r#"{"user":"posted-user","item":7,"action":"view"}"#;
     assert_eq!(reply(post().send_string(event)).0, 401, "no token");
     assert_eq!(reply(post().set("Authorization", "Bearer wrong").send_string(event)).0, 401, "a wrong token");
+    let forget = agent().delete(&run.url("/v1/users/posted-user"));
+    assert_eq!(reply(forget.call()).0, 401, "forgetting needs the token too");
+    let (status, body) =
+        reply(agent().delete(&run.url("/v1/users/posted-user?wait=1h")).set("Authorization", "Bearer s3cret").call());
+    assert_eq!(status, 400, "a wait over 5 minutes: {body}");
     let authorised = || post().set("Authorization", "Bearer s3cret");
     let (status, body) = reply(authorised().send_string(&format!("{event}\n").repeat(100)));
     assert_eq!(status, 413, "a body over max_body_bytes: {body}");

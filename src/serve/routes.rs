@@ -448,6 +448,23 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let lag: Vec<(String, f64)> =
         m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), (now_ms - *ms as f64) / 1000.0)).collect();
     metric("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
+    let readers = m.reader_progress();
+    let frontiers: Vec<(String, f64)> =
+        readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.frontier as f64)).collect();
+    metric(
+        "recflow_worker_input_frontier_ms",
+        "gauge",
+        "Each reading worker's input frontier (event time, ms), of every process when several workers read.",
+        &frontiers,
+    );
+    let read: Vec<(String, f64)> =
+        readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.records as f64)).collect();
+    metric(
+        "recflow_worker_records_read_total",
+        "counter",
+        "Records each reading worker has read, of every process when several workers read.",
+        &read,
+    );
     metric(
         "recflow_output_as_of",
         "gauge",

@@ -39,7 +39,7 @@ use super::{Arrival, EventSource, Poll, Position};
 use crate::dataflow::window::Hopping;
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{ceil_to, EventClock};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReaderProgress};
 use timely::dataflow::operators::probe;
 
 /// Arrivals read per activation of the ingest operator.
@@ -197,6 +197,8 @@ struct Progress {
     live: bool,
     /// Whether it still reads.
     reading: bool,
+    /// Records it has read.
+    records: u64,
 }
 
 /// The latest [`Progress`] of every other reading worker.
@@ -253,6 +255,7 @@ pub fn ingest<'scope>(
     let known_end = Rc::clone(&end.ends);
     let peers = Peers::default();
     let peers_seen = peers.clone();
+    let metrics_for_peers = Arc::clone(&metrics);
     let stream: Stream<'scope, Millis, Vec<(Ingest, Millis, isize)>> =
         source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(
             scope,
@@ -268,6 +271,7 @@ pub fn ingest<'scope>(
                 let mut announced: Option<Progress> = None;
                 // The latest dataflow time given to an event: where forgets go.
                 let mut latest_given: Millis = 0;
+                let mut records_read: u64 = 0;
                 move |output| {
                     let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
                         return;
@@ -308,6 +312,7 @@ pub fn ingest<'scope>(
                         poll = Poll::Done;
                     }
                     metrics.records_in.fetch_add(arrivals.len() as u64, Ordering::Relaxed);
+                    records_read += arrivals.len() as u64;
                     let now = *cap.time();
                     let mut batch =
                         InFlight { latest: now, read_at: Instant::now(), accepted: 0, positions: Vec::new() };
@@ -351,7 +356,8 @@ pub fn ingest<'scope>(
                     if !batch.positions.is_empty() {
                         in_flight.push_back(batch);
                     }
-                    let mut progress = Progress { worker, frontier: now, live: false, reading: true };
+                    let mut progress =
+                        Progress { worker, frontier: now, live: false, reading: true, records: records_read };
                     match poll {
                         Poll::Done => {
                             // Hold the input open just past this part's completion until the
@@ -378,6 +384,10 @@ pub fn ingest<'scope>(
                         }
                     }
                     progress.frontier = *cap.time();
+                    metrics.set_reader_progress(
+                        worker,
+                        ReaderProgress { frontier: progress.frontier, records: progress.records },
+                    );
                     if readers > 1 && announced != Some(progress) {
                         announced = Some(progress);
                         output.session(&*cap).give((Ingest::Progress(progress), progress.frontier, 1));
@@ -401,10 +411,13 @@ pub fn ingest<'scope>(
     ) = control.ok_err(|c| c);
     let (progress, forgets): (Stream<'scope, Millis, Vec<Progress>>, ForgetStream<'scope>) =
         progress_and_forgets.ok_err(|p| p);
+    let peer_metrics = Arc::clone(&metrics_for_peers);
     progress.broadcast().sink(Pipeline, "Ingest: Progress", move |(input, _frontier)| {
         input.for_each(|_time, data| {
             let mut seen = peers_seen.0.borrow_mut();
             for progress in data.drain(..) {
+                let report = ReaderProgress { frontier: progress.frontier, records: progress.records };
+                peer_metrics.set_reader_progress(progress.worker, report);
                 seen.insert(progress.worker, progress);
             }
         });
