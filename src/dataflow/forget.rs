@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rustc_hash::FxHashMap as HashMap;
 
 use differential_dataflow::{AsCollection, Hashable};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::schedule::{Due, Inbox};
@@ -158,7 +158,9 @@ impl Kept {
     }
 }
 
-/// The accepted events, less those of each user in `forgets` up to the forget's time.
+/// The accepted events, less those of each user in `forgets` up to the forget's time. The
+/// events must already be spread by user ([`super::spread_by_user`]); forgets go to the worker
+/// their user hashes to.
 ///
 /// ```
 /// use differential_dataflow::input::Input;
@@ -174,7 +176,7 @@ impl Kept {
 ///     let (mut forgets, forget_coll) = scope.new_collection::<Id, isize>();
 ///     forgets.advance_to(5);
 ///     forgets.insert(Id::Num(1));
-///     forgettable(events, forget_coll, Influence::of(&pipeline))
+///     forgettable(recflow::dataflow::spread_by_user(events), forget_coll, Influence::of(&pipeline))
 ///         .inspect(|(event, time, diff)| assert!(*diff > 0 || (event.user == Id::Num(1) && *time == 5)));
 /// });
 /// ```
@@ -189,7 +191,7 @@ pub fn forgettable<'scope>(
         .inner
         .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<(Event, Time, isize)>>, _, _, _, _>(
             forgets.inner,
-            Exchange::new(|(event, _, _): &(Event, Time, isize)| event.user.hashed()),
+            Local,
             Exchange::new(|(user, _, _): &(Id, Time, isize)| user.hashed()),
             "Forget: Events",
             move |_capability, _info| {

@@ -4,7 +4,7 @@
 //!
 //! Three operators, each doing the least work that keeps the answer exact:
 //!
-//! 1. **Panes** (on the worker that reads): each event is counted once, in its slide-long pane,
+//! 1. **Panes** (on the worker holding the event): each event is counted once, in its slide-long pane,
 //!    in a local hash map; a pane's counts leave together when the frontier reaches the pane's
 //!    end (a late event's count leaves at its own time).
 //! 2. **Windows** (items spread over all workers by hash): each pane count is added to the

@@ -6,6 +6,7 @@
 
 pub mod forget;
 pub mod hot_items;
+pub mod popular;
 pub mod preference;
 pub mod ranking;
 pub mod recommend;
@@ -49,6 +50,10 @@ pub fn build<'scope>(
 ) -> Coll<'scope, (ResultKey, ResultValue)> {
     let tick = pipeline.time.tick.millis();
     let scope = events.scope();
+    // Everything per event below (preference parts and their expiries, touches, popularity and
+    // pane counts) runs on the worker that owns the event's user, not all on the reading worker.
+    // Hot items alone need no spreading: panes are counted before they are exchanged.
+    let events = if pipeline.recommend.is_some() || forgets.is_some() { spread_by_user(events) } else { events };
     let events = match &forgets {
         Some(forgets) => forget::forgettable(events, forgets.clone(), forget::Influence::of(pipeline)),
         None => events,
@@ -79,6 +84,13 @@ pub fn build<'scope>(
         results.push(recs);
     }
     differential_dataflow::collection::concatenate(scope, results)
+}
+
+/// The events, each moved to the worker its user hashes to.
+pub fn spread_by_user<'scope>(events: Coll<'scope, Event>) -> Coll<'scope, Event> {
+    use differential_dataflow::{AsCollection, Hashable};
+    use timely::dataflow::operators::Exchange;
+    events.inner.exchange(|(event, _, _): &(Event, Time, isize)| event.user.hashed()).as_collection()
 }
 
 /// Whether recommendation lists carry their explanations (`serve.explain`): only a server shows

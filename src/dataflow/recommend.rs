@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, Hashable};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
@@ -30,9 +29,11 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange};
 
+use super::popular::{popular_pool, PoolSpec};
 use super::preference::Contribution;
 use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::schedule::{Due, Inbox};
+use super::similarity::Neighbours;
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
@@ -53,8 +54,8 @@ pub fn score_term(preference: i64, similarity: i64) -> i64 {
 enum UserInput {
     /// A part of an event's effect on a user.
     Contribution(Id, Contribution),
-    /// `(item, neighbour, similarity)`: a row of the similarity table (on every worker).
-    Similar(Id, Id, i64),
+    /// `(item, neighbours)`: a row of the similarity table (on every worker).
+    Similar(Id, Neighbours),
     /// `(rank, item)`: an entry of the popular pool (on every worker).
     Popular(usize, Id),
     /// Look at a user again: their session may have closed or become forgettable.
@@ -101,7 +102,7 @@ impl Sessions {
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
     contributions: Coll<'scope, (Id, Contribution)>,
-    similar: Coll<'scope, (Id, (Id, i64))>,
+    similar: Coll<'scope, (Id, Neighbours)>,
     forgets: Option<Coll<'scope, Id>>,
     explain: bool,
     spec: &RecommendSpec,
@@ -113,7 +114,8 @@ pub fn recommendations<'scope>(
     let rescore = forgets.map(|forgets| {
         super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |t| ceil_to(t, refresh), end.clone())
     });
-    let pool = popular_pool(events, spec, tick, spec.k * POOL_PER_K, end);
+    let pool_spec = PoolSpec { window: spec.popular_window.millis(), refresh, tick, size: spec.k * POOL_PER_K };
+    let pool = popular_pool(events, pool_spec, end);
     let per_user = contributions
         .map(|(user, contribution)| UserInput::Contribution(user, contribution))
         .inner
@@ -122,7 +124,7 @@ pub fn recommendations<'scope>(
             _ => 0,
         });
     let mut shared = similar
-        .map(|(item, (neighbour, similarity))| UserInput::Similar(item, neighbour, similarity))
+        .map(|(item, neighbours)| UserInput::Similar(item, neighbours))
         .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)));
     if let Some(rescore) = rescore {
         shared = shared.concat(rescore.map(|()| UserInput::RescoreAll));
@@ -248,7 +250,7 @@ fn score_users(
     explain: bool,
 ) -> ListUpdates<'_> {
     let mut inbox: Inbox<UserInput> = Inbox::default();
-    let mut similar: HashMap<Id, BTreeMap<(Id, i64), isize>> = HashMap::default();
+    let mut similar: HashMap<Id, Neighbours> = HashMap::default();
     let mut pool: BTreeMap<(usize, Id), isize> = BTreeMap::new();
     let mut users: HashMap<Id, UserState> = HashMap::default();
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -263,10 +265,11 @@ fn score_users(
                     let mut rescore_all = false;
                     for (update, diff) in updates {
                         match update {
-                            UserInput::Similar(item, neighbour, similarity) => {
-                                let row = similar.entry(item.clone()).or_default();
-                                adjust_ordered(row, (neighbour, similarity), diff);
-                                if row.is_empty() {
+                            // A row's old value and its new one come at the same time, in either order.
+                            UserInput::Similar(item, neighbours) => {
+                                if diff > 0 {
+                                    similar.insert(item, neighbours);
+                                } else if similar.get(&item) == Some(&neighbours) {
                                     similar.remove(&item);
                                 }
                             }
@@ -354,7 +357,7 @@ fn score_users(
 /// (the user's session parts), each scored item says which seeds lead to it.
 fn rank_for_user(
     state: &UserState,
-    similar: &HashMap<Id, BTreeMap<(Id, i64), isize>>,
+    similar: &HashMap<Id, Neighbours>,
     pool: &BTreeMap<(usize, Id), isize>,
     k: usize,
     explain: Option<&HashMap<Id, i64>>,
@@ -364,7 +367,7 @@ fn rank_for_user(
     }
     let mut scores: HashMap<&Id, i64> = HashMap::default();
     for (item, preference) in &state.seeds {
-        for (neighbour, similarity) in similar.get(item).into_iter().flat_map(|row| row.keys()) {
+        for (neighbour, similarity) in similar.get(item).into_iter().flatten() {
             *scores.entry(neighbour).or_default() += score_term(*preference, *similarity);
         }
     }
@@ -399,7 +402,7 @@ fn rank_for_user(
 /// The seeds of a user's list that lead to `item`, largest contribution first (then seed asc).
 fn because(
     state: &UserState,
-    similar: &HashMap<Id, BTreeMap<(Id, i64), isize>>,
+    similar: &HashMap<Id, Neighbours>,
     session: &HashMap<Id, i64>,
     item: &Id,
 ) -> Vec<Because> {
@@ -408,7 +411,7 @@ fn because(
         .iter()
         .filter_map(|(seed, preference)| {
             let row = similar.get(seed)?;
-            let &(_, similarity) = row.keys().find(|(neighbour, _)| neighbour == item)?;
+            let &(_, similarity) = row.iter().find(|(neighbour, _)| neighbour == item)?;
             let short_term = state.short_term.get(seed).copied().unwrap_or(0) + session.get(seed).copied().unwrap_or(0);
             Some(Because {
                 item: seed.clone(),
@@ -421,30 +424,6 @@ fn because(
         .collect();
     reasons.sort_by(|a, b| b.contribution.cmp(&a.contribution).then_with(|| a.item.cmp(&b.item)));
     reasons
-}
-
-/// `(rank, item)` for the `size` items with most events in the last `popular_window`, ranked by
-/// count desc then item asc, refreshed every similarity `refresh`.
-fn popular_pool<'scope>(
-    events: Coll<'scope, Event>,
-    spec: &RecommendSpec,
-    tick: Time,
-    size: usize,
-    end: StreamEnd,
-) -> Coll<'scope, (usize, Id)> {
-    let window = spec.popular_window.millis();
-    let refresh = spec.similarity.refresh.millis();
-    let windowed = events.join_function(move |event: Event| {
-        let end = ceil_to(event.ts.saturating_add(window), tick);
-        [(event.item.clone(), 0, 1), (event.item, end, -1)]
-    });
-    super::retime(windowed, "PopularRefresh", move |t| ceil_to(t, refresh), end)
-        .count_total()
-        .map(|(item, count)| ((), (-(count as i64), item)))
-        .reduce_named("PopularPool", move |_unit, ranked, output: &mut Vec<((usize, Id), isize)>| {
-            output.extend(ranked.iter().take(size).enumerate().map(|(rank, ((_, item), _))| ((rank, item.clone()), 1)));
-        })
-        .map(|((), entry)| entry)
 }
 
 #[cfg(test)]

@@ -55,14 +55,18 @@ enum CoChange {
 
 type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
 
-/// `(item, (neighbour, similarity))` rows from `(user, (item, ts))` touches, using each user's
-/// `history_len` most recently touched items.
+/// A similarity row: an item's neighbours with their similarity in millionths, best first.
+pub type Neighbours = Vec<(Id, i64)>;
+
+/// `(item, neighbours)` rows from `(user, (item, ts))` touches, using each user's `history_len`
+/// most recently touched items. A row changes as a whole: its old value is retracted and its new
+/// one inserted at the same time.
 pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
     history_len: usize,
     spec: &SimilaritySpec,
     end: StreamEnd,
-) -> Coll<'scope, (Id, (Id, i64))> {
+) -> Coll<'scope, (Id, Neighbours)> {
     let refresh = spec.refresh.millis();
     let touches = super::retime(touches, "HistoryRefresh", move |t| ceil_to(t, refresh), end);
     let changes = co_occurrence(touches.inner, history_len);
@@ -196,11 +200,41 @@ struct Row {
     /// `c(i, j)` for every `j` co-occurring with `i` at least `min_support` times: the candidates.
     strong: HashMap<Id, i64>,
     /// The neighbours last emitted.
-    emitted: Vec<(Id, i64)>,
+    emitted: Neighbours,
+}
+
+impl Row {
+    /// Adds `diff` to `c(i, j)`, keeping it in `strong` or `weak` by `min_support`; returns the
+    /// count before and after.
+    fn add(&mut self, j: &Id, diff: i64, min_support: i64) -> (i64, i64) {
+        if let Some(count) = self.strong.get_mut(j) {
+            let before = *count;
+            *count += diff;
+            let now = *count;
+            if now < min_support {
+                self.strong.remove(j);
+                if now != 0 {
+                    self.weak.insert(j.clone(), now);
+                }
+            }
+            return (before, now);
+        }
+        let before = self.weak.get(j).copied().unwrap_or(0);
+        let now = before + diff;
+        if now >= min_support {
+            self.weak.remove(j);
+            self.strong.insert(j.clone(), now);
+        } else if now == 0 {
+            self.weak.remove(j);
+        } else {
+            *self.weak.entry(j.clone()).or_default() = now;
+        }
+        (before, now)
+    }
 }
 
 /// Stage 2: per-item co-occurrence rows, re-ranked at each refresh where their inputs changed.
-fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_, (Id, (Id, i64))> {
+fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_, (Id, Neighbours)> {
     let mut inbox: Inbox<RowInput> = Inbox::default();
     let mut rows: HashMap<Id, Row> = HashMap::default();
     let mut users: HashMap<Id, i64> = HashMap::default();
@@ -221,11 +255,10 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                         match entry {
                             RowInput::Pair(i, j) => {
                                 let row = rows.entry(i.clone()).or_default();
-                                let before = row.strong.remove(&j).or_else(|| row.weak.remove(&j)).unwrap_or(0);
-                                let now = before + diff as i64;
+                                let (before, now) = row.add(&j, diff as i64, min_support);
                                 match (before >= min_support, now >= min_support) {
                                     (false, true) => {
-                                        partners.entry(j.clone()).or_default().insert(i.clone());
+                                        partners.entry(j).or_default().insert(i.clone());
                                     }
                                     (true, false) => {
                                         if let Some(set) = partners.get_mut(&j) {
@@ -239,11 +272,6 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                                 }
                                 if before >= min_support || now >= min_support {
                                     dirty.insert(i);
-                                }
-                                if now >= min_support {
-                                    row.strong.insert(j, now);
-                                } else if now != 0 {
-                                    row.weak.insert(j, now);
                                 }
                             }
                             RowInput::Users(i) => {
@@ -267,11 +295,12 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                         let Some(row) = rows.get_mut(&i) else { continue };
                         let best = rank_row(&i, &row.strong, &users, &spec);
                         if best != row.emitted {
-                            for (j, s) in std::mem::replace(&mut row.emitted, best.clone()) {
-                                session.give(((i.clone(), (j, s)), time, -1));
+                            let old = std::mem::replace(&mut row.emitted, best.clone());
+                            if !old.is_empty() {
+                                session.give(((i.clone(), old), time, -1));
                             }
-                            for (j, s) in best {
-                                session.give(((i.clone(), (j, s)), time, 1));
+                            if !best.is_empty() {
+                                session.give(((i.clone(), best), time, 1));
                             }
                         }
                         if row.strong.is_empty() && row.weak.is_empty() && row.emitted.is_empty() {

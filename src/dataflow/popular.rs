@@ -1,0 +1,189 @@
+//! The popular pool: the items with most events over the last `popular_window`, ranked by count
+//! desc then item asc, refreshed on the similarity cadence. Users with too few scored candidates
+//! are filled from it ([`super::recommend`]).
+//!
+//! Two operators. **Counts** (on the worker the events are on) adds up each refresh's count
+//! changes per item locally, so one record per item and refresh crosses to the **Pool**
+//! operator, which keeps every item's count in an ordered set on one worker and, at each refresh,
+//! emits only the ranks whose item changed. A refresh costs what changed in it, not a sort of all
+//! items.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use differential_dataflow::AsCollection;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+
+use super::schedule::{Due, Inbox, Scheduler};
+use super::{Coll, Time};
+use crate::event::{Event, Id};
+use crate::event_time::ceil_to;
+use crate::source::StreamEnd;
+
+/// The popular pool's layout.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSpec {
+    /// How far back events count.
+    pub window: Time,
+    /// How often the pool is refreshed.
+    pub refresh: Time,
+    /// The dataflow tick.
+    pub tick: Time,
+    /// Items in the pool.
+    pub size: usize,
+}
+
+/// `(rank, item)` for the `spec.size` items with most events in the last `spec.window`, ranked
+/// by count desc then item asc, as of each multiple of `spec.refresh`.
+///
+/// ```
+/// use differential_dataflow::input::Input;
+/// use recflow::dataflow::popular::{popular_pool, PoolSpec};
+/// use recflow::source::StreamEnd;
+/// use recflow::{Action, Event, Id};
+///
+/// let view = |item: i64| Event {
+///     user: Id::Num(1), item: Id::Num(item), category: None, action: Action::View, value: None, ts: 0,
+/// };
+/// timely::example(move |scope| {
+///     let (_input, events) = scope.new_collection_from(vec![view(4), view(9), view(9)]);
+///     let spec = PoolSpec { window: 60_000, refresh: 1_000, tick: 1_000, size: 1 };
+///     // Item 9 leads from time 0 until its events leave the window at 60 s.
+///     popular_pool(events, spec, StreamEnd::default()).inspect(|((rank, item), time, diff)| {
+///         assert_eq!((*rank, item), (0, &Id::Num(9)));
+///         assert!((*time, *diff) == (0, 1) || (*time, *diff) == (60_000, -1));
+///     });
+/// });
+/// ```
+pub fn popular_pool<'scope>(events: Coll<'scope, Event>, spec: PoolSpec, end: StreamEnd) -> Coll<'scope, (usize, Id)> {
+    let PoolSpec { window, refresh, tick, .. } = spec;
+    let windowed = events.join_function(move |event: Event| {
+        let end = ceil_to(event.ts.saturating_add(window), tick);
+        [(event.item.clone(), 0, 1), (event.item, end, -1)]
+    });
+    let changes = super::retime(windowed, "PopularRefresh", move |t| ceil_to(t, refresh), end);
+    let mut scheduler: Scheduler<HashMap<Id, i64>> = Scheduler::default();
+    let counts = changes.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Pipeline,
+        "PopularPool: Counts",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (item, time, diff) in data.drain(..) {
+                        *scheduler.at(time, &capability).entry(item).or_default() += diff as i64;
+                    }
+                });
+                while let Some((capability, counts)) = scheduler.next_due(frontier) {
+                    let time = *capability.time();
+                    let mut counts: Vec<(Id, i64)> = counts.into_iter().filter(|(_, c)| *c != 0).collect();
+                    // Sorted, so the pool sees the same sequence whatever the hash map's order.
+                    counts.sort_unstable();
+                    output
+                        .session(&capability)
+                        .give_iterator(counts.into_iter().map(|(item, c)| (item, time, c as isize)));
+                }
+                scheduler.settle();
+            }
+        },
+    );
+    let mut inbox: Inbox<Id> = Inbox::default();
+    let mut count_of: HashMap<Id, i64> = HashMap::default();
+    let mut ranked: BTreeSet<(i64, Id)> = BTreeSet::new();
+    let mut emitted: Vec<Id> = Vec::new();
+    counts
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+            Exchange::new(|_: &(Id, Time, isize)| 0),
+            "PopularPool: Pool",
+            move |_capability, _info| {
+                move |(input, frontier), output| {
+                    inbox.absorb(input);
+                    while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
+                        for (item, diff) in updates {
+                            let before = count_of.get(&item).copied().unwrap_or(0);
+                            let after = before + diff as i64;
+                            if before > 0 {
+                                ranked.remove(&(-before, item.clone()));
+                            }
+                            if after > 0 {
+                                ranked.insert((-after, item.clone()));
+                            }
+                            if after == 0 {
+                                count_of.remove(&item);
+                            } else {
+                                count_of.insert(item, after);
+                            }
+                        }
+                        let pool: Vec<Id> = ranked.iter().take(spec.size).map(|(_, item)| item.clone()).collect();
+                        if pool != emitted {
+                            let mut session = output.session(&capability);
+                            let old = std::mem::replace(&mut emitted, pool);
+                            let changed = |list: &[Id], other: &[Id]| -> BTreeMap<usize, Id> {
+                                list.iter()
+                                    .enumerate()
+                                    .filter(|(rank, item)| other.get(*rank) != Some(*item))
+                                    .map(|(rank, item)| (rank, item.clone()))
+                                    .collect()
+                            };
+                            for (rank, item) in changed(&old, &emitted) {
+                                session.give(((rank, item), time, -1));
+                            }
+                            for (rank, item) in changed(&emitted, &old) {
+                                session.give(((rank, item), time, 1));
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+    use differential_dataflow::input::Input;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn the_pool_ranks_by_count_then_item_and_forgets_old_events() {
+        let event = |item: i64, ts: u64| Event {
+            user: Id::Num(1),
+            item: Id::Num(item),
+            category: None,
+            action: Action::View,
+            value: None,
+            ts,
+        };
+        type Seen = BTreeMap<(Time, (usize, Id)), isize>;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        timely::example(move |scope| {
+            let (mut input, events) = scope.new_collection::<Event, isize>();
+            let spec = PoolSpec { window: 10_000, refresh: 2_000, tick: 1_000, size: 2 };
+            popular_pool(events, spec, StreamEnd::default()).inspect(move |(entry, time, diff)| {
+                *sink.lock().unwrap().entry((*time, entry.clone())).or_default() += diff;
+            });
+            for (item, ts) in [(5, 0), (3, 0), (3, 500), (7, 1_000), (7, 1_000), (5, 1_500)] {
+                input.insert(event(item, ts));
+            }
+            input.advance_to(30_000);
+        });
+        let pool_at = |at: Time| -> Vec<(usize, Id)> {
+            let mut acc: BTreeMap<(usize, Id), isize> = BTreeMap::new();
+            for ((time, entry), diff) in seen.lock().unwrap().iter() {
+                if *time <= at {
+                    *acc.entry(entry.clone()).or_default() += diff;
+                }
+            }
+            acc.into_iter().filter(|(_, d)| *d != 0).map(|(e, _)| e).collect()
+        };
+        // All six events count at the first refresh (2 s): 3, 5, 7 twice each; ties by item.
+        assert_eq!(pool_at(2_000), [(0, Id::Num(3)), (1, Id::Num(5))]);
+        // At 10 s the events at 0 s have left the window: 7 (twice), then 3 and 5 (once; 3 < 5).
+        assert_eq!(pool_at(10_000), [(0, Id::Num(7)), (1, Id::Num(3))]);
+        assert!(pool_at(12_000).is_empty(), "every event has left the window");
+    }
+}
