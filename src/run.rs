@@ -270,14 +270,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         let completed = probe::Handle::<Time>::new();
         let end = StreamEnd::default();
         let metrics = Arc::clone(&worker_metrics);
-        let end_rule = EndRule {
-            tick: pipeline.time.tick.millis(),
-            alignment: pipeline
-                .recommend
-                .as_ref()
-                .map_or(pipeline.time.tick.millis(), |r| r.similarity.refresh.millis()),
-            hopping: dataflow::hopping(&pipeline),
-        };
+        let end_rule = EndRule::of(&pipeline, dataflow::hopping(&pipeline));
         let dataflow_index = worker.next_dataflow_index();
         worker.dataflow::<Time, _, _>(|scope| {
             let ingested = ingest(

@@ -12,9 +12,9 @@
 //! the same step, and a part still due to expire has its expiry cancelled. A result is what a
 //! run that never saw the user's events would hold from `T` on, except where it was fixed before
 //! `T`: a hot-items window that closed before the forget keeps its published answer. The users
-//! operator re-scores every user at the similarity refresh after a forget, so other users' lists
-//! lose what the user's history gave the item similarities and the popular items
-//! ([`super::recommend`]).
+//! operator re-scores every user once the similarity table has taken a forget in
+//! ([`super::recommend::settled`]), so other users' lists lose what the user's history gave the
+//! item similarities and the popular items.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -52,13 +52,14 @@ impl Influence {
         let lateness = pipeline.time.allowed_lateness.millis();
         // Spans past an event's own time that every part reaches at most, besides the windows
         // computed per event below: the popular window, a session's gap (plus the lateness that
-        // can extend it), and the similarity refresh that rounds touches and counts up.
+        // can extend it), and the time the similarity table takes to settle.
         let reach = pipeline.recommend.as_ref().map_or(0, |spec| {
             let session = match spec.short_term {
                 ShortTermWindow::Session { gap } => gap.millis() + lateness,
                 _ => 0,
             };
-            spec.popular_window.millis().max(session) + spec.similarity.refresh.millis()
+            let spec_popular = spec.popular_window.millis();
+            spec_popular.max(session) + super::recommend::settled(0, spec.similarity.refresh.millis())
         });
         Influence {
             reach: Some(reach + 2 * tick),

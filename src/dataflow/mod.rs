@@ -68,7 +68,7 @@ pub fn build<'scope>(
     if let Some(spec) = &pipeline.recommend {
         let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick, end.clone());
         let touches = contributions.clone().flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
-        let similar = similarity::item_similarity(touches, spec.history, &spec.similarity, end.clone());
+        let similar = similarity::item_similarity(touches, spec.history, &spec.similarity, tick, end.clone());
         let recs = recommend::recommendations(
             events,
             contributions,
@@ -99,12 +99,13 @@ pub fn explains(pipeline: &Pipeline) -> bool {
     pipeline.serve.as_ref().is_some_and(|spec| spec.explain)
 }
 
-/// Moves every update of `collection` to `round(time)` (which must not be earlier), releasing
-/// it when due: the collection as it was at the last multiple of a refresh cadence, for example.
+/// Moves every update of `collection` to `round(datum, time)` (which must not be earlier),
+/// releasing it when due: the collection as it was at the last multiple of a refresh cadence,
+/// for example.
 pub fn retime<'scope, D: Clone + 'static>(
     collection: Coll<'scope, D>,
     name: &str,
-    round: impl Fn(Time) -> Time + 'static,
+    round: impl Fn(&D, Time) -> Time + 'static,
     end: StreamEnd,
 ) -> Coll<'scope, D> {
     use differential_dataflow::AsCollection;
@@ -112,7 +113,10 @@ pub fn retime<'scope, D: Clone + 'static>(
     use timely::dataflow::operators::vec::Map;
     collection
         .inner
-        .map(move |(datum, time, diff)| (datum, round(time), diff))
+        .map(move |(datum, time, diff)| {
+            let time = round(&datum, time);
+            (datum, time, diff)
+        })
         .as_collection()
         .release_when_due(name, end)
 }

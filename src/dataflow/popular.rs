@@ -63,7 +63,7 @@ pub fn popular_pool<'scope>(events: Coll<'scope, Event>, spec: PoolSpec, end: St
         let end = ceil_to(event.ts.saturating_add(window), tick);
         [(event.item.clone(), 0, 1), (event.item, end, -1)]
     });
-    let changes = super::retime(windowed, "PopularRefresh", move |t| ceil_to(t, refresh), end);
+    let changes = super::retime(windowed, "PopularRefresh", move |_, t| ceil_to(t, refresh), end);
     let mut scheduler: Scheduler<HashMap<Id, i64>> = Scheduler::default();
     let counts = changes.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,

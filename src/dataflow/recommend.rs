@@ -44,6 +44,13 @@ use crate::spec::{RecommendSpec, ShortTermWindow};
 /// How many popular items the fallback pool holds, per `k`.
 pub const POOL_PER_K: usize = 4;
 
+/// The time by which the similarity table and the popular pool reflect every change made at `t`:
+/// a user's history takes a change in at its next refresh phase, and the rows it touches at
+/// theirs ([`super::similarity`]), each within one `refresh`.
+pub fn settled(t: Time, refresh: Time) -> Time {
+    ceil_to(t, refresh) + 2 * refresh
+}
+
 /// The term one preferred item contributes to a candidate's score, in millionths.
 pub fn score_term(preference: i64, similarity: i64) -> i64 {
     ((preference as i128 * similarity as i128) / SCORE_SCALE as i128) as i64
@@ -95,8 +102,8 @@ impl Sessions {
 }
 
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
-/// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored at
-/// the similarity refresh that takes the forgotten user's events out of the table and the pool.
+/// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored
+/// once the forgotten user's events are out of the table and the pool ([`settled`]).
 /// With `explain`, each scored item carries the seeds that lead to it ([`RecItem::because`]).
 #[allow(clippy::too_many_arguments)]
 pub fn recommendations<'scope>(
@@ -112,7 +119,7 @@ pub fn recommendations<'scope>(
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
     let refresh = spec.similarity.refresh.millis();
     let rescore = forgets.map(|forgets| {
-        super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |t| ceil_to(t, refresh), end.clone())
+        super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |_, t| settled(t, refresh), end.clone())
     });
     let pool_spec = PoolSpec { window: spec.popular_window.millis(), refresh, tick, size: spec.k * POOL_PER_K };
     let pool = popular_pool(events, pool_spec, end);

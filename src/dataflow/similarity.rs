@@ -2,7 +2,13 @@
 //! event-time cadence (every `refresh`), keeping the `neighbours` most similar items per item
 //! (similarity desc, then item asc) among items sharing at least `min_support` users.
 //!
-//! At each refresh time the table equals the from-scratch answer over the histories of that time.
+//! **Staggered refreshes.** Every user and every item has a *phase*: a tick within the refresh
+//! period, from the hash of its id ([`refresh_phase`]). A user's history takes in their touches
+//! at the user's phase times, and an item's row is re-ranked at the item's phase times, so each
+//! tick does about `tick / refresh` of a refresh's work instead of all of it at once. At any time
+//! `t`, the row of item `i` is the from-scratch answer over the histories as of `i`'s last phase
+//! time `p <= t`, each user's history as of that user's last phase time at or before `p`.
+//!
 //! Two operators keep it so with work proportional to what changed:
 //!
 //! 1. **Histories** (per user): from each user's item touches, their `history` most recently
@@ -35,6 +41,23 @@ use crate::results::SCORE_SCALE;
 use crate::source::StreamEnd;
 use crate::spec::{Measure, SimilaritySpec};
 
+/// The phase of `id` within the refresh period: a multiple of `tick` below `refresh`, from the
+/// id's hash (the same on every worker and process).
+pub fn refresh_phase(id: &Id, refresh: Time, tick: Time) -> Time {
+    let slots = (refresh / tick.max(1)).max(1);
+    (id.hashed() % slots) * tick
+}
+
+/// The first refresh time of `id` at or after `t`.
+pub fn next_refresh(id: &Id, t: Time, refresh: Time, tick: Time) -> Time {
+    let phase = refresh_phase(id, refresh, tick);
+    if t <= phase {
+        phase
+    } else {
+        ceil_to(t - phase, refresh) + phase
+    }
+}
+
 /// Similarity of two items in millionths from their co-occurrence and item user counts.
 pub fn similarity(measure: Measure, both: i64, users_i: i64, users_j: i64) -> i64 {
     let value = match measure {
@@ -65,10 +88,16 @@ pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
     history_len: usize,
     spec: &SimilaritySpec,
+    spec_tick: Time,
     end: StreamEnd,
 ) -> Coll<'scope, (Id, Neighbours)> {
-    let refresh = spec.refresh.millis();
-    let touches = super::retime(touches, "HistoryRefresh", move |t| ceil_to(t, refresh), end);
+    let (refresh, tick) = (spec.refresh.millis(), spec_tick);
+    let touches = super::retime(
+        touches,
+        "HistoryRefresh",
+        move |(user, _): &(Id, (Id, u64)), t| next_refresh(user, t, refresh, tick),
+        end,
+    );
     let changes = co_occurrence(touches.inner, history_len);
     let (pairs, users): (Updates<'scope, (Id, Id)>, Updates<'scope, Id>) =
         changes.ok_err(|(change, time, diff)| match change {
@@ -77,7 +106,7 @@ pub fn item_similarity<'scope>(
         });
     let pairs = pairs.exchange(|((i, _), _, _): &((Id, Id), Time, isize)| i.hashed()).map_pairs();
     let users = users.broadcast().map_users();
-    rank_rows(pairs.concat(users), spec.clone()).as_collection()
+    rank_rows(pairs.concat(users), spec.clone(), tick).as_collection()
 }
 
 /// What the histories operator keeps per user.
@@ -163,11 +192,13 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> U
     )
 }
 
-/// Tags the two kinds of input of the rows operator.
+/// Tags the kinds of input of the rows operator.
 #[derive(Clone, Debug)]
 enum RowInput {
     Pair(Id, Id),
     Users(Id),
+    /// Re-rank a row: it is its phase time, and it changed since it was last ranked.
+    Rerank(Id),
 }
 
 trait TagRowInput<'scope> {
@@ -233,8 +264,11 @@ impl Row {
     }
 }
 
-/// Stage 2: per-item co-occurrence rows, re-ranked at each refresh where their inputs changed.
-fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_, (Id, Neighbours)> {
+/// Stage 2: per-item co-occurrence rows, each re-ranked at its phase times when its inputs changed.
+fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) -> Updates<'_, (Id, Neighbours)> {
+    let refresh = spec.refresh.millis();
+    // Rows waiting for their phase time to be re-ranked.
+    let mut scheduled: HashSet<Id> = HashSet::default();
     let mut inbox: Inbox<RowInput> = Inbox::default();
     let mut rows: HashMap<Id, Row> = HashMap::default();
     let mut users: HashMap<Id, i64> = HashMap::default();
@@ -251,6 +285,7 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                 while let Some(Due { time, capability, updates: batch }) = inbox.next_complete(frontier) {
                     let mut dirty: HashSet<Id> = HashSet::default();
                     let mut recounted: Vec<Id> = Vec::new();
+                    let mut due: Vec<Id> = Vec::new();
                     for (entry, diff) in batch {
                         match entry {
                             RowInput::Pair(i, j) => {
@@ -278,6 +313,10 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                                 adjust(&mut users, i.clone(), diff as i64);
                                 recounted.push(i);
                             }
+                            RowInput::Rerank(i) => {
+                                scheduled.remove(&i);
+                                due.push(i);
+                            }
                         }
                     }
                     for j in recounted {
@@ -288,8 +327,18 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec) -> Updates<'_,
                             dirty.extend(set.iter().cloned());
                         }
                     }
-                    let mut dirty: Vec<Id> = dirty.into_iter().collect();
-                    dirty.sort();
+                    // Changed rows are ranked at their next phase time: now, or later.
+                    for i in dirty {
+                        let at = next_refresh(&i, time, refresh, tick);
+                        if at == time {
+                            due.push(i);
+                        } else if scheduled.insert(i.clone()) {
+                            inbox.schedule(&capability, RowInput::Rerank(i), at);
+                        }
+                    }
+                    due.sort();
+                    due.dedup();
+                    let dirty = due;
                     let mut session = output.session(&capability);
                     for i in dirty {
                         let Some(row) = rows.get_mut(&i) else { continue };

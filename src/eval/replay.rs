@@ -191,11 +191,7 @@ pub fn replay(
                 slice_latency: (0..plan.slices).map(|_| LatencyHistogram::default()).collect(),
             })));
             let end = StreamEnd::default();
-            let end_rule = EndRule {
-                tick: spec.time.tick.millis(),
-                alignment: spec.recommend.as_ref().map_or(spec.time.tick.millis(), |r| r.similarity.refresh.millis()),
-                hopping: None,
-            };
+            let end_rule = EndRule::of(&spec, None);
             let dataflow_index = worker.next_dataflow_index();
             worker.dataflow::<Time, _, _>(|scope| {
                 let ingested = ingest(

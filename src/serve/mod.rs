@@ -110,7 +110,7 @@ pub struct Shared {
     inlets: Inlets,
     /// Whether lists carry explanations (`serve.explain`, with recommendations).
     explain: bool,
-    /// The similarity refresh cadence: a forget is complete once the refresh after it is out.
+    /// The similarity refresh cadence: a forget is complete once the similarity has taken it in.
     refresh: Option<crate::event::Millis>,
     decoder: Decoder,
     ts_field: String,

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::{subscribe, Posting, Shared};
+use crate::dataflow::recommend::settled;
 use crate::event::{DeadLetter, Id, Millis};
-use crate::event_time::ceil_to;
 use crate::metrics::REJECT_CODES;
 use crate::results::SCORE_SCALE;
 use crate::sink::changelog::{ChangeRecord, ScoredItem};
@@ -361,8 +361,8 @@ async fn forget_user(
         }
     }
     shared.forgets.fetch_add(1, Ordering::Relaxed);
-    // Recommendations are re-scored at the similarity refresh after the retraction.
-    let complete = shared.refresh.map_or(retracted_at, |refresh| ceil_to(retracted_at, refresh));
+    // Recommendations are re-scored once the similarity table has taken the retraction in.
+    let complete = shared.refresh.map_or(retracted_at, |refresh| settled(retracted_at, refresh));
     let deadline = tokio::time::Instant::now() + wait;
     let done = loop {
         let progressed = shared.progressed.notified();

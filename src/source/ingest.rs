@@ -51,7 +51,8 @@ const MAX_IN_FLIGHT: u64 = 262_144;
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ends {
     /// The time results are final as of: the tick of the largest event time, rounded up to the
-    /// similarity refresh cadence so the final results reflect every event. Later recommendation
+    /// similarity refresh cadence and the settling time of its staggered phases, so the final
+    /// results reflect every event. Later recommendation
     /// changes come only from windows expiring past the end of the data and are not reported.
     pub results: Millis,
     /// Once the output frontier reaches this time, every result (including the last hot-items
@@ -66,16 +67,31 @@ pub struct EndRule {
     pub tick: Millis,
     /// The similarity refresh cadence (the tick when there are no recommendations).
     pub alignment: Millis,
+    /// How long after an aligned time the similarity table reflects every change made at it
+    /// (two refreshes, for its staggered phases; 0 without recommendations).
+    pub settle: Millis,
     /// The hot-items windows, whose last ones fire after the data ends.
     pub hopping: Option<Hopping>,
 }
 
 impl EndRule {
+    /// The rule for `pipeline`, whose hot-items windows (if they are computed) are `hopping`.
+    pub fn of(pipeline: &crate::spec::Pipeline, hopping: Option<Hopping>) -> EndRule {
+        let tick = pipeline.time.tick.millis();
+        let refresh = pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis());
+        EndRule {
+            tick,
+            alignment: refresh.unwrap_or(tick),
+            settle: refresh.map_or(0, |r| crate::dataflow::recommend::settled(0, r)),
+            hopping,
+        }
+    }
+
     /// The ends of a stream whose largest event time is `max_seen` and whose input frontier is at
     /// `frontier`.
     pub fn ends(&self, max_seen: Option<Millis>, frontier: Millis) -> Ends {
         let last_tick = max_seen.map_or(0, |m| ceil_to(m, self.tick));
-        let results = ceil_to(last_tick.max(frontier), self.alignment);
+        let results = ceil_to(last_tick.max(frontier), self.alignment) + self.settle;
         let last_fire = match (self.hopping, max_seen) {
             (Some(hop), Some(max)) => hop.fire_time(hop.pane_end(max) + hop.size - hop.slide),
             _ => 0,

@@ -38,12 +38,20 @@ pub fn admit(pipeline: &Pipeline, events: &[Event]) -> (Vec<Timed>, usize) {
     (accepted, late)
 }
 
-/// The time final results are reported as of.
+/// The time final results are reported as of: the last tick rounded up to the refresh, plus two
+/// refreshes for the staggered phases to take every event in.
 pub fn end_time(pipeline: &Pipeline, accepted: &[Timed]) -> u64 {
     let tick = pipeline.time.tick.millis();
-    let align = pipeline.recommend.as_ref().map_or(tick, |r| r.similarity.refresh.millis());
+    let refresh = pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis());
     let last = accepted.iter().map(|t| t.event.ts).max().unwrap_or(0);
-    ceil_to(ceil_to(last, tick), align)
+    ceil_to(ceil_to(last, tick), refresh.unwrap_or(tick)) + refresh.map_or(0, |r| 2 * r)
+}
+
+/// The last refresh time of `id` at or before `at` (its phase plus a multiple of the refresh), if
+/// there has been one.
+fn last_refresh(id: &Id, at: u64, refresh: u64, tick: u64) -> Option<u64> {
+    let phase = recflow::dataflow::similarity::refresh_phase(id, refresh, tick);
+    (at >= phase).then(|| (at - phase) / refresh * refresh + phase)
 }
 
 fn weight(pipeline: &Pipeline, event: &Event) -> i64 {
@@ -151,21 +159,50 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
     inputs
 }
 
-/// Similarity rows and the popular pool as of the last refresh at or before `at`.
+/// Similarity rows and the popular pool at `at`: each item's row as of its last phase time, from
+/// every user's history as of the user's last phase time before that; the pool as of the last
+/// multiple of the refresh.
 fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Tables {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
     let at_refresh = at / refresh * refresh;
-    let mut last_touch: BTreeMap<(Id, Id), u64> = BTreeMap::new();
     let mut popular: BTreeMap<Id, i64> = BTreeMap::new();
-    for Timed { event, .. } in accepted.iter().filter(|t| t.time <= at_refresh) {
-        if in_horizon(spec.long_term, event.ts, tick, at_refresh) {
+    let mut items: BTreeSet<Id> = BTreeSet::new();
+    for Timed { event, time } in accepted {
+        items.insert(event.item.clone());
+        if *time <= at_refresh && ceil_to(event.ts + spec.popular_window.millis(), tick) > at_refresh {
+            *popular.entry(event.item.clone()).or_default() += 1;
+        }
+    }
+    // The table as of each item phase time, computed once per distinct time.
+    let mut tables: BTreeMap<u64, BTreeMap<Id, Vec<(i64, Id)>>> = BTreeMap::new();
+    let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
+    for item in items {
+        let Some(as_of) = last_refresh(&item, at, refresh, tick) else { continue };
+        let table = tables.entry(as_of).or_insert_with(|| rows_as_of(pipeline, accepted, as_of));
+        if let Some(row) = table.get(&item) {
+            neighbours.insert(item, row.clone());
+        }
+    }
+    let mut pool: Vec<(i64, Id)> = popular.into_iter().map(|(i, c)| (c, i)).collect();
+    pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    pool.truncate(spec.k * 4);
+    (neighbours, pool)
+}
+
+/// Every item's row from the histories as of `as_of`: each user's as of their last phase time at
+/// or before it.
+fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<Id, Vec<(i64, Id)>> {
+    let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
+    let tick = pipeline.time.tick.millis();
+    let refresh = spec.similarity.refresh.millis();
+    let mut last_touch: BTreeMap<(Id, Id), u64> = BTreeMap::new();
+    for Timed { event, time } in accepted {
+        let Some(user_at) = last_refresh(&event.user, as_of, refresh, tick) else { continue };
+        if *time <= user_at && in_horizon(spec.long_term, event.ts, tick, user_at) {
             let entry = last_touch.entry((event.user.clone(), event.item.clone())).or_insert(0);
             *entry = (*entry).max(event.ts);
-        }
-        if ceil_to(event.ts + spec.popular_window.millis(), tick) > at_refresh {
-            *popular.entry(event.item.clone()).or_default() += 1;
         }
     }
     let mut by_user: BTreeMap<Id, Vec<(u64, Id)>> = BTreeMap::new();
@@ -202,10 +239,7 @@ fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Tables {
         list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         list.truncate(spec.similarity.neighbours);
     }
-    let mut pool: Vec<(i64, Id)> = popular.into_iter().map(|(i, c)| (c, i)).collect();
-    pool.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    pool.truncate(spec.k * 4);
-    (neighbours, pool)
+    neighbours
 }
 
 /// A user's list from their inputs and the tables.
