@@ -289,6 +289,13 @@ fn timely_config(args: &WorkerArgs) -> Result<timely::Config> {
     Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
 }
 
+/// jemalloc instead of the system allocator: with two workers, glibc's malloc spent about a
+/// quarter of the run in its arena locks and chunk bookkeeping, and the personalised benchmark ran
+/// at half the speed (`perf`, `recflow bench pipelines/bench.toml -w 2`). mimalloc was as fast only
+/// with purging turned off, which needs an unsafe call.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
