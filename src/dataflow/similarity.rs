@@ -264,6 +264,27 @@ impl Row {
     }
 }
 
+impl Row {
+    /// Whether re-ranking row `i` could change it after `n_j` changed (and nothing else of the
+    /// row's): `j` is among its neighbours, or now ranks above the last of them, or the row has
+    /// room. The row's other neighbours are current (any change to them dirties the row), so
+    /// if `j` ranks below the last of them the row stays as it is.
+    fn may_take(&self, i: &Id, j: &Id, users: &HashMap<Id, i64>, spec: &SimilaritySpec) -> bool {
+        if self.emitted.len() < spec.neighbours || self.emitted.iter().any(|(neighbour, _)| neighbour == j) {
+            return true;
+        }
+        let (Some(&both), Some(&n_i), Some(&n_j)) = (self.strong.get(j), users.get(i), users.get(j)) else {
+            return false;
+        };
+        if n_i <= 0 || n_j <= 0 {
+            return false;
+        }
+        let candidate = similarity(spec.measure, both, n_i, n_j);
+        let (last, last_similarity) = self.emitted.last().expect("a full row");
+        (-candidate, j) < (-*last_similarity, last)
+    }
+}
+
 /// Stage 2: per-item co-occurrence rows, each re-ranked at its phase times when its inputs changed.
 fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) -> Updates<'_, (Id, Neighbours)> {
     let refresh = spec.refresh.millis();
@@ -319,12 +340,24 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) ->
                             }
                         }
                     }
-                    for j in recounted {
-                        if rows.get(&j).is_some_and(|row| !row.strong.is_empty() || !row.emitted.is_empty()) {
+                    recounted.sort();
+                    recounted.dedup();
+                    for j in &recounted {
+                        if rows.get(j).is_some_and(|row| !row.strong.is_empty() || !row.emitted.is_empty()) {
                             dirty.insert(j.clone());
                         }
-                        if let Some(set) = partners.get(&j) {
-                            dirty.extend(set.iter().cloned());
+                    }
+                    // A partner's row changes only if `j` is in it or can now enter it: a row that
+                    // is not dirty still holds its exact best neighbours, since every other
+                    // change to its candidates makes it dirty.
+                    for j in &recounted {
+                        for i in partners.get(j).into_iter().flatten() {
+                            if dirty.contains(i) || scheduled.contains(i) {
+                                continue;
+                            }
+                            if rows.get(i).is_some_and(|row| row.may_take(i, j, &users, &spec)) {
+                                dirty.insert(i.clone());
+                            }
                         }
                     }
                     // Changed rows are ranked at their next phase time: now, or later.
