@@ -61,7 +61,8 @@ pub fn score_term(preference: i64, similarity: i64) -> i64 {
 enum UserInput {
     /// A part of an event's effect on a user.
     Contribution(Id, Contribution),
-    /// `(item, neighbours)`: a row of the similarity table (on every worker).
+    /// `(item, neighbours)`: a row of the similarity table replaced, or removed when empty (on
+    /// every worker).
     Similar(Id, Neighbours),
     /// `(rank, item)`: an entry of the popular pool (on every worker).
     Popular(usize, Id),
@@ -109,7 +110,7 @@ impl Sessions {
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
     contributions: Coll<'scope, (Id, Contribution)>,
-    similar: Coll<'scope, (Id, Neighbours)>,
+    similar: super::similarity::RowUpserts<'scope>,
     forgets: Option<Coll<'scope, Id>>,
     explain: bool,
     spec: &RecommendSpec,
@@ -130,13 +131,14 @@ pub fn recommendations<'scope>(
             UserInput::Contribution(user, _) | UserInput::Wake(user) => user.hashed(),
             _ => 0,
         });
+    use timely::dataflow::operators::vec::Map;
     let mut shared = similar
-        .map(|(item, neighbours)| UserInput::Similar(item, neighbours))
-        .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)));
+        .map(|((item, neighbours), time, diff)| (UserInput::Similar(item, neighbours), time, diff))
+        .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)).inner);
     if let Some(rescore) = rescore {
-        shared = shared.concat(rescore.map(|()| UserInput::RescoreAll));
+        shared = shared.concat(rescore.map(|()| UserInput::RescoreAll).inner);
     }
-    let shared = shared.inner.broadcast();
+    let shared = shared.broadcast();
     let sessions = match spec.short_term {
         ShortTermWindow::Session { gap } => Some(Sessions { gap: gap.millis(), lateness, tick }),
         _ => None,
@@ -272,12 +274,12 @@ fn score_users(
                     let mut rescore_all = false;
                     for (update, diff) in updates {
                         match update {
-                            // A row's old value and its new one come at the same time, in either order.
+                            // An upsert: the row's new value, or empty when it is gone.
                             UserInput::Similar(item, neighbours) => {
-                                if diff > 0 {
-                                    similar.insert(item, neighbours);
-                                } else if similar.get(&item) == Some(&neighbours) {
+                                if neighbours.is_empty() {
                                     similar.remove(&item);
+                                } else {
+                                    similar.insert(item, neighbours);
                                 }
                             }
                             UserInput::Popular(rank, item) => adjust_ordered(&mut pool, (rank, item), diff),

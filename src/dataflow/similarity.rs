@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use differential_dataflow::{AsCollection, Hashable};
+use differential_dataflow::Hashable;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
@@ -81,16 +81,20 @@ type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
 /// A similarity row: an item's neighbours with their similarity in millionths, best first.
 pub type Neighbours = Vec<(Id, i64)>;
 
+/// Row changes as upserts: `((item, neighbours), time, 1)` replaces the item's row from `time`
+/// on, and an empty `neighbours` removes it. At most one per item and time. Not a collection:
+/// sending only the new row halves what is broadcast to every worker.
+pub type RowUpserts<'scope> = Updates<'scope, (Id, Neighbours)>;
+
 /// `(item, neighbours)` rows from `(user, (item, ts))` touches, using each user's `history_len`
-/// most recently touched items. A row changes as a whole: its old value is retracted and its new
-/// one inserted at the same time.
+/// most recently touched items, as [`RowUpserts`].
 pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
     history_len: usize,
     spec: &SimilaritySpec,
     spec_tick: Time,
     end: StreamEnd,
-) -> Coll<'scope, (Id, Neighbours)> {
+) -> RowUpserts<'scope> {
     let (refresh, tick) = (spec.refresh.millis(), spec_tick);
     let touches = super::retime(
         touches,
@@ -106,7 +110,7 @@ pub fn item_similarity<'scope>(
         });
     let pairs = pairs.exchange(|((i, _), _, _): &((Id, Id), Time, isize)| i.hashed()).map_pairs();
     let users = users.broadcast().map_users();
-    rank_rows(pairs.concat(users), spec.clone(), tick).as_collection()
+    rank_rows(pairs.concat(users), spec.clone(), tick)
 }
 
 /// What the histories operator keeps per user.
@@ -286,7 +290,7 @@ impl Row {
 }
 
 /// Stage 2: per-item co-occurrence rows, each re-ranked at its phase times when its inputs changed.
-fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) -> Updates<'_, (Id, Neighbours)> {
+fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) -> RowUpserts<'_> {
     let refresh = spec.refresh.millis();
     // Rows waiting for their phase time to be re-ranked.
     let mut scheduled: HashSet<Id> = HashSet::default();
@@ -377,13 +381,8 @@ fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) ->
                         let Some(row) = rows.get_mut(&i) else { continue };
                         let best = rank_row(&i, &row.strong, &users, &spec);
                         if best != row.emitted {
-                            let old = std::mem::replace(&mut row.emitted, best.clone());
-                            if !old.is_empty() {
-                                session.give(((i.clone(), old), time, -1));
-                            }
-                            if !best.is_empty() {
-                                session.give(((i.clone(), best), time, 1));
-                            }
+                            row.emitted = best.clone();
+                            session.give(((i.clone(), best), time, 1));
                         }
                         if row.strong.is_empty() && row.weak.is_empty() && row.emitted.is_empty() {
                             rows.remove(&i);
