@@ -266,9 +266,7 @@ impl Row {
         }
         (before, now)
     }
-}
 
-impl Row {
     /// Whether re-ranking row `i` could change it after `n_j` changed (and nothing else of the
     /// row's): `j` is among its neighbours, or now ranks above the last of them, or the row has
     /// room. The row's other neighbours are current (any change to them dirties the row), so
@@ -283,8 +281,8 @@ impl Row {
         if n_i <= 0 || n_j <= 0 {
             return false;
         }
+        let Some((last, last_similarity)) = self.emitted.last() else { return false };
         let candidate = similarity(spec.measure, both, n_i, n_j);
-        let (last, last_similarity) = self.emitted.last().expect("a full row");
         (-candidate, j) < (-*last_similarity, last)
     }
 }
