@@ -12,6 +12,7 @@ pub mod ranking;
 pub mod recommend;
 pub mod schedule;
 pub mod similarity;
+pub mod slots;
 pub mod window;
 
 use differential_dataflow::VecCollection;

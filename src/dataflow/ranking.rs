@@ -16,15 +16,29 @@ use rustc_hash::FxHashMap as HashMap;
 /// assert_eq!(ranked, [(-5, "c"), (-3, "a"), (-3, "b")]);
 /// ```
 pub fn keep_best<T: Ord>(items: &mut Vec<T>, n: usize) {
+    keep_best_by(items, n, T::cmp);
+}
+
+/// Keeps the `n` first of `items` in `order`, sorted: for rankings whose order needs more than
+/// the items themselves (a lookup to break ties).
+///
+/// ```
+/// let names = ["b", "a"];
+/// let mut ranked = vec![(0, 3), (1, 3), (0, 1)];
+/// let by_count_then_name = |x: &(usize, i32), y: &(usize, i32)| y.1.cmp(&x.1).then(names[x.0].cmp(names[y.0]));
+/// recflow::dataflow::ranking::keep_best_by(&mut ranked, 2, by_count_then_name);
+/// assert_eq!(ranked, [(1, 3), (0, 3)]);
+/// ```
+pub fn keep_best_by<T>(items: &mut Vec<T>, n: usize, order: impl Fn(&T, &T) -> std::cmp::Ordering) {
     if n == 0 {
         items.clear();
         return;
     }
     if items.len() > n {
-        items.select_nth_unstable(n - 1);
+        items.select_nth_unstable_by(n - 1, &order);
         items.truncate(n);
     }
-    items.sort_unstable();
+    items.sort_unstable_by(order);
 }
 
 /// Adds `diff` to the count of `key`, dropping the entry at zero; returns the counts before and

@@ -1,0 +1,207 @@
+//! Item-to-item similarity from co-occurrence in users' recent histories, refreshed on a coarser
+//! event-time cadence (every `refresh`), keeping the `neighbours` most similar items per item
+//! (similarity desc, then item asc) among items sharing at least `min_support` users.
+//!
+//! **Staggered refreshes.** Every user and every item has a *phase*: a tick within the refresh
+//! period, from the hash of its id ([`refresh_phase`]). A user's history takes in their touches
+//! at the user's phase times, and an item's row is re-ranked at the item's phase times, so each
+//! tick does about `tick / refresh` of a refresh's work instead of all of it at once. At any time
+//! `t`, the row of item `i` is the from-scratch answer over the histories as of `i`'s last phase
+//! time `p <= t`, each user's history as of that user's last phase time at or before `p`.
+//!
+//! Two operators keep it so with work proportional to what changed:
+//!
+//! 1. **Histories** (per user): from each user's item touches, their `history` most recently
+//!    touched items (ties: item asc), and from the changes to that history the changes to
+//!    co-occurrence pairs `(i, j)` and to item user counts `n_i` (the self-join of histories,
+//!    done in place).
+//! 2. **Rows** (per item, with all `n` on every worker): co-occurrence rows `c(i, ·)`; at each
+//!    refresh, re-ranks exactly the rows whose counts changed or whose items' `n` changed (found
+//!    through a local reverse index), and emits only the rows' changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use differential_dataflow::Hashable;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concat, Exchange as ExchangeOperator};
+use timely::dataflow::Stream;
+
+use super::ranking::keep_best;
+use super::schedule::{Due, Inbox};
+use super::{Coll, Time};
+use crate::event::Id;
+use crate::event_time::ceil_to;
+use crate::results::SCORE_SCALE;
+use crate::source::StreamEnd;
+use crate::spec::{Measure, SimilaritySpec};
+
+mod rows;
+use rows::{rank_rows, RowInput};
+
+/// The phase of `id` within the refresh period: a multiple of `tick` below `refresh`, from the
+/// id's hash (the same on every worker and process).
+pub fn refresh_phase(id: &Id, refresh: Time, tick: Time) -> Time {
+    let slots = (refresh / tick.max(1)).max(1);
+    (id.hashed() % slots) * tick
+}
+
+/// The first refresh time of `id` at or after `t`.
+pub fn next_refresh(id: &Id, t: Time, refresh: Time, tick: Time) -> Time {
+    next_phase_time(refresh_phase(id, refresh, tick), t, refresh)
+}
+
+/// The first time at or after `t` that is `phase` within the refresh period.
+fn next_phase_time(phase: Time, t: Time, refresh: Time) -> Time {
+    if t <= phase {
+        phase
+    } else {
+        ceil_to(t - phase, refresh) + phase
+    }
+}
+
+/// Similarity of two items in millionths from their co-occurrence and item user counts.
+pub fn similarity(measure: Measure, both: i64, users_i: i64, users_j: i64) -> i64 {
+    let value = match measure {
+        Measure::Cosine => both as f64 / ((users_i as f64) * (users_j as f64)).sqrt(),
+        Measure::Jaccard => both as f64 / (users_i + users_j - both) as f64,
+    };
+    (value * SCORE_SCALE as f64).round() as i64
+}
+
+/// A change the pairs operator sends on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum CoChange {
+    /// `c(i, j)` changed by the update's difference.
+    Pair(Id, Id),
+    /// `n_i` changed by the update's difference.
+    Users(Id),
+}
+
+type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
+
+/// A similarity row: an item's neighbours with their similarity in millionths, best first.
+pub type Neighbours = Vec<(Id, i64)>;
+
+/// Row changes as upserts: `((item, neighbours), time, 1)` replaces the item's row from `time`
+/// on, and an empty `neighbours` removes it. At most one per item and time. Not a collection:
+/// sending only the new row halves what is broadcast to every worker.
+pub type RowUpserts<'scope> = Updates<'scope, (Id, Neighbours)>;
+
+/// `(item, neighbours)` rows from `(user, (item, ts))` touches, using each user's `history_len`
+/// most recently touched items, as [`RowUpserts`].
+pub fn item_similarity<'scope>(
+    touches: Coll<'scope, (Id, (Id, u64))>,
+    history_len: usize,
+    spec: &SimilaritySpec,
+    spec_tick: Time,
+    end: StreamEnd,
+) -> RowUpserts<'scope> {
+    let (refresh, tick) = (spec.refresh.millis(), spec_tick);
+    let touches = super::retime(
+        touches,
+        "HistoryRefresh",
+        move |(user, _): &(Id, (Id, u64)), t| next_refresh(user, t, refresh, tick),
+        end,
+    );
+    let changes = co_occurrence(touches.inner, history_len);
+    let (pairs, users): (Updates<'scope, (Id, Id)>, Updates<'scope, Id>) =
+        changes.ok_err(|(change, time, diff)| match change {
+            CoChange::Pair(i, j) => Ok(((i, j), time, diff)),
+            CoChange::Users(i) => Err((i, time, diff)),
+        });
+    use timely::dataflow::operators::vec::Map;
+    let pairs = pairs
+        .exchange(|((i, _), _, _): &((Id, Id), Time, isize)| i.hashed())
+        .map(|((i, j), time, diff)| (RowInput::Pair(i, j), time, diff));
+    let users = users.broadcast().map(|(i, time, diff)| (RowInput::Users(i), time, diff));
+    rank_rows(pairs.concat(users), spec.clone(), tick)
+}
+
+/// What the histories operator keeps per user.
+#[derive(Default)]
+struct UserHistory {
+    /// Event times of each touched item (a multiset: the same time may repeat).
+    touches: HashMap<Id, BTreeMap<u64, i64>>,
+    /// The current history: the most recently touched items.
+    history: BTreeSet<Id>,
+}
+
+impl UserHistory {
+    /// The `len` most recently touched items (latest touch desc, item asc).
+    fn recent(&self, len: usize) -> BTreeSet<Id> {
+        let mut latest: Vec<(std::cmp::Reverse<u64>, &Id)> = self
+            .touches
+            .iter()
+            .filter_map(|(item, times)| times.keys().next_back().map(|ts| (std::cmp::Reverse(*ts), item)))
+            .collect();
+        keep_best(&mut latest, len);
+        latest.into_iter().map(|(_, item)| item.clone()).collect()
+    }
+}
+
+/// Stage 1: per user, histories from touches, and the pair and item-count changes they cause.
+fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> Updates<'_, CoChange> {
+    let mut inbox: Inbox<(Id, (Id, u64))> = Inbox::default();
+    let mut users: HashMap<Id, UserHistory> = HashMap::default();
+    touches.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Exchange::new(|((user, _), _, _): &((Id, (Id, u64)), Time, isize)| user.hashed()),
+        "Similarity: Histories",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                inbox.absorb(input);
+                while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
+                    let mut touched: Vec<Id> = Vec::with_capacity(updates.len());
+                    for ((user, (item, ts)), diff) in updates {
+                        let state = users.entry(user.clone()).or_default();
+                        let times = state.touches.entry(item.clone()).or_default();
+                        let count = times.entry(ts).or_default();
+                        *count += diff as i64;
+                        if *count == 0 {
+                            times.remove(&ts);
+                            if times.is_empty() {
+                                state.touches.remove(&item);
+                            }
+                        }
+                        touched.push(user);
+                    }
+                    touched.sort();
+                    touched.dedup();
+                    let mut session = output.session(&capability);
+                    for user in touched {
+                        let Some(state) = users.get_mut(&user) else { continue };
+                        let recent = state.recent(history_len);
+                        // Removals first, so that a replaced item pairs only with what stays.
+                        let removed: Vec<Id> = state.history.difference(&recent).cloned().collect();
+                        let added: Vec<Id> = recent.difference(&state.history).cloned().collect();
+                        for (items, sign) in [(removed, -1), (added, 1)] {
+                            for item in items {
+                                if sign < 0 {
+                                    state.history.remove(&item);
+                                }
+                                for other in &state.history {
+                                    if *other != item {
+                                        session.give((CoChange::Pair(item.clone(), other.clone()), time, sign));
+                                        session.give((CoChange::Pair(other.clone(), item.clone()), time, sign));
+                                    }
+                                }
+                                if sign > 0 {
+                                    state.history.insert(item.clone());
+                                }
+                                session.give((CoChange::Users(item), time, sign));
+                            }
+                        }
+                        if state.touches.is_empty() && state.history.is_empty() {
+                            users.remove(&user);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

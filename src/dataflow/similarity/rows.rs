@@ -1,0 +1,366 @@
+//! Stage 2 of the similarity: per-item co-occurrence rows `c(i, ·)`, with every item's user count
+//! `n` on every worker, each row re-ranked at its phase times when its inputs changed.
+//!
+//! The operator keeps its facts in dense local [`Slots`] (one per item with a count, a row or a
+//! reference), so the loops that dominate its cost (a row's candidates in [`rank_row`], an item's
+//! partners after its count changed) index arrays instead of hashing ids. Ties are still broken
+//! by id, never by slot.
+
+use std::cmp::Ordering;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+
+use super::{next_phase_time, refresh_phase, similarity, RowUpserts, Updates};
+use crate::dataflow::ranking::keep_best_by;
+use crate::dataflow::schedule::{Due, Inbox};
+use crate::dataflow::slots::{Slot, Slots};
+use crate::dataflow::Time;
+use crate::event::Id;
+use crate::results::SCORE_SCALE;
+use crate::spec::{Measure, SimilaritySpec};
+
+/// The kinds of input of the rows operator.
+#[derive(Clone, Debug)]
+pub(super) enum RowInput {
+    /// `c(i, j)` changed by the update's difference (on the worker that owns `i`).
+    Pair(Id, Id),
+    /// `n_i` changed by the update's difference (on every worker).
+    Users(Id),
+    /// Re-rank a row: it is its phase time, and it changed since it was last ranked.
+    Rerank(Id),
+}
+
+/// What the rows operator keeps about one item's row.
+#[derive(Default)]
+struct Row {
+    /// `c(i, j)` for every `j` co-occurring with `i` fewer than `min_support` times.
+    weak: HashMap<Slot, i64>,
+    /// `c(i, j)` for every `j` co-occurring with `i` at least `min_support` times: the candidates.
+    strong: HashMap<Slot, i64>,
+    /// The neighbours last emitted, best first.
+    emitted: Vec<(Slot, i64)>,
+    /// Waiting for its next phase time to be re-ranked.
+    scheduled: bool,
+}
+
+impl Row {
+    /// Adds `diff` to `c(i, j)`, keeping it in `strong` or `weak` by `min_support`; returns the
+    /// count before and after.
+    fn add(&mut self, j: Slot, diff: i64, min_support: i64) -> (i64, i64) {
+        if let Some(count) = self.strong.get_mut(&j) {
+            let before = *count;
+            *count += diff;
+            let now = *count;
+            if now < min_support {
+                self.strong.remove(&j);
+                if now != 0 {
+                    self.weak.insert(j, now);
+                }
+            }
+            return (before, now);
+        }
+        let before = self.weak.get(&j).copied().unwrap_or(0);
+        let now = before + diff;
+        if now >= min_support {
+            self.weak.remove(&j);
+            self.strong.insert(j, now);
+        } else if now == 0 {
+            self.weak.remove(&j);
+        } else {
+            self.weak.insert(j, now);
+        }
+        (before, now)
+    }
+
+    /// Whether the row holds nothing.
+    fn is_empty(&self) -> bool {
+        self.weak.is_empty() && self.strong.is_empty() && self.emitted.is_empty() && !self.scheduled
+    }
+}
+
+/// Everything the rows operator keeps, by slot.
+#[derive(Default)]
+struct RowTable {
+    items: Slots<Id>,
+    /// `n` per slot: how many users' histories hold the item.
+    users: Vec<i64>,
+    /// The item's row, if this worker owns it (empty otherwise).
+    rows: Vec<Row>,
+    /// For every item `j`, the local rows `i` with `c(i, j) >= min_support`: whose rankings an
+    /// `n_j` change affects. Weaker pairs rank nothing, so their changes re-rank nothing.
+    partners: Vec<HashSet<Slot>>,
+    /// How often the slot appears in rows' counts and emitted neighbours: a slot is released
+    /// only when nothing refers to it.
+    references: Vec<u32>,
+    /// Each slot's refresh phase.
+    phases: Vec<Time>,
+}
+
+impl RowTable {
+    /// The slot of `item`, assigning one (and room in every per-slot vector) if it has none.
+    fn slot(&mut self, item: &Id, refresh: Time, tick: Time) -> Slot {
+        let (slot, new) = self.items.assign(item);
+        let at = slot as usize;
+        if at == self.users.len() {
+            self.users.push(0);
+            self.rows.push(Row::default());
+            self.partners.push(HashSet::default());
+            self.references.push(0);
+            self.phases.push(0);
+        }
+        if new {
+            self.phases[at] = refresh_phase(item, refresh, tick);
+        }
+        slot
+    }
+
+    /// Applies a change of `c(i, j)`; returns whether row `i`'s ranking may have changed.
+    fn add_pair(&mut self, i: Slot, j: Slot, diff: i64, min_support: i64) -> bool {
+        let (before, now) = self.rows[i as usize].add(j, diff, min_support);
+        match (before == 0, now == 0) {
+            (true, false) => self.references[j as usize] += 1,
+            (false, true) => self.references[j as usize] -= 1,
+            _ => {}
+        }
+        match (before >= min_support, now >= min_support) {
+            (false, true) => {
+                self.partners[j as usize].insert(i);
+            }
+            (true, false) => {
+                self.partners[j as usize].remove(&i);
+            }
+            _ => {}
+        }
+        before >= min_support || now >= min_support
+    }
+
+    /// Whether re-ranking row `i` could change it after `n_j` changed (and nothing else of the
+    /// row's): `j` is among its neighbours, or now ranks above the last of them, or the row has
+    /// room. The row's other neighbours are current (any change to them dirties the row), so
+    /// if `j` ranks below the last of them the row stays as it is.
+    fn may_take(&self, i: Slot, j: Slot, spec: &SimilaritySpec) -> bool {
+        let row = &self.rows[i as usize];
+        if row.emitted.len() < spec.neighbours || row.emitted.iter().any(|(neighbour, _)| *neighbour == j) {
+            return true;
+        }
+        let Some(&both) = row.strong.get(&j) else { return false };
+        let (n_i, n_j) = (self.users[i as usize], self.users[j as usize]);
+        let Some(&(last, last_similarity)) = row.emitted.last() else { return false };
+        if n_i <= 0 || n_j <= 0 {
+            return false;
+        }
+        let candidate = similarity(spec.measure, both, n_i, n_j);
+        best_first(self.items.ids(), &(j, candidate), &(last, last_similarity)) == Ordering::Less
+    }
+
+    /// Replaces row `i`'s emitted neighbours, keeping the references right.
+    fn set_emitted(&mut self, i: Slot, neighbours: Vec<(Slot, i64)>, released: &mut Vec<Slot>) {
+        for &(j, _) in &neighbours {
+            self.references[j as usize] += 1;
+        }
+        let old = std::mem::replace(&mut self.rows[i as usize].emitted, neighbours);
+        for (j, _) in old {
+            self.references[j as usize] -= 1;
+            released.push(j);
+        }
+    }
+
+    /// Releases the slot if nothing is kept for it and nothing refers to it.
+    fn release_if_unused(&mut self, slot: Slot) {
+        let at = slot as usize;
+        if self.users[at] == 0 && self.references[at] == 0 && self.rows[at].is_empty() && self.partners[at].is_empty() {
+            self.items.release(slot);
+            // Drop the emptied maps' storage too.
+            self.rows[at] = Row::default();
+            self.partners[at] = HashSet::default();
+        }
+    }
+}
+
+/// The ranking order of `(slot, similarity)` entries: similarity desc, then item id asc.
+fn best_first(ids: &[Id], a: &(Slot, i64), b: &(Slot, i64)) -> Ordering {
+    b.1.cmp(&a.1).then_with(|| ids[a.0 as usize].cmp(&ids[b.0 as usize]))
+}
+
+/// The rows operator: per-item co-occurrence rows, each re-ranked at its phase times when its
+/// inputs changed, emitting only the rows that changed, as upserts.
+pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) -> RowUpserts<'_> {
+    let refresh = spec.refresh.millis();
+    let mut inbox: Inbox<RowInput> = Inbox::default();
+    let mut table = RowTable::default();
+    let min_support = spec.min_support as i64;
+    inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Pipeline,
+        "Similarity: Rows",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                inbox.absorb(input);
+                while let Some(Due { time, capability, updates: batch }) = inbox.next_complete(frontier) {
+                    let mut dirty: HashSet<Slot> = HashSet::default();
+                    let mut recounted: Vec<Slot> = Vec::new();
+                    let mut due: Vec<Slot> = Vec::new();
+                    // Slots whose facts or references shrank: released at the end if unused.
+                    let mut shrunk: Vec<Slot> = Vec::new();
+                    for (entry, diff) in batch {
+                        match entry {
+                            RowInput::Pair(i, j) => {
+                                let (i, j) = (table.slot(&i, refresh, tick), table.slot(&j, refresh, tick));
+                                if table.add_pair(i, j, diff as i64, min_support) {
+                                    dirty.insert(i);
+                                }
+                                if diff < 0 {
+                                    shrunk.extend([i, j]);
+                                }
+                            }
+                            RowInput::Users(i) => {
+                                let i = table.slot(&i, refresh, tick);
+                                table.users[i as usize] += diff as i64;
+                                recounted.push(i);
+                            }
+                            RowInput::Rerank(i) => {
+                                if let Some(i) = table.items.get(&i) {
+                                    table.rows[i as usize].scheduled = false;
+                                    due.push(i);
+                                }
+                            }
+                        }
+                    }
+                    recounted.sort_unstable();
+                    recounted.dedup();
+                    for &j in &recounted {
+                        let row = &table.rows[j as usize];
+                        if !row.strong.is_empty() || !row.emitted.is_empty() {
+                            dirty.insert(j);
+                        }
+                    }
+                    // A partner's row changes only if `j` is in it or can now enter it: a row that
+                    // is not dirty still holds its exact best neighbours, since every other
+                    // change to its candidates makes it dirty.
+                    for &j in &recounted {
+                        for &i in &table.partners[j as usize] {
+                            if table.rows[i as usize].scheduled || dirty.contains(&i) {
+                                continue;
+                            }
+                            if table.may_take(i, j, &spec) {
+                                dirty.insert(i);
+                            }
+                        }
+                    }
+                    shrunk.extend(recounted);
+                    // Changed rows are ranked at their next phase time: now, or later.
+                    for i in dirty {
+                        let phase = table.phases[i as usize];
+                        let at = next_phase_time(phase, time, refresh);
+                        if at == time {
+                            due.push(i);
+                        } else if !table.rows[i as usize].scheduled {
+                            table.rows[i as usize].scheduled = true;
+                            inbox.schedule(&capability, RowInput::Rerank(table.items.id(i).clone()), at);
+                        }
+                    }
+                    due.sort_unstable();
+                    due.dedup();
+                    let mut session = output.session(&capability);
+                    for i in due {
+                        let best = rank_row(i, &table, &spec);
+                        if best != table.rows[i as usize].emitted {
+                            let ids = table.items.ids();
+                            let neighbours = best.iter().map(|&(j, s)| (ids[j as usize].clone(), s)).collect();
+                            session.give(((ids[i as usize].clone(), neighbours), time, 1));
+                            table.set_emitted(i, best, &mut shrunk);
+                        }
+                        shrunk.push(i);
+                    }
+                    shrunk.sort_unstable();
+                    shrunk.dedup();
+                    for slot in shrunk {
+                        table.release_if_unused(slot);
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
+/// support), similarity desc then item asc.
+///
+/// Candidates are pruned by support: `n_j >= c(i, j)` (every user holding both holds `j`), so
+/// `sim(i, j) <= sqrt(c / n_i)` for cosine and `<= c / n_i` for Jaccard. Once `neighbours`
+/// candidates are known, one whose support bounds it below the last of them is skipped without
+/// looking up its `n_j`.
+fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)> {
+    let n_i = table.users[i as usize];
+    let keep = spec.neighbours;
+    if n_i <= 0 || keep == 0 {
+        return Vec::new();
+    }
+    let ids = table.items.ids();
+    let order = |a: &(Slot, i64), b: &(Slot, i64)| best_first(ids, a, b);
+    let mut ranked: Vec<(Slot, i64)> = Vec::with_capacity(2 * keep);
+    // The last of the best `keep` so far, and the support below which nothing can beat it.
+    let mut threshold: Option<(Slot, i64)> = None;
+    let mut cut = 0.0;
+    for (&j, &both) in &table.rows[i as usize].strong {
+        if (both as f64) < cut {
+            continue;
+        }
+        let n_j = table.users[j as usize];
+        if n_j <= 0 {
+            continue;
+        }
+        let candidate = (j, similarity(spec.measure, both, n_i, n_j));
+        if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less) {
+            continue;
+        }
+        ranked.push(candidate);
+        if ranked.len() == 2 * keep {
+            keep_best_by(&mut ranked, keep, order);
+            threshold = ranked.last().copied();
+            cut = threshold.map_or(0.0, |(_, last)| support_cut(spec.measure, n_i, last));
+        }
+    }
+    keep_best_by(&mut ranked, keep, order);
+    ranked
+}
+
+/// The support below which an item cannot reach similarity `last` (millionths) with an item of
+/// `n_i` users: `sim <= sqrt(c / n_i)` (cosine) or `c / n_i` (Jaccard), with a margin of one
+/// millionth for rounding, so what is cut is strictly below `last`.
+fn support_cut(measure: Measure, n_i: i64, last: i64) -> f64 {
+    let reach = (last - 1) as f64 / SCORE_SCALE as f64;
+    if reach <= 0.0 {
+        return 0.0;
+    }
+    match measure {
+        Measure::Cosine => n_i as f64 * reach * reach,
+        Measure::Jaccard => n_i as f64 * reach,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No pair whose support is below the cut reaches the similarity the cut is for.
+    #[test]
+    fn support_cut_never_cuts_a_pair_that_reaches_the_threshold() {
+        for measure in [Measure::Cosine, Measure::Jaccard] {
+            for n_i in 1..60 {
+                for n_j in 1..60 {
+                    for both in 1..=n_i.min(n_j) {
+                        let value = similarity(measure, both, n_i, n_j);
+                        for last in [value - 1, value, value + 1] {
+                            if (both as f64) < support_cut(measure, n_i, last) {
+                                assert!(value < last, "{measure:?} c={both} n_i={n_i} n_j={n_j} last={last}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
