@@ -23,8 +23,8 @@ pub fn keep_best<T: Ord>(items: &mut Vec<T>, n: usize) {
 /// the items themselves (a lookup to break ties).
 ///
 /// ```
-/// let names = ["b", "a"];
-/// let mut ranked = vec![(0, 3), (1, 3), (0, 1)];
+/// let names = ["b", "a", "c"];
+/// let mut ranked = vec![(0, 3), (1, 3), (2, 1)];
 /// let by_count_then_name = |x: &(usize, i32), y: &(usize, i32)| y.1.cmp(&x.1).then(names[x.0].cmp(names[y.0]));
 /// recflow::dataflow::ranking::keep_best_by(&mut ranked, 2, by_count_then_name);
 /// assert_eq!(ranked, [(1, 3), (0, 3)]);

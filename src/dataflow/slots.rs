@@ -103,9 +103,4 @@ impl<K: Clone + Eq + Hash> Slots<K> {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
-
-    /// How many ids hold a slot now.
-    pub fn live(&self) -> usize {
-        self.assigned.len()
-    }
 }

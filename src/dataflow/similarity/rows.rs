@@ -156,15 +156,16 @@ impl RowTable {
         best_first(self.items.ids(), &(j, candidate), &(last, last_similarity)) == Ordering::Less
     }
 
-    /// Replaces row `i`'s emitted neighbours, keeping the references right.
-    fn set_emitted(&mut self, i: Slot, neighbours: Vec<(Slot, i64)>, released: &mut Vec<Slot>) {
+    /// Replaces row `i`'s emitted neighbours, keeping the references right; the old neighbours,
+    /// whose references shrank, go to `shrunk`.
+    fn set_emitted(&mut self, i: Slot, neighbours: Vec<(Slot, i64)>, shrunk: &mut Vec<Slot>) {
         for &(j, _) in &neighbours {
             self.references[j as usize] += 1;
         }
         let old = std::mem::replace(&mut self.rows[i as usize].emitted, neighbours);
         for (j, _) in old {
             self.references[j as usize] -= 1;
-            released.push(j);
+            shrunk.push(j);
         }
     }
 
