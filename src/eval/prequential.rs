@@ -23,7 +23,7 @@ use super::variants::{Model, Variant};
 use crate::dataflow::Time;
 use crate::event::{Event, Id};
 use crate::results::{ResultKey, ResultValue};
-use crate::sink::changelog::{ChangeRecord, Changelog};
+use crate::sink::changelog::Changelog;
 use crate::spec::{Exclude, Horizon, Pipeline};
 
 /// Where warm-up ends and how the scored part of the stream is cut into slices.
@@ -124,7 +124,7 @@ impl Prequential {
         let models = variants
             .iter()
             .map(|v| match v.model {
-                Model::Dataflow(_) => State::Dataflow { changelog: Changelog::new(None, 1), lists: HashMap::default() },
+                Model::Dataflow(_) => State::Dataflow { changelog: Changelog::new(None), lists: HashMap::default() },
                 Model::GlobalPopularity => State::Global,
                 Model::WindowedPopularity => State::Windowed,
             })
@@ -217,10 +217,10 @@ impl Prequential {
 
     /// Applies the dataflows' result updates at `time` to their current lists.
     fn apply(&mut self, time: Time, updates: Vec<(usize, ResultKey, ResultValue, isize)>) {
-        let mut per_model: Vec<Vec<(ResultKey, ResultValue, isize)>> = vec![Vec::new(); self.models.len()];
+        let mut per_model: Vec<Vec<((ResultKey, ResultValue), isize)>> = vec![Vec::new(); self.models.len()];
         for (variant, key, value, diff) in updates {
             if let Some(updates) = per_model.get_mut(variant) {
-                updates.push((key, value, diff));
+                updates.push(((key, value), diff));
             }
         }
         for (model, updates) in self.models.iter_mut().zip(per_model) {
@@ -228,12 +228,14 @@ impl Prequential {
             if updates.is_empty() {
                 continue;
             }
-            for record in changelog.apply(time, updates, None) {
-                if let ChangeRecord::Recs { user, items, .. } = record {
-                    if items.is_empty() {
-                        lists.remove(&user);
-                    } else {
+            for (key, value) in changelog.apply(time, updates, None) {
+                let ResultKey::Recs(user) = key else { continue };
+                match value {
+                    Some(ResultValue::Recs(items)) => {
                         lists.insert(user, items.into_iter().map(|i| (i.item, i.fallback)).collect());
+                    }
+                    _ => {
+                        lists.remove(&user);
                     }
                 }
             }

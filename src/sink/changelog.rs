@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use differential_dataflow::Hashable;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use timely::dataflow::channels::pact::Exchange;
@@ -16,6 +17,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold};
+use crate::dataflow::schedule::{Due, Inbox};
 use crate::dataflow::window::Hopping;
 use crate::dataflow::{Coll, Time};
 use crate::event::{Id, Millis};
@@ -75,41 +77,37 @@ pub struct CountedItem {
     pub count: i64,
 }
 
-/// The accumulated current value of every key, turning completed updates into change records.
+/// A key's new value at a time, or `None` when it has none any more.
+pub type Change = (ResultKey, Option<ResultValue>);
+
+/// The accumulated current value of every key, turning completed updates into changes.
 pub struct Changelog {
     current: HashMap<ResultKey, ResultValue>,
     /// Hot-items windows with a value, by window end, so they can be forgotten once purged.
     windows: std::collections::BTreeSet<(Millis, ResultKey)>,
     hopping: Option<Hopping>,
-    window_size: Millis,
-    unit: u64,
 }
 
 impl Changelog {
-    /// A changelog for results whose windows follow `hopping`, writing times in units of `unit` ms.
-    pub fn new(hopping: Option<Hopping>, unit: u64) -> Changelog {
-        Changelog {
-            current: HashMap::default(),
-            windows: Default::default(),
-            hopping,
-            window_size: hopping.map_or(0, |h| h.size),
-            unit,
-        }
+    /// A changelog for results whose windows follow `hopping`.
+    pub fn new(hopping: Option<Hopping>) -> Changelog {
+        Changelog { current: HashMap::default(), windows: Default::default(), hopping }
     }
 
     /// Applies all updates at `time` (the caller guarantees earlier times were applied) and returns
-    /// the change records, in key order. `end` is the end of a finite input, if it has ended.
+    /// the keys whose value changed, in key order. `end` is the end of a finite input, if it has
+    /// ended.
     pub fn apply(
         &mut self,
         time: Millis,
-        updates: Vec<(ResultKey, ResultValue, isize)>,
+        updates: Vec<((ResultKey, ResultValue), isize)>,
         end: Option<Millis>,
-    ) -> Vec<ChangeRecord> {
+    ) -> Vec<Change> {
         let mut by_key: BTreeMap<ResultKey, Vec<(ResultValue, isize)>> = BTreeMap::new();
-        for (key, value, diff) in updates {
+        for ((key, value), diff) in updates {
             by_key.entry(key).or_default().push((value, diff));
         }
-        let mut records = Vec::new();
+        let mut changes = Vec::new();
         for (key, mut values) in by_key {
             differential_dataflow::consolidation::consolidate(&mut values);
             if values.is_empty() {
@@ -133,11 +131,11 @@ impl Changelog {
                 None => self.current.remove(&key).is_some(),
             };
             if changed {
-                records.push(self.record(key, new_value, time));
+                changes.push((key, new_value));
             }
         }
         self.forget_purged(time);
-        records
+        changes
     }
 
     /// Forgets hot-items windows that no event can change any more at `time`: their last record
@@ -153,8 +151,20 @@ impl Changelog {
             }
         }
     }
+}
 
-    fn record(&self, key: ResultKey, value: Option<ResultValue>, time: Millis) -> ChangeRecord {
+/// How changes are written as records: times in the input's unit, windows by start and end.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordFormat {
+    /// Milliseconds per unit of the input's timestamps.
+    pub unit: u64,
+    /// The hot-items window size in milliseconds, 0 without hot items.
+    pub window_size: Millis,
+}
+
+impl RecordFormat {
+    /// The record of `key` taking `value` at `time`.
+    pub fn record(&self, (key, value): Change, time: Millis) -> ChangeRecord {
         let unit = self.unit;
         match key {
             ResultKey::Recs(user) => {
@@ -193,6 +203,10 @@ fn scored(rec: RecItem) -> ScoredItem {
 
 /// Writes the changelog of `results` to `destination` on worker 0 and attaches `completed` after
 /// it; the sink's frontier waits for the destination to acknowledge what it was given.
+///
+/// Each worker finds the changes of its own keys (routed like the operators that computed them,
+/// so results rarely cross workers); worker 0 only puts each time's changes in key order and
+/// writes them.
 #[allow(clippy::too_many_arguments)]
 pub fn write_changelog(
     results: Coll<'_, (ResultKey, ResultValue)>,
@@ -203,70 +217,114 @@ pub fn write_changelog(
     metrics: Arc<Metrics>,
     completed: &probe::Handle<Time>,
 ) {
-    let mut changelog = Changelog::new(hopping, unit);
+    let format = RecordFormat { unit, window_size: hopping.map_or(0, |h| h.size) };
+    let changes = find_changes(results, Changelog::new(hopping), end);
+    write_changes(changes, destination, format, metrics).probe_with(completed);
+}
+
+type Changes<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(Change, Time)>>;
+
+/// Each key's changes at each completed time, on the worker that owns the key.
+fn find_changes<'scope>(
+    results: Coll<'scope, (ResultKey, ResultValue)>,
+    changelog: Changelog,
+    end: StreamEnd,
+) -> Changes<'scope> {
+    let mut changelog = changelog;
+    let mut inbox: Inbox<(ResultKey, ResultValue)> = Inbox::default();
+    results.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+        Exchange::new(|((key, _), _, _): &((ResultKey, ResultValue), Time, isize)| owner(key)),
+        "Sink: Changes",
+        move |_capability, _info| {
+            move |(input, frontier), output| {
+                inbox.absorb(input);
+                while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
+                    let changes = changelog.apply(time, updates, end.get().map(|ends| ends.results));
+                    output.session(&capability).give_iterator(changes.into_iter().map(|change| (change, time)));
+                }
+            }
+        },
+    )
+}
+
+/// The worker a result key's changes are found on: a user's lists where the users operator
+/// computed them, a window's where its top-N was chosen.
+fn owner(key: &ResultKey) -> u64 {
+    match key {
+        ResultKey::Recs(user) => user.hashed(),
+        ResultKey::HotItems { window_end, category } => (window_end, category).hashed(),
+    }
+}
+
+/// Writes each completed time's changes, in key order, to `destination` on worker 0.
+fn write_changes<'scope>(
+    changes: Changes<'scope>,
+    destination: Option<Box<dyn Destination<ChangeRecord>>>,
+    format: RecordFormat,
+    metrics: Arc<Metrics>,
+) -> timely::dataflow::Stream<'scope, Time, Vec<()>> {
     let mut destination = destination;
-    let mut pending: BTreeMap<Time, Vec<(ResultKey, ResultValue, isize)>> = BTreeMap::new();
+    let mut pending: BTreeMap<Time, Vec<Change>> = BTreeMap::new();
     let mut hold = Hold::default();
     // The input frontier last reported to the destination, so progress is told once per move.
     let mut reported: Option<Option<Millis>> = None;
-    let scope = results.inner.scope();
-    results
-        .inner
-        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Exchange::new(|_: &((ResultKey, ResultValue), Time, isize)| 0u64),
-            "Sink: Changelog",
-            move |_capability, info| {
-                let activator = scope.activator_for(info.address);
-                move |(input, frontier), _output| {
-                    input.for_each(|batch, data| {
-                        hold.keep(&batch);
-                        for ((key, value), time, diff) in data.drain(..) {
-                            pending.entry(time).or_default().push((key, value, diff));
+    let scope = changes.scope();
+    changes.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_: &(Change, Time)| 0u64),
+        "Sink: Changelog",
+        move |_capability, info| {
+            let activator = scope.activator_for(info.address);
+            move |(input, frontier), _output| {
+                input.for_each(|batch, data| {
+                    hold.keep(&batch);
+                    for (change, time) in data.drain(..) {
+                        pending.entry(time).or_default().push(change);
+                    }
+                });
+                let Some(out) = destination.as_mut() else {
+                    pending.clear();
+                    hold.settle(None);
+                    return;
+                };
+                let mut failed = None;
+                'times: while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, mut changes) = entry.remove_entry();
+                    // Each key is owned by one worker, so keys are distinct within a time.
+                    changes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+                    for change in changes {
+                        if let Err(e) = out.write(time, &format.record(change, time)) {
+                            failed = Some(e);
+                            break 'times;
                         }
-                    });
-                    let Some(out) = destination.as_mut() else {
-                        pending.clear();
-                        hold.settle(None);
-                        return;
-                    };
-                    let mut failed = None;
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (time, updates) = entry.remove_entry();
-                        for record in changelog.apply(time, updates, end.get().map(|ends| ends.results)) {
-                            if let Err(e) = out.write(time, &record) {
-                                failed = Some(e);
-                                break;
-                            }
-                            metrics.output_records.fetch_add(1, Ordering::Relaxed);
-                        }
+                        metrics.output_records.fetch_add(1, Ordering::Relaxed);
                     }
-                    if failed.is_none() {
-                        failed = out.flush().err();
-                    }
-                    if let Some(e) = failed {
-                        // Report once and stop writing; results keep being maintained.
-                        eprintln!("recflow: changelog: {e}; no further records will be written");
-                        destination = None;
-                        pending.clear();
-                        hold.settle(None);
-                        return;
-                    }
-                    let complete = frontier.frontier().first().copied();
-                    if reported != Some(complete) {
-                        reported = Some(complete);
-                        out.progress(complete);
-                    }
-                    let unacknowledged = out.unacknowledged();
-                    if unacknowledged.is_some() {
-                        activator.activate_after(std::time::Duration::from_millis(1));
-                    }
-                    let waiting = pending.keys().next().copied();
-                    hold.settle(unacknowledged.into_iter().chain(waiting).min());
                 }
-            },
-        )
-        .probe_with(completed);
+                if failed.is_none() {
+                    failed = out.flush().err();
+                }
+                if let Some(e) = failed {
+                    // Report once and stop writing; results keep being maintained.
+                    eprintln!("recflow: changelog: {e}; no further records will be written");
+                    destination = None;
+                    pending.clear();
+                    hold.settle(None);
+                    return;
+                }
+                let complete = frontier.frontier().first().copied();
+                if reported != Some(complete) {
+                    reported = Some(complete);
+                    out.progress(complete);
+                }
+                let unacknowledged = out.unacknowledged();
+                if unacknowledged.is_some() {
+                    activator.activate_after(std::time::Duration::from_millis(1));
+                }
+                let waiting = pending.keys().next().copied();
+                hold.settle(unacknowledged.into_iter().chain(waiting).min());
+            }
+        },
+    )
 }
