@@ -190,8 +190,19 @@ impl<D> Inbox<D> {
         P: Pull<Message<Time, Vec<(D, Time, isize)>>>,
     {
         input.for_each(|capability, data| {
+            // Records of a batch mostly share a time: look its updates up once per run of it.
+            let mut current: Option<&mut Due<D>> = None;
             for (datum, time, diff) in data.drain(..) {
-                self.push(&capability, datum, time, diff);
+                let due = match current {
+                    Some(due) if due.time == time => due,
+                    _ => self.pending.entry(time).or_insert_with(|| Due {
+                        time,
+                        capability: capability.delayed(&time, 0),
+                        updates: Vec::new(),
+                    }),
+                };
+                due.updates.push((datum, diff));
+                current = Some(due);
             }
         });
     }
