@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 
 use differential_dataflow::Hashable;
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -74,15 +73,6 @@ pub fn similarity(measure: Measure, both: i64, users_i: i64, users_j: i64) -> i6
     (value * SCORE_SCALE as f64).round() as i64
 }
 
-/// A change the pairs operator sends on.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum CoChange {
-    /// `c(i, j)` changed by the update's difference.
-    Pair(Id, Id),
-    /// `n_i` changed by the update's difference.
-    Users(Id),
-}
-
 type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
 
 /// A similarity row: an item's neighbours with their similarity in millionths, best first.
@@ -110,17 +100,16 @@ pub fn item_similarity<'scope>(
         end,
     );
     let changes = co_occurrence(touches.inner, history_len);
-    let (pairs, users): (Updates<'scope, (Id, Id)>, Updates<'scope, Id>) =
-        changes.ok_err(|(change, time, diff)| match change {
-            CoChange::Pair(i, j) => Ok(((i, j), time, diff)),
-            CoChange::Users(i) => Err((i, time, diff)),
+    let (pairs, users): (Updates<'scope, RowInput>, Updates<'scope, RowInput>) =
+        changes.ok_err(|update| match update.0 {
+            RowInput::Pairs(..) => Ok(update),
+            _ => Err(update),
         });
-    use timely::dataflow::operators::vec::Map;
-    let pairs = pairs
-        .exchange(|((i, _), _, _): &((Id, Id), Time, isize)| i.hashed())
-        .map(|((i, j), time, diff)| (RowInput::Pair(i, j), time, diff));
-    let users = users.broadcast().map(|(i, time, diff)| (RowInput::Users(i), time, diff));
-    rank_rows(pairs.concat(users), spec.clone(), tick)
+    let pairs = pairs.exchange(|(input, _, _): &(RowInput, Time, isize)| match input {
+        RowInput::Pairs(i, _) => i.hashed(),
+        _ => 0,
+    });
+    rank_rows(pairs.concat(users.broadcast()), spec.clone(), tick)
 }
 
 /// What the histories operator keeps per user.
@@ -145,8 +134,38 @@ impl UserHistory {
     }
 }
 
+/// The changes to co-occurrence pairs and item user counts when a user's history goes from `old`
+/// to `new`: every ordered pair within `old` with an item leaving loses one, every ordered pair
+/// within `new` with an item entering gains one, grouped by the pair's first item.
+fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(RowInput, isize)) {
+    let removed: Vec<&Id> = old.difference(new).collect();
+    let added: Vec<&Id> = new.difference(old).collect();
+    let others = |history: &BTreeSet<Id>, item: &Id, sign: i64| -> Vec<(Id, i64)> {
+        history.iter().filter(|other| *other != item).map(|other| (other.clone(), sign)).collect()
+    };
+    for &item in &removed {
+        give(RowInput::Pairs(item.clone(), others(old, item, -1)), 1);
+    }
+    for &item in &added {
+        give(RowInput::Pairs(item.clone(), others(new, item, 1)), 1);
+    }
+    for kept in old.intersection(new) {
+        let changes: Vec<(Id, i64)> = (removed.iter().map(|item| ((*item).clone(), -1)))
+            .chain(added.iter().map(|item| ((*item).clone(), 1)))
+            .collect();
+        if !changes.is_empty() {
+            give(RowInput::Pairs(kept.clone(), changes), 1);
+        }
+    }
+    for (items, sign) in [(removed, -1), (added, 1)] {
+        for item in items {
+            give(RowInput::Users(item.clone()), sign);
+        }
+    }
+}
+
 /// Stage 1: per user, histories from touches, and the pair and item-count changes they cause.
-fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> Updates<'_, CoChange> {
+fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> Updates<'_, RowInput> {
     let mut inbox: Inbox<(Id, (Id, u64))> = Inbox::default();
     let mut users: HashMap<Id, UserHistory> = HashMap::default();
     touches.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -176,25 +195,9 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> U
                     for user in touched {
                         let Some(state) = users.get_mut(&user) else { continue };
                         let recent = state.recent(history_len);
-                        // Removals first, so that a replaced item pairs only with what stays.
-                        let removed: Vec<Id> = state.history.difference(&recent).cloned().collect();
-                        let added: Vec<Id> = recent.difference(&state.history).cloned().collect();
-                        for (items, sign) in [(removed, -1), (added, 1)] {
-                            for item in items {
-                                if sign < 0 {
-                                    state.history.remove(&item);
-                                }
-                                for other in &state.history {
-                                    if *other != item {
-                                        session.give((CoChange::Pair(item.clone(), other.clone()), time, sign));
-                                        session.give((CoChange::Pair(other.clone(), item.clone()), time, sign));
-                                    }
-                                }
-                                if sign > 0 {
-                                    state.history.insert(item.clone());
-                                }
-                                session.give((CoChange::Users(item), time, sign));
-                            }
+                        if recent != state.history {
+                            history_changes(&state.history, &recent, |change, diff| session.give((change, time, diff)));
+                            state.history = recent;
                         }
                         if state.touches.is_empty() && state.history.is_empty() {
                             users.remove(&user);
@@ -204,4 +207,57 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> U
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per ordered pair and per item, the net changes `history_changes` reports.
+    fn net_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>) -> (BTreeMap<(Id, Id), i64>, BTreeMap<Id, i64>) {
+        let (mut pairs, mut users) = (BTreeMap::new(), BTreeMap::new());
+        history_changes(old, new, |change, diff| match change {
+            RowInput::Pairs(i, changes) => {
+                for (j, change) in changes {
+                    *pairs.entry((i.clone(), j)).or_default() += change * diff as i64;
+                }
+            }
+            RowInput::Users(i) => *users.entry(i).or_default() += diff as i64,
+            RowInput::Rerank(_) => panic!("histories never re-rank"),
+        });
+        pairs.retain(|_, count| *count != 0);
+        (pairs, users)
+    }
+
+    fn ordered_pairs(history: &BTreeSet<Id>) -> BTreeMap<(Id, Id), i64> {
+        let mut pairs = BTreeMap::new();
+        for i in history {
+            for j in history.iter().filter(|j| *j != i) {
+                pairs.insert((i.clone(), j.clone()), 1);
+            }
+        }
+        pairs
+    }
+
+    /// Over every pair of histories drawn from five items, the grouped changes add up to the
+    /// new history's pairs minus the old one's, and the user counts to the items that moved.
+    #[test]
+    fn history_changes_are_the_difference_of_the_histories_pairs() {
+        let subset = |mask: u32| -> BTreeSet<Id> { (0..5).filter(|b| mask & (1 << b) != 0).map(Id::Num).collect() };
+        for old_mask in 0..32 {
+            for new_mask in 0..32 {
+                let (old, new) = (subset(old_mask), subset(new_mask));
+                let (pairs, users) = net_changes(&old, &new);
+                let mut expected = ordered_pairs(&new);
+                for (pair, count) in ordered_pairs(&old) {
+                    *expected.entry(pair).or_default() -= count;
+                }
+                expected.retain(|_, count| *count != 0);
+                assert_eq!(pairs, expected, "{old:?} -> {new:?}");
+                let mut expected_users: BTreeMap<Id, i64> = new.difference(&old).map(|i| (i.clone(), 1)).collect();
+                expected_users.extend(old.difference(&new).map(|i| (i.clone(), -1)));
+                assert_eq!(users, expected_users, "{old:?} -> {new:?}");
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@
 use std::cmp::Ordering;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde::{Deserialize, Serialize};
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -23,10 +24,11 @@ use crate::results::SCORE_SCALE;
 use crate::spec::{Measure, SimilaritySpec};
 
 /// The kinds of input of the rows operator.
-#[derive(Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum RowInput {
-    /// `c(i, j)` changed by the update's difference (on the worker that owns `i`).
-    Pair(Id, Id),
+    /// `(i, [(j, d), ..])`: `c(i, j)` changed by `d` times the update's difference, for each `j`
+    /// (on the worker that owns `i`). One user's history change sends one per item it affects.
+    Pairs(Id, Vec<(Id, i64)>),
     /// `n_i` changed by the update's difference (on every worker).
     Users(Id),
     /// Re-rank a row: it is its phase time, and it changed since it was last ranked.
@@ -207,13 +209,24 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     let mut shrunk: Vec<Slot> = Vec::new();
                     for (entry, diff) in batch {
                         match entry {
-                            RowInput::Pair(i, j) => {
-                                let (i, j) = (table.slot(&i, refresh, tick), table.slot(&j, refresh, tick));
-                                if table.add_pair(i, j, diff as i64, min_support) {
+                            RowInput::Pairs(i, changes) => {
+                                let i = table.slot(&i, refresh, tick);
+                                let mut ranking_may_change = false;
+                                let mut any_removed = false;
+                                for (j, change) in changes {
+                                    let j = table.slot(&j, refresh, tick);
+                                    let change = change * diff as i64;
+                                    ranking_may_change |= table.add_pair(i, j, change, min_support);
+                                    if change < 0 {
+                                        shrunk.push(j);
+                                        any_removed = true;
+                                    }
+                                }
+                                if ranking_may_change {
                                     dirty.insert(i);
                                 }
-                                if diff < 0 {
-                                    shrunk.extend([i, j]);
+                                if any_removed {
+                                    shrunk.push(i);
                                 }
                             }
                             RowInput::Users(i) => {
