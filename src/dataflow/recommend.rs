@@ -374,10 +374,14 @@ fn rank_for_user(
     if state.seeds.is_empty() {
         return Vec::new();
     }
-    let mut scores: HashMap<&Id, i64> = HashMap::default();
-    for (item, preference) in &state.seeds {
-        for (neighbour, similarity) in similar.get(item).into_iter().flatten() {
-            *scores.entry(neighbour).or_default() += score_term(*preference, *similarity);
+    let rows: Vec<(i64, &Neighbours)> =
+        state.seeds.iter().filter_map(|(item, preference)| Some((*preference, similar.get(item)?))).collect();
+    // Sized for every neighbour at once: growing through 100 entries would rehash five times.
+    let mut scores: HashMap<&Id, i64> =
+        HashMap::with_capacity_and_hasher(rows.iter().map(|(_, row)| row.len()).sum(), Default::default());
+    for (preference, row) in rows {
+        for (neighbour, similarity) in row {
+            *scores.entry(neighbour).or_default() += score_term(preference, *similarity);
         }
     }
     let mut ranked: Vec<(i64, &Id)> = scores
