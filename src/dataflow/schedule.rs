@@ -157,22 +157,6 @@ impl<D> Default for Inbox<D> {
 }
 
 impl<D> Inbox<D> {
-    /// Holds `datum` for `time`, which must not precede `capability`'s time.
-    pub fn push(
-        &mut self,
-        capability: &timely::dataflow::operators::InputCapability<Time>,
-        datum: D,
-        time: Time,
-        diff: isize,
-    ) {
-        let due = self.pending.entry(time).or_insert_with(|| Due {
-            time,
-            capability: capability.delayed(&time, 0),
-            updates: Vec::new(),
-        });
-        due.updates.push((datum, diff));
-    }
-
     /// Schedules `datum` for `time`, which must not precede `capability`'s time: for operators
     /// that wake themselves up later.
     pub fn schedule(&mut self, capability: &Capability<Time>, datum: D, time: Time) {

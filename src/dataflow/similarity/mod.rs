@@ -140,22 +140,26 @@ impl UserHistory {
 fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(RowInput, isize)) {
     let removed: Vec<&Id> = old.difference(new).collect();
     let added: Vec<&Id> = new.difference(old).collect();
+    // An item alone in its history pairs with nothing: no record for it.
+    let mut give_pairs = |item: &Id, changes: Vec<(Id, i64)>| {
+        if !changes.is_empty() {
+            give(RowInput::Pairs(item.clone(), changes), 1);
+        }
+    };
     let others = |history: &BTreeSet<Id>, item: &Id, sign: i64| -> Vec<(Id, i64)> {
         history.iter().filter(|other| *other != item).map(|other| (other.clone(), sign)).collect()
     };
     for &item in &removed {
-        give(RowInput::Pairs(item.clone(), others(old, item, -1)), 1);
+        give_pairs(item, others(old, item, -1));
     }
     for &item in &added {
-        give(RowInput::Pairs(item.clone(), others(new, item, 1)), 1);
+        give_pairs(item, others(new, item, 1));
     }
     for kept in old.intersection(new) {
         let changes: Vec<(Id, i64)> = (removed.iter().map(|item| ((*item).clone(), -1)))
             .chain(added.iter().map(|item| ((*item).clone(), 1)))
             .collect();
-        if !changes.is_empty() {
-            give(RowInput::Pairs(kept.clone(), changes), 1);
-        }
+        give_pairs(kept, changes);
     }
     for (items, sign) in [(removed, -1), (added, 1)] {
         for item in items {
@@ -218,6 +222,7 @@ mod tests {
         let (mut pairs, mut users) = (BTreeMap::new(), BTreeMap::new());
         history_changes(old, new, |change, diff| match change {
             RowInput::Pairs(i, changes) => {
+                assert!(!changes.is_empty(), "an empty record for {i:?}");
                 for (j, change) in changes {
                     *pairs.entry((i.clone(), j)).or_default() += change * diff as i64;
                 }
