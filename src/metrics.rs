@@ -32,6 +32,9 @@ pub struct Metrics {
     pub delivery_retries: AtomicU64,
     /// Upsert records written to the changelog.
     pub output_records: AtomicU64,
+    /// Accepted events whose results are not all written yet (the source stops reading while
+    /// this is above its bound and the dataflow lags).
+    pub in_flight: AtomicU64,
     /// Update latency: from an event's ingestion until the output frontier passes its time.
     pub update_latency: LatencyHistogram,
 }
@@ -162,6 +165,7 @@ impl Metrics {
             invalid: self.invalid(),
             watermark: self.watermark(),
             output_records: self.output_records.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
             latency_p50_ms: self.update_latency.quantile_ms(0.5),
             latency_p99_ms: self.update_latency.quantile_ms(0.99),
         }
@@ -183,6 +187,8 @@ pub struct Snapshot {
     pub watermark: u64,
     /// Changelog records written.
     pub output_records: u64,
+    /// Accepted events whose results are not all written yet.
+    pub in_flight: u64,
     /// Median update latency in milliseconds (ingestion until the output frontier passes the event).
     pub latency_p50_ms: Option<f64>,
     /// 99th-percentile update latency in milliseconds.

@@ -365,12 +365,13 @@ impl Status {
             format!(", consumer lag {}", parts.join(" "))
         };
         eprintln!(
-            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} output records, memory {} MiB{lag}",
+            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} in flight, {} output records, memory {} MiB{lag}",
             snapshot.records_in,
             rate,
             snapshot.watermark / self.unit,
             snapshot.late,
             snapshot.invalid,
+            snapshot.in_flight,
             metrics.output_records.load(Ordering::Relaxed),
             resident_mib().map_or_else(|| "?".to_string(), |m| m.to_string()),
         );

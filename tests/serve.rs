@@ -108,6 +108,8 @@ fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
     let (status, metrics) = reply(agent().get(&run.url("/metrics")).call());
     assert_eq!(status, 200);
     assert!(metrics.contains("recflow_events_in_total 3000"), "{metrics}");
+    // Every result of the finite input is written: nothing is left in flight.
+    assert!(metrics.contains("recflow_events_in_flight 0\n"), "{metrics}");
     assert!(metrics.contains("recflow_kafka_delivery_retries_total 0"), "{metrics}");
     assert!(
         metrics.contains(&format!(

@@ -478,6 +478,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         &one(f64::from(u8::from(ended))),
     );
     metric(
+        "recflow_events_in_flight",
+        "gauge",
+        "Accepted events whose results are not all written yet.",
+        &one(snapshot.in_flight as f64),
+    );
+    metric(
         "recflow_output_updates_total",
         "counter",
         "Changelog records written.",

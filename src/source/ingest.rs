@@ -370,6 +370,7 @@ pub fn ingest<'scope>(
                     metrics.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
                     metrics.set_watermark(worker, lanes.watermark());
                     if !batch.positions.is_empty() {
+                        metrics.in_flight.fetch_add(batch.accepted, Ordering::Relaxed);
                         in_flight.push_back(batch);
                     }
                     let mut progress =
@@ -472,6 +473,7 @@ fn acknowledge_written(
         for at in &batch.positions {
             advance_position(&mut written, *at);
         }
+        metrics.in_flight.fetch_sub(batch.accepted, Ordering::Relaxed);
         in_flight.pop_front();
     }
     if !written.is_empty() {
