@@ -207,7 +207,6 @@ fn scored(rec: RecItem) -> ScoredItem {
 /// Each worker finds the changes of its own keys (routed like the operators that computed them,
 /// so results rarely cross workers); worker 0 only puts each time's changes in key order and
 /// writes them.
-#[allow(clippy::too_many_arguments)]
 pub fn write_changelog(
     results: Coll<'_, (ResultKey, ResultValue)>,
     destination: Option<Box<dyn Destination<ChangeRecord>>>,

@@ -155,11 +155,11 @@ fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(
     for &item in &added {
         give_pairs(item, others(new, item, 1));
     }
+    // Every kept item pairs with everything that left and everything that entered.
+    let moved: Vec<(Id, i64)> =
+        removed.iter().map(|item| ((*item).clone(), -1)).chain(added.iter().map(|item| ((*item).clone(), 1))).collect();
     for kept in old.intersection(new) {
-        let changes: Vec<(Id, i64)> = (removed.iter().map(|item| ((*item).clone(), -1)))
-            .chain(added.iter().map(|item| ((*item).clone(), 1)))
-            .collect();
-        give_pairs(kept, changes);
+        give_pairs(kept, moved.clone());
     }
     for (items, sign) in [(removed, -1), (added, 1)] {
         for item in items {
