@@ -102,6 +102,9 @@ struct EvalArgs {
     /// Number of slices of the stream for the per-slice metrics and the plot.
     #[arg(long, default_value_t = 20)]
     slices: usize,
+    /// Seeds of the item-kNN baselines: each user's this many most recent items.
+    #[arg(long, default_value_t = 10)]
+    knn_seeds: usize,
     /// Another pipeline file whose `[weights]` and `[recommend]` to evaluate on the same replay.
     #[arg(long)]
     compare: Vec<PathBuf>,
@@ -433,6 +436,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         k: args.k,
         warmup: args.warmup,
         slices: args.slices,
+        knn_seeds: args.knn_seeds,
         compare,
         progress: !args.quiet,
     };

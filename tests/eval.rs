@@ -13,7 +13,15 @@ use recflow::source::SynthSource;
 use recflow::Pipeline;
 
 fn options(input: &Path, slices: usize) -> EvalOptions {
-    EvalOptions { input: input.to_path_buf(), k: None, warmup: 0.0, slices, compare: Vec::new(), progress: false }
+    EvalOptions {
+        input: input.to_path_buf(),
+        k: None,
+        warmup: 0.0,
+        slices,
+        knn_seeds: 10,
+        compare: Vec::new(),
+        progress: false,
+    }
 }
 
 fn config(workers: usize) -> timely::Config {

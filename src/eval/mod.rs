@@ -5,12 +5,13 @@
 //! One replay feeds every model at once: the configured pipeline, the same pipeline with only its
 //! short-term or only its long-term preference, any compared pipeline files (all real dataflows
 //! built by [`crate::dataflow::build`] on the same ingested events), and two popularity
-//! baselines kept by the evaluator ([`variants`]). The rooms:
+//! baselines and two item-kNN baselines kept by the evaluator ([`variants`]). The rooms:
 //!
 //! - [`variants`]: what is compared;
 //! - [`replay`]: the timely side: ingest, the dataflows, and the operator that scores events;
 //! - [`prequential`]: scoring each time's events against the lists from before it, then learning;
 //! - [`baseline`]: the popularity baselines and exclusions the evaluator keeps itself;
+//! - [`knn`]: the item-kNN baselines, exact over everything learned so far;
 //! - [`metrics`]: HR@k, NDCG@k, MRR, coverage and fallback shares;
 //! - [`report`] and [`plot`]: the table, the CSV and the SVG chart.
 //!
@@ -18,6 +19,7 @@
 //! workers. Update latency, measured on the side, is not.
 
 pub mod baseline;
+pub mod knn;
 pub mod metrics;
 pub mod plot;
 pub mod prequential;
@@ -45,6 +47,8 @@ pub struct EvalOptions {
     pub warmup: f64,
     /// Number of slices the scored stream is cut into for the per-slice metrics.
     pub slices: usize,
+    /// Seeds of the item-kNN baselines: each user's this many most recent items.
+    pub knn_seeds: usize,
     /// Other pipelines, `(name, pipeline)`, whose `[weights]` and `[recommend]` are evaluated too.
     pub compare: Vec<(String, Pipeline)>,
     /// Show a progress bar on standard error (only where it is a terminal).
@@ -175,7 +179,10 @@ pub fn evaluate(
     if options.slices == 0 {
         return bad("--slices", "must be at least 1");
     }
-    let variants = variants::variants(pipeline, k, &options.compare);
+    if options.knn_seeds == 0 {
+        return bad("--knn-seeds", "must be at least 1");
+    }
+    let variants = variants::variants(pipeline, k, options.knn_seeds, &options.compare);
     for variant in &variants {
         if let variants::Model::Dataflow(spec) = &variant.model {
             let origin = format!("{name} with the [weights] and [recommend] of {}", variant.name);

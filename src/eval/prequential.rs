@@ -18,6 +18,7 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use super::baseline::{Exclusions, Popularity, WindowedPopularity};
+use super::knn::{ItemKnn, KnnLists};
 use super::metrics::{Outcome, Summary, Tally};
 use super::variants::{Model, Variant};
 use crate::dataflow::Time;
@@ -99,6 +100,8 @@ enum State {
     Global,
     /// The windowed popularity baseline (shared state below).
     Windowed,
+    /// An item-kNN baseline (shared state below); `true` for the recency-weighted one.
+    Knn(bool),
 }
 
 /// The evaluator's state.
@@ -112,13 +115,15 @@ pub struct Prequential {
     exclusions: Exclusions,
     global: Popularity,
     windowed: WindowedPopularity,
+    knn: ItemKnn,
     catalogue: HashMap<Id, u32>,
     counts: Counts,
 }
 
 impl Prequential {
-    /// An evaluator of `variants` of `pipeline` with lists of `k`, following `plan`.
-    pub fn new(pipeline: &Pipeline, variants: &[Variant], k: usize, plan: Plan) -> Prequential {
+    /// An evaluator of `variants` of `pipeline` with lists of `k`, following `plan`, the item-kNN
+    /// baselines seeded by `knn_seeds` recent items.
+    pub fn new(pipeline: &Pipeline, variants: &[Variant], k: usize, knn_seeds: usize, plan: Plan) -> Prequential {
         let recommend = pipeline.recommend.clone().unwrap_or_default();
         let tick = pipeline.time.tick.millis();
         let models = variants
@@ -127,6 +132,7 @@ impl Prequential {
                 Model::Dataflow(_) => State::Dataflow { changelog: Changelog::new(None), lists: HashMap::default() },
                 Model::GlobalPopularity => State::Global,
                 Model::WindowedPopularity => State::Windowed,
+                Model::ItemKnn { recent } => State::Knn(recent),
             })
             .collect();
         Prequential {
@@ -142,6 +148,7 @@ impl Prequential {
             ),
             global: Popularity::default(),
             windowed: WindowedPopularity::new(recommend.popular_window.millis(), tick),
+            knn: ItemKnn::new(knn_seeds),
             catalogue: HashMap::default(),
             counts: Counts::default(),
         }
@@ -179,10 +186,19 @@ impl Prequential {
             }
             self.counts.evaluated += 1;
             let slice = self.plan.slice_of(index);
+            let knn = if self.models.iter().any(|m| matches!(m, State::Knn(_))) {
+                self.knn.lists(&event.user, self.k, |item| self.exclusions.is_excluded(&event.user, item, time))
+            } else {
+                KnnLists::default()
+            };
             for (model, tallies) in self.models.iter().zip(self.tallies.iter_mut()) {
                 list.clear();
                 let excluded = |item: &Id| self.exclusions.is_excluded(&event.user, item, time);
                 match model {
+                    State::Knn(recent) => {
+                        let items = if *recent { &knn.recent } else { &knn.plain };
+                        list.extend(items.iter().map(|i| (i.clone(), false)));
+                    }
                     State::Dataflow { lists, .. } => list.extend(lists.get(&event.user).into_iter().flatten().cloned()),
                     State::Global => list.extend(self.global.top(self.k, excluded).into_iter().map(|i| (i, false))),
                     State::Windowed => {
@@ -209,6 +225,7 @@ impl Prequential {
             self.exclusions.learn(event);
             self.global.add(&event.item, 1);
             self.windowed.learn(event, time);
+            self.knn.learn(event);
             let next = self.catalogue.len() as u32;
             self.catalogue.entry(event.item.clone()).or_insert(next);
         }
@@ -300,8 +317,8 @@ mod tests {
     #[test]
     fn scores_against_lists_from_before_the_events_time() {
         let pipeline = Pipeline::from_toml("[recommend]\nk = 2\nexclude = \"seen\"", "t").unwrap();
-        let variants = super::super::variants::variants(&pipeline, 2, &[]);
-        let mut p = Prequential::new(&pipeline, &variants, 2, Plan::new(4, 0.0, 1));
+        let variants = super::super::variants::variants(&pipeline, 2, 10, &[]);
+        let mut p = Prequential::new(&pipeline, &variants, 2, 10, Plan::new(4, 0.0, 1));
         // t=1s: user 1 views 10 (no lists yet: a miss for every model), and the blend at 1 s
         // gives user 1 the list [20, 30 (fill-in)].
         p.step(1_000, vec![view(1, 10, 1)], vec![recs(0, 1, &[(20, false), (30, true)], 1)]);

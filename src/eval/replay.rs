@@ -167,7 +167,7 @@ pub fn replay(
     let progress = progress_bar(total, options.progress && is_first_process);
     let metrics = Arc::new(Metrics::default());
     let worker_metrics = Arc::clone(&metrics);
-    let (spec, variants) = (pipeline.clone(), variants.to_vec());
+    let (spec, variants, knn_seeds) = (pipeline.clone(), variants.to_vec(), options.knn_seeds);
     let worker_progress = progress.clone();
     let started = Instant::now();
     let guards = timely::execute(
@@ -186,7 +186,7 @@ pub fn replay(
                 })
             });
             let state = Rc::new(RefCell::new(reader.then(|| Scoring {
-                prequential: Prequential::new(&spec, &variants, k, plan),
+                prequential: Prequential::new(&spec, &variants, k, knn_seeds, plan),
                 latency: LatencyHistogram::default(),
                 slice_latency: (0..plan.slices).map(|_| LatencyHistogram::default()).collect(),
             })));

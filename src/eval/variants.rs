@@ -1,10 +1,10 @@
 //! What an evaluation compares: the configured pipeline, the same pipeline with only its
-//! short-term or only its long-term preference, two popularity baselines, and any number of
-//! other pipeline files.
+//! short-term or only its long-term preference, two popularity baselines, two item-kNN baselines,
+//! and any number of other pipeline files.
 //!
 //! The pipeline variants are real dataflows (one [`crate::dataflow::build`] each, fed by the
-//! same ingested events); the popularity baselines are kept by the evaluator from the same
-//! events, since the dataflow has no output that is a plain popularity list.
+//! same ingested events); the baselines are kept by the evaluator from the same events, exactly
+//! and independently of the dataflow.
 
 use crate::spec::{Exclude, Pipeline};
 
@@ -17,6 +17,12 @@ pub enum Model {
     GlobalPopularity,
     /// The `k` items with the most events in the last `popular_window`, excluded items skipped.
     WindowedPopularity,
+    /// Item-kNN over all co-occurrences so far, seeded by the user's most recent items
+    /// ([`super::knn`]); `recent` weights older seeds down.
+    ItemKnn {
+        /// Whether older seeds count less (`item-knn-recent`).
+        recent: bool,
+    },
 }
 
 /// One model in the comparison.
@@ -30,13 +36,14 @@ pub struct Variant {
     pub model: Model,
 }
 
-/// The variants for evaluating `pipeline` with lists of `k` items, plus `compare`, a list of
+/// The variants for evaluating `pipeline` with lists of `k` items (the item-kNN baselines seeded
+/// by `knn_seeds` recent items), plus `compare`, a list of
 /// `(name, pipeline)` whose `[weights]` and `[recommend]` tables are evaluated on the same replay.
 ///
 /// Every dataflow variant gets `pipeline`'s `[source]` and `[time]` (so all of them see the same
 /// events at the same dataflow times), `k` as `recommend.k`, and no hot items. `pipeline` must
 /// have a `[recommend]` table; so must each compared pipeline (the caller checks).
-pub fn variants(pipeline: &Pipeline, k: usize, compare: &[(String, Pipeline)]) -> Vec<Variant> {
+pub fn variants(pipeline: &Pipeline, k: usize, knn_seeds: usize, compare: &[(String, Pipeline)]) -> Vec<Variant> {
     let base = |weights_from: &Pipeline, alpha_beta: Option<(f64, f64)>| {
         let mut variant = pipeline.clone();
         variant.hot_items = None;
@@ -84,6 +91,21 @@ pub fn variants(pipeline: &Pipeline, k: usize, compare: &[(String, Pipeline)]) -
             description: format!("most events since the start{exclusion}"),
             model: Model::GlobalPopularity,
         },
+        Variant {
+            name: "item-knn".into(),
+            description: format!(
+                "cosine over all co-occurrences so far, the user's {knn_seeds} most recent items as equal seeds{exclusion}"
+            ),
+            model: Model::ItemKnn { recent: false },
+        },
+        Variant {
+            name: "item-knn-recent".into(),
+            description: format!(
+                "item-knn with the r-th most recent seed weighted {}^r{exclusion}",
+                super::knn::RECENCY_DECAY
+            ),
+            model: Model::ItemKnn { recent: true },
+        },
     ];
     for (name, other) in compare {
         variants.push(Variant {
@@ -108,12 +130,15 @@ mod tests {
         .unwrap();
         let other =
             Pipeline::from_toml("[recommend]\nalpha = 0.1\n[weights]\nview = 2.0\n[time]\ntick = \"5s\"", "o").unwrap();
-        let all = variants(&pipeline, 3, &[("other".into(), other)]);
+        let all = variants(&pipeline, 3, 10, &[("other".into(), other)]);
         let names: Vec<&str> = all.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["blend", "short-term", "long-term", "windowed-pop", "global-pop", "other"]);
+        assert_eq!(
+            names,
+            ["blend", "short-term", "long-term", "windowed-pop", "global-pop", "item-knn", "item-knn-recent", "other"]
+        );
         let Model::Dataflow(blend) = &all[0].model else { panic!("blend is a dataflow") };
         let Model::Dataflow(short) = &all[1].model else { panic!("short-term is a dataflow") };
-        let Model::Dataflow(compared) = &all[5].model else { panic!("compared is a dataflow") };
+        let Model::Dataflow(compared) = &all[7].model else { panic!("compared is a dataflow") };
         let (b, s) = (blend.recommend.as_ref().unwrap(), short.recommend.as_ref().unwrap());
         assert_eq!((b.k, b.alpha, b.beta, s.alpha, s.beta), (3, 0.6, 0.4, 1.0, 0.0));
         assert!(blend.hot_items.is_none());
