@@ -110,6 +110,13 @@ const FIXTURE_EVENTS: &str = "\
 /// - global-pop: 7 hits: HR 0.7; NDCG (5 + 2 * 0.6309) / 10; MRR (5 + 2 * 0.5) / 10 = 0.6; empty
 ///   lists 2/10; coverage 3/3.
 /// - windowed-pop: 6 hits: HR 0.6; NDCG (5 + 0.6309) / 10; MRR 5.5 / 10; coverage 3/3.
+/// - item-knn (cosine over all co-occurrences before t, the user's 10 most recent items as seeds,
+///   seen items skipped): (2,2)@4: seed 1, c(1,2) = 1, n = 1:2, 2:1: [2]: hit 1. (3,1)@7: seed 3,
+///   sim(3,1) = sim(3,2) = 1/sqrt(2*2): a tie, [1, 2]: hit 1. (2,3)@8: seeds 2, 1; 3 is the only
+///   unseen candidate: [3]: hit 1. (4,2)@11: seed 3, sim(3,1) = 3/sqrt(4*3) = 0.87 above
+///   sim(3,2) = 2/sqrt(4*2) = 0.71: [1, 2]: hit 2. (1,2)@2 and (1,3)@6 have seeds but no unseen
+///   candidate, the others no seeds: empty lists 6/10. HR 0.4; NDCG (3 + 0.6309) / 10; MRR 0.35;
+///   coverage 3/3. item-knn-recent ranks no list differently here.
 /// - short-term and long-term: the same lists as the blend (every event is inside the 1 h
 ///   window, so the short-term and long-term preferences are equal).
 #[test]
@@ -145,6 +152,14 @@ fn metrics_match_a_hand_computed_fixture() {
         assert_eq!(windowed.hits, 6);
         close(windowed.ndcg, (5.0 + rank2) / 10.0, "windowed ndcg");
         close(windowed.mrr, 0.55, "windowed mrr");
+        for name in ["item-knn", "item-knn-recent"] {
+            let knn = &model(&report, name).overall;
+            assert_eq!((knn.events, knn.hits), (10, 4), "{name}");
+            close(knn.ndcg, (3.0 + rank2) / 10.0, name);
+            close(knn.mrr, 0.35, name);
+            close(knn.no_list, 0.6, name);
+            close(knn.coverage, 1.0, name);
+        }
     }
     // The replay is in event-time order whatever the file's order.
     let reversed = dir.join("reversed.csv");
@@ -262,7 +277,7 @@ fn metrics_are_the_same_for_any_worker_count() {
     let one = evaluate(&pipeline, &options, config(1)).unwrap().unwrap();
     let three = evaluate(&pipeline, &options, config(3)).unwrap().unwrap();
     assert_eq!(one.evaluation, three.evaluation);
-    assert_eq!(one.evaluation.results.len(), 6);
+    assert_eq!(one.evaluation.results.len(), 8);
     assert_eq!(model(&one, "short-only").overall, model(&one, "short-term").overall);
     assert_eq!(model(&one, "short-only").slices, model(&one, "short-term").slices);
     assert_ne!(model(&one, "blend").overall, model(&one, "short-term").overall);
@@ -295,7 +310,7 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], recflow::eval::report::CSV_HEADER);
-    assert_eq!(lines.len(), 1 + 5 * 3, "5 models, each overall and 2 slices");
+    assert_eq!(lines.len(), 1 + 7 * 3, "7 models, each overall and 2 slices");
     assert!(lines[1].starts_with("blend,all,1,11,10,3,0.300000,"), "{}", lines[1]);
     assert!(lines.iter().any(|l| l.starts_with("global-pop,all,1,11,10,7,0.700000,") && l.ends_with(",,")));
     let latency = std::fs::read_to_string(out.join("latency.csv")).unwrap();
