@@ -500,6 +500,17 @@ pub enum Exclude {
     None,
 }
 
+/// Which of a user's items seed their scores.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Seeds {
+    /// The `top_preferences` items with the highest blended preference, weighted by it.
+    Preference,
+    /// The `top_preferences` most recently touched items with a positive preference, the `r`-th
+    /// most recent weighted by its preference times `recency_decay^r`.
+    Recent,
+}
+
 /// The `[recommend]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -514,8 +525,12 @@ pub struct RecommendSpec {
     pub alpha: f64,
     /// Weight of the long-term preference in the blend.
     pub beta: f64,
-    /// How many of a user's most preferred items seed their scores (M).
+    /// How many of a user's items seed their scores (M).
     pub top_preferences: usize,
+    /// Which items seed a user's scores: the most preferred or the most recent.
+    pub seeds: Seeds,
+    /// With `seeds = "recent"`: each older seed's weight relative to the next more recent one.
+    pub recency_decay: f64,
     /// Which items are never recommended to a user.
     pub exclude: Exclude,
     /// How many of each user's most recent items count for co-occurrence.
@@ -535,6 +550,8 @@ impl Default for RecommendSpec {
             alpha: 0.7,
             beta: 0.3,
             top_preferences: 20,
+            seeds: Seeds::Preference,
+            recency_decay: 0.8,
             exclude: Exclude::Seen,
             history: 50,
             similarity: SimilaritySpec::default(),
@@ -931,6 +948,15 @@ impl Pipeline {
             }
             if rec.top_preferences == 0 {
                 return bad("recommend.top_preferences", "must be at least 1".into());
+            }
+            if !(rec.recency_decay > 0.0 && rec.recency_decay <= 1.0) {
+                return bad(
+                    "recommend.recency_decay",
+                    format!(
+                        "{} is not a decay; use a number in (0, 1], such as 0.8 (1 weights all seeds alike)",
+                        rec.recency_decay
+                    ),
+                );
             }
             if rec.history < 2 {
                 return bad("recommend.history", "co-occurrence needs at least 2 items per user".into());

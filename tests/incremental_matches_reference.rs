@@ -251,3 +251,24 @@ fn session_window_one_and_four_workers() {
         assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
     }
 }
+
+/// Seeds chosen by recency: a user's most recently touched items, older ones weighted down.
+fn recent_seeds(toml: &str) -> String {
+    toml.replace("top_preferences = 3", "top_preferences = 3\nseeds = \"recent\"\nrecency_decay = 0.6")
+}
+
+#[test]
+fn recent_seeds_sliding_window_one_and_four_workers() {
+    for seed in 30..32 {
+        let one = check(&recent_seeds(SLIDING), seed, 1);
+        let four = check(&recent_seeds(SLIDING), seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}
+
+#[test]
+fn recent_seeds_session_window() {
+    for seed in 40..42 {
+        check(&recent_seeds(SESSIONS), seed, 1);
+    }
+}

@@ -1,7 +1,9 @@
 //! User-item scores and per-user top-k lists.
 //!
-//! `score(u, j) = Σ pref(u, i) · sim(i, j)` over the user's `top_preferences` most preferred items
-//! `i`; excluded pairs never appear. Users with fewer than `k` scored candidates are filled from
+//! `score(u, j) = Σ w(u, i) · sim(i, j)` over the user's seeds `i`: their `top_preferences` most
+//! preferred items with `w = pref(u, i)`, or with `seeds = "recent"` their `top_preferences` most
+//! recently touched items with a positive preference and `w = pref(u, i) · recency_decay^r` for
+//! the `r`-th most recent; excluded pairs never appear. Users with fewer than `k` scored candidates are filled from
 //! the windowed popular items (a pool of `4k`, refreshed with the similarity cadence).
 //!
 //! Ranking: scored items by score desc, then item asc; then fill-ins by popularity (count desc,
@@ -39,7 +41,7 @@ use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::results::{Because, RecItem, SCORE_SCALE};
 use crate::source::StreamEnd;
-use crate::spec::{RecommendSpec, ShortTermWindow};
+use crate::spec::{RecommendSpec, Seeds, ShortTermWindow};
 
 /// How many popular items the fallback pool holds, per `k`.
 pub const POOL_PER_K: usize = 4;
@@ -71,6 +73,36 @@ enum UserInput {
     /// Re-score every user (on every worker): a user was forgotten, and the similarity table and
     /// popular pool no longer hold what their events gave them.
     RescoreAll,
+}
+
+/// Which of a user's items seed their scores, and with what weight.
+#[derive(Clone, Copy, Debug)]
+pub struct Seeding {
+    /// How many seeds (M).
+    pub count: usize,
+    /// Most preferred or most recent.
+    pub rule: Seeds,
+    /// With [`Seeds::Recent`]: each older seed's weight relative to the next, in thousandths.
+    pub decay: i64,
+}
+
+impl Seeding {
+    /// The seeding of `spec`.
+    pub fn of(spec: &RecommendSpec) -> Seeding {
+        Seeding { count: spec.top_preferences, rule: spec.seeds, decay: crate::spec::to_milli(spec.recency_decay) }
+    }
+
+    /// The weights of the `r`-th most recent seed relative to the most recent, in millionths:
+    /// `decay^r`, rounded down at every step.
+    ///
+    /// ```
+    /// use recflow::dataflow::recommend::Seeding;
+    /// let seeding = Seeding { count: 3, rule: recflow::spec::Seeds::Recent, decay: 800 };
+    /// assert_eq!(seeding.recency_factors(), [1_000_000, 800_000, 640_000]);
+    /// ```
+    pub fn recency_factors(&self) -> Vec<i64> {
+        std::iter::successors(Some(SCORE_SCALE), |f| Some(f * self.decay / 1_000)).take(self.count).collect()
+    }
 }
 
 /// Session windows: when a user's session closes, and when its events can be forgotten.
@@ -143,7 +175,7 @@ pub fn recommendations<'scope>(
         ShortTermWindow::Session { gap } => Some(Sessions { gap: gap.millis(), lateness, tick }),
         _ => None,
     };
-    score_users(per_user.concat(shared), spec.k, spec.top_preferences, sessions, explain).as_collection()
+    score_users(per_user.concat(shared), spec.k, Seeding::of(spec), sessions, explain).as_collection()
 }
 
 /// What the users operator keeps per user.
@@ -159,6 +191,9 @@ struct UserState {
     session_last: Option<u64>,
     /// Exclusion marks per item.
     excluded: HashMap<Id, i64>,
+    /// With recent seeds: the event times of each item's touches in the long-term horizon (a
+    /// multiset).
+    touches: HashMap<Id, BTreeMap<u64, i64>>,
     /// The top preferences the current list was computed from.
     seeds: Vec<(Id, i64)>,
     /// The list last reported.
@@ -220,6 +255,50 @@ impl UserState {
         }
     }
 
+    /// The user's seeds under `seeding`, with their weights.
+    fn seeds(&self, seeding: &Seeding, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
+        match seeding.rule {
+            Seeds::Preference => self.top_preferences(seeding.count, session),
+            Seeds::Recent => self.recent_preferences(seeding, session),
+        }
+    }
+
+    /// Counts a touch of `item` at `ts` in (`diff` 1) or out (`diff` -1).
+    fn touch(&mut self, item: &Id, ts: u64, diff: i64) {
+        let times = self.touches.entry(item.clone()).or_default();
+        let count = times.entry(ts).or_default();
+        *count += diff;
+        if *count == 0 {
+            times.remove(&ts);
+            if times.is_empty() {
+                self.touches.remove(item);
+            }
+        }
+    }
+
+    /// The `seeding.count` most recently touched items with a positive preference (latest touch
+    /// desc, item asc), session parts included, each weighted by its preference times
+    /// `decay^r` for the `r`-th most recent.
+    fn recent_preferences(&self, seeding: &Seeding, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
+        let mut combined: HashMap<&Id, i64> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
+        for (item, part) in session {
+            *combined.entry(item).or_default() += part;
+        }
+        let latest = |item: &Id| self.touches.get(item).and_then(|t| t.keys().next_back().copied()).unwrap_or(0);
+        let mut ranked: Vec<(std::cmp::Reverse<u64>, &Id, i64)> = combined
+            .into_iter()
+            .filter(|(_, p)| *p > 0)
+            .map(|(item, p)| (std::cmp::Reverse(latest(item)), item, p))
+            .collect();
+        keep_best(&mut ranked, seeding.count);
+        ranked
+            .into_iter()
+            .zip(seeding.recency_factors())
+            .map(|((_, item, p), factor)| (item.clone(), score_term(p, factor)))
+            .filter(|(_, weight)| *weight > 0)
+            .collect()
+    }
+
     /// The `m` items with the highest positive preference (preference desc, item asc), session
     /// parts included.
     fn top_preferences(&self, m: usize, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
@@ -254,7 +333,7 @@ type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<
 fn score_users(
     updates: UserUpdates<'_>,
     k: usize,
-    top_m: usize,
+    seeding: Seeding,
     sessions: Option<Sessions>,
     explain: bool,
 ) -> ListUpdates<'_> {
@@ -290,6 +369,9 @@ fn score_users(
                                     add(&mut state.short_term, &part.item, part.short * diff as i64);
                                 }
                                 let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
+                                if let (Seeds::Recent, Some(ts)) = (seeding.rule, part.touch) {
+                                    state.touch(&part.item, ts, diff as i64);
+                                }
                                 if let (Some(short), Some(ts)) = (part.session, part.touch) {
                                     if diff > 0 {
                                         state.session_events.entry(ts).or_default().push((part.item.clone(), short));
@@ -333,7 +415,7 @@ fn score_users(
                             }
                             None => HashMap::default(),
                         };
-                        let seeds = state.top_preferences(top_m, &session_parts);
+                        let seeds = state.seeds(&seeding, &session_parts);
                         if seeds != state.seeds || exclusions_changed || rescore_all {
                             state.seeds = seeds;
                             let explained = explain.then_some(&session_parts);
@@ -352,6 +434,7 @@ fn score_users(
                             && state.excluded.is_empty()
                             && state.reported.is_empty()
                             && state.session_events.is_empty()
+                            && state.touches.is_empty()
                         {
                             users.remove(&user);
                         }
@@ -422,16 +505,18 @@ fn because(
     let mut reasons: Vec<Because> = state
         .seeds
         .iter()
-        .filter_map(|(seed, preference)| {
+        .filter_map(|(seed, weight)| {
             let row = similar.get(seed)?;
             let &(_, similarity) = row.iter().find(|(neighbour, _)| neighbour == item)?;
-            let short_term = state.short_term.get(seed).copied().unwrap_or(0) + session.get(seed).copied().unwrap_or(0);
+            let session = session.get(seed).copied().unwrap_or(0);
+            let short_term = state.short_term.get(seed).copied().unwrap_or(0) + session;
+            let preference = state.preferences.get(seed).copied().unwrap_or(0) + session;
             Some(Because {
                 item: seed.clone(),
                 short_term,
                 long_term: preference - short_term,
                 similarity,
-                contribution: score_term(*preference, similarity),
+                contribution: score_term(*weight, similarity),
             })
         })
         .collect();

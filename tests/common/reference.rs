@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use recflow::event::{Action, Event, Id};
-use recflow::spec::{Exclude, Horizon, Measure, Pipeline, ShortTermWindow};
+use recflow::spec::{Exclude, Horizon, Measure, Pipeline, Seeds, ShortTermWindow};
 
 /// An accepted event with the dataflow time it entered at.
 #[derive(Clone, Debug)]
@@ -94,6 +94,8 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
     let beta = (spec.beta * 1000.0).round() as i64;
     let mut preference: BTreeMap<(Id, Id), i64> = BTreeMap::new();
     let mut excluded: BTreeSet<(Id, Id)> = BTreeSet::new();
+    // The latest touch of each (user, item) in the long-term horizon, for recent seeds.
+    let mut latest: BTreeMap<(Id, Id), u64> = BTreeMap::new();
     // With session windows: each user's events (ts, item, weight), for their current session.
     let mut sessions: BTreeMap<Id, Vec<(u64, Id, i64)>> = BTreeMap::new();
     for Timed { event, .. } in accepted.iter().filter(|t| t.time <= at) {
@@ -114,6 +116,8 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
         let long = in_horizon(spec.long_term, event.ts, tick, at);
         if long {
             p += beta * w;
+            let touch = latest.entry(key.clone()).or_insert(event.ts);
+            *touch = (*touch).max(event.ts);
         }
         *preference.entry(key.clone()).or_default() += p;
         let rule = match spec.exclude {
@@ -152,9 +156,26 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
     for (user, item) in excluded {
         inputs.entry(user).or_default().1.insert(item);
     }
-    for (seeds, _) in inputs.values_mut() {
-        seeds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        seeds.truncate(spec.top_preferences);
+    for (user, (seeds, _)) in inputs.iter_mut() {
+        match spec.seeds {
+            Seeds::Preference => {
+                seeds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                seeds.truncate(spec.top_preferences);
+            }
+            Seeds::Recent => {
+                let touched = |item: &Id| latest.get(&(user.clone(), item.clone())).copied().unwrap_or(0);
+                seeds.sort_by(|a, b| touched(&b.0).cmp(&touched(&a.0)).then(a.0.cmp(&b.0)));
+                seeds.truncate(spec.top_preferences);
+                // The r-th most recent weighs decay^r (millionths, rounded down at every step).
+                let decay = (spec.recency_decay * 1000.0).round() as i64;
+                let mut factor: i64 = 1_000_000;
+                for (_, p) in seeds.iter_mut() {
+                    *p = ((*p as i128 * factor as i128) / 1_000_000) as i64;
+                    factor = factor * decay / 1000;
+                }
+                seeds.retain(|(_, p)| *p > 0);
+            }
+        }
     }
     inputs
 }
