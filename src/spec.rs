@@ -511,6 +511,19 @@ pub enum Seeds {
     Recent,
 }
 
+/// Which pairs of a user's items count as co-occurring.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CoOccurrence {
+    /// Every pair within the user's current `history` most recently touched items: a pair
+    /// leaves when one of its items slides out of the history.
+    History,
+    /// Pairs accumulate over the long-term horizon: an item the user starts touching pairs with
+    /// each of the `history` items they started touching just before it, and the pair counts
+    /// while both stay in the horizon.
+    Horizon,
+}
+
 /// The `[recommend]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -535,6 +548,9 @@ pub struct RecommendSpec {
     pub exclude: Exclude,
     /// How many of each user's most recent items count for co-occurrence.
     pub history: usize,
+    /// Which pairs of a user's items co-occur: within the current history, or accumulated over
+    /// the long-term horizon.
+    pub co_occurrence: CoOccurrence,
     /// The item-to-item similarity.
     pub similarity: SimilaritySpec,
     /// Window of the popularity fallback (item event counts over the last `popular_window`).
@@ -554,6 +570,7 @@ impl Default for RecommendSpec {
             recency_decay: 0.8,
             exclude: Exclude::Seen,
             history: 50,
+            co_occurrence: CoOccurrence::History,
             similarity: SimilaritySpec::default(),
             popular_window: Span(3_600_000),
         }
@@ -958,8 +975,17 @@ impl Pipeline {
                     ),
                 );
             }
-            if rec.history < 2 {
-                return bad("recommend.history", "co-occurrence needs at least 2 items per user".into());
+            if rec.history < 2 && rec.co_occurrence == CoOccurrence::History {
+                return bad(
+                    "recommend.history",
+                    "co-occurrence within a history needs at least 2 items per user".into(),
+                );
+            }
+            if rec.history == 0 {
+                return bad(
+                    "recommend.history",
+                    "an item must pair with at least the one entered before it; use 1 or more".into(),
+                );
             }
             if rec.similarity.neighbours == 0 {
                 return bad("recommend.similarity.neighbours", "must be at least 1".into());

@@ -272,3 +272,34 @@ fn recent_seeds_session_window() {
         check(&recent_seeds(SESSIONS), seed, 1);
     }
 }
+
+/// Co-occurrence accumulated over the long-term horizon instead of within the sliding history.
+fn horizon_pairs(toml: &str) -> String {
+    toml.replace("history = ", "co_occurrence = \"horizon\"\nhistory = ")
+}
+
+#[test]
+fn horizon_co_occurrence_sliding_window_one_and_four_workers() {
+    for seed in 50..53 {
+        let one = check(&horizon_pairs(SLIDING), seed, 1);
+        let four = check(&horizon_pairs(SLIDING), seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}
+
+#[test]
+fn horizon_co_occurrence_all_history_recent_seeds() {
+    for seed in 60..62 {
+        let one = check(
+            &recent_seeds(&horizon_pairs(TUMBLING.replace("top_preferences = 4", "top_preferences = 3").as_str())),
+            seed,
+            1,
+        );
+        let four = check(
+            &recent_seeds(&horizon_pairs(TUMBLING.replace("top_preferences = 4", "top_preferences = 3").as_str())),
+            seed,
+            4,
+        );
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}

@@ -69,7 +69,8 @@ pub fn build<'scope>(
     if let Some(spec) = &pipeline.recommend {
         let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick, end.clone());
         let touches = contributions.clone().flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
-        let similar = similarity::item_similarity(touches, spec.history, &spec.similarity, tick, end.clone());
+        let pairing = similarity::Pairing { rule: spec.co_occurrence, len: spec.history };
+        let similar = similarity::item_similarity(touches, pairing, &spec.similarity, tick, end.clone());
         let recs = recommend::recommendations(
             events,
             contributions,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use recflow::event::{Action, Event, Id};
-use recflow::spec::{Exclude, Horizon, Measure, Pipeline, Seeds, ShortTermWindow};
+use recflow::spec::{CoOccurrence, Exclude, Horizon, Measure, Pipeline, Seeds, ShortTermWindow};
 
 /// An accepted event with the dataflow time it entered at.
 #[derive(Clone, Debug)]
@@ -218,29 +218,49 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
-    let mut last_touch: BTreeMap<(Id, Id), u64> = BTreeMap::new();
-    for Timed { event, time } in accepted {
-        let Some(user_at) = last_refresh(&event.user, as_of, refresh, tick) else { continue };
-        if *time <= user_at && in_horizon(spec.long_term, event.ts, tick, user_at) {
-            let entry = last_touch.entry((event.user.clone(), event.item.clone())).or_insert(0);
-            *entry = (*entry).max(event.ts);
-        }
-    }
-    let mut by_user: BTreeMap<Id, Vec<(u64, Id)>> = BTreeMap::new();
-    for ((user, item), ts) in last_touch {
-        by_user.entry(user).or_default().push((ts, item));
-    }
     let mut users_of: BTreeMap<Id, i64> = BTreeMap::new();
     let mut both: BTreeMap<(Id, Id), i64> = BTreeMap::new();
-    for (_, mut touched) in by_user {
-        touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let items: Vec<Id> = touched.into_iter().take(spec.history).map(|(_, i)| i).collect();
-        for i in &items {
+    let mut count = |items: &[Id], pairs: &[(Id, Id)]| {
+        for i in items {
             *users_of.entry(i.clone()).or_default() += 1;
-            for j in &items {
-                if i != j {
-                    *both.entry((i.clone(), j.clone())).or_default() += 1;
+        }
+        for pair in pairs {
+            *both.entry(pair.clone()).or_default() += 1;
+        }
+    };
+    match spec.co_occurrence {
+        CoOccurrence::History => {
+            let mut last_touch: BTreeMap<(Id, Id), u64> = BTreeMap::new();
+            for Timed { event, time } in accepted {
+                let Some(user_at) = last_refresh(&event.user, as_of, refresh, tick) else { continue };
+                if *time <= user_at && in_horizon(spec.long_term, event.ts, tick, user_at) {
+                    let entry = last_touch.entry((event.user.clone(), event.item.clone())).or_insert(0);
+                    *entry = (*entry).max(event.ts);
                 }
+            }
+            let mut by_user: BTreeMap<Id, Vec<(u64, Id)>> = BTreeMap::new();
+            for ((user, item), ts) in last_touch {
+                by_user.entry(user).or_default().push((ts, item));
+            }
+            for (_, mut touched) in by_user {
+                touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let items: Vec<Id> = touched.into_iter().take(spec.history).map(|(_, i)| i).collect();
+                let pairs: Vec<(Id, Id)> = items
+                    .iter()
+                    .flat_map(|i| items.iter().filter(move |j| *j != i).map(move |j| (i.clone(), j.clone())))
+                    .collect();
+                count(&items, &pairs);
+            }
+        }
+        CoOccurrence::Horizon => {
+            let mut by_user: BTreeMap<Id, Vec<(u64, u64, Id)>> = BTreeMap::new();
+            for Timed { event, time } in accepted {
+                by_user.entry(event.user.clone()).or_default().push((*time, event.ts, event.item.clone()));
+            }
+            for (user, touches) in by_user {
+                let Some(user_at) = last_refresh(&user, as_of, refresh, tick) else { continue };
+                let (items, pairs) = horizon_pairs(pipeline, &user, &touches, user_at);
+                count(&items, &pairs);
             }
         }
     }
@@ -261,6 +281,57 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         list.truncate(spec.similarity.neighbours);
     }
     neighbours
+}
+
+/// With horizon co-occurrence, one user's items in the horizon and their ordered pairs as of the
+/// user's phase time `user_at`, from their touches `(dataflow time, ts, item)`.
+///
+/// Replays the user's phase times: at each, the items whose touches are all gone leave, and the
+/// items that now have a touch and had none enter, earliest latest touch first (then item), each
+/// taking the next entry number. At `user_at` two items pair when both are in the horizon and
+/// their entry numbers are at most `history` apart.
+fn horizon_pairs(pipeline: &Pipeline, user: &Id, touches: &[(u64, u64, Id)], user_at: u64) -> (Vec<Id>, Vec<(Id, Id)>) {
+    let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
+    let tick = pipeline.time.tick.millis();
+    let refresh = spec.similarity.refresh.millis();
+    let next = |t: u64| recflow::dataflow::similarity::next_refresh(user, t, refresh, tick);
+    let expiry = |ts: u64| match spec.long_term {
+        Horizon::All => u64::MAX,
+        Horizon::Retention(span) => ceil_to(ts + span.millis(), tick),
+    };
+    let mut batches: BTreeSet<u64> = BTreeSet::new();
+    for (time, ts, _) in touches {
+        batches.insert(next(*time));
+        if expiry(*ts) != u64::MAX {
+            batches.insert(next((*time).max(expiry(*ts))));
+        }
+    }
+    let mut entered: BTreeMap<Id, u64> = BTreeMap::new();
+    let mut entries = 0;
+    for b in batches.into_iter().filter(|b| *b <= user_at) {
+        let mut latest: BTreeMap<Id, u64> = BTreeMap::new();
+        for (_, ts, item) in touches.iter().filter(|(time, ts, _)| *time <= b && expiry(*ts) > b) {
+            let l = latest.entry(item.clone()).or_insert(*ts);
+            *l = (*l).max(*ts);
+        }
+        entered.retain(|item, _| latest.contains_key(item));
+        let mut entering: Vec<(u64, Id)> =
+            latest.into_iter().filter(|(item, _)| !entered.contains_key(item)).map(|(i, l)| (l, i)).collect();
+        entering.sort();
+        for (_, item) in entering {
+            entered.insert(item, entries);
+            entries += 1;
+        }
+    }
+    let mut pairs = Vec::new();
+    for (i, a) in &entered {
+        for (j, b) in &entered {
+            if i != j && a.abs_diff(*b) <= spec.history as u64 {
+                pairs.push((i.clone(), j.clone()));
+            }
+        }
+    }
+    (entered.into_keys().collect(), pairs)
 }
 
 /// A user's list from their inputs and the tables.

@@ -1,4 +1,4 @@
-//! Item-to-item similarity from co-occurrence in users' recent histories, refreshed on a coarser
+//! Item-to-item similarity from co-occurrence of items in users' touches, refreshed on a coarser
 //! event-time cadence (every `refresh`), keeping the `neighbours` most similar items per item
 //! (similarity desc, then item asc) among items sharing at least `min_support` users.
 //!
@@ -11,10 +11,14 @@
 //!
 //! Two operators keep it so with work proportional to what changed:
 //!
-//! 1. **Histories** (per user): from each user's item touches, their `history` most recently
-//!    touched items (ties: item asc), and from the changes to that history the changes to
-//!    co-occurrence pairs `(i, j)` and to item user counts `n_i` (the self-join of histories,
-//!    done in place).
+//! 1. **Histories** (per user): from each user's item touches, the changes to co-occurrence pairs
+//!    `(i, j)` and to item user counts `n_i`. With `co_occurrence = "history"`, pairs are those
+//!    within the user's `history` most recently touched items (ties: item asc), and `n_i` counts
+//!    the histories holding `i` (the self-join of histories, done in place). With `"horizon"`,
+//!    each item the user starts touching takes the user's next entry number and pairs with the
+//!    items in the horizon whose entry numbers are at most `history` below its own; a pair counts
+//!    until either item leaves the horizon, and `n_i` counts the users with `i` in the horizon.
+//!    Either way an event changes at most about `2 * history` pairs.
 //! 2. **Rows** (per item, with all `n` on every worker): co-occurrence rows `c(i, ·)`; at each
 //!    refresh, re-ranks exactly the rows whose counts changed or whose items' `n` changed (found
 //!    through a local reverse index), and emits only the rows' changes.
@@ -38,7 +42,7 @@ use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::results::SCORE_SCALE;
 use crate::source::StreamEnd;
-use crate::spec::{Measure, SimilaritySpec};
+use crate::spec::{CoOccurrence, Measure, SimilaritySpec};
 
 mod rows;
 use rows::{rank_rows, RowInput};
@@ -83,11 +87,20 @@ pub type Neighbours = Vec<(Id, i64)>;
 /// sending only the new row halves what is broadcast to every worker.
 pub type RowUpserts<'scope> = Updates<'scope, (Id, Neighbours)>;
 
-/// `(item, neighbours)` rows from `(user, (item, ts))` touches, using each user's `history_len`
-/// most recently touched items, as [`RowUpserts`].
+/// Which of a user's items pair up for co-occurrence.
+#[derive(Clone, Copy, Debug)]
+pub struct Pairing {
+    /// Within the current history, or accumulated over the horizon.
+    pub rule: CoOccurrence,
+    /// The history length, or how many items entered before an item it pairs with.
+    pub len: usize,
+}
+
+/// `(item, neighbours)` rows from `(user, (item, ts))` touches, pairing each user's items as
+/// `pairing` says, as [`RowUpserts`].
 pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
-    history_len: usize,
+    pairing: Pairing,
     spec: &SimilaritySpec,
     spec_tick: Time,
     end: StreamEnd,
@@ -99,7 +112,7 @@ pub fn item_similarity<'scope>(
         move |(user, _): &(Id, (Id, u64)), t| next_refresh(user, t, refresh, tick),
         end,
     );
-    let changes = co_occurrence(touches.inner, history_len);
+    let changes = co_occurrence(touches.inner, pairing);
     let (pairs, users): (Updates<'scope, RowInput>, Updates<'scope, RowInput>) =
         changes.ok_err(|update| match update.0 {
             RowInput::Pairs(..) => Ok(update),
@@ -119,9 +132,61 @@ struct UserHistory {
     touches: HashMap<Id, BTreeMap<u64, i64>>,
     /// The current history: the most recently touched items.
     history: BTreeSet<Id>,
+    /// With horizon co-occurrence: the entry number of each item in the horizon...
+    entered: HashMap<Id, u64>,
+    /// ... and the items by entry number.
+    by_entry: BTreeMap<u64, Id>,
+    /// The next entry number.
+    entries: u64,
 }
 
 impl UserHistory {
+    /// With horizon co-occurrence: takes in that `changed` items may have entered or left the
+    /// horizon. A leaving item unpairs from every item still in the horizon whose entry number is
+    /// within `len` of its own; then each entering item, by latest touch (earliest first, then
+    /// item asc), takes the next entry number and pairs with the items in the horizon among the
+    /// `len` entries before it.
+    fn enter_and_leave(&mut self, mut changed: Vec<Id>, len: usize, mut give: impl FnMut(RowInput, isize)) {
+        changed.sort();
+        changed.dedup();
+        let mut pairs: BTreeMap<Id, Vec<(Id, i64)>> = BTreeMap::new();
+        let mut pair = |a: &Id, b: &Id, sign: i64| {
+            pairs.entry(a.clone()).or_default().push((b.clone(), sign));
+            pairs.entry(b.clone()).or_default().push((a.clone(), sign));
+        };
+        let len = len as u64;
+        let mut entering: Vec<(u64, Id)> = Vec::new();
+        for item in changed {
+            let latest = self.touches.get(&item).and_then(|times| times.keys().next_back().copied());
+            match (self.entered.get(&item).copied(), latest) {
+                (Some(entry), None) => {
+                    self.entered.remove(&item);
+                    self.by_entry.remove(&entry);
+                    for (_, other) in self.by_entry.range(entry.saturating_sub(len)..=entry.saturating_add(len)) {
+                        pair(&item, other, -1);
+                    }
+                    give(RowInput::Users(item), -1);
+                }
+                (None, Some(latest)) => entering.push((latest, item)),
+                _ => {}
+            }
+        }
+        entering.sort();
+        for (_, item) in entering {
+            let entry = self.entries;
+            self.entries += 1;
+            for (_, other) in self.by_entry.range(entry.saturating_sub(len)..entry) {
+                pair(&item, other, 1);
+            }
+            self.entered.insert(item.clone(), entry);
+            self.by_entry.insert(entry, item.clone());
+            give(RowInput::Users(item), 1);
+        }
+        for (item, changes) in pairs {
+            give(RowInput::Pairs(item, changes), 1);
+        }
+    }
+
     /// The `len` most recently touched items (latest touch desc, item asc).
     fn recent(&self, len: usize) -> BTreeSet<Id> {
         let mut latest: Vec<(std::cmp::Reverse<u64>, &Id)> = self
@@ -169,7 +234,7 @@ fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(
 }
 
 /// Stage 1: per user, histories from touches, and the pair and item-count changes they cause.
-fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> Updates<'_, RowInput> {
+fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, pairing: Pairing) -> Updates<'_, RowInput> {
     let mut inbox: Inbox<(Id, (Id, u64))> = Inbox::default();
     let mut users: HashMap<Id, UserHistory> = HashMap::default();
     touches.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -180,6 +245,7 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> U
                 inbox.absorb(input);
                 while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     let mut touched: Vec<Id> = Vec::with_capacity(updates.len());
+                    let mut changed: HashMap<Id, Vec<Id>> = HashMap::default();
                     for ((user, (item, ts)), diff) in updates {
                         let state = users.entry(user.clone()).or_default();
                         let times = state.touches.entry(item.clone()).or_default();
@@ -191,6 +257,9 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> U
                                 state.touches.remove(&item);
                             }
                         }
+                        if pairing.rule == CoOccurrence::Horizon {
+                            changed.entry(user.clone()).or_default().push(item);
+                        }
                         touched.push(user);
                     }
                     touched.sort();
@@ -198,12 +267,21 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, history_len: usize) -> U
                     let mut session = output.session(&capability);
                     for user in touched {
                         let Some(state) = users.get_mut(&user) else { continue };
-                        let recent = state.recent(history_len);
-                        if recent != state.history {
-                            history_changes(&state.history, &recent, |change, diff| session.give((change, time, diff)));
-                            state.history = recent;
+                        let give = |change, diff| session.give((change, time, diff));
+                        match pairing.rule {
+                            CoOccurrence::History => {
+                                let recent = state.recent(pairing.len);
+                                if recent != state.history {
+                                    history_changes(&state.history, &recent, give);
+                                    state.history = recent;
+                                }
+                            }
+                            CoOccurrence::Horizon => {
+                                let items = changed.remove(&user).unwrap_or_default();
+                                state.enter_and_leave(items, pairing.len, give);
+                            }
                         }
-                        if state.touches.is_empty() && state.history.is_empty() {
+                        if state.touches.is_empty() && state.history.is_empty() && state.entered.is_empty() {
                             users.remove(&user);
                         }
                     }
