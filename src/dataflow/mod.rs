@@ -49,6 +49,55 @@ pub fn build<'scope>(
     pipeline: &Pipeline,
     end: &StreamEnd,
 ) -> Coll<'scope, (ResultKey, ResultValue)> {
+    build_sharing(events, forgets, pipeline, end, &mut Shared::default())
+}
+
+/// Parts of the dataflow that several pipelines built on the same events can share: the
+/// similarity rows, which depend only on the events' touches, the long-term horizon, the tick
+/// and the co-occurrence and similarity settings, never on weights, windows or blend.
+#[derive(Default)]
+pub struct Shared<'scope> {
+    similarity: Vec<(String, similarity::RowUpserts<'scope>)>,
+}
+
+impl<'scope> Shared<'scope> {
+    /// The rows for `pipeline`'s settings, built from `touches` unless a pipeline with the same
+    /// settings built them already.
+    fn similarity(
+        &mut self,
+        touches: impl FnOnce() -> Coll<'scope, (Id, (Id, u64))>,
+        pipeline: &Pipeline,
+        end: &StreamEnd,
+    ) -> similarity::RowUpserts<'scope> {
+        let spec = pipeline.recommend.as_ref().expect("only pipelines that recommend have similarity");
+        let key = serde_json::json!([
+            spec.long_term,
+            spec.history,
+            spec.co_occurrence,
+            spec.similarity,
+            pipeline.time.tick
+        ])
+        .to_string();
+        if let Some((_, rows)) = self.similarity.iter().find(|(k, _)| *k == key) {
+            return rows.clone();
+        }
+        let pairing = similarity::Pairing { rule: spec.co_occurrence, len: spec.history };
+        let tick = pipeline.time.tick.millis();
+        let rows = similarity::item_similarity(touches(), pairing, &spec.similarity, tick, end.clone());
+        self.similarity.push((key, rows.clone()));
+        rows
+    }
+}
+
+/// [`build`], sharing what it can with the other pipelines built with the same `shared` on the
+/// same `events` (the evaluator's variants).
+pub fn build_sharing<'scope>(
+    events: Coll<'scope, Event>,
+    forgets: Option<Coll<'scope, Id>>,
+    pipeline: &Pipeline,
+    end: &StreamEnd,
+    shared: &mut Shared<'scope>,
+) -> Coll<'scope, (ResultKey, ResultValue)> {
     let tick = pipeline.time.tick.millis();
     let scope = events.scope();
     // Everything per event below (preference parts and their expiries, touches, popularity and
@@ -68,9 +117,9 @@ pub fn build<'scope>(
     }
     if let Some(spec) = &pipeline.recommend {
         let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick, end.clone());
-        let touches = contributions.clone().flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
-        let pairing = similarity::Pairing { rule: spec.co_occurrence, len: spec.history };
-        let similar = similarity::item_similarity(touches, pairing, &spec.similarity, tick, end.clone());
+        let touched = contributions.clone();
+        let touches = || touched.flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
+        let similar = shared.similarity(touches, pipeline, end);
         let recs = recommend::recommendations(
             events,
             contributions,

@@ -206,9 +206,11 @@ pub fn replay(
                     None,
                 );
                 let mut results = Vec::new();
+                let mut shared = dataflow::Shared::default();
                 for (index, variant) in variants.iter().enumerate() {
                     if let Model::Dataflow(variant_spec) = &variant.model {
-                        let built = dataflow::build(ingested.events.clone(), None, variant_spec, &end);
+                        let built =
+                            dataflow::build_sharing(ingested.events.clone(), None, variant_spec, &end, &mut shared);
                         results.push(built.map(move |(key, value)| (index, key, value)));
                     }
                 }
