@@ -551,6 +551,9 @@ pub struct RecommendSpec {
     /// Which pairs of a user's items co-occur: within the current history, or accumulated over
     /// the long-term horizon.
     pub co_occurrence: CoOccurrence,
+    /// With horizon co-occurrence: a pair of items entered `d` apart counts `pair_decay^(d-1)`
+    /// (1 counts every pair alike).
+    pub pair_decay: f64,
     /// The item-to-item similarity.
     pub similarity: SimilaritySpec,
     /// Window of the popularity fallback (item event counts over the last `popular_window`).
@@ -571,6 +574,7 @@ impl Default for RecommendSpec {
             exclude: Exclude::Seen,
             history: 50,
             co_occurrence: CoOccurrence::History,
+            pair_decay: 1.0,
             similarity: SimilaritySpec::default(),
             popular_window: Span(3_600_000),
         }
@@ -979,6 +983,21 @@ impl Pipeline {
                 return bad(
                     "recommend.history",
                     "co-occurrence within a history needs at least 2 items per user".into(),
+                );
+            }
+            if !(rec.pair_decay > 0.0 && rec.pair_decay <= 1.0) {
+                return bad(
+                    "recommend.pair_decay",
+                    format!(
+                        "{} is not a decay; use a number in (0, 1], such as 0.95 (1 counts every pair alike)",
+                        rec.pair_decay
+                    ),
+                );
+            }
+            if rec.pair_decay != 1.0 && rec.co_occurrence == CoOccurrence::History {
+                return bad(
+                    "recommend.pair_decay",
+                    "weights pairs by how far apart they entered, which only co_occurrence = \"horizon\" counts; set that or remove pair_decay".into(),
                 );
             }
             if rec.history == 0 {

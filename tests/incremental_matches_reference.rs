@@ -303,3 +303,15 @@ fn horizon_co_occurrence_all_history_recent_seeds() {
         assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
     }
 }
+
+/// Horizon pairs weighted down by how far apart their items entered.
+#[test]
+fn decayed_horizon_pairs_one_and_four_workers() {
+    let decayed = |toml: &str| horizon_pairs(toml).replace("history = ", "pair_decay = 0.7\nhistory = ");
+    for seed in 70..72 {
+        let one = check(&decayed(SLIDING), seed, 1);
+        let four = check(&decayed(SLIDING), seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+        check(&decayed(TUMBLING), seed, 1);
+    }
+}

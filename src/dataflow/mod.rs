@@ -74,6 +74,7 @@ impl<'scope> Shared<'scope> {
             spec.long_term,
             spec.history,
             spec.co_occurrence,
+            spec.pair_decay,
             spec.similarity,
             pipeline.time.tick
         ])
@@ -81,7 +82,7 @@ impl<'scope> Shared<'scope> {
         if let Some((_, rows)) = self.similarity.iter().find(|(k, _)| *k == key) {
             return rows.clone();
         }
-        let pairing = similarity::Pairing { rule: spec.co_occurrence, len: spec.history };
+        let pairing = similarity::Pairing::of(spec);
         let tick = pipeline.time.tick.millis();
         let rows = similarity::item_similarity(touches(), pairing, &spec.similarity, tick, end.clone());
         self.similarity.push((key, rows.clone()));

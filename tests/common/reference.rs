@@ -220,12 +220,18 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
     let refresh = spec.similarity.refresh.millis();
     let mut users_of: BTreeMap<Id, i64> = BTreeMap::new();
     let mut both: BTreeMap<(Id, Id), i64> = BTreeMap::new();
-    let mut count = |items: &[Id], pairs: &[(Id, Id)]| {
+    // Pair counts in units: one user's pair counts 1 within histories, 1000 (thousandths, times
+    // the pair's decay) over the horizon.
+    let unit = match spec.co_occurrence {
+        CoOccurrence::History => 1,
+        CoOccurrence::Horizon => 1000,
+    };
+    let mut count = |items: &[Id], pairs: &[((Id, Id), i64)]| {
         for i in items {
             *users_of.entry(i.clone()).or_default() += 1;
         }
-        for pair in pairs {
-            *both.entry(pair.clone()).or_default() += 1;
+        for (pair, weight) in pairs {
+            *both.entry(pair.clone()).or_default() += weight;
         }
     };
     match spec.co_occurrence {
@@ -245,9 +251,9 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
             for (_, mut touched) in by_user {
                 touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                 let items: Vec<Id> = touched.into_iter().take(spec.history).map(|(_, i)| i).collect();
-                let pairs: Vec<(Id, Id)> = items
+                let pairs: Vec<((Id, Id), i64)> = items
                     .iter()
-                    .flat_map(|i| items.iter().filter(move |j| *j != i).map(move |j| (i.clone(), j.clone())))
+                    .flat_map(|i| items.iter().filter(move |j| *j != i).map(move |j| ((i.clone(), j.clone()), 1)))
                     .collect();
                 count(&items, &pairs);
             }
@@ -266,13 +272,14 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
     }
     let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
     for ((i, j), c) in both {
-        if c < spec.similarity.min_support as i64 {
+        if c < spec.similarity.min_support as i64 * unit {
             continue;
         }
+        let c = c as f64 / unit as f64;
         let (ni, nj) = (users_of[&i] as f64, users_of[&j] as f64);
         let s = match spec.similarity.measure {
-            Measure::Cosine => c as f64 / (ni * nj).sqrt(),
-            Measure::Jaccard => c as f64 / (ni + nj - c as f64),
+            Measure::Cosine => c / (ni * nj).sqrt(),
+            Measure::Jaccard => c / (ni + nj - c),
         };
         neighbours.entry(i).or_default().push(((s * 1e6).round() as i64, j));
     }
@@ -289,8 +296,14 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
 /// Replays the user's phase times: at each, the items whose touches are all gone leave, and the
 /// items that now have a touch and had none enter, earliest latest touch first (then item), each
 /// taking the next entry number. At `user_at` two items pair when both are in the horizon and
-/// their entry numbers are at most `history` apart.
-fn horizon_pairs(pipeline: &Pipeline, user: &Id, touches: &[(u64, u64, Id)], user_at: u64) -> (Vec<Id>, Vec<(Id, Id)>) {
+/// their entry numbers are `d <= history` apart; the pair counts `1000 * pair_decay^(d-1)`
+/// (rounded down at every step).
+fn horizon_pairs(
+    pipeline: &Pipeline,
+    user: &Id,
+    touches: &[(u64, u64, Id)],
+    user_at: u64,
+) -> (Vec<Id>, Vec<((Id, Id), i64)>) {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
@@ -323,11 +336,14 @@ fn horizon_pairs(pipeline: &Pipeline, user: &Id, touches: &[(u64, u64, Id)], use
             entries += 1;
         }
     }
+    let decay = (spec.pair_decay * 1000.0).round() as i64;
+    let weight = |apart: u64| (1..apart).fold(1000, |w, _| w * decay / 1000);
     let mut pairs = Vec::new();
     for (i, a) in &entered {
         for (j, b) in &entered {
-            if i != j && a.abs_diff(*b) <= spec.history as u64 {
-                pairs.push((i.clone(), j.clone()));
+            let apart = a.abs_diff(*b);
+            if i != j && apart <= spec.history as u64 && weight(apart) > 0 {
+                pairs.push(((i.clone(), j.clone()), weight(apart)));
             }
         }
     }

@@ -68,11 +68,12 @@ fn next_phase_time(phase: Time, t: Time, refresh: Time) -> Time {
     }
 }
 
-/// Similarity of two items in millionths from their co-occurrence and item user counts.
-pub fn similarity(measure: Measure, both: i64, users_i: i64, users_j: i64) -> i64 {
+/// Similarity of two items in millionths from their co-occurrence (in users, possibly weighted)
+/// and item user counts.
+pub fn similarity(measure: Measure, both: f64, users_i: i64, users_j: i64) -> i64 {
     let value = match measure {
-        Measure::Cosine => both as f64 / ((users_i as f64) * (users_j as f64)).sqrt(),
-        Measure::Jaccard => both as f64 / (users_i + users_j - both) as f64,
+        Measure::Cosine => both / ((users_i as f64) * (users_j as f64)).sqrt(),
+        Measure::Jaccard => both / ((users_i + users_j) as f64 - both),
     };
     (value * SCORE_SCALE as f64).round() as i64
 }
@@ -87,13 +88,48 @@ pub type Neighbours = Vec<(Id, i64)>;
 /// sending only the new row halves what is broadcast to every worker.
 pub type RowUpserts<'scope> = Updates<'scope, (Id, Neighbours)>;
 
-/// Which of a user's items pair up for co-occurrence.
-#[derive(Clone, Copy, Debug)]
+/// Co-occurrence counts with horizon pairs are in thousandths of a user: pairs weighted by
+/// `pair_decay` count a fraction of one.
+pub const PAIR_UNIT: i64 = 1_000;
+
+/// Which of a user's items pair up for co-occurrence, and what each pair counts.
+#[derive(Clone, Debug)]
 pub struct Pairing {
     /// Within the current history, or accumulated over the horizon.
     pub rule: CoOccurrence,
     /// The history length, or how many items entered before an item it pairs with.
     pub len: usize,
+    /// With horizon pairs: what a pair entered `d` apart counts, at `d - 1`, in [`PAIR_UNIT`]s.
+    pub weights: Vec<i64>,
+}
+
+impl Pairing {
+    /// The pairing of `spec`.
+    pub fn of(spec: &crate::spec::RecommendSpec) -> Pairing {
+        Pairing {
+            rule: spec.co_occurrence,
+            len: spec.history,
+            weights: pair_weights(spec.history, crate::spec::to_milli(spec.pair_decay)),
+        }
+    }
+
+    /// What one user's co-occurrence of two items counts, in the rows operator's counts.
+    fn unit(&self) -> i64 {
+        match self.rule {
+            CoOccurrence::History => 1,
+            CoOccurrence::Horizon => PAIR_UNIT,
+        }
+    }
+}
+
+/// What pairs entered `1..=len` apart count, in [`PAIR_UNIT`]s: `decay^(d-1)` with `decay` in
+/// thousandths, rounded down at every step.
+///
+/// ```
+/// assert_eq!(recflow::dataflow::similarity::pair_weights(4, 900), [1_000, 900, 810, 729]);
+/// ```
+pub fn pair_weights(len: usize, decay: i64) -> Vec<i64> {
+    std::iter::successors(Some(PAIR_UNIT), |w| Some(w * decay / 1_000)).take(len).collect()
 }
 
 /// `(item, neighbours)` rows from `(user, (item, ts))` touches, pairing each user's items as
@@ -112,6 +148,7 @@ pub fn item_similarity<'scope>(
         move |(user, _): &(Id, (Id, u64)), t| next_refresh(user, t, refresh, tick),
         end,
     );
+    let unit = pairing.unit();
     let changes = co_occurrence(touches.inner, pairing);
     let (pairs, users): (Updates<'scope, RowInput>, Updates<'scope, RowInput>) =
         changes.ok_err(|update| match update.0 {
@@ -122,7 +159,7 @@ pub fn item_similarity<'scope>(
         RowInput::Pairs(i, _) => i.hashed(),
         _ => 0,
     });
-    rank_rows(pairs.concat(users.broadcast()), spec.clone(), tick)
+    rank_rows(pairs.concat(users.broadcast()), spec.clone(), tick, unit)
 }
 
 /// What the histories operator keeps per user.
@@ -146,15 +183,19 @@ impl UserHistory {
     /// within `len` of its own; then each entering item, by latest touch (earliest first, then
     /// item asc), takes the next entry number and pairs with the items in the horizon among the
     /// `len` entries before it.
-    fn enter_and_leave(&mut self, mut changed: Vec<Id>, len: usize, mut give: impl FnMut(RowInput, isize)) {
+    fn enter_and_leave(&mut self, mut changed: Vec<Id>, weights: &[i64], mut give: impl FnMut(RowInput, isize)) {
         changed.sort();
         changed.dedup();
         let mut pairs: BTreeMap<Id, Vec<(Id, i64)>> = BTreeMap::new();
-        let mut pair = |a: &Id, b: &Id, sign: i64| {
-            pairs.entry(a.clone()).or_default().push((b.clone(), sign));
-            pairs.entry(b.clone()).or_default().push((a.clone(), sign));
+        // What a pair entered `apart` entries apart counts (nothing beyond the weights).
+        let weight = |apart: u64| weights.get(apart as usize - 1).copied().unwrap_or(0);
+        let mut pair = |a: &Id, b: &Id, change: i64| {
+            if change != 0 {
+                pairs.entry(a.clone()).or_default().push((b.clone(), change));
+                pairs.entry(b.clone()).or_default().push((a.clone(), change));
+            }
         };
-        let len = len as u64;
+        let len = weights.len() as u64;
         let mut entering: Vec<(u64, Id)> = Vec::new();
         for item in changed {
             let latest = self.touches.get(&item).and_then(|times| times.keys().next_back().copied());
@@ -162,8 +203,8 @@ impl UserHistory {
                 (Some(entry), None) => {
                     self.entered.remove(&item);
                     self.by_entry.remove(&entry);
-                    for (_, other) in self.by_entry.range(entry.saturating_sub(len)..=entry.saturating_add(len)) {
-                        pair(&item, other, -1);
+                    for (&at, other) in self.by_entry.range(entry.saturating_sub(len)..=entry.saturating_add(len)) {
+                        pair(&item, other, -weight(at.abs_diff(entry)));
                     }
                     give(RowInput::Users(item), -1);
                 }
@@ -175,8 +216,8 @@ impl UserHistory {
         for (_, item) in entering {
             let entry = self.entries;
             self.entries += 1;
-            for (_, other) in self.by_entry.range(entry.saturating_sub(len)..entry) {
-                pair(&item, other, 1);
+            for (&at, other) in self.by_entry.range(entry.saturating_sub(len)..entry) {
+                pair(&item, other, weight(entry - at));
             }
             self.entered.insert(item.clone(), entry);
             self.by_entry.insert(entry, item.clone());
@@ -278,7 +319,7 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, pairing: Pairing) -> Upd
                             }
                             CoOccurrence::Horizon => {
                                 let items = changed.remove(&user).unwrap_or_default();
-                                state.enter_and_leave(items, pairing.len, give);
+                                state.enter_and_leave(items, &pairing.weights, give);
                             }
                         }
                         if state.touches.is_empty() && state.history.is_empty() && state.entered.is_empty() {

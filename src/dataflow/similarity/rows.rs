@@ -99,6 +99,8 @@ struct RowTable {
     references: Vec<u32>,
     /// Each slot's refresh phase.
     phases: Vec<Time>,
+    /// What one user's co-occurrence counts in the rows' counts.
+    unit: i64,
 }
 
 impl RowTable {
@@ -154,7 +156,7 @@ impl RowTable {
         if n_i <= 0 || n_j <= 0 {
             return false;
         }
-        let candidate = similarity(spec.measure, both, n_i, n_j);
+        let candidate = similarity(spec.measure, both as f64 / self.unit as f64, n_i, n_j);
         best_first(self.items.ids(), &(j, candidate), &(last, last_similarity)) == Ordering::Less
     }
 
@@ -190,11 +192,13 @@ fn best_first(ids: &[Id], a: &(Slot, i64), b: &(Slot, i64)) -> Ordering {
 
 /// The rows operator: per-item co-occurrence rows, each re-ranked at its phase times when its
 /// inputs changed, emitting only the rows that changed, as upserts.
-pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time) -> RowUpserts<'_> {
+///
+/// Co-occurrence counts are in `unit`s: `unit` is what one user's pair counts.
+pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time, unit: i64) -> RowUpserts<'_> {
     let refresh = spec.refresh.millis();
     let mut inbox: Inbox<RowInput> = Inbox::default();
-    let mut table = RowTable::default();
-    let min_support = spec.min_support as i64;
+    let mut table = RowTable { unit, ..RowTable::default() };
+    let min_support = spec.min_support as i64 * unit;
     inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "Similarity: Rows",
@@ -318,6 +322,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
     // The last of the best `keep` so far, and the support below which nothing can beat it.
     let mut threshold: Option<(Slot, i64)> = None;
     let mut cut = 0.0;
+    let unit = table.unit as f64;
     for (&j, &both) in &table.rows[i as usize].strong {
         if (both as f64) < cut {
             continue;
@@ -326,7 +331,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         if n_j <= 0 {
             continue;
         }
-        let candidate = (j, similarity(spec.measure, both, n_i, n_j));
+        let candidate = (j, similarity(spec.measure, both as f64 / unit, n_i, n_j));
         if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less) {
             continue;
         }
@@ -334,7 +339,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         if ranked.len() == 2 * keep {
             keep_best_by(&mut ranked, keep, order);
             threshold = ranked.last().copied();
-            cut = threshold.map_or(0.0, |(_, last)| support_cut(spec.measure, n_i, last));
+            cut = threshold.map_or(0.0, |(_, last)| support_cut(spec.measure, n_i, last) * unit);
         }
     }
     keep_best_by(&mut ranked, keep, order);
@@ -366,7 +371,7 @@ mod tests {
             for n_i in 1..60 {
                 for n_j in 1..60 {
                     for both in 1..=n_i.min(n_j) {
-                        let value = similarity(measure, both, n_i, n_j);
+                        let value = similarity(measure, both as f64, n_i, n_j);
                         for last in [value - 1, value, value + 1] {
                             if (both as f64) < support_cut(measure, n_i, last) {
                                 assert!(value < last, "{measure:?} c={both} n_i={n_i} n_j={n_j} last={last}");
