@@ -226,7 +226,7 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         CoOccurrence::History => 1,
         CoOccurrence::Horizon => 1000,
     };
-    let mut count = |items: &[Id], pairs: &[((Id, Id), i64)]| {
+    let mut count = |items: &[Id], pairs: &[WeightedPair]| {
         for i in items {
             *users_of.entry(i.clone()).or_default() += 1;
         }
@@ -251,7 +251,7 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
             for (_, mut touched) in by_user {
                 touched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                 let items: Vec<Id> = touched.into_iter().take(spec.history).map(|(_, i)| i).collect();
-                let pairs: Vec<((Id, Id), i64)> = items
+                let pairs: Vec<WeightedPair> = items
                     .iter()
                     .flat_map(|i| items.iter().filter(move |j| *j != i).map(move |j| ((i.clone(), j.clone()), 1)))
                     .collect();
@@ -290,6 +290,9 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
     neighbours
 }
 
+/// An ordered pair of items and what it counts.
+type WeightedPair = ((Id, Id), i64);
+
 /// With horizon co-occurrence, one user's items in the horizon and their ordered pairs as of the
 /// user's phase time `user_at`, from their touches `(dataflow time, ts, item)`.
 ///
@@ -303,7 +306,7 @@ fn horizon_pairs(
     user: &Id,
     touches: &[(u64, u64, Id)],
     user_at: u64,
-) -> (Vec<Id>, Vec<((Id, Id), i64)>) {
+) -> (Vec<Id>, Vec<WeightedPair>) {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
