@@ -329,7 +329,7 @@ type UserUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(UserInput
 type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<RecItem>), Time, isize)>>;
 
 /// The users operator: applies each completed time's updates in time order and re-scores the
-/// users whose top preferences or exclusions changed at that time.
+/// users whose seeds or exclusions changed at that time.
 fn score_users(
     updates: UserUpdates<'_>,
     k: usize,
@@ -463,7 +463,7 @@ fn rank_for_user(
     let mut scores: HashMap<&Id, i64> =
         HashMap::with_capacity_and_hasher(rows.iter().map(|(_, row)| row.len()).sum(), Default::default());
     for (preference, row) in rows {
-        for (neighbour, similarity) in row {
+        for (neighbour, similarity) in row.iter() {
             *scores.entry(neighbour).or_default() += score_term(preference, *similarity);
         }
     }

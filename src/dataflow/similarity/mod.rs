@@ -80,8 +80,9 @@ pub fn similarity(measure: Measure, both: f64, users_i: i64, users_j: i64) -> i6
 
 type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
 
-/// A similarity row: an item's neighbours with their similarity in millionths, best first.
-pub type Neighbours = Vec<(Id, i64)>;
+/// A similarity row: an item's neighbours with their similarity in millionths, best first. Shared,
+/// since every worker's users operator (and each evaluated variant's) gets a copy.
+pub type Neighbours = std::sync::Arc<Vec<(Id, i64)>>;
 
 /// Row changes as upserts: `((item, neighbours), time, 1)` replaces the item's row from `time`
 /// on, and an empty `neighbours` removes it. At most one per item and time. Not a collection:

@@ -286,7 +286,8 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                         let best = rank_row(i, &table, &spec);
                         if best != table.rows[i as usize].emitted {
                             let ids = table.items.ids();
-                            let neighbours = best.iter().map(|&(j, s)| (ids[j as usize].clone(), s)).collect();
+                            let neighbours =
+                                std::sync::Arc::new(best.iter().map(|&(j, s)| (ids[j as usize].clone(), s)).collect());
                             session.give(((ids[i as usize].clone(), neighbours), time, 1));
                             table.set_emitted(i, best, &mut shrunk);
                         }
