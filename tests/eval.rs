@@ -114,9 +114,10 @@ const FIXTURE_EVENTS: &str = "\
 ///   seen items skipped): (2,2)@4: seed 1, c(1,2) = 1, n = 1:2, 2:1: [2]: hit 1. (3,1)@7: seed 3,
 ///   sim(3,1) = sim(3,2) = 1/sqrt(2*2): a tie, [1, 2]: hit 1. (2,3)@8: seeds 2, 1; 3 is the only
 ///   unseen candidate: [3]: hit 1. (4,2)@11: seed 3, sim(3,1) = 3/sqrt(4*3) = 0.87 above
-///   sim(3,2) = 2/sqrt(4*2) = 0.71: [1, 2]: hit 2. (1,2)@2 and (1,3)@6 have seeds but no unseen
-///   candidate, the others no seeds: empty lists 6/10. HR 0.4; NDCG (3 + 0.6309) / 10; MRR 0.35;
-///   coverage 3/3. item-knn-recent ranks no list differently here.
+///   sim(3,2) = 2/sqrt(4*2) = 0.71: [1, 2]: hit 2. The other six events have no scored item and
+///   get global-pop's list: (2,1)@3 and (1,3)@6 hit 1, (4,3)@10 hits 2, (1,1)@1 and (1,2)@2 are
+///   empty, (3,3)@5 misses. So 7 hits, 5 at rank 1: the metrics of global-pop. item-knn-recent
+///   ranks no list differently here.
 /// - short-term and long-term: the same lists as the blend (every event is inside the 1 h
 ///   window, so the short-term and long-term preferences are equal).
 #[test]
@@ -154,10 +155,10 @@ fn metrics_match_a_hand_computed_fixture() {
         close(windowed.mrr, 0.55, "windowed mrr");
         for name in ["item-knn", "item-knn-recent"] {
             let knn = &model(&report, name).overall;
-            assert_eq!((knn.events, knn.hits), (10, 4), "{name}");
-            close(knn.ndcg, (3.0 + rank2) / 10.0, name);
-            close(knn.mrr, 0.35, name);
-            close(knn.no_list, 0.6, name);
+            assert_eq!((knn.events, knn.hits), (10, 7), "{name}");
+            close(knn.ndcg, (5.0 + 2.0 * rank2) / 10.0, name);
+            close(knn.mrr, 0.6, name);
+            close(knn.no_list, 0.2, name);
             close(knn.coverage, 1.0, name);
         }
     }

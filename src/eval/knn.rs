@@ -8,7 +8,8 @@
 //! - **Scores**: `score(u, j) = Σ w_r · sim(s_r, j)` over the seeds `s_0, s_1, ...` (most recent
 //!   first), with `w_r = 1` for `item-knn` and `w_r = RECENCY_DECAY^r` for `item-knn-recent`.
 //!   A list is the `k` best positive scores (score desc in billionths, item asc), excluded items
-//!   skipped.
+//!   skipped; the evaluator fills a shorter list from global popularity, as the pipeline fills
+//!   its lists from its popular pool.
 //!
 //! The baselines learn every accepted event (whatever its action, weight or rating) with the
 //! same cut as the popularity baselines: an event at dataflow time `T` is scored against what

@@ -198,6 +198,12 @@ impl Prequential {
                     State::Knn(recent) => {
                         let items = if *recent { &knn.recent } else { &knn.plain };
                         list.extend(items.iter().map(|i| (i.clone(), false)));
+                        // Short lists are filled from global popularity, as the pipeline fills from its pool.
+                        let missing = self.k - list.len();
+                        if missing > 0 {
+                            let fill = self.global.top(missing, |item| excluded(item) || items.contains(item));
+                            list.extend(fill.into_iter().map(|i| (i, true)));
+                        }
                     }
                     State::Dataflow { lists, .. } => list.extend(lists.get(&event.user).into_iter().flatten().cloned()),
                     State::Global => list.extend(self.global.top(self.k, excluded).into_iter().map(|i| (i, false))),

@@ -94,7 +94,7 @@ pub fn variants(pipeline: &Pipeline, k: usize, knn_seeds: usize, compare: &[(Str
         Variant {
             name: "item-knn".into(),
             description: format!(
-                "cosine over all co-occurrences so far, the user's {knn_seeds} most recent items as equal seeds{exclusion}"
+                "cosine over all co-occurrences so far, the user's {knn_seeds} most recent items as equal seeds, filled from global-pop{exclusion}"
             ),
             model: Model::ItemKnn { recent: false },
         },
