@@ -970,28 +970,21 @@ impl Pipeline {
             if rec.top_preferences == 0 {
                 return bad("recommend.top_preferences", "must be at least 1".into());
             }
-            if !(rec.recency_decay > 0.0 && rec.recency_decay <= 1.0) {
-                return bad(
-                    "recommend.recency_decay",
-                    format!(
-                        "{} is not a decay; use a number in (0, 1], such as 0.8 (1 weights all seeds alike)",
-                        rec.recency_decay
-                    ),
-                );
+            for (key, decay, example, alike) in [
+                ("recommend.recency_decay", rec.recency_decay, 0.8, "weights all seeds alike"),
+                ("recommend.pair_decay", rec.pair_decay, 0.95, "counts every pair alike"),
+            ] {
+                if !(decay > 0.0 && decay <= 1.0) {
+                    return bad(
+                        key,
+                        format!("{decay} is not a decay; use a number in (0, 1], such as {example} (1 {alike})"),
+                    );
+                }
             }
             if rec.history < 2 && rec.co_occurrence == CoOccurrence::History {
                 return bad(
                     "recommend.history",
                     "co-occurrence within a history needs at least 2 items per user".into(),
-                );
-            }
-            if !(rec.pair_decay > 0.0 && rec.pair_decay <= 1.0) {
-                return bad(
-                    "recommend.pair_decay",
-                    format!(
-                        "{} is not a decay; use a number in (0, 1], such as 0.95 (1 counts every pair alike)",
-                        rec.pair_decay
-                    ),
                 );
             }
             if rec.pair_decay != 1.0 && rec.co_occurrence == CoOccurrence::History {

@@ -257,13 +257,19 @@ fn recent_seeds(toml: &str) -> String {
     toml.replace("top_preferences = 3", "top_preferences = 3\nseeds = \"recent\"\nrecency_decay = 0.6")
 }
 
-#[test]
-fn recent_seeds_sliding_window_one_and_four_workers() {
-    for seed in 30..32 {
-        let one = check(&recent_seeds(SLIDING), seed, 1);
-        let four = check(&recent_seeds(SLIDING), seed, 4);
+/// Checks `toml` against the reference on each seed with 1 and 4 workers, and that both wrote
+/// the same changelog.
+fn check_one_and_four(toml: &str, seeds: std::ops::Range<u64>) {
+    for seed in seeds {
+        let one = check(toml, seed, 1);
+        let four = check(toml, seed, 4);
         assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
     }
+}
+
+#[test]
+fn recent_seeds_sliding_window_one_and_four_workers() {
+    check_one_and_four(&recent_seeds(SLIDING), 30..32);
 }
 
 #[test]
@@ -280,38 +286,21 @@ fn horizon_pairs(toml: &str) -> String {
 
 #[test]
 fn horizon_co_occurrence_sliding_window_one_and_four_workers() {
-    for seed in 50..53 {
-        let one = check(&horizon_pairs(SLIDING), seed, 1);
-        let four = check(&horizon_pairs(SLIDING), seed, 4);
-        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
-    }
+    check_one_and_four(&horizon_pairs(SLIDING), 50..53);
 }
 
 #[test]
 fn horizon_co_occurrence_all_history_recent_seeds() {
-    for seed in 60..62 {
-        let one = check(
-            &recent_seeds(&horizon_pairs(TUMBLING.replace("top_preferences = 4", "top_preferences = 3").as_str())),
-            seed,
-            1,
-        );
-        let four = check(
-            &recent_seeds(&horizon_pairs(TUMBLING.replace("top_preferences = 4", "top_preferences = 3").as_str())),
-            seed,
-            4,
-        );
-        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
-    }
+    let tumbling = TUMBLING.replace("top_preferences = 4", "top_preferences = 3");
+    check_one_and_four(&recent_seeds(&horizon_pairs(&tumbling)), 60..62);
 }
 
 /// Horizon pairs weighted down by how far apart their items entered.
 #[test]
 fn decayed_horizon_pairs_one_and_four_workers() {
     let decayed = |toml: &str| horizon_pairs(toml).replace("history = ", "pair_decay = 0.7\nhistory = ");
+    check_one_and_four(&decayed(SLIDING), 70..72);
     for seed in 70..72 {
-        let one = check(&decayed(SLIDING), seed, 1);
-        let four = check(&decayed(SLIDING), seed, 4);
-        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
         check(&decayed(TUMBLING), seed, 1);
     }
 }

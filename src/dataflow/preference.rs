@@ -8,6 +8,9 @@
 //! scheduled at those times and wait in [`ReleaseWhenDue`] until due, so state only ever holds
 //! what is inside the windows.
 
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::ReleaseWhenDue;
@@ -25,6 +28,51 @@ pub fn event_weight(weights: &Weights, event: &Event) -> Milli {
         _ => base,
     };
     weight.max(0)
+}
+
+/// One user's touches in the long-term horizon: the event times of each item's touches, as a
+/// multiset (the same time may repeat).
+#[derive(Debug, Default)]
+pub struct Touches(HashMap<Id, BTreeMap<u64, i64>>);
+
+impl Touches {
+    /// Counts a touch of `item` at `ts` in (`diff` 1) or out (`diff` -1).
+    pub fn add(&mut self, item: &Id, ts: u64, diff: i64) {
+        let times = self.0.entry(item.clone()).or_default();
+        let count = times.entry(ts).or_default();
+        *count += diff;
+        if *count == 0 {
+            times.remove(&ts);
+            if times.is_empty() {
+                self.0.remove(item);
+            }
+        }
+    }
+
+    /// The latest touch of `item`, if it has one.
+    pub fn latest(&self, item: &Id) -> Option<u64> {
+        self.0.get(item).and_then(|times| times.keys().next_back().copied())
+    }
+
+    /// Every touched item with its latest touch.
+    pub fn latest_all(&self) -> impl Iterator<Item = (&Id, u64)> {
+        self.0.iter().filter_map(|(item, times)| Some((item, *times.keys().next_back()?)))
+    }
+
+    /// Whether nothing is touched.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `len` fixed-point factors `unit * decay^r` for `r = 0, 1, ...`, with `decay` in thousandths
+/// and each step rounded down: the weights of seeds by recency and of pairs by distance.
+///
+/// ```
+/// assert_eq!(recflow::dataflow::preference::decay_factors(1_000, 900, 4), [1_000, 900, 810, 729]);
+/// ```
+pub fn decay_factors(unit: i64, decay: Milli, len: usize) -> Vec<i64> {
+    std::iter::successors(Some(unit), |f| Some(f * decay / MILLI)).take(len).collect()
 }
 
 /// Whether an event makes its item excluded for its user under `rule`.

@@ -32,7 +32,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange};
 
 use super::popular::{popular_pool, PoolSpec};
-use super::preference::Contribution;
+use super::preference::{decay_factors, Contribution, Touches};
 use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::schedule::{Due, Inbox};
 use super::similarity::Neighbours;
@@ -76,32 +76,26 @@ enum UserInput {
 }
 
 /// Which of a user's items seed their scores, and with what weight.
-#[derive(Clone, Copy, Debug)]
-pub struct Seeding {
+#[derive(Clone, Debug)]
+struct Seeding {
     /// How many seeds (M).
-    pub count: usize,
+    count: usize,
     /// Most preferred or most recent.
-    pub rule: Seeds,
-    /// With [`Seeds::Recent`]: each older seed's weight relative to the next, in thousandths.
-    pub decay: i64,
+    rule: Seeds,
+    /// With [`Seeds::Recent`]: the weight of the `r`-th most recent seed relative to the most
+    /// recent, in millionths (`recency_decay^r`).
+    recency: Vec<i64>,
 }
 
 impl Seeding {
     /// The seeding of `spec`.
-    pub fn of(spec: &RecommendSpec) -> Seeding {
-        Seeding { count: spec.top_preferences, rule: spec.seeds, decay: crate::spec::to_milli(spec.recency_decay) }
-    }
-
-    /// The weights of the `r`-th most recent seed relative to the most recent, in millionths:
-    /// `decay^r`, rounded down at every step.
-    ///
-    /// ```
-    /// use recflow::dataflow::recommend::Seeding;
-    /// let seeding = Seeding { count: 3, rule: recflow::spec::Seeds::Recent, decay: 800 };
-    /// assert_eq!(seeding.recency_factors(), [1_000_000, 800_000, 640_000]);
-    /// ```
-    pub fn recency_factors(&self) -> Vec<i64> {
-        std::iter::successors(Some(SCORE_SCALE), |f| Some(f * self.decay / 1_000)).take(self.count).collect()
+    fn of(spec: &RecommendSpec) -> Seeding {
+        let decay = crate::spec::to_milli(spec.recency_decay);
+        Seeding {
+            count: spec.top_preferences,
+            rule: spec.seeds,
+            recency: decay_factors(SCORE_SCALE, decay, spec.top_preferences),
+        }
     }
 }
 
@@ -191,9 +185,8 @@ struct UserState {
     session_last: Option<u64>,
     /// Exclusion marks per item.
     excluded: HashMap<Id, i64>,
-    /// With recent seeds: the event times of each item's touches in the long-term horizon (a
-    /// multiset).
-    touches: HashMap<Id, BTreeMap<u64, i64>>,
+    /// With recent seeds: the user's touches.
+    touches: Touches,
     /// The top preferences the current list was computed from.
     seeds: Vec<(Id, i64)>,
     /// The list last reported.
@@ -263,19 +256,6 @@ impl UserState {
         }
     }
 
-    /// Counts a touch of `item` at `ts` in (`diff` 1) or out (`diff` -1).
-    fn touch(&mut self, item: &Id, ts: u64, diff: i64) {
-        let times = self.touches.entry(item.clone()).or_default();
-        let count = times.entry(ts).or_default();
-        *count += diff;
-        if *count == 0 {
-            times.remove(&ts);
-            if times.is_empty() {
-                self.touches.remove(item);
-            }
-        }
-    }
-
     /// The `seeding.count` most recently touched items with a positive preference (latest touch
     /// desc, item asc), session parts included, each weighted by its preference times
     /// `decay^r` for the `r`-th most recent.
@@ -284,7 +264,7 @@ impl UserState {
         for (item, part) in session {
             *combined.entry(item).or_default() += part;
         }
-        let latest = |item: &Id| self.touches.get(item).and_then(|t| t.keys().next_back().copied()).unwrap_or(0);
+        let latest = |item: &Id| self.touches.latest(item).unwrap_or(0);
         let mut ranked: Vec<(std::cmp::Reverse<u64>, &Id, i64)> = combined
             .into_iter()
             .filter(|(_, p)| *p > 0)
@@ -293,8 +273,8 @@ impl UserState {
         keep_best(&mut ranked, seeding.count);
         ranked
             .into_iter()
-            .zip(seeding.recency_factors())
-            .map(|((_, item, p), factor)| (item.clone(), score_term(p, factor)))
+            .zip(&seeding.recency)
+            .map(|((_, item, p), factor)| (item.clone(), score_term(p, *factor)))
             .filter(|(_, weight)| *weight > 0)
             .collect()
     }
@@ -370,7 +350,7 @@ fn score_users(
                                 }
                                 let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
                                 if let (Seeds::Recent, Some(ts)) = (seeding.rule, part.touch) {
-                                    state.touch(&part.item, ts, diff as i64);
+                                    state.touches.add(&part.item, ts, diff as i64);
                                 }
                                 if let (Some(short), Some(ts)) = (part.session, part.touch) {
                                     if diff > 0 {

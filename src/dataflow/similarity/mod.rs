@@ -35,6 +35,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange as ExchangeOperator};
 use timely::dataflow::Stream;
 
+use super::preference::{decay_factors, Touches};
 use super::ranking::keep_best;
 use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
@@ -100,7 +101,8 @@ pub struct Pairing {
     pub rule: CoOccurrence,
     /// The history length, or how many items entered before an item it pairs with.
     pub len: usize,
-    /// With horizon pairs: what a pair entered `d` apart counts, at `d - 1`, in [`PAIR_UNIT`]s.
+    /// With horizon pairs: what a pair entered `d` apart counts, at `d - 1`, in [`PAIR_UNIT`]s
+    /// (`pair_decay^(d-1)`).
     pub weights: Vec<i64>,
 }
 
@@ -110,7 +112,7 @@ impl Pairing {
         Pairing {
             rule: spec.co_occurrence,
             len: spec.history,
-            weights: pair_weights(spec.history, crate::spec::to_milli(spec.pair_decay)),
+            weights: decay_factors(PAIR_UNIT, crate::spec::to_milli(spec.pair_decay), spec.history),
         }
     }
 
@@ -121,16 +123,6 @@ impl Pairing {
             CoOccurrence::Horizon => PAIR_UNIT,
         }
     }
-}
-
-/// What pairs entered `1..=len` apart count, in [`PAIR_UNIT`]s: `decay^(d-1)` with `decay` in
-/// thousandths, rounded down at every step.
-///
-/// ```
-/// assert_eq!(recflow::dataflow::similarity::pair_weights(4, 900), [1_000, 900, 810, 729]);
-/// ```
-pub fn pair_weights(len: usize, decay: i64) -> Vec<i64> {
-    std::iter::successors(Some(PAIR_UNIT), |w| Some(w * decay / 1_000)).take(len).collect()
 }
 
 /// `(item, neighbours)` rows from `(user, (item, ts))` touches, pairing each user's items as
@@ -166,8 +158,8 @@ pub fn item_similarity<'scope>(
 /// What the histories operator keeps per user.
 #[derive(Default)]
 struct UserHistory {
-    /// Event times of each touched item (a multiset: the same time may repeat).
-    touches: HashMap<Id, BTreeMap<u64, i64>>,
+    /// The user's touches.
+    touches: Touches,
     /// The current history: the most recently touched items.
     history: BTreeSet<Id>,
     /// With horizon co-occurrence: the entry number of each item in the horizon...
@@ -199,8 +191,7 @@ impl UserHistory {
         let len = weights.len() as u64;
         let mut entering: Vec<(u64, Id)> = Vec::new();
         for item in changed {
-            let latest = self.touches.get(&item).and_then(|times| times.keys().next_back().copied());
-            match (self.entered.get(&item).copied(), latest) {
+            match (self.entered.get(&item).copied(), self.touches.latest(&item)) {
                 (Some(entry), None) => {
                     self.entered.remove(&item);
                     self.by_entry.remove(&entry);
@@ -231,11 +222,8 @@ impl UserHistory {
 
     /// The `len` most recently touched items (latest touch desc, item asc).
     fn recent(&self, len: usize) -> BTreeSet<Id> {
-        let mut latest: Vec<(std::cmp::Reverse<u64>, &Id)> = self
-            .touches
-            .iter()
-            .filter_map(|(item, times)| times.keys().next_back().map(|ts| (std::cmp::Reverse(*ts), item)))
-            .collect();
+        let mut latest: Vec<(std::cmp::Reverse<u64>, &Id)> =
+            self.touches.latest_all().map(|(item, ts)| (std::cmp::Reverse(ts), item)).collect();
         keep_best(&mut latest, len);
         latest.into_iter().map(|(_, item)| item.clone()).collect()
     }
@@ -289,16 +277,7 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, pairing: Pairing) -> Upd
                     let mut touched: Vec<Id> = Vec::with_capacity(updates.len());
                     let mut changed: HashMap<Id, Vec<Id>> = HashMap::default();
                     for ((user, (item, ts)), diff) in updates {
-                        let state = users.entry(user.clone()).or_default();
-                        let times = state.touches.entry(item.clone()).or_default();
-                        let count = times.entry(ts).or_default();
-                        *count += diff as i64;
-                        if *count == 0 {
-                            times.remove(&ts);
-                            if times.is_empty() {
-                                state.touches.remove(&item);
-                            }
-                        }
+                        users.entry(user.clone()).or_default().touches.add(&item, ts, diff as i64);
                         if pairing.rule == CoOccurrence::Horizon {
                             changed.entry(user.clone()).or_default().push(item);
                         }
