@@ -409,11 +409,14 @@ pub struct Weights {
     pub buy: f64,
     /// Weight per rating point of a rating (a 4-star rating counts `4 * rate`).
     pub rate: f64,
+    /// Ratings count from this point up: a rating `v` weighs `rate * (v - rating_offset)`, and
+    /// nothing at or below the offset (0 counts every rating point).
+    pub rating_offset: f64,
 }
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { view: 1.0, cart: 3.0, fav: 2.0, buy: 5.0, rate: 1.0 }
+        Weights { view: 1.0, cart: 3.0, fav: 2.0, buy: 5.0, rate: 1.0, rating_offset: 0.0 }
     }
 }
 
@@ -558,6 +561,10 @@ pub struct RecommendSpec {
     pub similarity: SimilaritySpec,
     /// Window of the popularity fallback (item event counts over the last `popular_window`).
     pub popular_window: Span,
+    /// How much an item's popularity adds to its score: each item of the popular pool gains
+    /// `popularity_prior * W * count / top_count`, `W` being the user's total seed weight (0 adds
+    /// nothing; the pool then only fills short lists).
+    pub popularity_prior: f64,
 }
 
 impl Default for RecommendSpec {
@@ -577,6 +584,7 @@ impl Default for RecommendSpec {
             pair_decay: 1.0,
             similarity: SimilaritySpec::default(),
             popular_window: Span(3_600_000),
+            popularity_prior: 0.0,
         }
     }
 }
@@ -593,11 +601,44 @@ pub struct SimilaritySpec {
     pub neighbours: usize,
     /// Event-time cadence at which the similarity arrangement refreshes.
     pub refresh: Span,
+    /// The exponent `a` of the asymmetric cosine `c(i, j) / (n_i^a * n_j^(1 - a))` from seed `i`
+    /// to neighbour `j`: 0.5 is the cosine; lower damps popular neighbours, higher favours them
+    /// (1 is the share of `i`'s users who also touched `j`).
+    pub asymmetry: f64,
+}
+
+impl SimilaritySpec {
+    /// Checks `asymmetry`: in (0, 1], and only with the cosine.
+    fn validate_asymmetry(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = |key: &str, problem: String| {
+            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
+        };
+        let a = self.asymmetry;
+        if !(a > 0.0 && a <= 1.0) {
+            return bad(
+                "recommend.similarity.asymmetry",
+                format!("{a} is not an exponent in (0, 1]; use 0.5 for the cosine, lower to damp popular items"),
+            );
+        }
+        if a != 0.5 && self.measure != Measure::Cosine {
+            return bad(
+                "recommend.similarity.asymmetry",
+                "shapes the cosine only; set measure = \"cosine\" or remove asymmetry".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for SimilaritySpec {
     fn default() -> Self {
-        SimilaritySpec { measure: Measure::Cosine, min_support: 2, neighbours: 20, refresh: Span(60_000) }
+        SimilaritySpec {
+            measure: Measure::Cosine,
+            min_support: 2,
+            neighbours: 20,
+            refresh: Span(60_000),
+            asymmetry: 0.5,
+        }
     }
 }
 
@@ -935,6 +976,7 @@ impl Pipeline {
             ("weights.fav", self.weights.fav),
             ("weights.buy", self.weights.buy),
             ("weights.rate", self.weights.rate),
+            ("weights.rating_offset", self.weights.rating_offset),
         ] {
             if !(w.is_finite() && (0.0..=1_000_000.0).contains(&w)) {
                 return bad(key, format!("{w} is not a weight; use a number between 0 and 1000000"));
@@ -1014,6 +1056,16 @@ impl Pipeline {
             if rec.popular_window.millis() == 0 {
                 return bad("recommend.popular_window", "must be positive, such as \"1h\"".into());
             }
+            if !(rec.popularity_prior.is_finite() && (0.0..=1000.0).contains(&rec.popularity_prior)) {
+                return bad(
+                    "recommend.popularity_prior",
+                    format!(
+                        "{} is not a prior weight; use a number between 0 and 1000, such as 0.1",
+                        rec.popularity_prior
+                    ),
+                );
+            }
+            rec.similarity.validate_asymmetry(origin)?;
         }
         if let Some(hot) = &self.hot_items {
             if hot.actions.is_empty() {

@@ -118,6 +118,14 @@ const FIXTURE_EVENTS: &str = "\
 ///   get global-pop's list: (2,1)@3 and (1,3)@6 hit 1, (4,3)@10 hits 2, (1,1)@1 and (1,2)@2 are
 ///   empty, (3,3)@5 misses. So 7 hits, 5 at rank 1: the metrics of global-pop. item-knn-recent
 ///   ranks no list differently here.
+/// - beyond accuracy, for the blend's three lists ([2] at 4 s, [2, 1] at 7 s, [1, 2] at 11 s),
+///   with the evaluator's cosine over events before t: at 7 s users 1 and 2 touched both 1 and
+///   2, cos = 2/sqrt(2*2) = 1; at 11 s n_1 = 3 (users 1-3), n_2 = 2: cos = 2/sqrt(6). Diversity
+///   over the two lists of two: 1 - (1 + 2/sqrt(6))/2. Novelty (-log2 of the item's share of
+///   the events before t): at 4 s item 2 has 1 of 3; at 7 s items 2 and 1 have 2 of 6 each; at
+///   11 s item 1 has 4 of 10, item 2 has 2 of 10: mean (log2 3 + log2 3 + (log2 2.5 + log2 5)/2)
+///   / 3. Exposures: item 2 three times, item 1 twice, item 3 never: sorted 0, 2, 3, Gini
+///   ((2-4)*0 + (4-4)*2 + (6-4)*3) / (3*5) = 0.4.
 /// - short-term and long-term: the same lists as the blend (every event is inside the 1 h
 ///   window, so the short-term and long-term preferences are equal).
 #[test]
@@ -142,6 +150,10 @@ fn metrics_match_a_hand_computed_fixture() {
             close(s.fallback_hits, 1.0 / 3.0, name);
             close(s.coverage, 2.0 / 3.0, name);
             assert_eq!((s.from_time, s.to_time), (Some(1_000), Some(11_000)));
+            close(s.diversity.unwrap(), 1.0 - (1.0 + 2.0 / 6f64.sqrt()) / 2.0, name);
+            let novelty = (2.0 * 3f64.log2() + (2.5f64.log2() + 5f64.log2()) / 2.0) / 3.0;
+            close(s.novelty.unwrap(), novelty, name);
+            close(s.gini, 0.4, name);
         }
         let global = &model(&report, "global-pop").overall;
         assert_eq!(global.hits, 7);
@@ -313,7 +325,9 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
     assert_eq!(lines[0], recflow::eval::report::CSV_HEADER);
     assert_eq!(lines.len(), 1 + 7 * 3, "7 models, each overall and 2 slices");
     assert!(lines[1].starts_with("blend,all,1,11,10,3,0.300000,"), "{}", lines[1]);
-    assert!(lines.iter().any(|l| l.starts_with("global-pop,all,1,11,10,7,0.700000,") && l.ends_with(",,")));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("global-pop,all,1,11,10,7,0.700000,") && l.contains(",1.000000,0.200000,,,")));
     let latency = std::fs::read_to_string(out.join("latency.csv")).unwrap();
     let latency: Vec<&str> = latency.lines().collect();
     assert_eq!((latency.len(), latency[0]), (4, "slice,p50_ms,p90_ms,p99_ms"), "{latency:?}");

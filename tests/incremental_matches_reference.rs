@@ -163,10 +163,45 @@ fn checkpoints(pipeline: &Pipeline, accepted: &[Timed], end: u64) -> BTreeSet<u6
 }
 
 fn check(toml: &str, seed: u64, workers: usize) -> String {
-    let pipeline = Pipeline::from_toml(&format!("{COMMON}{toml}"), "test").unwrap();
-    let lines = random_lines(seed, 260);
-    let out = run_lines(&pipeline, &lines, workers);
-    let (accepted, late) = accepted(&pipeline, &lines);
+    check_stream(COMMON, toml, &random_lines(seed, 260), seed, workers)
+}
+
+/// Like [`COMMON`], with a rating column.
+const RATED: &str = r#"
+[source]
+kind = "file"
+path = "unused.csv"
+timestamp_unit = "ms"
+min_timestamp = 1000000
+columns = ["user", "item", "category", "action", "value", "ts"]
+[output]
+status_interval_secs = 0
+"#;
+
+/// [`random_lines`] with a rating column: about half the events become ratings of 1 to 5 stars
+/// (in halves), the others have no value.
+fn rated_lines(seed: u64, count: usize) -> Vec<String> {
+    let mut rng = SplitMix::new(seed ^ 0x5ca1ab1e);
+    random_lines(seed, count)
+        .into_iter()
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(',').map(String::from).collect();
+            let last = fields.len() - 1;
+            if fields.len() == 5 && rng.unit() < 0.5 {
+                fields[3] = "rate".into();
+                fields.insert(last, format!("{}", 1.0 + rng.below(9) as f64 / 2.0));
+            } else {
+                fields.insert(last, String::new());
+            }
+            fields.join(",")
+        })
+        .collect()
+}
+
+fn check_stream(common: &str, toml: &str, lines: &[String], seed: u64, workers: usize) -> String {
+    let pipeline = Pipeline::from_toml(&format!("{common}{toml}"), "test").unwrap();
+    let out = run_lines(&pipeline, lines, workers);
+    let (accepted, late) = accepted(&pipeline, lines);
     let end = reference::end_time(&pipeline, &accepted);
 
     // Counts: every record is accepted, late or rejected.
@@ -302,5 +337,44 @@ fn decayed_horizon_pairs_one_and_four_workers() {
     check_one_and_four(&decayed(SLIDING), 70..72);
     for seed in 70..72 {
         check(&decayed(TUMBLING), seed, 1);
+    }
+}
+
+/// Ratings centred at 2.5 stars: a rating at or below it is no positive preference, so it never
+/// seeds a list (it still pairs and, under `seen`, excludes).
+#[test]
+fn centred_ratings_one_and_four_workers() {
+    let centred = |toml: &str| format!("{toml}\n[weights]\nrate = 1.0\nrating_offset = 2.5\n");
+    let sliding = centred(&recent_seeds(SLIDING));
+    let sessions = centred(&SESSIONS.replace("exclude = \"bought\"", "exclude = \"seen\""));
+    for (toml, seeds) in [(&sliding, 80..82), (&sessions, 82..83)] {
+        for seed in seeds {
+            let lines = rated_lines(seed, 260);
+            let one = check_stream(RATED, toml, &lines, seed, 1);
+            let four = check_stream(RATED, toml, &lines, seed, 4);
+            assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+        }
+    }
+}
+
+/// The asymmetric cosine, damping popular neighbours (0.3) and favouring them (0.9).
+#[test]
+fn asymmetric_cosine_one_and_four_workers() {
+    for (asymmetry, seeds) in [(0.3, 90..92), (0.9, 92..93)] {
+        let toml = horizon_pairs(SLIDING).replace("measure = \"cosine\"", &format!("asymmetry = {asymmetry}"));
+        check_one_and_four(&toml, seeds);
+    }
+}
+
+/// A popularity prior: pool items gain score by their windowed counts, and items only the
+/// prior scores are marked as fill-ins.
+#[test]
+fn popularity_prior_one_and_four_workers() {
+    let prior = |toml: &str, weight: f64| {
+        toml.replace("popular_window = ", &format!("popularity_prior = {weight}\npopular_window = "))
+    };
+    check_one_and_four(&prior(&recent_seeds(SLIDING), 0.3), 100..102);
+    for seed in 102..104 {
+        check(&prior(SESSIONS, 2.0), seed, 1);
     }
 }

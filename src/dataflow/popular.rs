@@ -35,8 +35,8 @@ pub struct PoolSpec {
     pub size: usize,
 }
 
-/// `(rank, item)` for the `spec.size` items with most events in the last `spec.window`, ranked
-/// by count desc then item asc, as of each multiple of `spec.refresh`.
+/// `(rank, item, count)` for the `spec.size` items with most events in the last `spec.window`,
+/// ranked by count desc then item asc, as of each multiple of `spec.refresh`.
 ///
 /// ```
 /// use differential_dataflow::input::Input;
@@ -50,14 +50,18 @@ pub struct PoolSpec {
 /// timely::example(move |scope| {
 ///     let (_input, events) = scope.new_collection_from(vec![view(4), view(9), view(9)]);
 ///     let spec = PoolSpec { window: 60_000, refresh: 1_000, tick: 1_000, size: 1 };
-///     // Item 9 leads from time 0 until its events leave the window at 60 s.
-///     popular_pool(events, spec, StreamEnd::default()).inspect(|((rank, item), time, diff)| {
-///         assert_eq!((*rank, item), (0, &Id::Num(9)));
+///     // Item 9 leads, with 2 events, from time 0 until its events leave the window at 60 s.
+///     popular_pool(events, spec, StreamEnd::default()).inspect(|((rank, item, count), time, diff)| {
+///         assert_eq!((*rank, item, *count), (0, &Id::Num(9), 2));
 ///         assert!((*time, *diff) == (0, 1) || (*time, *diff) == (60_000, -1));
 ///     });
 /// });
 /// ```
-pub fn popular_pool<'scope>(events: Coll<'scope, Event>, spec: PoolSpec, end: StreamEnd) -> Coll<'scope, (usize, Id)> {
+pub fn popular_pool<'scope>(
+    events: Coll<'scope, Event>,
+    spec: PoolSpec,
+    end: StreamEnd,
+) -> Coll<'scope, (usize, Id, i64)> {
     let PoolSpec { window, refresh, tick, .. } = spec;
     let windowed = events.join_function(move |event: Event| {
         let end = ceil_to(event.ts.saturating_add(window), tick);
@@ -91,7 +95,7 @@ pub fn popular_pool<'scope>(events: Coll<'scope, Event>, spec: PoolSpec, end: St
     let mut inbox: Inbox<Id> = Inbox::default();
     let mut count_of: HashMap<Id, i64> = HashMap::default();
     let mut ranked: BTreeSet<(i64, Id)> = BTreeSet::new();
-    let mut emitted: Vec<Id> = Vec::new();
+    let mut emitted: Vec<(Id, i64)> = Vec::new();
     counts
         .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
             Exchange::new(|_: &(Id, Time, isize)| 0),
@@ -115,22 +119,23 @@ pub fn popular_pool<'scope>(events: Coll<'scope, Event>, spec: PoolSpec, end: St
                                 count_of.insert(item, after);
                             }
                         }
-                        let pool: Vec<Id> = ranked.iter().take(spec.size).map(|(_, item)| item.clone()).collect();
+                        let pool: Vec<(Id, i64)> =
+                            ranked.iter().take(spec.size).map(|(count, item)| (item.clone(), -count)).collect();
                         if pool != emitted {
                             let mut session = output.session(&capability);
                             let old = std::mem::replace(&mut emitted, pool);
-                            let changed = |list: &[Id], other: &[Id]| -> BTreeMap<usize, Id> {
+                            let changed = |list: &[(Id, i64)], other: &[(Id, i64)]| -> BTreeMap<usize, (Id, i64)> {
                                 list.iter()
                                     .enumerate()
-                                    .filter(|(rank, item)| other.get(*rank) != Some(*item))
-                                    .map(|(rank, item)| (rank, item.clone()))
+                                    .filter(|(rank, entry)| other.get(*rank) != Some(*entry))
+                                    .map(|(rank, entry)| (rank, entry.clone()))
                                     .collect()
                             };
-                            for (rank, item) in changed(&old, &emitted) {
-                                session.give(((rank, item), time, -1));
+                            for (rank, (item, count)) in changed(&old, &emitted) {
+                                session.give(((rank, item, count), time, -1));
                             }
-                            for (rank, item) in changed(&emitted, &old) {
-                                session.give(((rank, item), time, 1));
+                            for (rank, (item, count)) in changed(&emitted, &old) {
+                                session.give(((rank, item, count), time, 1));
                             }
                         }
                     }
@@ -157,7 +162,7 @@ mod tests {
             value: None,
             ts,
         };
-        type Seen = BTreeMap<(Time, (usize, Id)), isize>;
+        type Seen = BTreeMap<(Time, (usize, Id, i64)), isize>;
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let sink = Arc::clone(&seen);
         timely::example(move |scope| {
@@ -171,8 +176,8 @@ mod tests {
             }
             input.advance_to(30_000);
         });
-        let pool_at = |at: Time| -> Vec<(usize, Id)> {
-            let mut acc: BTreeMap<(usize, Id), isize> = BTreeMap::new();
+        let pool_at = |at: Time| -> Vec<(usize, Id, i64)> {
+            let mut acc: BTreeMap<(usize, Id, i64), isize> = BTreeMap::new();
             for ((time, entry), diff) in seen.lock().unwrap().iter() {
                 if *time <= at {
                     *acc.entry(entry.clone()).or_default() += diff;
@@ -181,9 +186,9 @@ mod tests {
             acc.into_iter().filter(|(_, d)| *d != 0).map(|(e, _)| e).collect()
         };
         // All six events count at the first refresh (2 s): 3, 5, 7 twice each; ties by item.
-        assert_eq!(pool_at(2_000), [(0, Id::Num(3)), (1, Id::Num(5))]);
+        assert_eq!(pool_at(2_000), [(0, Id::Num(3), 2), (1, Id::Num(5), 2)]);
         // At 10 s the events at 0 s have left the window: 7 (twice), then 3 and 5 (once; 3 < 5).
-        assert_eq!(pool_at(10_000), [(0, Id::Num(7)), (1, Id::Num(3))]);
+        assert_eq!(pool_at(10_000), [(0, Id::Num(7), 2), (1, Id::Num(3), 1)]);
         assert!(pool_at(12_000).is_empty(), "every event has left the window");
     }
 }

@@ -20,11 +20,27 @@ use crate::event::{Action, Event, Id, Milli, MILLI};
 use crate::source::StreamEnd;
 use crate::spec::{Exclude, RecommendSpec, Weights};
 
-/// The weight of one event in thousandths: the action's weight, times the rating for `rate`.
+/// The weight of one event in thousandths: the action's weight, times the rating above
+/// `rating_offset` for `rate`; never negative.
+///
+/// ```
+/// use recflow::dataflow::preference::event_weight;
+/// use recflow::spec::Weights;
+/// use recflow::{Action, Event, Id};
+///
+/// let rating = |stars: i64| Event {
+///     user: Id::Num(1), item: Id::Num(2), category: None, action: Action::Rate, value: Some(stars * 1000), ts: 0,
+/// };
+/// let centred = Weights { rating_offset: 2.5, ..Weights::default() };
+/// assert_eq!(event_weight(&centred, &rating(4)), 1_500);
+/// assert_eq!(event_weight(&centred, &rating(1)), 0, "a 1-star rating is no positive signal");
+/// ```
 pub fn event_weight(weights: &Weights, event: &Event) -> Milli {
     let base = weights.milli(event.action);
     let weight = match (event.action, event.value) {
-        (Action::Rate, Some(value)) => base.saturating_mul(value) / MILLI,
+        (Action::Rate, Some(value)) => {
+            base.saturating_mul(value.saturating_sub(crate::spec::to_milli(weights.rating_offset))) / MILLI
+        }
         _ => base,
     };
     weight.max(0)

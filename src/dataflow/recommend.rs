@@ -3,8 +3,10 @@
 //! `score(u, j) = Σ w(u, i) · sim(i, j)` over the user's seeds `i`: their `top_preferences` most
 //! preferred items with `w = pref(u, i)`, or with `seeds = "recent"` their `top_preferences` most
 //! recently touched items with a positive preference and `w = pref(u, i) · recency_decay^r` for
-//! the `r`-th most recent; excluded pairs never appear. Users with fewer than `k` scored candidates are filled from
-//! the windowed popular items (a pool of `4k`, refreshed with the similarity cadence).
+//! the `r`-th most recent; excluded pairs never appear. With a `popularity_prior` `p`, each item
+//! of the popular pool also gains `p · W · count / top_count` ([`prior_term`], `W` the sum of the
+//! seed weights). Users with fewer than `k` scored candidates are filled from the windowed
+//! popular items (a pool of `4k`, refreshed with the similarity cadence).
 //!
 //! Ranking: scored items by score desc, then item asc; then fill-ins by popularity (count desc,
 //! then item asc), skipping items already listed or excluded.
@@ -66,8 +68,8 @@ enum UserInput {
     /// `(item, neighbours)`: a row of the similarity table replaced, or removed when empty (on
     /// every worker).
     Similar(Id, Neighbours),
-    /// `(rank, item)`: an entry of the popular pool (on every worker).
-    Popular(usize, Id),
+    /// `(rank, item, count)`: an entry of the popular pool (on every worker).
+    Popular(usize, Id, i64),
     /// Look at a user again: their session may have closed or become forgettable.
     Wake(Id),
     /// Re-score every user (on every worker): a user was forgotten, and the similarity table and
@@ -97,6 +99,17 @@ impl Seeding {
             recency: decay_factors(SCORE_SCALE, decay, spec.top_preferences),
         }
     }
+}
+
+/// How a user's list is scored.
+#[derive(Clone, Debug)]
+struct Scoring {
+    /// Length of each list.
+    k: usize,
+    /// The user's seeds.
+    seeding: Seeding,
+    /// The popularity prior in thousandths.
+    prior: i64,
 }
 
 /// Session windows: when a user's session closes, and when its events can be forgotten.
@@ -160,7 +173,7 @@ pub fn recommendations<'scope>(
     use timely::dataflow::operators::vec::Map;
     let mut shared = similar
         .map(|((item, neighbours), time, diff)| (UserInput::Similar(item, neighbours), time, diff))
-        .concat(pool.map(|(rank, item)| UserInput::Popular(rank, item)).inner);
+        .concat(pool.map(|(rank, item, count)| UserInput::Popular(rank, item, count)).inner);
     if let Some(rescore) = rescore {
         shared = shared.concat(rescore.map(|()| UserInput::RescoreAll).inner);
     }
@@ -169,7 +182,9 @@ pub fn recommendations<'scope>(
         ShortTermWindow::Session { gap } => Some(Sessions { gap: gap.millis(), lateness, tick }),
         _ => None,
     };
-    score_users(per_user.concat(shared), spec.k, Seeding::of(spec), sessions, explain).as_collection()
+    let scoring =
+        Scoring { k: spec.k, seeding: Seeding::of(spec), prior: crate::spec::to_milli(spec.popularity_prior) };
+    score_users(per_user.concat(shared), scoring, sessions, explain).as_collection()
 }
 
 /// What the users operator keeps per user.
@@ -312,14 +327,13 @@ type ListUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<((Id, Vec<
 /// users whose seeds or exclusions changed at that time.
 fn score_users(
     updates: UserUpdates<'_>,
-    k: usize,
-    seeding: Seeding,
+    scoring: Scoring,
     sessions: Option<Sessions>,
     explain: bool,
 ) -> ListUpdates<'_> {
     let mut inbox: Inbox<UserInput> = Inbox::default();
     let mut similar: HashMap<Id, Neighbours> = HashMap::default();
-    let mut pool: BTreeMap<(usize, Id), isize> = BTreeMap::new();
+    let mut pool: Pool = BTreeMap::new();
     let mut users: HashMap<Id, UserState> = HashMap::default();
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
@@ -341,7 +355,9 @@ fn score_users(
                                     similar.insert(item, neighbours);
                                 }
                             }
-                            UserInput::Popular(rank, item) => adjust_ordered(&mut pool, (rank, item), diff),
+                            UserInput::Popular(rank, item, count) => {
+                                adjust_ordered(&mut pool, (rank, item, count), diff)
+                            }
                             UserInput::Contribution(user, part) => {
                                 let state = users.entry(user.clone()).or_default();
                                 add(&mut state.preferences, &part.item, part.preference * diff as i64);
@@ -349,7 +365,7 @@ fn score_users(
                                     add(&mut state.short_term, &part.item, part.short * diff as i64);
                                 }
                                 let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
-                                if let (Seeds::Recent, Some(ts)) = (seeding.rule, part.touch) {
+                                if let (Seeds::Recent, Some(ts)) = (scoring.seeding.rule, part.touch) {
                                     state.touches.add(&part.item, ts, diff as i64);
                                 }
                                 if let (Some(short), Some(ts)) = (part.session, part.touch) {
@@ -395,11 +411,11 @@ fn score_users(
                             }
                             None => HashMap::default(),
                         };
-                        let seeds = state.seeds(&seeding, &session_parts);
+                        let seeds = state.seeds(&scoring.seeding, &session_parts);
                         if seeds != state.seeds || exclusions_changed || rescore_all {
                             state.seeds = seeds;
                             let explained = explain.then_some(&session_parts);
-                            let list = rank_for_user(state, &similar, &pool, k, explained);
+                            let list = rank_for_user(state, &similar, &pool, &scoring, explained);
                             if list != state.reported {
                                 let old = std::mem::replace(&mut state.reported, list.clone());
                                 if !old.is_empty() {
@@ -425,45 +441,66 @@ fn score_users(
     )
 }
 
+/// The popular pool as the users operator keeps it: `(rank, item, count)` entries.
+type Pool = BTreeMap<(usize, Id, i64), isize>;
+
+/// The score the popularity prior gives an item with `count` events when the pool's top item has
+/// `top`, for a user whose seed weights sum to `seed_weight`: `prior * seed_weight * count / top`,
+/// the prior in thousandths.
+pub fn prior_term(prior: i64, seed_weight: i64, count: i64, top: i64) -> i64 {
+    if top <= 0 {
+        return 0;
+    }
+    (prior as i128 * seed_weight as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128)) as i64
+}
+
 /// A user's top-k from their seeds, the similarity table and the popular pool; with `explain`
 /// (the user's session parts), each scored item says which seeds lead to it.
 fn rank_for_user(
     state: &UserState,
     similar: &HashMap<Id, Neighbours>,
-    pool: &BTreeMap<(usize, Id), isize>,
-    k: usize,
+    pool: &Pool,
+    scoring: &Scoring,
     explain: Option<&HashMap<Id, i64>>,
 ) -> Vec<RecItem> {
     if state.seeds.is_empty() {
         return Vec::new();
     }
+    let k = scoring.k;
     let rows: Vec<(i64, &Neighbours)> =
         state.seeds.iter().filter_map(|(item, preference)| Some((*preference, similar.get(item)?))).collect();
     // Sized for every neighbour at once: growing through 100 entries would rehash five times.
-    let mut scores: HashMap<&Id, i64> =
+    let mut scores: HashMap<&Id, (i64, i64)> =
         HashMap::with_capacity_and_hasher(rows.iter().map(|(_, row)| row.len()).sum(), Default::default());
     for (preference, row) in rows {
         for (neighbour, similarity) in row.iter() {
-            *scores.entry(neighbour).or_default() += score_term(preference, *similarity);
+            scores.entry(neighbour).or_default().0 += score_term(preference, *similarity);
         }
     }
-    let mut ranked: Vec<(i64, &Id)> = scores
+    if scoring.prior > 0 {
+        let seed_weight: i64 = state.seeds.iter().map(|(_, weight)| weight).sum();
+        let top = pool.keys().next().map_or(0, |(_, _, count)| *count);
+        for (_, item, count) in pool.keys() {
+            scores.entry(item).or_default().1 += prior_term(scoring.prior, seed_weight, *count, top);
+        }
+    }
+    let mut ranked: Vec<(i64, &Id, bool)> = scores
         .into_iter()
-        .filter(|(item, score)| *score > 0 && !state.excluded.contains_key(*item))
-        .map(|(item, score)| (-score, item))
+        .filter(|(item, (similar, prior))| similar + prior > 0 && !state.excluded.contains_key(*item))
+        .map(|(item, (similar, prior))| (-(similar + prior), item, similar == 0))
         .collect();
     keep_best(&mut ranked, k);
     let mut list: Vec<RecItem> = ranked
         .into_iter()
-        .map(|(negated, item)| RecItem {
+        .map(|(negated, item, popular_only)| RecItem {
             item: item.clone(),
             score: -negated,
-            fallback: false,
+            fallback: popular_only,
             because: explain.map(|session| because(state, similar, session, item)).unwrap_or_default(),
         })
         .collect();
     if list.len() < k {
-        for (_, item) in pool.keys() {
+        for (_, item, _) in pool.keys() {
             if list.len() == k {
                 break;
             }

@@ -43,6 +43,11 @@ impl Popularity {
         }
     }
 
+    /// The events counted for `item`.
+    pub fn count(&self, item: &Id) -> i64 {
+        self.counts.get(item).copied().unwrap_or(0)
+    }
+
     /// The `k` most counted items (count desc, item asc) for which `skip` is false.
     ///
     /// ```

@@ -144,6 +144,32 @@ impl ItemKnn {
         touched.order.insert(sequence, item);
     }
 
+    /// The cosine of two items over everything learned so far, `c(a, b) / sqrt(n_a n_b)`; 0 for
+    /// an item never learned.
+    pub fn cosine(&self, a: &Id, b: &Id) -> f64 {
+        let (Some(&a), Some(&b)) = (self.index.get(a), self.index.get(b)) else { return 0.0 };
+        let both = match &self.rows[a as usize] {
+            Row::Sparse(counts) => counts.get(&b).copied().unwrap_or(0),
+            Row::Dense(counts) => counts.get(b as usize).copied().unwrap_or(0),
+        };
+        if both == 0 {
+            return 0.0;
+        }
+        f64::from(both) / (f64::from(self.users_of[a as usize]) * f64::from(self.users_of[b as usize])).sqrt()
+    }
+
+    /// The mean cosine over the pairs of `items`, or `None` for fewer than two items.
+    pub fn mean_pairwise_cosine<'a>(&self, items: impl Iterator<Item = &'a Id> + Clone) -> Option<f64> {
+        let (mut sum, mut pairs) = (0.0, 0u32);
+        for (at, a) in items.clone().enumerate() {
+            for b in items.clone().skip(at + 1) {
+                sum += self.cosine(a, b);
+                pairs += 1;
+            }
+        }
+        (pairs > 0).then(|| sum / f64::from(pairs))
+    }
+
     /// Both baselines' top-`k` for `user` from what was learned so far, skipping items for which
     /// `skip` is true.
     pub fn lists(&mut self, user: &Id, k: usize, mut skip: impl FnMut(&Id) -> bool) -> KnnLists {

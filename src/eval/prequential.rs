@@ -118,6 +118,8 @@ pub struct Prequential {
     knn: ItemKnn,
     catalogue: HashMap<Id, u32>,
     counts: Counts,
+    /// Events learned so far (the global popularity's total).
+    learned: u64,
 }
 
 impl Prequential {
@@ -151,6 +153,7 @@ impl Prequential {
             knn: ItemKnn::new(knn_seeds),
             catalogue: HashMap::default(),
             counts: Counts::default(),
+            learned: 0,
         }
     }
 
@@ -217,6 +220,8 @@ impl Prequential {
                     empty: list.is_empty(),
                     all_fallback: !list.is_empty() && list.iter().all(|(_, fallback)| *fallback),
                     fallback_hit: rank.is_some_and(|r| list[r].1),
+                    list_similarity: self.knn.mean_pairwise_cosine(list.iter().map(|(item, _)| item)),
+                    novelty: novelty(&self.global, self.learned, &list),
                 };
                 interned.clear();
                 for (item, _) in &list {
@@ -230,6 +235,7 @@ impl Prequential {
         for event in &events {
             self.exclusions.learn(event);
             self.global.add(&event.item, 1);
+            self.learned += 1;
             self.windowed.learn(event, time);
             self.knn.learn(event);
             let next = self.catalogue.len() as u32;
@@ -283,6 +289,17 @@ impl Prequential {
             .collect();
         Evaluation { counts: self.counts, catalogue, results }
     }
+}
+
+/// The mean self-information `-log2(count / learned)` of a list's items (counts of at least 1),
+/// or `None` for an empty list.
+fn novelty(popularity: &Popularity, learned: u64, list: &[(Id, bool)]) -> Option<f64> {
+    if list.is_empty() {
+        return None;
+    }
+    let total = learned.max(1) as f64;
+    let bits: f64 = list.iter().map(|(item, _)| -(popularity.count(item).max(1) as f64 / total).log2()).sum();
+    Some(bits / list.len() as f64)
 }
 
 #[cfg(test)]

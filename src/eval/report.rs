@@ -52,6 +52,7 @@ pub fn table(report: &Report) -> String {
     for r in &e.results {
         let _ = writeln!(out, "- {}: {}", r.name, r.description);
     }
+    beyond_accuracy(&mut out, report);
     if e.results.first().is_some_and(|r| r.slices.len() > 1) {
         let _ = writeln!(out, "\nHR@{k} per slice of the scored stream (equal numbers of accepted events):\n");
         let _ = write!(out, "| slice | events |");
@@ -75,16 +76,40 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// What the lists are like beside their hits: coverage, intra-list diversity, novelty and the
+/// exposure Gini of every model, with HR@k beside them for the trade-off.
+fn beyond_accuracy(out: &mut String, report: &Report) {
+    let k = report.k;
+    let _ = writeln!(out, "\nBeyond accuracy (diversity: 1 - mean co-occurrence cosine within a list; novelty: mean -log2 popularity share, in bits; Gini of item exposures):\n");
+    let _ = writeln!(out, "| model | HR@{k} | coverage | diversity | novelty | exposure Gini |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let cell = |x: Option<f64>, digits: usize| x.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"));
+    for r in &report.evaluation.results {
+        let s = &r.overall;
+        let _ = writeln!(
+            out,
+            "| {} | {:.4} | {:.4} | {} | {} | {:.4} |",
+            r.name,
+            s.hr,
+            s.coverage,
+            cell(s.diversity, 4),
+            cell(s.novelty, 2),
+            s.gini
+        );
+    }
+}
+
 /// The header of the CSV.
 pub const CSV_HEADER: &str =
-    "model,slice,from_time,to_time,events,hits,hr,ndcg,mrr,coverage,no_list,fallback,fallback_hits";
+    "model,slice,from_time,to_time,events,hits,hr,ndcg,mrr,coverage,no_list,fallback,fallback_hits,diversity,novelty,gini";
 
 fn csv_row(out: &mut String, name: &str, slice: &str, s: &Summary, dataflow: bool, unit: u64) {
     let time = |t: Option<u64>| t.map_or_else(String::new, |t| (t / unit).to_string());
     let fallback = if dataflow { format!("{:.6},{:.6}", s.fallback, s.fallback_hits) } else { String::from(",") };
+    let cell = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v:.6}"));
     let _ = writeln!(
         out,
-        "{name},{slice},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{fallback}",
+        "{name},{slice},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{fallback},{},{},{:.6}",
         time(s.from_time),
         time(s.to_time),
         s.events,
@@ -93,13 +118,16 @@ fn csv_row(out: &mut String, name: &str, slice: &str, s: &Summary, dataflow: boo
         s.ndcg,
         s.mrr,
         s.coverage,
-        s.no_list
+        s.no_list,
+        cell(s.diversity),
+        cell(s.novelty),
+        s.gini
     );
 }
 
 /// The CSV text: per model one `all` row, then one row per slice (numbered from 1). Times are
 /// dataflow times in the input's timestamp unit; the fallback columns are empty for the
-/// popularity baselines.
+/// baselines, diversity and novelty where no list had two items or one.
 pub fn csv(report: &Report) -> String {
     let mut out = String::from(CSV_HEADER);
     out.push('\n');

@@ -64,8 +64,9 @@ fn weight(pipeline: &Pipeline, event: &Event) -> i64 {
         Action::Rate => w.rate,
     };
     let base = (base * 1000.0).round() as i64;
+    let offset = (w.rating_offset * 1000.0).round() as i64;
     let weighted = match (event.action, event.value) {
-        (Action::Rate, Some(v)) => base * v / 1000,
+        (Action::Rate, Some(v)) => base * (v - offset) / 1000,
         _ => base,
     };
     weighted.max(0)
@@ -277,8 +278,10 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         }
         let c = c as f64 / unit as f64;
         let (ni, nj) = (users_of[&i] as f64, users_of[&j] as f64);
+        let a = spec.similarity.asymmetry;
         let s = match spec.similarity.measure {
-            Measure::Cosine => c / (ni * nj).sqrt(),
+            Measure::Cosine if a == 0.5 => c / (ni * nj).sqrt(),
+            Measure::Cosine => c / (ni.powf(a) * nj.powf(1.0 - a)),
             Measure::Jaccard => c / (ni + nj - c),
         };
         neighbours.entry(i).or_default().push(((s * 1e6).round() as i64, j));
@@ -353,21 +356,33 @@ fn horizon_pairs(
     (entered.into_keys().collect(), pairs)
 }
 
-/// A user's list from their inputs and the tables.
-fn rank(k: usize, (seeds, excluded): &Inputs, (neighbours, pool): &Tables) -> Vec<(Id, i64, bool)> {
+/// A user's list from their inputs and the tables: the seeds' similarity sums plus, with a
+/// popularity prior (thousandths), `prior * Σ seed weights * count / top count` for each pool
+/// item; an item only the prior scores is marked as a fill-in.
+fn rank(k: usize, prior: i64, (seeds, excluded): &Inputs, (neighbours, pool): &Tables) -> Vec<(Id, i64, bool)> {
     if seeds.is_empty() {
         return Vec::new();
     }
-    let mut score: BTreeMap<Id, i64> = BTreeMap::new();
+    let mut score: BTreeMap<Id, (i64, i64)> = BTreeMap::new();
     for (i, p) in seeds {
         for (s, j) in neighbours.get(i).map(Vec::as_slice).unwrap_or(&[]) {
-            *score.entry(j.clone()).or_default() += ((*p as i128 * *s as i128) / 1_000_000) as i64;
+            score.entry(j.clone()).or_default().0 += ((*p as i128 * *s as i128) / 1_000_000) as i64;
         }
     }
-    let mut scored: Vec<(i64, Id)> =
-        score.into_iter().filter(|(j, s)| *s > 0 && !excluded.contains(j)).map(|(j, s)| (s, j)).collect();
+    if prior > 0 {
+        let total: i128 = seeds.iter().map(|(_, p)| *p as i128).sum();
+        let top = pool.first().map_or(1, |(c, _)| *c as i128);
+        for (count, item) in pool {
+            score.entry(item.clone()).or_default().1 += (prior as i128 * total * *count as i128 / (top * 1000)) as i64;
+        }
+    }
+    let mut scored: Vec<(i64, Id, bool)> = score
+        .into_iter()
+        .filter(|(j, (s, p))| s + p > 0 && !excluded.contains(j))
+        .map(|(j, (s, p))| (s + p, j, s == 0))
+        .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut list: Vec<(Id, i64, bool)> = scored.into_iter().take(k).map(|(s, j)| (j, s, false)).collect();
+    let mut list: Vec<(Id, i64, bool)> = scored.into_iter().take(k).map(|(s, j, fill)| (j, s, fill)).collect();
     for (_, item) in pool {
         if list.len() == k {
             break;
@@ -399,7 +414,8 @@ impl<'a> RecsReference<'a> {
     /// Every user's list at `at` (users without a list are absent); calls must not go back in time.
     pub fn lists_at(&mut self, at: u64) -> &BTreeMap<Id, Vec<(Id, i64, bool)>> {
         let tick = self.pipeline.time.tick.millis();
-        let k = self.pipeline.recommend.as_ref().expect("pipeline recommends").k;
+        let spec = self.pipeline.recommend.as_ref().expect("pipeline recommends");
+        let (k, prior) = (spec.k, (spec.popularity_prior * 1000.0).round() as i64);
         while self.next_tick <= at {
             let now = self.next_tick;
             let inputs = inputs_at(self.pipeline, self.accepted, now);
@@ -414,7 +430,7 @@ impl<'a> RecsReference<'a> {
             if !changed.is_empty() {
                 let tables = tables_at(self.pipeline, self.accepted, now);
                 for user in changed {
-                    let list = inputs.get(&user).map(|i| rank(k, i, &tables)).unwrap_or_default();
+                    let list = inputs.get(&user).map(|i| rank(k, prior, i, &tables)).unwrap_or_default();
                     if list.is_empty() {
                         self.lists.remove(&user);
                     } else {

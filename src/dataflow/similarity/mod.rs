@@ -69,12 +69,14 @@ fn next_phase_time(phase: Time, t: Time, refresh: Time) -> Time {
     }
 }
 
-/// Similarity of two items in millionths from their co-occurrence (in users, possibly weighted)
-/// and item user counts.
-pub fn similarity(measure: Measure, both: f64, users_i: i64, users_j: i64) -> i64 {
-    let value = match measure {
-        Measure::Cosine => both / ((users_i as f64) * (users_j as f64)).sqrt(),
-        Measure::Jaccard => both / ((users_i + users_j) as f64 - both),
+/// Similarity from item `i` to item `j` in millionths from their co-occurrence (in users,
+/// possibly weighted) and item user counts, under `spec`'s measure and asymmetry.
+pub fn similarity(spec: &SimilaritySpec, both: f64, users_i: i64, users_j: i64) -> i64 {
+    let (n_i, n_j) = (users_i as f64, users_j as f64);
+    let value = match spec.measure {
+        Measure::Cosine if spec.asymmetry == 0.5 => both / (n_i * n_j).sqrt(),
+        Measure::Cosine => both / (n_i.powf(spec.asymmetry) * n_j.powf(1.0 - spec.asymmetry)),
+        Measure::Jaccard => both / (n_i + n_j - both),
     };
     (value * SCORE_SCALE as f64).round() as i64
 }

@@ -156,7 +156,7 @@ impl RowTable {
         if n_i <= 0 || n_j <= 0 {
             return false;
         }
-        let candidate = similarity(spec.measure, both as f64 / self.unit as f64, n_i, n_j);
+        let candidate = similarity(spec, both as f64 / self.unit as f64, n_i, n_j);
         best_first(self.items.ids(), &(j, candidate), &(last, last_similarity)) == Ordering::Less
     }
 
@@ -332,7 +332,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         if n_j <= 0 {
             continue;
         }
-        let candidate = (j, similarity(spec.measure, both as f64 / unit, n_i, n_j));
+        let candidate = (j, similarity(spec, both as f64 / unit, n_i, n_j));
         if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less) {
             continue;
         }
@@ -340,23 +340,25 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         if ranked.len() == 2 * keep {
             keep_best_by(&mut ranked, keep, order);
             threshold = ranked.last().copied();
-            cut = threshold.map_or(0.0, |(_, last)| support_cut(spec.measure, n_i, last) * unit);
+            cut = threshold.map_or(0.0, |(_, last)| support_cut(spec, n_i, last) * unit);
         }
     }
     keep_best_by(&mut ranked, keep, order);
     ranked
 }
 
-/// The support below which an item cannot reach similarity `last` (millionths) with an item of
-/// `n_i` users: `sim <= sqrt(c / n_i)` (cosine) or `c / n_i` (Jaccard), with a margin of one
-/// millionth for rounding, so what is cut is strictly below `last`.
-fn support_cut(measure: Measure, n_i: i64, last: i64) -> f64 {
+/// The support below which an item cannot reach similarity `last` (millionths) from an item of
+/// `n_i` users: since `c <= n_j`, `sim <= (c / n_i)^a` (cosine with asymmetry `a`; `a = 0.5` is
+/// `sqrt(c / n_i)`) or `c / n_i` (Jaccard), with a margin of one millionth for rounding, so what
+/// is cut is strictly below `last`.
+fn support_cut(spec: &SimilaritySpec, n_i: i64, last: i64) -> f64 {
     let reach = (last - 1) as f64 / SCORE_SCALE as f64;
     if reach <= 0.0 {
         return 0.0;
     }
-    match measure {
-        Measure::Cosine => n_i as f64 * reach * reach,
+    match spec.measure {
+        Measure::Cosine if spec.asymmetry == 0.5 => n_i as f64 * reach * reach,
+        Measure::Cosine => n_i as f64 * reach.powf(1.0 / spec.asymmetry) * (1.0 - 1e-9),
         Measure::Jaccard => n_i as f64 * reach,
     }
 }
@@ -368,14 +370,16 @@ mod tests {
     /// No pair whose support is below the cut reaches the similarity the cut is for.
     #[test]
     fn support_cut_never_cuts_a_pair_that_reaches_the_threshold() {
-        for measure in [Measure::Cosine, Measure::Jaccard] {
+        let shapes = [(Measure::Cosine, 0.5), (Measure::Cosine, 0.2), (Measure::Cosine, 0.8), (Measure::Cosine, 1.0)];
+        for (measure, asymmetry) in shapes.into_iter().chain([(Measure::Jaccard, 0.5)]) {
+            let spec = SimilaritySpec { measure, asymmetry, ..SimilaritySpec::default() };
             for n_i in 1..60 {
                 for n_j in 1..60 {
                     for both in 1..=n_i.min(n_j) {
-                        let value = similarity(measure, both as f64, n_i, n_j);
+                        let value = similarity(&spec, both as f64, n_i, n_j);
                         for last in [value - 1, value, value + 1] {
-                            if (both as f64) < support_cut(measure, n_i, last) {
-                                assert!(value < last, "{measure:?} c={both} n_i={n_i} n_j={n_j} last={last}");
+                            if (both as f64) < support_cut(&spec, n_i, last) {
+                                assert!(value < last, "{spec:?} c={both} n_i={n_i} n_j={n_j} last={last}");
                             }
                         }
                     }
