@@ -605,11 +605,14 @@ pub struct SimilaritySpec {
     /// to neighbour `j`: 0.5 is the cosine; lower damps popular neighbours, higher favours them
     /// (1 is the share of `i`'s users who also touched `j`).
     pub asymmetry: f64,
+    /// Shrinks the similarity of pairs with little support: times `c / (c + shrinkage)`, `c` the
+    /// pair's co-occurrence in users (0 leaves it as it is).
+    pub shrinkage: f64,
 }
 
 impl SimilaritySpec {
-    /// Checks `asymmetry`: in (0, 1], and only with the cosine.
-    fn validate_asymmetry(&self, origin: &str) -> Result<(), SpecError> {
+    /// Checks `asymmetry` (in (0, 1], and only with the cosine) and `shrinkage`.
+    fn validate_shape(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |key: &str, problem: String| {
             Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
         };
@@ -618,6 +621,15 @@ impl SimilaritySpec {
             return bad(
                 "recommend.similarity.asymmetry",
                 format!("{a} is not an exponent in (0, 1]; use 0.5 for the cosine, lower to damp popular items"),
+            );
+        }
+        if !(self.shrinkage.is_finite() && (0.0..=1_000_000.0).contains(&self.shrinkage)) {
+            return bad(
+                "recommend.similarity.shrinkage",
+                format!(
+                    "{} is not a shrinkage; use a number of users between 0 and 1000000, such as 10",
+                    self.shrinkage
+                ),
             );
         }
         if a != 0.5 && self.measure != Measure::Cosine {
@@ -638,6 +650,7 @@ impl Default for SimilaritySpec {
             neighbours: 20,
             refresh: Span(60_000),
             asymmetry: 0.5,
+            shrinkage: 0.0,
         }
     }
 }
@@ -1065,7 +1078,7 @@ impl Pipeline {
                     ),
                 );
             }
-            rec.similarity.validate_asymmetry(origin)?;
+            rec.similarity.validate_shape(origin)?;
         }
         if let Some(hot) = &self.hot_items {
             if hot.actions.is_empty() {

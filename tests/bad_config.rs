@@ -32,6 +32,7 @@ fn unknown_and_invalid_keys_are_named() {
         ("[recommend]\n[recommend.similarity]\nasymmetry = 1.5", "recommend.similarity.asymmetry"),
         ("[recommend]\n[recommend.similarity]\nmeasure = \"jaccard\"\nasymmetry = 0.3", "measure = \"cosine\""),
         ("[recommend]\npopularity_prior = -0.1", "recommend.popularity_prior"),
+        ("[recommend]\n[recommend.similarity]\nshrinkage = -1", "recommend.similarity.shrinkage"),
         ("[recommend]\npopularity_prior = nan", "recommend.popularity_prior"),
         ("[weights]\nrating_offset = -1.0\n[hot_items]", "weights.rating_offset"),
         ("[source]\nkind = \"file\"\n[hot_items]", "source.path"),

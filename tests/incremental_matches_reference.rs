@@ -366,6 +366,15 @@ fn asymmetric_cosine_one_and_four_workers() {
     }
 }
 
+/// Similarities of pairs with little support shrunk towards 0, with Jaccard and with horizon
+/// pairs.
+#[test]
+fn shrunk_similarity_one_and_four_workers() {
+    let shrunk = |toml: &str| toml.replace("min_support = ", "shrinkage = 2.5\nmin_support = ");
+    check_one_and_four(&shrunk(&horizon_pairs(SLIDING)), 110..112);
+    check(&shrunk(TUMBLING), 112, 1);
+}
+
 /// A popularity prior: pool items gain score by their windowed counts, and items only the
 /// prior scores are marked as fill-ins.
 #[test]

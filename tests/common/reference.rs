@@ -284,6 +284,8 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
             Measure::Cosine => c / (ni.powf(a) * nj.powf(1.0 - a)),
             Measure::Jaccard => c / (ni + nj - c),
         };
+        let shrink = spec.similarity.shrinkage;
+        let s = if shrink > 0.0 { s * (c / (c + shrink)) } else { s };
         neighbours.entry(i).or_default().push(((s * 1e6).round() as i64, j));
     }
     for list in neighbours.values_mut() {

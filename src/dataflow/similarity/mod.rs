@@ -70,14 +70,18 @@ fn next_phase_time(phase: Time, t: Time, refresh: Time) -> Time {
 }
 
 /// Similarity from item `i` to item `j` in millionths from their co-occurrence (in users,
-/// possibly weighted) and item user counts, under `spec`'s measure and asymmetry.
+/// possibly weighted) and item user counts, under `spec`'s measure, asymmetry and shrinkage.
+/// Shrinkage only lowers a similarity, so a bound on the unshrunk value bounds it too.
 pub fn similarity(spec: &SimilaritySpec, both: f64, users_i: i64, users_j: i64) -> i64 {
     let (n_i, n_j) = (users_i as f64, users_j as f64);
-    let value = match spec.measure {
+    let mut value = match spec.measure {
         Measure::Cosine if spec.asymmetry == 0.5 => both / (n_i * n_j).sqrt(),
         Measure::Cosine => both / (n_i.powf(spec.asymmetry) * n_j.powf(1.0 - spec.asymmetry)),
         Measure::Jaccard => both / (n_i + n_j - both),
     };
+    if spec.shrinkage > 0.0 {
+        value *= both / (both + spec.shrinkage);
+    }
     (value * SCORE_SCALE as f64).round() as i64
 }
 
