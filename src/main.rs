@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use recflow::kafka::{self, produce::ProduceOptions, subscribe::SubscribeOptions};
+use recflow::kafka::produce::{ProduceFormat, ProduceOptions};
+use recflow::kafka::{self, subscribe::SubscribeOptions};
 use recflow::source::SynthSource;
 use recflow::spec::{Format, Pipeline, SourceKind, SourceSpec};
 use recflow::RunOptions;
@@ -49,13 +50,15 @@ struct ProduceArgs {
     /// The topic: kafka://HOST:PORT/TOPIC (created if missing).
     #[arg(long)]
     to: String,
-    /// A pipeline whose `[source]` describes the file's layout (default: the built-in CSV
-    /// layout user,item,category,action,ts in seconds).
+    /// A pipeline whose `[source]` describes the file's layout and the payloads it reads from
+    /// Kafka (default: the built-in CSV layout user,item,category,action,ts in seconds, JSON
+    /// payloads).
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// Payload: `raw` (each line as it is), `json` or `bincode`.
-    #[arg(long, default_value = "raw")]
-    format: recflow::kafka::produce::ProduceFormat,
+    /// Payload: `raw` (each line as it is), `json`, `csv`, `tsv` or `bincode` (default: what
+    /// the pipeline's source reads from Kafka).
+    #[arg(long)]
+    format: Option<ProduceFormat>,
     /// Events per second (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
@@ -308,9 +311,7 @@ fn main() -> Result<()> {
             let mut input = args.input.map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(&i)));
             if let Some(text) = input.as_ref().and_then(|i| i.to_str()).filter(|i| i.starts_with(kafka::SCHEME)) {
                 let address = kafka::KafkaAddress::parse(text).map_err(anyhow::Error::msg).context("--input")?;
-                pipeline.source.kind = SourceKind::Kafka;
-                pipeline.source.kafka.brokers = address.brokers;
-                pipeline.source.kafka.topic = address.topic;
+                pipeline.source.read_topic(address.brokers, address.topic);
                 input = None;
             } else if let Some(path) = &input {
                 // A file or standard input replaces whatever source the pipeline names.
@@ -357,19 +358,21 @@ fn main() -> Result<()> {
                 Some(path) => load_ignoring_source_kind(path)?.source,
                 None => SourceSpec::default(),
             };
+            let format = args.format.unwrap_or_else(|| ProduceFormat::expected_by(&layout));
             let options = ProduceOptions {
                 to,
                 partitions: args.partitions.max(1),
                 rate: args.rate,
-                format: args.format,
+                format,
                 progress: !args.quiet,
             };
             let report = kafka::produce::produce(&args.input, &layout, &options)?;
             eprintln!(
-                "recflow produce: {} messages delivered in {:.2}s ({:.0}/s); {} lines did not decode and were sent as they are",
+                "recflow produce: {} messages delivered in {:.2}s ({:.0}/s) as {} payloads; {} lines did not decode and were sent as they are",
                 report.delivered,
                 report.seconds,
                 report.delivered as f64 / report.seconds.max(1e-9),
+                format.name(),
                 report.undecodable
             );
         }
@@ -403,11 +406,13 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 }
 
 /// Loads a pipeline for its synthetic-generator settings or record layout only, so that a
-/// pipeline reading Kafka without brokers configured (they come from `--input`) still loads.
+/// pipeline reading Kafka without brokers configured (they come from `--input`), or a file
+/// pipeline without a path, still loads. Its source keeps its kind.
 fn load_ignoring_source_kind(path: &std::path::Path) -> Result<Pipeline> {
-    let mut pipeline = Pipeline::read(path)?;
-    pipeline.source.kind = SourceKind::Synth;
-    pipeline.validate(&path.display().to_string())?;
+    let pipeline = Pipeline::read(path)?;
+    let mut checked = pipeline.clone();
+    checked.source.kind = SourceKind::Synth;
+    checked.validate(&path.display().to_string())?;
     Ok(pipeline)
 }
 
