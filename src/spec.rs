@@ -672,6 +672,9 @@ pub struct OutputSpec {
     pub status_interval_secs: u64,
     /// librdkafka producer properties for `kafka://` outputs, passed through as they are.
     pub kafka_options: BTreeMap<String, String>,
+    /// Fail the run (exit non-zero) when more than this share of the records read, in (0, 1],
+    /// were rejected or late; none: never.
+    pub max_rejected_share: Option<f64>,
 }
 
 impl Default for OutputSpec {
@@ -681,6 +684,7 @@ impl Default for OutputSpec {
             dead_letter: "stderr".into(),
             status_interval_secs: 5,
             kafka_options: BTreeMap::new(),
+            max_rejected_share: None,
         }
     }
 }
@@ -1082,6 +1086,15 @@ impl Pipeline {
         }
         if let Some(problem) = crate::kafka::reserved_option(&self.output.kafka_options, crate::kafka::Role::Producer) {
             return bad("output.kafka_options", problem);
+        }
+        if let Some(share) = self.output.max_rejected_share.filter(|share| !(*share > 0.0 && *share <= 1.0)) {
+            return bad(
+                "output.max_rejected_share",
+                format!(
+                    "{share} is not a share of the records; use a number in (0, 1], such as 0.05 to fail a run \
+                     that rejects more than 5% of its records, or remove the key to never fail for rejections"
+                ),
+            );
         }
         if let Some(serve) = &self.serve {
             serve.validate(origin)?;
