@@ -14,6 +14,7 @@ pub mod event;
 pub mod event_time;
 pub mod kafka;
 pub mod metrics;
+pub mod rejections;
 pub mod results;
 pub mod run;
 pub mod serve;

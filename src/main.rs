@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use recflow::kafka::{self, produce::ProduceOptions, subscribe::SubscribeOptions};
-use recflow::source::SynthSource;
+use recflow::kafka::produce::{ProduceFormat, ProduceOptions};
+use recflow::kafka::{self, subscribe::SubscribeOptions};
+use recflow::source::{InputAddress, InputForms, SynthSource};
 use recflow::spec::{Format, Pipeline, SourceKind, SourceSpec};
 use recflow::RunOptions;
 
@@ -43,19 +44,21 @@ enum Command {
 
 #[derive(Args)]
 struct ProduceArgs {
-    /// The events, one per line (`-` for standard input).
+    /// The events, one per line: `file:PATH`, `PATH` or `-` (standard input).
     #[arg(long)]
-    input: PathBuf,
+    input: String,
     /// The topic: kafka://HOST:PORT/TOPIC (created if missing).
     #[arg(long)]
     to: String,
-    /// A pipeline whose `[source]` describes the file's layout (default: the built-in CSV
-    /// layout user,item,category,action,ts in seconds).
+    /// A pipeline whose `[source]` describes the file's layout and the payloads it reads from
+    /// Kafka (default: the built-in CSV layout user,item,category,action,ts in seconds, JSON
+    /// payloads).
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// Payload: `raw` (each line as it is), `json` or `bincode`.
-    #[arg(long, default_value = "raw")]
-    format: recflow::kafka::produce::ProduceFormat,
+    /// Payload: `raw` (each line as it is), `json`, `csv`, `tsv` or `bincode` (default: what
+    /// the pipeline's source reads from Kafka).
+    #[arg(long)]
+    format: Option<ProduceFormat>,
     /// Events per second (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
@@ -126,7 +129,8 @@ struct BenchArgs {
     /// Input records per run (synthetic unless --input is given).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Read events from `file:PATH` instead of the synthetic generator.
+    /// Read events from `file:PATH`, `PATH` or `-` (standard input, with --runs 1) instead of the
+    /// synthetic generator.
     #[arg(long)]
     input: Option<String>,
     /// Feed the synthetic generator at this many events per second (0: as fast as possible).
@@ -305,18 +309,7 @@ fn main() -> Result<()> {
         Command::Run(args) => {
             let mut pipeline = Pipeline::read(&args.pipeline)?;
             let config = timely_config(&args.workers)?;
-            let mut input = args.input.map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(&i)));
-            if let Some(text) = input.as_ref().and_then(|i| i.to_str()).filter(|i| i.starts_with(kafka::SCHEME)) {
-                let address = kafka::KafkaAddress::parse(text).map_err(anyhow::Error::msg).context("--input")?;
-                pipeline.source.kind = SourceKind::Kafka;
-                pipeline.source.kafka.brokers = address.brokers;
-                pipeline.source.kafka.topic = address.topic;
-                input = None;
-            } else if let Some(path) = &input {
-                // A file or standard input replaces whatever source the pipeline names.
-                pipeline.source.kind = if path.as_os_str() == "-" { SourceKind::Stdin } else { SourceKind::File };
-                pipeline.source.path = Some(path.clone());
-            }
+            let input = replace_source(&mut pipeline, args.input.as_deref())?;
             if args.bounded {
                 if pipeline.source.kind != SourceKind::Kafka {
                     bail!("--bounded applies to Kafka sources; files and --max-events are bounded already");
@@ -357,19 +350,21 @@ fn main() -> Result<()> {
                 Some(path) => load_ignoring_source_kind(path)?.source,
                 None => SourceSpec::default(),
             };
+            let format = args.format.unwrap_or_else(|| ProduceFormat::expected_by(&layout));
             let options = ProduceOptions {
                 to,
                 partitions: args.partitions.max(1),
                 rate: args.rate,
-                format: args.format,
+                format,
                 progress: !args.quiet,
             };
-            let report = kafka::produce::produce(&args.input, &layout, &options)?;
+            let report = kafka::produce::produce(&parse_file_input(&args.input)?, &layout, &options)?;
             eprintln!(
-                "recflow produce: {} messages delivered in {:.2}s ({:.0}/s); {} lines did not decode and were sent as they are",
+                "recflow produce: {} messages delivered in {:.2}s ({:.0}/s) as {} payloads; {} lines did not decode and were sent as they are",
                 report.delivered,
                 report.seconds,
                 report.delivered as f64 / report.seconds.max(1e-9),
+                format.name(),
                 report.undecodable
             );
         }
@@ -390,6 +385,36 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Points the pipeline at `run --input` (a file, standard input or a Kafka topic), if given;
+/// returns the path a file source opens (`-` for standard input), `None` for the pipeline's own
+/// source or a topic.
+fn replace_source(pipeline: &mut Pipeline, input: Option<&str>) -> Result<Option<PathBuf>> {
+    let Some(text) = input else { return Ok(None) };
+    let source = &mut pipeline.source;
+    Ok(match InputAddress::parse(text, InputForms::FilesOrKafka).map_err(|e| anyhow::anyhow!("--input {e}"))? {
+        InputAddress::Kafka(address) => {
+            source.read_topic(address.brokers, address.topic);
+            None
+        }
+        InputAddress::Stdin => {
+            source.kind = SourceKind::Stdin;
+            Some(PathBuf::from("-"))
+        }
+        InputAddress::File(path) => {
+            source.kind = SourceKind::File;
+            source.path = Some(path.clone());
+            Some(path)
+        }
+    })
+}
+
+/// Parses an `--input` that names a file or standard input; returns the path a file source
+/// opens (`-` for standard input).
+fn parse_file_input(text: &str) -> Result<PathBuf> {
+    let input = InputAddress::parse(text, InputForms::Files).map_err(|e| anyhow::anyhow!("--input {e}"))?;
+    input.path().context("--input names no file")
+}
+
 /// A flag raised by the first Ctrl-C (SIGINT) or SIGTERM, which ends the input so the run writes
 /// its final results, commits offsets and exits; a second signal exits at once.
 fn stop_on_signals() -> Result<Arc<AtomicBool>> {
@@ -403,18 +428,20 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 }
 
 /// Loads a pipeline for its synthetic-generator settings or record layout only, so that a
-/// pipeline reading Kafka without brokers configured (they come from `--input`) still loads.
+/// pipeline reading Kafka without brokers configured (they come from `--input`), or a file
+/// pipeline without a path, still loads. Its source keeps its kind.
 fn load_ignoring_source_kind(path: &std::path::Path) -> Result<Pipeline> {
-    let mut pipeline = Pipeline::read(path)?;
-    pipeline.source.kind = SourceKind::Synth;
-    pipeline.validate(&path.display().to_string())?;
+    let pipeline = Pipeline::read(path)?;
+    let mut checked = pipeline.clone();
+    checked.source.kind = SourceKind::Synth;
+    checked.validate(&path.display().to_string())?;
     Ok(pipeline)
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
     let pipeline = Pipeline::load(&args.pipeline)?;
     let input = match (&args.input, &pipeline.source.path) {
-        (Some(input), _) => PathBuf::from(input.strip_prefix("file:").unwrap_or(input)),
+        (Some(input), _) => parse_file_input(input)?,
         (None, Some(path)) if pipeline.source.kind == recflow::spec::SourceKind::File => path.clone(),
         _ => bail!("{}: has no source.path; pass --input file:PATH", args.pipeline.display()),
     };
@@ -501,7 +528,10 @@ fn bench(args: BenchArgs) -> Result<()> {
         recommend.similarity.refresh =
             recflow::spec::Span::parse(refresh).map_err(anyhow::Error::msg).context("--refresh")?;
     }
-    let input = args.input.as_ref().map(|i| PathBuf::from(i.strip_prefix("file:").unwrap_or(i)));
+    let input = args.input.as_deref().map(parse_file_input).transpose()?;
+    if input.as_ref().is_some_and(|path| path.as_os_str() == "-") && args.runs > 1 {
+        bail!("--input -: standard input can be read only once; pass --runs 1, or a file for {} runs", args.runs);
+    }
     pipeline.source.kind = if input.is_some() { SourceKind::File } else { SourceKind::Synth };
     pipeline.source.path = input.clone();
     // A benchmark measures the pipeline, not a server a [serve] table would start on every run.

@@ -37,6 +37,47 @@ pub struct Metrics {
     pub in_flight: AtomicU64,
     /// Update latency: from an event's ingestion until the output frontier passes its time.
     pub update_latency: LatencyHistogram,
+    /// How the first records read turned out, for the rejection alarm.
+    pub first_records: FirstRecords,
+}
+
+/// How the first [`FirstRecords::SIZE`] records read by this process turned out.
+#[derive(Debug, Default)]
+pub struct FirstRecords {
+    /// Records that took a place among the first, possibly more than [`FirstRecords::SIZE`].
+    claimed: AtomicU64,
+    /// Per outcome: accepted, then rejected per reason in the order of [`REJECT_CODES`].
+    outcomes: [AtomicU64; 1 + REJECT_CODES.len()],
+}
+
+impl FirstRecords {
+    /// How many records count as the first.
+    pub const SIZE: u64 = 1_000;
+
+    /// Notes the outcome of one record, rejected for `reason` or accepted (`None`), if it is
+    /// among the first.
+    pub fn note(&self, reason: Option<&RejectReason>) {
+        if self.claimed.load(Ordering::Relaxed) >= Self::SIZE
+            || self.claimed.fetch_add(1, Ordering::Relaxed) >= Self::SIZE
+        {
+            return;
+        }
+        let outcome = reason.map_or(0, |reason| 1 + reject_index(reason));
+        self.outcomes[outcome].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The records noted so far, and how many of them were rejected per reason, in the order of
+    /// [`REJECT_CODES`].
+    pub fn counts(&self) -> (u64, [u64; REJECT_CODES.len()]) {
+        let outcomes = self.outcomes.each_ref().map(|count| count.load(Ordering::Relaxed));
+        let mut rejected = [0; REJECT_CODES.len()];
+        rejected.copy_from_slice(&outcomes[1..]);
+        (outcomes.iter().sum(), rejected)
+    }
+}
+
+fn reject_index(reason: &RejectReason) -> usize {
+    REJECT_CODES.iter().position(|c| *c == reason.code()).unwrap_or(0)
 }
 
 /// How far a reading worker has got.
@@ -104,8 +145,12 @@ impl LatencyHistogram {
 impl Metrics {
     /// Counts one rejected record.
     pub fn reject(&self, reason: &RejectReason) {
-        let index = REJECT_CODES.iter().position(|c| *c == reason.code()).unwrap_or(0);
-        self.rejected[index].fetch_add(1, Ordering::Relaxed);
+        self.rejected[reject_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rejected records of every reason, lateness included.
+    pub fn dead_lettered(&self) -> u64 {
+        self.rejected.iter().map(|count| count.load(Ordering::Relaxed)).sum()
     }
 
     /// Rejected records for a reason code.

@@ -12,7 +12,8 @@ use timely::dataflow::operators::probe;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
-use crate::metrics::{Metrics, Snapshot};
+use crate::metrics::{FirstRecords, Metrics, Snapshot};
+use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::serve::{Inlets, Posting, ServeError, Server};
 use crate::sink::{self, write_changelog, write_dead_letters, ServeFeed, SinkError, Tee};
 use crate::source::{
@@ -91,6 +92,15 @@ pub enum RunError {
         pipeline: String,
         /// Why.
         source: ServeError,
+    },
+    /// More of the records were rejected than `output.max_rejected_share` allows (the run
+    /// finished and wrote its results).
+    #[error("pipeline {pipeline}: {message}")]
+    Rejected {
+        /// The pipeline name.
+        pipeline: String,
+        /// The share, the most frequent reason, its likely cause and the fix.
+        message: String,
     },
     /// Timely could not start its workers (for example, a cluster address is unreachable).
     #[error("pipeline {pipeline}: cannot start the workers: {message}")]
@@ -244,6 +254,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let stop = options.stop.clone();
     let worker_metrics = Arc::clone(&metrics);
     let pipeline_name = pipeline.name.clone();
+    let judged = pipeline.clone();
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
@@ -306,6 +317,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             interval,
             pipeline.source.timestamp_unit.scale(),
         );
+        let mut alarm = AlarmWatch::new(reports, &pipeline);
         // Run until every result is out: the frontier passes the stream's completion time (or the
         // dataflow drains entirely). Expiries past the end of the data are not computed.
         let finished = || {
@@ -313,10 +325,12 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         };
         while !finished() {
             worker.step_or_park(Some(Duration::from_millis(50)));
-            status.maybe_print(&metrics);
+            alarm.check(&metrics, end.get().is_some());
+            status.maybe_print(&metrics, alarm.raised());
         }
         worker.drop_dataflow(dataflow_index);
-        status.finish(&metrics);
+        alarm.check(&metrics, true);
+        status.finish(&metrics, alarm.raised());
         Ok(())
     })
     .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
@@ -330,7 +344,48 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     if let (Some(server), Some(linger)) = (server, linger) {
         server.linger(linger, stop.as_deref());
     }
+    if let Some(limit) = judged.output.max_rejected_share {
+        if let Some(message) = excess_rejections(&metrics, limit, &judged) {
+            return Err(RunError::Rejected { pipeline: pipeline_name, message });
+        }
+    }
     Ok(metrics.snapshot())
+}
+
+/// Watches the first records read and warns once on standard error when one reason rejected
+/// nearly all of them.
+struct AlarmWatch<'a> {
+    pipeline: &'a Pipeline,
+    /// `None` while the first records are not all judged, then the alarm, if any.
+    verdict: Option<Option<RejectionAlarm>>,
+}
+
+impl<'a> AlarmWatch<'a> {
+    /// A watch for a worker that reports (`enabled`); other workers' watches stay quiet.
+    fn new(enabled: bool, pipeline: &'a Pipeline) -> AlarmWatch<'a> {
+        AlarmWatch { pipeline, verdict: (!enabled).then_some(None) }
+    }
+
+    /// Judges the first records once they are known (all of them, when the input has ended),
+    /// printing the alarm if there is one.
+    fn check(&mut self, metrics: &Metrics, input_ended: bool) {
+        if self.verdict.is_some() {
+            return;
+        }
+        let (judged, _) = metrics.first_records.counts();
+        if judged < FirstRecords::SIZE && !input_ended {
+            return;
+        }
+        let alarm = RejectionAlarm::first_records(&metrics.first_records, input_ended, self.pipeline);
+        if let Some(alarm) = &alarm {
+            eprintln!("recflow: warning: {alarm}");
+        }
+        self.verdict = Some(alarm);
+    }
+
+    fn raised(&self) -> Option<&RejectionAlarm> {
+        self.verdict.as_ref().and_then(Option::as_ref)
+    }
 }
 
 /// The one-line status on standard error.
@@ -349,7 +404,7 @@ impl Status {
         Status { enabled, interval, unit, started: now, last: now, last_records: 0 }
     }
 
-    fn maybe_print(&mut self, metrics: &Metrics) {
+    fn maybe_print(&mut self, metrics: &Metrics, alarm: Option<&RejectionAlarm>) {
         if !self.enabled || self.last.elapsed() < self.interval {
             return;
         }
@@ -365,7 +420,7 @@ impl Status {
             format!(", consumer lag {}", parts.join(" "))
         };
         eprintln!(
-            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} in flight, {} output records, memory {} MiB{lag}",
+            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} in flight, {} output records, memory {} MiB{lag}{}",
             snapshot.records_in,
             rate,
             snapshot.watermark / self.unit,
@@ -374,17 +429,18 @@ impl Status {
             snapshot.in_flight,
             metrics.output_records.load(Ordering::Relaxed),
             resident_mib().map_or_else(|| "?".to_string(), |m| m.to_string()),
+            warning(alarm),
         );
     }
 
-    fn finish(&self, metrics: &Metrics) {
+    fn finish(&self, metrics: &Metrics, alarm: Option<&RejectionAlarm>) {
         if !self.enabled {
             return;
         }
         let snapshot = metrics.snapshot();
         let secs = self.started.elapsed().as_secs_f64();
         eprintln!(
-            "recflow: done: {} records in {:.2}s ({:.0}/s): {} accepted, {} late, {} rejected; {} output records",
+            "recflow: done: {} records in {:.2}s ({:.0}/s): {} accepted, {} late, {} rejected; {} output records{}",
             snapshot.records_in,
             secs,
             snapshot.records_in as f64 / secs.max(1e-9),
@@ -392,8 +448,14 @@ impl Status {
             snapshot.late,
             snapshot.invalid,
             snapshot.output_records,
+            warning(alarm),
         );
     }
+}
+
+/// The status line's note of a raised alarm.
+fn warning(alarm: Option<&RejectionAlarm>) -> String {
+    alarm.map_or_else(String::new, |alarm| format!("; WARNING: {}", alarm.short()))
 }
 
 /// This process's resident memory in MiB, where the platform tells.

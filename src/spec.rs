@@ -199,6 +199,26 @@ impl SourceSpec {
         const END_OF_9999_IN_SECONDS: u64 = 253_402_300_799;
         self.max_timestamp.unwrap_or(END_OF_9999_IN_SECONDS * 1_000 / self.timestamp_unit.scale())
     }
+
+    /// How this source's Kafka messages are encoded: `[source.kafka] payload` when it is set;
+    /// otherwise, for a source that describes a file (or standard input), that file's format, so
+    /// the pipeline reads from a topic what it reads from its file; otherwise JSON.
+    pub fn payload(&self) -> Payload {
+        match (self.kafka.payload, self.kind) {
+            (Some(payload), _) => payload,
+            (None, SourceKind::File | SourceKind::Stdin) => Payload::of_format(self.format),
+            (None, SourceKind::Synth | SourceKind::Kafka) => Payload::Json,
+        }
+    }
+
+    /// Reads `topic` on `brokers` instead of what the pipeline names (`--input kafka://...`),
+    /// keeping the payload format the source expects.
+    pub fn read_topic(&mut self, brokers: String, topic: String) {
+        self.kafka.payload = Some(self.payload());
+        self.kind = SourceKind::Kafka;
+        self.kafka.brokers = brokers;
+        self.kafka.topic = topic;
+    }
 }
 
 /// Where a Kafka consumer starts reading each partition.
@@ -229,6 +249,17 @@ pub enum Payload {
     Bincode,
 }
 
+impl Payload {
+    /// The payload that carries records written in `format`.
+    pub fn of_format(format: Format) -> Payload {
+        match format {
+            Format::Csv => Payload::Csv,
+            Format::Tsv => Payload::Tsv,
+            Format::Jsonl => Payload::Json,
+        }
+    }
+}
+
 /// The `[source.kafka]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -241,8 +272,8 @@ pub struct KafkaSourceSpec {
     pub group: String,
     /// `earliest`, `latest` or `committed`.
     pub start: StartFrom,
-    /// `json`, `csv`, `tsv` or `bincode`.
-    pub payload: Payload,
+    /// `json`, `csv`, `tsv` or `bincode`; unset, see [`SourceSpec::payload`].
+    pub payload: Option<Payload>,
     /// A partition without messages for this long stops holding the watermark back.
     pub idle_timeout: Span,
     /// Read each partition up to its end offset at start, then close all windows and exit.
@@ -258,7 +289,7 @@ impl Default for KafkaSourceSpec {
             topic: String::new(),
             group: "recflow".into(),
             start: StartFrom::Earliest,
-            payload: Payload::Json,
+            payload: None,
             idle_timeout: Span(10_000),
             bounded: false,
             options: BTreeMap::new(),
@@ -695,6 +726,9 @@ pub struct OutputSpec {
     pub status_interval_secs: u64,
     /// librdkafka producer properties for `kafka://` outputs, passed through as they are.
     pub kafka_options: BTreeMap<String, String>,
+    /// Fail the run (exit non-zero) when more than this share of the records read, in (0, 1],
+    /// were rejected or late; none: never.
+    pub max_rejected_share: Option<f64>,
 }
 
 impl Default for OutputSpec {
@@ -704,6 +738,7 @@ impl Default for OutputSpec {
             dead_letter: "stderr".into(),
             status_interval_secs: 5,
             kafka_options: BTreeMap::new(),
+            max_rejected_share: None,
         }
     }
 }
@@ -1116,6 +1151,15 @@ impl Pipeline {
         }
         if let Some(problem) = crate::kafka::reserved_option(&self.output.kafka_options, crate::kafka::Role::Producer) {
             return bad("output.kafka_options", problem);
+        }
+        if let Some(share) = self.output.max_rejected_share.filter(|share| !(*share > 0.0 && *share <= 1.0)) {
+            return bad(
+                "output.max_rejected_share",
+                format!(
+                    "{share} is not a share of the records; use a number in (0, 1], such as 0.05 to fail a run \
+                     that rejects more than 5% of its records, or remove the key to never fail for rejections"
+                ),
+            );
         }
         if let Some(serve) = &self.serve {
             serve.validate(origin)?;

@@ -50,6 +50,9 @@ fn unknown_and_invalid_keys_are_named() {
         ("[hot_items]\n[serve]\nprogress_interval = \"0s\"", "serve.progress_interval"),
         ("[hot_items]\n[serve]\nlinger = \"always\"", "forever"),
         ("[hot_items]\n[serve]\nport = 80", "port"),
+        ("[hot_items]\n[output]\nmax_rejected_share = 0.0", "output.max_rejected_share"),
+        ("[hot_items]\n[output]\nmax_rejected_share = 1.5", "in (0, 1]"),
+        ("[hot_items]\n[output]\nmax_rejected_share = nan", "output.max_rejected_share"),
     ];
     for (toml, key) in cases {
         let message = error_of(toml);

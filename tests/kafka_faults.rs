@@ -31,7 +31,9 @@ fn setup(tag: &str) -> Setup {
     let events = dir.join("events.csv");
     run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "100000", "--unit", "s", "--output"]).arg(&events));
     let input = broker.create_topic("events", 4);
-    run_ok(recflow().args(["produce", "-q", "--to", &broker.address(&input), "--input"]).arg(&events));
+    run_ok(
+        recflow().args(["produce", "-q", "--format", "raw", "--to", &broker.address(&input), "--input"]).arg(&events),
+    );
     let changelog = dir.join("file.jsonl");
     run_ok(recflow().arg("run").arg(&pipeline).arg("--input").arg(&events).arg("-q").arg("--output").arg(&changelog));
     let expected = final_by_key(&parse_lines(&std::fs::read_to_string(&changelog).unwrap()));

@@ -23,7 +23,9 @@ fn kafka_input_and_output_end_where_the_file_run_ends() {
 
     let input = broker.create_topic("events", 4);
     let stderr = run_ok(
-        recflow().args(["produce", "--partitions", "4", "-q", "--to", &broker.address(&input), "--input"]).arg(&events),
+        recflow()
+            .args(["produce", "--partitions", "4", "-q", "--format", "raw", "--to", &broker.address(&input), "--input"])
+            .arg(&events),
     );
     assert!(stderr.contains("100000 messages delivered"), "{stderr}");
 

@@ -102,7 +102,7 @@ fn kafka_pipeline(pipeline: &Pipeline, brokers: &str, input: &str, bounded: bool
     kafka.topic = input.to_string();
     kafka.group = fresh_topic("group");
     kafka.start = StartFrom::Earliest;
-    kafka.payload = Payload::Bincode;
+    kafka.payload = Some(Payload::Bincode);
     kafka.bounded = bounded;
     pipeline
 }

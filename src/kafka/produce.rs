@@ -10,17 +10,23 @@ use thiserror::Error;
 
 use super::KafkaAddress;
 use crate::decode::Decoder;
+use crate::event::{Event, MILLI};
 use crate::metrics::Metrics;
 use crate::sink::{KafkaDestination, SinkError};
-use crate::spec::SourceSpec;
+use crate::spec::{Format, Payload, SourceSpec};
 
 /// How each line becomes a message payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProduceFormat {
-    /// The line exactly as it is (the consuming pipeline's `payload` must match the file).
+    /// The line exactly as it is.
     Raw,
-    /// The decoded event as a JSON object with the default field names, `ts` in the layout's unit.
+    /// The decoded event as a JSON object with the layout's `[source.fields]` names, `ts` in the
+    /// layout's unit.
     Json,
+    /// The decoded event as a CSV line in the layout's `columns`.
+    Csv,
+    /// The decoded event as a TSV line in the layout's `columns`.
+    Tsv,
     /// The decoded event in bincode (`payload = "bincode"`).
     Bincode,
 }
@@ -32,10 +38,89 @@ impl std::str::FromStr for ProduceFormat {
         match text {
             "raw" => Ok(ProduceFormat::Raw),
             "json" => Ok(ProduceFormat::Json),
+            "csv" => Ok(ProduceFormat::Csv),
+            "tsv" => Ok(ProduceFormat::Tsv),
             "bincode" => Ok(ProduceFormat::Bincode),
-            other => Err(format!("`{other}` is not a payload format; use raw, json or bincode")),
+            other => Err(format!("`{other}` is not a payload format; use raw, json, csv, tsv or bincode")),
         }
     }
+}
+
+impl ProduceFormat {
+    /// What a pipeline whose `[source]` is `layout` decodes from Kafka ([`SourceSpec::payload`]):
+    /// the lines as they are when the file is already in that format, else re-encoded.
+    pub fn expected_by(layout: &SourceSpec) -> ProduceFormat {
+        match (layout.payload(), layout.format) {
+            (Payload::Json, Format::Jsonl) | (Payload::Csv, Format::Csv) | (Payload::Tsv, Format::Tsv) => {
+                ProduceFormat::Raw
+            }
+            (Payload::Json, _) => ProduceFormat::Json,
+            (Payload::Csv, _) => ProduceFormat::Csv,
+            (Payload::Tsv, _) => ProduceFormat::Tsv,
+            (Payload::Bincode, _) => ProduceFormat::Bincode,
+        }
+    }
+
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProduceFormat::Raw => "raw",
+            ProduceFormat::Json => "json",
+            ProduceFormat::Csv => "csv",
+            ProduceFormat::Tsv => "tsv",
+            ProduceFormat::Bincode => "bincode",
+        }
+    }
+
+    /// The payload for `event`, decoded from `line` with `layout`.
+    fn encode(self, event: &Event, line: Vec<u8>, layout: &SourceSpec) -> Result<Vec<u8>, SinkError> {
+        let encoding = |e: String| SinkError::Encode(e);
+        match self {
+            ProduceFormat::Raw => Ok(line),
+            ProduceFormat::Json => serde_json::to_vec(&json_object(event, layout)).map_err(|e| encoding(e.to_string())),
+            ProduceFormat::Csv => Ok(delimited_line(event, layout, ',').into_bytes()),
+            ProduceFormat::Tsv => Ok(delimited_line(event, layout, '\t').into_bytes()),
+            ProduceFormat::Bincode => bincode::serialize(event).map_err(|e| encoding(e.to_string())),
+        }
+    }
+}
+
+/// The event as a JSON object with the layout's field names.
+fn json_object(event: &Event, layout: &SourceSpec) -> serde_json::Value {
+    let fields = &layout.fields;
+    let mut object = serde_json::Map::new();
+    object.insert(fields.user.clone(), serde_json::json!(event.user));
+    object.insert(fields.item.clone(), serde_json::json!(event.item));
+    object.insert(fields.category.clone(), serde_json::json!(event.category));
+    object.insert(fields.action.clone(), event.action.name().into());
+    object.insert(fields.value.clone(), serde_json::json!(event.value.map(|v| v as f64 / MILLI as f64)));
+    object.insert(fields.ts.clone(), (event.ts / layout.timestamp_unit.scale()).into());
+    serde_json::Value::Object(object)
+}
+
+/// The event as a line of the layout's columns (`_` columns empty), quoted where needed.
+fn delimited_line(event: &Event, layout: &SourceSpec, delimiter: char) -> String {
+    let quoted = |text: String| {
+        if text.contains([delimiter, '"', '\n', '\r']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text
+        }
+    };
+    let fields: Vec<String> = layout
+        .columns
+        .iter()
+        .map(|column| match column.as_str() {
+            "user" => quoted(event.user.to_string()),
+            "item" => quoted(event.item.to_string()),
+            "category" => event.category.as_ref().map(|c| quoted(c.to_string())).unwrap_or_default(),
+            "action" => event.action.name().to_string(),
+            "value" => event.value.map(|v| (v as f64 / MILLI as f64).to_string()).unwrap_or_default(),
+            "ts" => (event.ts / layout.timestamp_unit.scale()).to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    fields.join(&delimiter.to_string())
 }
 
 /// What to produce.
@@ -108,22 +193,7 @@ pub fn produce(input: &Path, layout: &SourceSpec, options: &ProduceOptions) -> R
             continue;
         }
         let (key, payload) = match decoder.decode_bytes(&line) {
-            Ok(event) => {
-                let payload = match options.format {
-                    ProduceFormat::Raw => line,
-                    ProduceFormat::Json => serde_json::to_vec(&serde_json::json!({
-                        "user": event.user, "item": event.item, "category": event.category,
-                        "action": event.action.name(),
-                        "value": event.value.map(|v| v as f64 / crate::event::MILLI as f64),
-                        "ts": event.ts / layout.timestamp_unit.scale(),
-                    }))
-                    .map_err(|e| ProduceError::Sink(SinkError::Encode(e.to_string())))?,
-                    ProduceFormat::Bincode => {
-                        bincode::serialize(&event).map_err(|e| ProduceError::Sink(SinkError::Encode(e.to_string())))?
-                    }
-                };
-                (Some(event.user.to_string().into_bytes()), payload)
-            }
+            Ok(event) => (Some(event.user.to_string().into_bytes()), options.format.encode(&event, line, layout)?),
             Err(_) => {
                 undecodable += 1;
                 (None, line)
@@ -148,4 +218,46 @@ pub fn produce(input: &Path, layout: &SourceSpec, options: &ProduceOptions) -> R
         return Err(ProduceError::Undelivered(failed, options.to.to_string()));
     }
     Ok(ProduceReport { delivered: sent, undecodable, seconds: started.elapsed().as_secs_f64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{SourceKind, SourceSpec};
+
+    fn file(format: Format) -> SourceSpec {
+        SourceSpec { kind: SourceKind::File, format, ..SourceSpec::default() }
+    }
+
+    #[test]
+    fn the_default_format_is_what_the_pipeline_reads_from_kafka() {
+        assert_eq!(ProduceFormat::expected_by(&file(Format::Csv)), ProduceFormat::Raw);
+        assert_eq!(ProduceFormat::expected_by(&file(Format::Jsonl)), ProduceFormat::Raw);
+        assert_eq!(ProduceFormat::expected_by(&SourceSpec::default()), ProduceFormat::Json);
+        let mut kafka = SourceSpec { kind: SourceKind::Kafka, ..SourceSpec::default() };
+        assert_eq!(ProduceFormat::expected_by(&kafka), ProduceFormat::Json);
+        kafka.kafka.payload = Some(Payload::Tsv);
+        assert_eq!(ProduceFormat::expected_by(&kafka), ProduceFormat::Tsv);
+        let mut csv_file_to_json = file(Format::Csv);
+        csv_file_to_json.kafka.payload = Some(Payload::Json);
+        assert_eq!(ProduceFormat::expected_by(&csv_file_to_json), ProduceFormat::Json);
+    }
+
+    #[test]
+    fn re_encoded_events_decode_as_the_pipeline_reads_them() {
+        let mut layout = file(Format::Jsonl);
+        layout.columns = ["ts", "_", "user", "item", "value", "action"].map(String::from).to_vec();
+        layout.fields.user = "uid".into();
+        let line = br#"{"uid":"a,\"b\"","item":7,"value":2.5,"action":"buy","ts":1700000000}"#.to_vec();
+        let event = Decoder::new(&layout).decode_bytes(&line).unwrap();
+        for (format, payload) in [
+            (ProduceFormat::Json, Payload::Json),
+            (ProduceFormat::Csv, Payload::Csv),
+            (ProduceFormat::Tsv, Payload::Tsv),
+        ] {
+            let encoded = format.encode(&event, line.clone(), &layout).unwrap();
+            let decoded = Decoder::for_payload(&layout, payload).decode_bytes(&encoded);
+            assert_eq!(decoded, Ok(event.clone()), "{}", String::from_utf8_lossy(&encoded));
+        }
+    }
 }

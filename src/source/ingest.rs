@@ -345,6 +345,7 @@ pub fn ingest<'scope>(
                                         batch.accepted += 1;
                                         batch.latest = batch.latest.max(time);
                                         session.give((Ingest::Event(event), time, 1));
+                                        metrics.first_records.note(None);
                                         continue;
                                     }
                                     None => {
@@ -355,6 +356,7 @@ pub fn ingest<'scope>(
                                 Err(dead) => dead,
                             };
                             metrics.reject(&dead.reason);
+                            metrics.first_records.note(Some(&dead.reason));
                             session.give((Ingest::Dead(dead), now, 1));
                         }
                         latest_given = latest_given.max(batch.latest);

@@ -166,7 +166,7 @@ impl KafkaSource {
         let source = KafkaSource {
             consumer,
             address,
-            decoder: Decoder::for_payload(source, spec.payload),
+            decoder: Decoder::for_payload(source, source.payload()),
             partitions,
             lane_of,
             end_offsets,

@@ -4,6 +4,7 @@
 
 mod file;
 mod ingest;
+mod input;
 mod kafka;
 pub mod posted;
 pub mod synth;
@@ -14,6 +15,7 @@ use crate::event::{DeadLetter, Event, RejectReason};
 
 pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, StdinLines};
 pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
+pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
 pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostSender, PostedRecord, WithPosted};
 pub use self::synth::SynthSource;
