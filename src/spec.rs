@@ -596,6 +596,13 @@ pub struct RecommendSpec {
     /// `popularity_prior * W * count / top_count`, `W` being the user's total seed weight (0 adds
     /// nothing; the pool then only fills short lists).
     pub popularity_prior: f64,
+    /// Re-ranks each list for variety (maximal marginal relevance): `0` ranks by score alone; `d`
+    /// picks, among the `4k` best candidates, the item with the best `(1 - d) * relevance - d *
+    /// (similarity to the items already listed)`.
+    pub diversity: f64,
+    /// Demotes the head: an item of the popular pool loses `long_tail * count / top_count` of its
+    /// score before ranking (0 changes nothing; 1 takes the most popular item's whole score).
+    pub long_tail: f64,
 }
 
 impl Default for RecommendSpec {
@@ -616,6 +623,8 @@ impl Default for RecommendSpec {
             similarity: SimilaritySpec::default(),
             popular_window: Span(3_600_000),
             popularity_prior: 0.0,
+            diversity: 0.0,
+            long_tail: 0.0,
         }
     }
 }
@@ -1110,6 +1119,24 @@ impl Pipeline {
                     format!(
                         "{} is not a prior weight; use a number between 0 and 1000, such as 0.1",
                         rec.popularity_prior
+                    ),
+                );
+            }
+            if !(rec.diversity >= 0.0 && rec.diversity < 1.0) {
+                return bad(
+                    "recommend.diversity",
+                    format!(
+                        "{} is not a trade-off in [0, 1); 0 ranks by score alone, 0.3 trades some score for variety",
+                        rec.diversity
+                    ),
+                );
+            }
+            if !(rec.long_tail >= 0.0 && rec.long_tail <= 1.0) {
+                return bad(
+                    "recommend.long_tail",
+                    format!(
+                        "{} is not a share in [0, 1]; 0 changes nothing, 0.5 halves the top item's score",
+                        rec.long_tail
                     ),
                 );
             }

@@ -32,6 +32,8 @@ fn unknown_and_invalid_keys_are_named() {
         ("[recommend]\n[recommend.similarity]\nasymmetry = 1.5", "recommend.similarity.asymmetry"),
         ("[recommend]\n[recommend.similarity]\nmeasure = \"jaccard\"\nasymmetry = 0.3", "measure = \"cosine\""),
         ("[recommend]\npopularity_prior = -0.1", "recommend.popularity_prior"),
+        ("[recommend]\ndiversity = 1.0", "recommend.diversity"),
+        ("[recommend]\nlong_tail = 2.0", "recommend.long_tail"),
         ("[recommend]\n[recommend.similarity]\nshrinkage = -1", "recommend.similarity.shrinkage"),
         ("[recommend]\npopularity_prior = nan", "recommend.popularity_prior"),
         ("[weights]\nrating_offset = -1.0\n[hot_items]", "weights.rating_offset"),

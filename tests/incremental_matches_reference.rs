@@ -387,3 +387,16 @@ fn popularity_prior_one_and_four_workers() {
         check(&prior(SESSIONS, 2.0), seed, 1);
     }
 }
+
+/// The re-ranks: maximal marginal relevance for variety, and the long-tail demotion of popular
+/// items, alone and together.
+#[test]
+fn diversity_and_long_tail_one_and_four_workers() {
+    let with = |toml: &str, keys: &str| toml.replace("popular_window = ", &format!("{keys}\npopular_window = "));
+    let wide = SLIDING.replace("k = 3", "k = 4").replace("neighbours = 3", "neighbours = 6");
+    check_one_and_four(&with(&recent_seeds(&wide), "diversity = 0.5"), 120..122);
+    check_one_and_four(&with(&wide, "long_tail = 0.6"), 122..123);
+    for seed in 123..125 {
+        check(&with(&horizon_pairs(&wide), "diversity = 0.3\nlong_tail = 1.0\npopularity_prior = 0.2"), seed, 1);
+    }
+}

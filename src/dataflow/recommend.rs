@@ -6,7 +6,9 @@
 //! the `r`-th most recent; excluded pairs never appear. With a `popularity_prior` `p`, each item
 //! of the popular pool also gains `p · W · count / top_count` ([`prior_term`], `W` the sum of the
 //! seed weights). Users with fewer than `k` scored candidates are filled from the windowed
-//! popular items (a pool of `4k`, refreshed with the similarity cadence).
+//! popular items (a pool of `4k`, refreshed with the similarity cadence). Then the pool items
+//! lose `long_tail · count / top_count` of their scores ([`demote`]), and with `diversity` the
+//! list is re-ranked by maximal marginal relevance among the `4k` best ([`diversify`]).
 //!
 //! Ranking: scored items by score desc, then item asc; then fill-ins by popularity (count desc,
 //! then item asc), skipping items already listed or excluded.
@@ -110,6 +112,10 @@ struct Scoring {
     seeding: Seeding,
     /// The popularity prior in thousandths.
     prior: i64,
+    /// The diversity trade-off in thousandths.
+    diversity: i64,
+    /// The long-tail demotion in thousandths.
+    long_tail: i64,
 }
 
 /// Session windows: when a user's session closes, and when its events can be forgotten.
@@ -182,8 +188,13 @@ pub fn recommendations<'scope>(
         ShortTermWindow::Session { gap } => Some(Sessions { gap: gap.millis(), lateness, tick }),
         _ => None,
     };
-    let scoring =
-        Scoring { k: spec.k, seeding: Seeding::of(spec), prior: crate::spec::to_milli(spec.popularity_prior) };
+    let scoring = Scoring {
+        k: spec.k,
+        seeding: Seeding::of(spec),
+        prior: crate::spec::to_milli(spec.popularity_prior),
+        diversity: crate::spec::to_milli(spec.diversity),
+        long_tail: crate::spec::to_milli(spec.long_tail),
+    };
     score_users(per_user.concat(shared), scoring, sessions, explain).as_collection()
 }
 
@@ -454,6 +465,54 @@ pub fn prior_term(prior: i64, seed_weight: i64, count: i64, top: i64) -> i64 {
     (prior as i128 * seed_weight as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128)) as i64
 }
 
+/// `score` less `long_tail * count / top` of it (`long_tail` in thousandths): the long-tail
+/// demotion of a popular item with `count` events when the pool's top item has `top`.
+pub fn demote(score: i64, long_tail: i64, count: i64, top: i64) -> i64 {
+    if top <= 0 {
+        return score;
+    }
+    let cut = score as i128 * long_tail as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128);
+    score - cut as i64
+}
+
+/// Maximal marginal relevance: from `ranked` (negated score, item, fill-in; best first), `k`
+/// items picked one at a time, each the candidate with the highest `(1 - d) * relevance - d *
+/// redundancy` (in millionths; ties by item), where relevance is its score over the best score
+/// and redundancy its highest similarity from an item already picked (as that item's similarity
+/// row lists it; 0 when it does not). `d` is in thousandths.
+fn diversify<'a>(
+    ranked: Vec<(i64, &'a Id, bool)>,
+    k: usize,
+    d: i64,
+    similar: &HashMap<Id, Neighbours>,
+) -> Vec<(i64, &'a Id, bool)> {
+    let best = ranked.first().map_or(1, |(negated, _, _)| (-negated).max(1)) as i128;
+    let at: HashMap<&Id, usize> = ranked.iter().enumerate().map(|(at, (_, item, _))| (*item, at)).collect();
+    // Per candidate: its redundancy so far, or `None` once picked.
+    let mut redundancy: Vec<Option<i64>> = vec![Some(0); ranked.len()];
+    let gain = |negated: i64, redundancy: i64| {
+        let relevance = -negated as i128 * SCORE_SCALE as i128 / best;
+        (1000 - d as i128) * relevance - d as i128 * redundancy as i128
+    };
+    let mut picked = Vec::with_capacity(k);
+    while picked.len() < k {
+        let next = (0..ranked.len())
+            .filter_map(|i| Some((gain(ranked[i].0, redundancy[i]?), std::cmp::Reverse(ranked[i].1), i)))
+            .max();
+        let Some((_, _, i)) = next else { break };
+        redundancy[i] = None;
+        if let Some(row) = similar.get(ranked[i].1) {
+            for (neighbour, similarity) in row.iter() {
+                if let Some(Some(r)) = at.get(neighbour).map(|&j| redundancy[j].as_mut()) {
+                    *r = (*r).max(*similarity);
+                }
+            }
+        }
+        picked.push(ranked[i]);
+    }
+    picked
+}
+
 /// A user's top-k from their seeds, the similarity table and the popular pool; with `explain`
 /// (the user's session parts), each scored item says which seeds lead to it.
 fn rank_for_user(
@@ -477,11 +536,19 @@ fn rank_for_user(
             scores.entry(neighbour).or_default().0 += score_term(preference, *similarity);
         }
     }
+    let top = pool.keys().next().map_or(0, |(_, _, count)| *count);
     if scoring.prior > 0 {
         let seed_weight: i64 = state.seeds.iter().map(|(_, weight)| weight).sum();
-        let top = pool.keys().next().map_or(0, |(_, _, count)| *count);
         for (_, item, count) in pool.keys() {
             scores.entry(item).or_default().1 += prior_term(scoring.prior, seed_weight, *count, top);
+        }
+    }
+    if scoring.long_tail > 0 {
+        for (_, item, count) in pool.keys() {
+            if let Some((similar, prior)) = scores.get_mut(item) {
+                *similar = demote(*similar, scoring.long_tail, *count, top);
+                *prior = demote(*prior, scoring.long_tail, *count, top);
+            }
         }
     }
     let mut ranked: Vec<(i64, &Id, bool)> = scores
@@ -489,7 +556,12 @@ fn rank_for_user(
         .filter(|(item, (similar, prior))| similar + prior > 0 && !state.excluded.contains_key(*item))
         .map(|(item, (similar, prior))| (-(similar + prior), item, similar == 0))
         .collect();
-    keep_best(&mut ranked, k);
+    if scoring.diversity > 0 {
+        keep_best(&mut ranked, k * POOL_PER_K);
+        ranked = diversify(ranked, k, scoring.diversity, similar);
+    } else {
+        keep_best(&mut ranked, k);
+    }
     let mut list: Vec<RecItem> = ranked
         .into_iter()
         .map(|(negated, item, popular_only)| RecItem {

@@ -358,10 +358,58 @@ fn horizon_pairs(
     (entered.into_keys().collect(), pairs)
 }
 
+/// The scoring rules beyond similarity sums, in thousandths.
+#[derive(Clone, Copy)]
+struct Rules {
+    prior: i64,
+    long_tail: i64,
+    diversity: i64,
+}
+
+/// Greedy maximal marginal relevance over `scored` (score desc, item asc): `k` picks, each the
+/// candidate with the highest `(1000 - d) * (score * 1e6 / best score) - d * redundancy`, ties to
+/// the smaller item; a pick raises every remaining candidate's redundancy to the similarity its
+/// row gives that candidate.
+fn most_marginal_relevance(
+    scored: Vec<(i64, Id, bool)>,
+    k: usize,
+    d: i64,
+    neighbours: &BTreeMap<Id, Vec<(i64, Id)>>,
+) -> Vec<(i64, Id, bool)> {
+    let best = scored.first().map_or(1, |c| c.0.max(1)) as i128;
+    let mut left: Vec<((i64, Id, bool), i64)> = scored.into_iter().map(|c| (c, 0)).collect();
+    let mut picked = Vec::new();
+    while picked.len() < k && !left.is_empty() {
+        let gain = |((s, _, _), r): &((i64, Id, bool), i64)| {
+            (1000 - d as i128) * (*s as i128 * 1_000_000 / best) - d as i128 * *r as i128
+        };
+        let mut at = 0;
+        for i in 1..left.len() {
+            let (a, b) = (gain(&left[i]), gain(&left[at]));
+            if a > b || (a == b && left[i].0 .1 < left[at].0 .1) {
+                at = i;
+            }
+        }
+        let (choice, _) = left.remove(at);
+        for (similarity, j) in neighbours.get(&choice.1).map(Vec::as_slice).unwrap_or(&[]) {
+            for (candidate, r) in left.iter_mut() {
+                if &candidate.1 == j {
+                    *r = (*r).max(*similarity);
+                }
+            }
+        }
+        picked.push(choice);
+    }
+    picked
+}
+
 /// A user's list from their inputs and the tables: the seeds' similarity sums plus, with a
 /// popularity prior (thousandths), `prior * Σ seed weights * count / top count` for each pool
-/// item; an item only the prior scores is marked as a fill-in.
-fn rank(k: usize, prior: i64, (seeds, excluded): &Inputs, (neighbours, pool): &Tables) -> Vec<(Id, i64, bool)> {
+/// item; an item only the prior scores is marked as a fill-in. Pool items then lose
+/// `long_tail * count / top count` of each part, and with `diversity` the list is re-ranked by
+/// maximal marginal relevance among the `4k` best.
+fn rank(k: usize, rules: Rules, (seeds, excluded): &Inputs, (neighbours, pool): &Tables) -> Vec<(Id, i64, bool)> {
+    let prior = rules.prior;
     if seeds.is_empty() {
         return Vec::new();
     }
@@ -378,12 +426,26 @@ fn rank(k: usize, prior: i64, (seeds, excluded): &Inputs, (neighbours, pool): &T
             score.entry(item.clone()).or_default().1 += (prior as i128 * total * *count as i128 / (top * 1000)) as i64;
         }
     }
+    if rules.long_tail > 0 {
+        let top = pool.first().map_or(1, |(c, _)| *c as i128);
+        for (count, item) in pool {
+            if let Some((s, p)) = score.get_mut(item) {
+                for part in [s, p] {
+                    *part -= (*part as i128 * rules.long_tail as i128 * *count as i128 / (top * 1000)) as i64;
+                }
+            }
+        }
+    }
     let mut scored: Vec<(i64, Id, bool)> = score
         .into_iter()
         .filter(|(j, (s, p))| s + p > 0 && !excluded.contains(j))
         .map(|(j, (s, p))| (s + p, j, s == 0))
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if rules.diversity > 0 {
+        scored.truncate(4 * k);
+        scored = most_marginal_relevance(scored, k, rules.diversity, neighbours);
+    }
     let mut list: Vec<(Id, i64, bool)> = scored.into_iter().take(k).map(|(s, j, fill)| (j, s, fill)).collect();
     for (_, item) in pool {
         if list.len() == k {
@@ -417,7 +479,13 @@ impl<'a> RecsReference<'a> {
     pub fn lists_at(&mut self, at: u64) -> &BTreeMap<Id, Vec<(Id, i64, bool)>> {
         let tick = self.pipeline.time.tick.millis();
         let spec = self.pipeline.recommend.as_ref().expect("pipeline recommends");
-        let (k, prior) = (spec.k, (spec.popularity_prior * 1000.0).round() as i64);
+        let milli = |x: f64| (x * 1000.0).round() as i64;
+        let rules = Rules {
+            prior: milli(spec.popularity_prior),
+            long_tail: milli(spec.long_tail),
+            diversity: milli(spec.diversity),
+        };
+        let k = spec.k;
         while self.next_tick <= at {
             let now = self.next_tick;
             let inputs = inputs_at(self.pipeline, self.accepted, now);
@@ -432,7 +500,7 @@ impl<'a> RecsReference<'a> {
             if !changed.is_empty() {
                 let tables = tables_at(self.pipeline, self.accepted, now);
                 for user in changed {
-                    let list = inputs.get(&user).map(|i| rank(k, prior, i, &tables)).unwrap_or_default();
+                    let list = inputs.get(&user).map(|i| rank(k, rules, i, &tables)).unwrap_or_default();
                     if list.is_empty() {
                         self.lists.remove(&user);
                     } else {
