@@ -5,13 +5,13 @@
 //! recently touched items with a positive preference and `w = pref(u, i) · recency_decay^r` for
 //! the `r`-th most recent; excluded pairs never appear. With a `popularity_prior` `p`, each item
 //! of the popular pool also gains `p · W · count / top_count` ([`prior_term`], `W` the sum of the
-//! seed weights). Users with fewer than `k` scored candidates are filled from the windowed
-//! popular items (a pool of `4k`, refreshed with the similarity cadence). Then the pool items
-//! lose `long_tail · count / top_count` of their scores ([`demote`]), and with `diversity` the
-//! list is re-ranked by maximal marginal relevance among the `4k` best ([`diversify`]).
+//! seed weights), and then loses `long_tail · count / top_count` of its score ([`demote`]).
 //!
-//! Ranking: scored items by score desc, then item asc; then fill-ins by popularity (count desc,
-//! then item asc), skipping items already listed or excluded.
+//! Ranking: scored items by score desc, then item asc (with `diversity`, re-ranked by maximal
+//! marginal relevance among the `4k` best, [`diversify`]); then, for users with fewer than `k`
+//! scored candidates, fill-ins from the windowed popular items (a pool of `4k`, refreshed with the
+//! similarity cadence) by popularity (count desc, then item asc), skipping items already listed
+//! or excluded.
 //!
 //! **When a list is recomputed.** A user's list is recomputed whenever the user's inputs change:
 //! their top preferences (every event of theirs, and every window expiry that changes them) or
