@@ -111,7 +111,7 @@ struct EvalArgs {
     /// Another pipeline file whose `[weights]` and `[recommend]` to evaluate on the same replay.
     #[arg(long)]
     compare: Vec<PathBuf>,
-    /// Directory for `metrics.csv`, `latency.csv` and `hr.svg`.
+    /// Directory for `metrics.csv`, `latency.csv`, `hr.svg` and `tradeoff.svg`.
     #[arg(long, default_value = "eval-out")]
     out: PathBuf,
     /// No progress bar.
@@ -475,8 +475,17 @@ fn eval(args: EvalArgs) -> Result<()> {
     recflow::eval::report::write_csv(&report, &csv)?;
     recflow::eval::report::write_latency_csv(&report, &latency)?;
     recflow::eval::plot::write_svg(&report, &svg)?;
+    let tradeoff = args.out.join("tradeoff.svg");
+    recflow::eval::plot::write_tradeoff_svg(&report, &tradeoff)?;
     let _ = write!(std::io::stdout(), "{}", recflow::eval::report::table(&report));
-    let _ = writeln!(std::io::stdout(), "\nwrote {}, {} and {}", csv.display(), latency.display(), svg.display());
+    let _ = writeln!(
+        std::io::stdout(),
+        "\nwrote {}, {}, {} and {}",
+        csv.display(),
+        latency.display(),
+        svg.display(),
+        tradeoff.display()
+    );
     Ok(())
 }
 

@@ -334,6 +334,11 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
     assert!(latency[1].starts_with("all,") && latency[3].starts_with("2,"), "{latency:?}");
     let svg = std::fs::read_to_string(out.join("hr.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("HR@2 over the stream") && svg.contains("windowed-pop"));
+    let tradeoff = std::fs::read_to_string(out.join("tradeoff.svg")).unwrap();
+    assert!(tradeoff.starts_with("<svg") && tradeoff.contains("HR@2 against diversity"), "{tradeoff}");
+    let labelled = |name: &str| tradeoff.lines().any(|line| line.trim() == name);
+    assert!(labelled("blend") && labelled("item-knn"), "a labelled point per model: {tradeoff}");
+    assert_eq!(tradeoff.matches("<circle").count(), 7, "one point per model: {tradeoff}");
 
     // Options out of range and pipelines without lists are refused with the fix.
     let refused = |args: &[&str], expected: &str| {
