@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use common::serve::Running;
 use common::{recflow, scratch_dir};
 use serde_json::Value;
 
@@ -229,7 +230,8 @@ fn the_two_commands_run_the_demo_and_name_the_ci_script() {
 struct Serving {
     dir: PathBuf,
     base: String,
-    server: Child,
+    /// Stopped when dropped.
+    _server: Running,
 }
 
 impl Serving {
@@ -241,25 +243,11 @@ impl Serving {
         let words: Vec<&str> = command.split_whitespace().collect();
         assert_eq!(words[..2], ["recflow", "run"], "{command}");
         // `--serve` alone would listen on the README's fixed port.
-        let args = words[1..].iter().flat_map(|&w| if w == "--serve" { vec![w, "127.0.0.1:0"] } else { vec![w] });
-        let mut server = recflow()
-            .args(args)
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("recflow starts");
-        let stderr = server.stderr.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("recflow: serving on ") {
-                    let _ = tx.send(address.to_string());
-                }
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address within 60 s");
-        Serving { dir, base, server }
+        let args: Vec<&str> =
+            words[3..].iter().flat_map(|&w| if w == "--serve" { vec![w, "127.0.0.1:0"] } else { vec![w] }).collect();
+        let server = Running::start(&dir.join(words[2]), &args, &[]);
+        let base = server.url("");
+        Serving { dir, base, _server: server }
     }
 
     /// A README command line with the served address in place of the README's.
@@ -296,8 +284,6 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -468,11 +468,7 @@ pub fn prior_term(prior: i64, seed_weight: i64, count: i64, top: i64) -> i64 {
 /// `score` less `long_tail * count / top` of it (`long_tail` in thousandths): the long-tail
 /// demotion of a popular item with `count` events when the pool's top item has `top`.
 pub fn demote(score: i64, long_tail: i64, count: i64, top: i64) -> i64 {
-    if top <= 0 {
-        return score;
-    }
-    let cut = score as i128 * long_tail as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128);
-    score - cut as i64
+    score - prior_term(long_tail, score, count, top)
 }
 
 /// Maximal marginal relevance: from `ranked` (negated score, item, fill-in; best first), `k`

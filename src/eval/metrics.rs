@@ -103,7 +103,7 @@ pub struct Tally {
     /// Items shown in at least one list used for an evaluated event.
     pub shown: ItemSet,
     /// How often each item was shown.
-    pub exposures: Vec<u64>,
+    pub exposures: rustc_hash::FxHashMap<u32, u64>,
     /// Sum of list similarities, and how many lists had one.
     pub similarity_sum: (f64, u64),
     /// Sum of list novelties, and how many lists had one.
@@ -124,10 +124,7 @@ impl Tally {
         self.fallback_hits += u64::from(outcome.fallback_hit);
         for item in items {
             self.shown.insert(item);
-            if self.exposures.len() <= item as usize {
-                self.exposures.resize(item as usize + 1, 0);
-            }
-            self.exposures[item as usize] += 1;
+            *self.exposures.entry(item).or_default() += 1;
         }
         let add = |(sum, lists): &mut (f64, u64), value: Option<f64>| {
             if let Some(value) = value {
@@ -155,7 +152,7 @@ impl Tally {
             fallback_hits: share(self.fallback_hits, self.hits),
             diversity: mean(self.similarity_sum).map(|similarity| 1.0 - similarity),
             novelty: mean(self.novelty_sum),
-            gini: gini(&self.exposures, catalogue),
+            gini: gini(&self.exposures.values().copied().collect::<Vec<_>>(), catalogue),
             from_time: self.times.map(|t| t.0),
             to_time: self.times.map(|t| t.1),
         }
@@ -200,9 +197,9 @@ fn mean((sum, count): (f64, u64)) -> Option<f64> {
     (count > 0).then(|| sum / count as f64)
 }
 
-/// The Gini coefficient of `exposures` over a catalogue of `catalogue` items (items past the end
-/// of `exposures` were never shown): `Σ (2i - n - 1) x_i / (n Σ x)` over the counts sorted
-/// ascending, `i` from 1. 0 when nothing was shown.
+/// The Gini coefficient of `exposures` (per item shown, in any order) over a catalogue of
+/// `catalogue` items (the items missing from `exposures` were never shown): `Σ (2i - n - 1) x_i /
+/// (n Σ x)` over the counts sorted ascending, `i` from 1. 0 when nothing was shown.
 ///
 /// ```
 /// use recflow::eval::metrics::gini;

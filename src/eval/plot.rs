@@ -112,14 +112,16 @@ pub fn tradeoff_svg(report: &Report) -> Result<String, String> {
 
 /// Writes [`svg`] to `path`.
 pub fn write_svg(report: &Report, path: &Path) -> Result<(), EvalError> {
-    let shown = path.display().to_string();
-    let text = svg(report).map_err(|message| EvalError::Output { path: shown.clone(), message })?;
-    std::fs::write(path, text).map_err(|e| EvalError::Output { path: shown, message: e.to_string() })
+    write_chart(svg(report), path)
 }
 
 /// Writes [`tradeoff_svg`] to `path`.
 pub fn write_tradeoff_svg(report: &Report, path: &Path) -> Result<(), EvalError> {
+    write_chart(tradeoff_svg(report), path)
+}
+
+fn write_chart(chart: Result<String, String>, path: &Path) -> Result<(), EvalError> {
     let shown = path.display().to_string();
-    let text = tradeoff_svg(report).map_err(|message| EvalError::Output { path: shown.clone(), message })?;
+    let text = chart.map_err(|message| EvalError::Output { path: shown.clone(), message })?;
     std::fs::write(path, text).map_err(|e| EvalError::Output { path: shown, message: e.to_string() })
 }
