@@ -93,8 +93,7 @@ fn count_panes<'scope>(
                         *counts.entry((pane_end, category, event.item)).or_default() += diff as i64;
                     }
                 });
-                while let Some((capability, counts)) = scheduler.next_due(frontier) {
-                    let time = *capability.time();
+                while let Some((time, capability, counts)) = scheduler.next_due(frontier) {
                     let mut session = output.session(&capability);
                     session.give_iterator(counts.into_iter().filter(|(_, c)| *c != 0).map(|(key, c)| (key, time, c)));
                 }
@@ -141,8 +140,7 @@ fn window_candidates<'scope>(
                         scheduler.at(time, &capability).counts.push((pane_end, category, item, count));
                     }
                 });
-                while let Some((capability, work)) = scheduler.next_due(frontier) {
-                    let time = *capability.time();
+                while let Some((time, capability, work)) = scheduler.next_due(frontier) {
                     for (pane_end, category, item, count) in work.counts {
                         for end in hop.open_window_ends(pane_end, time) {
                             let window = windows.entry((end, category.clone())).or_default();

@@ -79,8 +79,7 @@ pub fn popular_pool<'scope>(
                         *scheduler.at(time, &capability).entry(item).or_default() += diff as i64;
                     }
                 });
-                while let Some((capability, counts)) = scheduler.next_due(frontier) {
-                    let time = *capability.time();
+                while let Some((time, capability, counts)) = scheduler.next_due(frontier) {
                     let mut counts: Vec<(Id, i64)> = counts.into_iter().filter(|(_, c)| *c != 0).collect();
                     // Sorted, so the pool sees the same sequence whatever the hash map's order.
                     counts.sort_unstable();

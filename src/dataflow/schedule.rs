@@ -69,8 +69,7 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
                         if let Some(ends) = end.get() {
                             scheduler.forget_after(ends.results);
                         }
-                        while let Some((due, updates)) = scheduler.next_due(frontier) {
-                            let time = *due.time();
+                        while let Some((time, due, updates)) = scheduler.next_due(frontier) {
                             output.session(&due).give_iterator(updates.into_iter().map(|(d, r)| (d, time, r)));
                         }
                         scheduler.settle();
@@ -82,6 +81,11 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
 }
 
 /// Work keyed by the time it is due, holding one capability at the earliest such time.
+///
+/// Due work is handed out with a copy of that one capability, whatever its own time: records
+/// carry their times in their data, and a message's time need only not be later. So a run through
+/// many due times sends all its messages at one time, and progress tracking sees one time per run
+/// instead of one per due time.
 pub struct Scheduler<W> {
     work: BTreeMap<Time, W>,
     held: Option<Capability<Time>>,
@@ -102,18 +106,19 @@ impl<W: Default> Scheduler<W> {
         self.work.entry(time).or_default()
     }
 
-    /// The earliest work the frontier has reached, with a capability for its time.
+    /// The earliest work the frontier has reached: its time, a capability at or before that
+    /// time, and the work.
     pub fn next_due(
         &mut self,
         frontier: &timely::progress::frontier::MutableAntichain<Time>,
-    ) -> Option<(Capability<Time>, W)> {
+    ) -> Option<(Time, Capability<Time>, W)> {
         let entry = self.work.first_entry()?;
         let time = *entry.key();
         if frontier.less_than(&time) {
             return None;
         }
-        let capability = self.held.as_ref()?.delayed(&time);
-        Some((capability, entry.remove()))
+        let capability = self.held.clone()?;
+        Some((time, capability, entry.remove()))
     }
 
     /// Drops all work due after `time`.
@@ -123,14 +128,16 @@ impl<W: Default> Scheduler<W> {
 
     /// Releases the capability down to the earliest remaining work.
     pub fn settle(&mut self) {
-        match self.work.keys().next() {
-            Some(next) => {
-                if let Some(h) = self.held.as_mut() {
-                    h.downgrade(next);
-                }
-            }
-            None => self.held = None,
-        }
+        settle(&mut self.held, self.work.keys().next());
+    }
+}
+
+/// Downgrades `held` to `next`, or drops it when nothing is left.
+fn settle(held: &mut Option<Capability<Time>>, next: Option<&Time>) {
+    match (next, held.as_mut()) {
+        (Some(next), Some(held)) => held.downgrade(next),
+        (None, _) => *held = None,
+        (Some(_), None) => {}
     }
 }
 
@@ -138,7 +145,7 @@ impl<W: Default> Scheduler<W> {
 pub struct Due<D> {
     /// The time.
     pub time: Time,
-    /// A capability for `time`.
+    /// A capability at or before `time`: results carry `time` in their data.
     pub capability: Capability<Time>,
     /// The updates at `time`, in arrival order.
     pub updates: Vec<(D, isize)>,
@@ -146,13 +153,17 @@ pub struct Due<D> {
 
 /// Updates held by time until the input frontier passes that time, for operators that must apply
 /// each time's updates together and in time order.
+///
+/// Like [`Scheduler`], it holds one capability, at the earliest pending time, and hands out
+/// copies of it: all the times completed in one run go out as messages at one time.
 pub struct Inbox<D> {
-    pending: BTreeMap<Time, Due<D>>,
+    pending: BTreeMap<Time, Vec<(D, isize)>>,
+    held: Option<Capability<Time>>,
 }
 
 impl<D> Default for Inbox<D> {
     fn default() -> Self {
-        Inbox { pending: BTreeMap::new() }
+        Inbox { pending: BTreeMap::new(), held: None }
     }
 }
 
@@ -160,12 +171,10 @@ impl<D> Inbox<D> {
     /// Schedules `datum` for `time`, which must not precede `capability`'s time: for operators
     /// that wake themselves up later.
     pub fn schedule(&mut self, capability: &Capability<Time>, datum: D, time: Time) {
-        let due = self.pending.entry(time).or_insert_with(|| Due {
-            time,
-            capability: capability.delayed(&time),
-            updates: Vec::new(),
-        });
-        due.updates.push((datum, 1));
+        if self.held.as_ref().is_none_or(|held| *held.time() > time) {
+            self.held = Some(capability.delayed(&time));
+        }
+        self.pending.entry(time).or_default().push((datum, 1));
     }
 
     /// Holds every update waiting on `input`.
@@ -174,19 +183,19 @@ impl<D> Inbox<D> {
         P: Pull<Message<Time, Vec<(D, Time, isize)>>>,
     {
         input.for_each(|capability, data| {
+            let Some(earliest) = data.iter().map(|(_, time, _)| *time).min() else { return };
+            if self.held.as_ref().is_none_or(|held| *held.time() > earliest) {
+                self.held = Some(capability.delayed(&earliest, 0));
+            }
             // Records of a batch mostly share a time: look its updates up once per run of it.
-            let mut current: Option<&mut Due<D>> = None;
+            let mut current: Option<(Time, &mut Vec<(D, isize)>)> = None;
             for (datum, time, diff) in data.drain(..) {
-                let due = match current {
-                    Some(due) if due.time == time => due,
-                    _ => self.pending.entry(time).or_insert_with(|| Due {
-                        time,
-                        capability: capability.delayed(&time, 0),
-                        updates: Vec::new(),
-                    }),
+                let updates = match current {
+                    Some((at, updates)) if at == time => updates,
+                    _ => self.pending.entry(time).or_default(),
                 };
-                due.updates.push((datum, diff));
-                current = Some(due);
+                updates.push((datum, diff));
+                current = Some((time, updates));
             }
         });
     }
@@ -196,12 +205,16 @@ impl<D> Inbox<D> {
         self.pending.keys().next().copied()
     }
 
-    /// The earliest time's updates, once the frontier has passed that time.
+    /// The earliest time's updates, once the frontier has passed that time. When none is
+    /// complete, the capability is released down to the earliest pending time.
     pub fn next_complete(&mut self, frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Due<D>> {
-        let entry = self.pending.first_entry()?;
-        if frontier.less_equal(entry.key()) {
+        let complete = self.pending.first_key_value().is_some_and(|(time, _)| !frontier.less_equal(time));
+        if !complete {
+            settle(&mut self.held, self.pending.keys().next());
             return None;
         }
-        Some(entry.remove())
+        let (time, updates) = self.pending.pop_first()?;
+        let capability = self.held.clone()?;
+        Some(Due { time, capability, updates })
     }
 }

@@ -140,10 +140,16 @@ where
 struct Hold(Option<Capability<Millis>>);
 
 impl Hold {
-    /// Keeps a capability from an arriving batch if none is held. Batches arrive at or after the
-    /// input frontier, which is past every time already written, so the held time stays least.
+    /// Keeps a capability from an arriving batch if none is held or the batch's time is earlier.
+    /// Batches arrive at or after the input frontier, which is past every time already written,
+    /// so the held time stays at or before everything not yet written.
     fn keep(&mut self, batch: &InputCapability<Millis>) {
-        if self.0.is_none() {
+        let earlier = match (self.0.as_ref(), batch.least()) {
+            (None, _) => true,
+            (Some(held), Some(time)) => time < held.time(),
+            (Some(_), None) => false,
+        };
+        if earlier {
             self.0 = batch.retain_least(0);
         }
     }
