@@ -1,5 +1,9 @@
 //! Bad configuration fails at start-up with a message naming the key and the fix.
 
+mod common;
+
+use common::OutputWithin;
+
 use std::process::Command;
 
 use recflow::Pipeline;
@@ -69,14 +73,14 @@ fn the_cli_refuses_a_bad_pipeline_and_a_missing_input() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[hot_items]\nsize = \"7m\"\nslide = \"5m\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&bad).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&bad).output_within();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hot_items.size") && stderr.contains("multiple of slide"), "{stderr}");
 
     let good = dir.join("good.toml");
     std::fs::write(&good, "[source]\nkind = \"file\"\npath = \"/nonexistent/events.csv\"\n[hot_items]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&good).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&good).output_within();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/events.csv"), "{stderr}");

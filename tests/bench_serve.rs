@@ -4,13 +4,14 @@
 
 mod common;
 
+use common::OutputWithin;
+
 #[test]
 fn the_serving_benchmark_queries_posts_and_subscribes() {
     let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo.toml");
     let output = common::recflow()
         .args(["bench", pipeline, "--serve", "--seconds", "1", "--posts", "2", "--forgets", "2", "--clients", "1"])
-        .output()
-        .unwrap();
+        .output_within();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let queries: u64 = stdout.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a query count");

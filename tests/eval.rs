@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::OutputWithin;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -314,8 +316,7 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
         .arg(format!("file:{}", input.display()))
         .args(["-k", "2", "--slices", "2", "-q", "--out"])
         .arg(&out)
-        .output()
-        .unwrap();
+        .output_within();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("| model | HR@2 | NDCG@2 | MRR@2 |"), "{stdout}");
@@ -342,7 +343,7 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
 
     // Options out of range and pipelines without lists are refused with the fix.
     let refused = |args: &[&str], expected: &str| {
-        let run = recflow().args(args).arg("--out").arg(&out).output().unwrap();
+        let run = recflow().args(args).arg("--out").arg(&out).output_within();
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success() && stderr.contains(expected), "{args:?}: {stderr}");
     };

@@ -1,6 +1,10 @@
 //! `recflow gen` writes events the file source reads back, and standard input is a source like
 //! any file: the same events give the same changelog.
 
+mod common;
+
+use common::OutputWithin;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -35,8 +39,7 @@ fn generated_events_read_from_a_file_and_from_stdin_give_the_same_changelog() {
         .arg("--input")
         .arg(format!("file:{}", events.display()))
         .arg("-q")
-        .output()
-        .unwrap();
+        .output_within();
     assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
 
     let mut child =

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use common::kafka::Broker;
-use common::{recflow, scratch_dir};
+use common::{recflow, scratch_dir, OutputWithin};
 
 const PIPELINE: &str = r#"
 [source]
@@ -55,7 +55,7 @@ fn setup(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn recflow_with(args: &[&str], stdin: Option<&Path>) -> Output {
     let mut command = recflow();
     command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let Some(path) = stdin else { return command.output().unwrap() };
+    let Some(path) = stdin else { return command.output_within() };
     let mut child = command.stdin(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(&std::fs::read(path).unwrap()).unwrap();
     child.wait_with_output().unwrap()

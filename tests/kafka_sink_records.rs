@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::OutputWithin;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use recflow::sink::Destination;
 use recflow::Id;
 
 fn run_ok_stdout(command: &mut std::process::Command) -> String {
-    let output = command.output().unwrap();
+    let output = command.output_within();
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
@@ -71,8 +73,7 @@ fn results_are_keyed_and_emptied_lists_become_tombstones() {
     let address = broker.address(&topic);
     let all = std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
         .args(["subscribe", &address, "--from-beginning", "--bounded", "--json"])
-        .output()
-        .unwrap();
+        .output_within();
     assert!(all.status.success());
     let lines: Vec<serde_json::Value> =
         String::from_utf8(all.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::OutputWithin;
+
 use std::path::{Path, PathBuf};
 
 use common::kafka::Broker;
@@ -48,7 +50,7 @@ impl Walkthrough {
         let line = line.replace(README_BROKER, &self.broker.brokers());
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words[0], "recflow");
-        let output = recflow().args(&words[1..]).current_dir(&self.dir).output().unwrap();
+        let output = recflow().args(&words[1..]).current_dir(&self.dir).output_within();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(output.status.success(), "`{line}` failed: {}\n{stderr}", output.status);
         (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)

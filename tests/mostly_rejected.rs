@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::OutputWithin;
+
 use std::path::{Path, PathBuf};
 
 use common::{recflow, scratch_dir};
@@ -34,7 +36,7 @@ fn setup(tag: &str, extra: &str, lines: impl Iterator<Item = String>) -> (PathBu
 
 /// Runs the pipeline; returns whether it succeeded and its stderr.
 fn run(pipeline: &Path, dir: &Path) -> (bool, String) {
-    let output = recflow().arg("run").arg(pipeline).current_dir(dir).output().unwrap();
+    let output = recflow().arg("run").arg(pipeline).current_dir(dir).output_within();
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
@@ -107,7 +109,7 @@ fn csv_lines_on_a_topic_read_as_json_point_at_the_payload_key() {
         recflow().args(["produce", "-q", "--format", "raw", "--to", &topic, "--input", "events.csv"]).current_dir(&dir),
     );
     let output =
-        recflow().arg("run").arg(&pipeline).args(["--input", &topic, "--bounded"]).current_dir(&dir).output().unwrap();
+        recflow().arg("run").arg(&pipeline).args(["--input", &topic, "--bounded"]).current_dir(&dir).output_within();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let warnings = warnings(&stderr);

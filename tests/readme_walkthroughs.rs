@@ -20,6 +20,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use common::serve::Running;
+use common::OutputWithin;
 use common::{recflow, scratch_dir};
 use serde_json::Value;
 
@@ -260,8 +261,9 @@ impl Serving {
 
     /// Runs a README command to completion; its standard output.
     fn run(&self, command: &str) -> String {
-        let output = self.shell(command).stderr(Stdio::inherit()).output().unwrap();
-        assert!(output.status.success(), "`{command}` failed: {}", output.status);
+        let output = self.shell(command).output_within();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "`{command}` failed: {}\n{stderr}", output.status);
         String::from_utf8(output.stdout).unwrap()
     }
 

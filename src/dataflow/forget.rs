@@ -216,6 +216,7 @@ pub fn forgettable<'scope>(
                             }
                         }
                     }
+                    pending.settle();
                     if let Some(&now) = events_frontier.frontier().iter().min() {
                         kept.drop_expired(now);
                     }

@@ -206,15 +206,73 @@ impl<D> Inbox<D> {
     }
 
     /// The earliest time's updates, once the frontier has passed that time. When none is
-    /// complete, the capability is released down to the earliest pending time.
+    /// complete, the capability is released down to the earliest pending time; an operator that
+    /// stops asking before then calls [`Inbox::settle`] instead.
     pub fn next_complete(&mut self, frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Due<D>> {
         let complete = self.pending.first_key_value().is_some_and(|(time, _)| !frontier.less_equal(time));
         if !complete {
-            settle(&mut self.held, self.pending.keys().next());
+            self.settle();
             return None;
         }
         let (time, updates) = self.pending.pop_first()?;
         let capability = self.held.clone()?;
         Some(Due { time, capability, updates })
+    }
+
+    /// Releases the capability down to the earliest pending time, or drops it when nothing is
+    /// pending: without this, a held capability would stop the frontier for ever.
+    pub fn settle(&mut self) {
+        settle(&mut self.held, self.pending.keys().next());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timely::dataflow::operators::{Input, Probe};
+
+    use super::*;
+
+    /// An operator that takes only the complete times its caller wants, the way the forget
+    /// operator waits for its other input, must still release the capability once nothing is
+    /// pending: a capability held for ever would stop every later result.
+    #[test]
+    fn an_inbox_drained_without_asking_until_none_releases_its_capability() {
+        timely::execute_directly(|worker| {
+            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<(u64, Time, isize)>>();
+                let mut inbox: Inbox<u64> = Inbox::default();
+                let probe = stream
+                    .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(u64, Time, isize)>>, _, _, _>(
+                        Pipeline,
+                        "TakeOne",
+                        |_, _| {
+                            move |(input, frontier), output| {
+                                inbox.absorb(input);
+                                if inbox.first_time().is_some_and(|at| !frontier.less_equal(&at)) {
+                                    let due = inbox.next_complete(frontier).expect("complete");
+                                    output
+                                        .session(&due.capability)
+                                        .give_iterator(due.updates.into_iter().map(|(d, r)| (d, due.time, r)));
+                                }
+                                inbox.settle();
+                            }
+                        },
+                    )
+                    .probe()
+                    .0;
+                (input, probe)
+            });
+            let mut reaches = |time: Time| {
+                for _ in 0..1_000 {
+                    worker.step();
+                }
+                !probe.less_than(&time)
+            };
+            input.send((7, 5, 1));
+            input.advance_to(10);
+            assert!(reaches(10), "the frontier passes the taken time");
+            input.advance_to(20);
+            assert!(reaches(20), "nothing pending holds the frontier back");
+        });
     }
 }

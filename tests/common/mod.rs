@@ -117,9 +117,56 @@ pub fn recflow() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_recflow"))
 }
 
+/// The longest any one command of the tests may run: a hung pipeline fails its test instead of
+/// stalling the whole suite.
+pub const COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// [`std::process::Command::output`] with a deadline.
+pub trait OutputWithin {
+    /// Runs the command to completion like `output()` (stdin closed), but kills it and fails the
+    /// test when it runs longer than [`COMMAND_LIMIT`].
+    fn output_within(&mut self) -> std::process::Output;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within(&mut self) -> std::process::Output {
+        output_within(self)
+    }
+}
+
+fn output_within(command: &mut std::process::Command) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the command starts");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + COMMAND_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("{command:?} did not finish within {COMMAND_LIMIT:?}; its stderr:\n{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
 /// Runs a `recflow` command to completion and asserts it succeeded; returns its stderr.
 pub fn run_ok(command: &mut std::process::Command) -> String {
-    let output = command.output().expect("recflow starts");
+    let output = command.output_within();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{command:?} failed: {}\n{stderr}", output.status);
     stderr
