@@ -338,7 +338,9 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         }
         ranked.push(candidate);
         if ranked.len() == 2 * keep {
-            keep_best_by(&mut ranked, keep, order);
+            // Only the best `keep` and the last of them matter here: no need to sort them yet.
+            ranked.select_nth_unstable_by(keep - 1, order);
+            ranked.truncate(keep);
             threshold = ranked.last().copied();
             cut = threshold.map_or(0.0, |(_, last)| support_cut(spec, n_i, last) * unit);
         }
