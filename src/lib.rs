@@ -12,6 +12,7 @@ pub mod decode;
 pub mod eval;
 pub mod event;
 pub mod event_time;
+pub mod fatal;
 pub mod kafka;
 pub mod metrics;
 pub mod rejections;

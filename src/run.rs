@@ -12,10 +12,11 @@ use timely::dataflow::operators::probe;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
+use crate::fatal::Fatal;
 use crate::metrics::{FirstRecords, Metrics, Snapshot};
 use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::serve::{Inlets, Posting, ServeError, Server};
-use crate::sink::{self, write_changelog, write_dead_letters, ServeFeed, SinkError, Tee};
+use crate::sink::{self, write_changelog, write_dead_letters, Output, ServeFeed, SinkError, Tee};
 use crate::source::{
     ingest, post_channel, Bounded, EndRule, EventSource, FileSource, KafkaSource, PostReceiver, StreamEnd, SynthSource,
     WithPosted,
@@ -100,6 +101,15 @@ pub enum RunError {
         /// The pipeline name.
         pipeline: String,
         /// The share, the most frequent reason, its likely cause and the fix.
+        message: String,
+    },
+    /// A fault the run could not survive stopped it (an output that cannot be written): the
+    /// results after the last one written are missing.
+    #[error("pipeline {pipeline}: stopped: {message}")]
+    Fatal {
+        /// The pipeline name.
+        pipeline: String,
+        /// What failed and why.
         message: String,
     },
     /// Timely could not start its workers (for example, a cluster address is unreachable).
@@ -255,6 +265,8 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let worker_metrics = Arc::clone(&metrics);
     let pipeline_name = pipeline.name.clone();
     let judged = pipeline.clone();
+    let worker_fatal = Fatal::default();
+    let fatal = worker_fatal.clone();
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
@@ -270,14 +282,23 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
             .transpose()
             .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
-            .map(|out| match &feed {
-                Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(feed.clone())))),
-                None => out,
+            .map(|out| Output {
+                name: format!("output {output_path}"),
+                destination: match &feed {
+                    Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(feed.clone())))),
+                    None => out,
+                },
+                fatal: fatal.clone(),
             });
         let dead_letter_out = (index == 0)
             .then(|| sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
             .transpose()
-            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?;
+            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
+            .map(|destination| Output {
+                name: format!("dead-letter output {dead_letter_path}"),
+                destination,
+                fatal: fatal.clone(),
+            });
         let completed = probe::Handle::<Time>::new();
         let end = StreamEnd::default();
         let metrics = Arc::clone(&worker_metrics);
@@ -324,6 +345,11 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             completed.done() || (end.drained() && end.get().is_some_and(|ends| !completed.less_than(&ends.complete)))
         };
         while !finished() {
+            if fatal.get().is_some() {
+                // Every worker of the process stops; the run's result is the fault.
+                worker.drop_dataflow(dataflow_index);
+                return Ok(());
+            }
             worker.step_or_park(Some(Duration::from_millis(50)));
             alarm.check(&metrics, end.get().is_some());
             status.maybe_print(&metrics, alarm.raised());
@@ -334,7 +360,11 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         Ok(())
     })
     .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
-    for result in guards.join() {
+    let results = guards.join();
+    if let Some(message) = worker_fatal.get() {
+        return Err(RunError::Fatal { pipeline: pipeline_name, message: message.to_string() });
+    }
+    for result in results {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),

@@ -16,7 +16,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
 
-use super::{Destination, Hold};
+use super::{Destination, Hold, Output, SinkError};
 use crate::dataflow::schedule::{Due, Inbox};
 use crate::dataflow::window::Hopping;
 use crate::dataflow::{Coll, Time};
@@ -201,15 +201,17 @@ fn scored(rec: RecItem) -> ScoredItem {
     }
 }
 
-/// Writes the changelog of `results` to `destination` on worker 0 and attaches `completed` after
-/// it; the sink's frontier waits for the destination to acknowledge what it was given.
+/// Writes the changelog of `results` to `output` on worker 0 and attaches `completed` after
+/// it; the sink's frontier waits for the destination to acknowledge what it was given. When the
+/// destination fails, the failure is reported as the run's fatal fault and the frontier stays
+/// at the earliest result not written.
 ///
 /// Each worker finds the changes of its own keys (routed like the operators that computed them,
 /// so results rarely cross workers); worker 0 only puts each time's changes in key order and
 /// writes them.
 pub fn write_changelog(
     results: Coll<'_, (ResultKey, ResultValue)>,
-    destination: Option<Box<dyn Destination<ChangeRecord>>>,
+    output: Option<Output<ChangeRecord>>,
     hopping: Option<Hopping>,
     unit: u64,
     end: StreamEnd,
@@ -218,7 +220,7 @@ pub fn write_changelog(
 ) {
     let format = RecordFormat { unit, window_size: hopping.map_or(0, |h| h.size) };
     let changes = find_changes(results, Changelog::new(hopping), end);
-    write_changes(changes, destination, format, metrics).probe_with(completed);
+    write_changes(changes, output, format, metrics).probe_with(completed);
 }
 
 type Changes<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(Change, Time)>>;
@@ -255,16 +257,17 @@ fn owner(key: &ResultKey) -> u64 {
     }
 }
 
-/// Writes each completed time's changes, in key order, to `destination` on worker 0.
+/// Writes each completed time's changes, in key order, to `output` on worker 0.
 fn write_changes<'scope>(
     changes: Changes<'scope>,
-    destination: Option<Box<dyn Destination<ChangeRecord>>>,
+    output: Option<Output<ChangeRecord>>,
     format: RecordFormat,
     metrics: Arc<Metrics>,
 ) -> timely::dataflow::Stream<'scope, Time, Vec<()>> {
-    let mut destination = destination;
+    let mut output = output;
     let mut pending: BTreeMap<Time, Vec<Change>> = BTreeMap::new();
     let mut hold = Hold::default();
+    let mut failed = false;
     // The input frontier last reported to the destination, so progress is told once per move.
     let mut reported: Option<Option<Millis>> = None;
     let scope = changes.scope();
@@ -280,44 +283,29 @@ fn write_changes<'scope>(
                         pending.entry(time).or_default().push(change);
                     }
                 });
-                let Some(out) = destination.as_mut() else {
+                if failed {
+                    // The hold stays where the failure left it: nothing later is acknowledged.
+                    pending.clear();
+                    return;
+                }
+                let Some(out) = output.as_mut() else {
                     pending.clear();
                     hold.settle(None);
                     return;
                 };
-                let mut failed = None;
-                'times: while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, mut changes) = entry.remove_entry();
-                    // Each key is owned by one worker, so keys are distinct within a time.
-                    changes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-                    for change in changes {
-                        if let Err(e) = out.write(time, &format.record(change, time)) {
-                            failed = Some(e);
-                            break 'times;
-                        }
-                        metrics.output_records.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if failed.is_none() {
-                    failed = out.flush().err();
-                }
-                if let Some(e) = failed {
-                    // Report once and stop writing; results keep being maintained.
-                    eprintln!("recflow: changelog: {e}; no further records will be written");
-                    destination = None;
+                if let Err(e) = write_complete(&mut pending, frontier, out.destination.as_mut(), &format, &metrics) {
+                    out.fail(&e);
+                    failed = true;
                     pending.clear();
-                    hold.settle(None);
                     return;
                 }
+                let destination = out.destination.as_mut();
                 let complete = frontier.frontier().first().copied();
                 if reported != Some(complete) {
                     reported = Some(complete);
-                    out.progress(complete);
+                    destination.progress(complete);
                 }
-                let unacknowledged = out.unacknowledged();
+                let unacknowledged = destination.unacknowledged();
                 if unacknowledged.is_some() {
                     activator.activate_after(std::time::Duration::from_millis(1));
                 }
@@ -326,4 +314,28 @@ fn write_changes<'scope>(
             }
         },
     )
+}
+
+/// Writes the changes of every time the input `frontier` has passed, in time and key order, and
+/// flushes; the first failure stops the writing, leaving the time it failed at unwritten.
+fn write_complete(
+    pending: &mut BTreeMap<Time, Vec<Change>>,
+    frontier: &timely::progress::frontier::MutableAntichain<Time>,
+    destination: &mut dyn Destination<ChangeRecord>,
+    format: &RecordFormat,
+    metrics: &Metrics,
+) -> Result<(), SinkError> {
+    while let Some(entry) = pending.first_entry() {
+        if frontier.less_equal(entry.key()) {
+            break;
+        }
+        let (time, mut changes) = entry.remove_entry();
+        // Each key is owned by one worker, so keys are distinct within a time.
+        changes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        for change in changes {
+            destination.write(time, &format.record(change, time))?;
+            metrics.output_records.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    destination.flush()
 }

@@ -9,7 +9,9 @@
 //!
 //! Every message is tracked until the broker acknowledges it; the sink holds its output frontier
 //! at the earliest unacknowledged time, so offsets are committed only after delivery. A message
-//! whose delivery fails is reported and sent again, up to [`MAX_ATTEMPTS`] times.
+//! whose delivery fails is reported and sent again, up to [`MAX_ATTEMPTS`] times; one given up
+//! after that, or a fatal producer error, fails the destination: it is never counted as
+//! delivered, and the next flush returns the failure.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -50,10 +52,12 @@ struct Delivery {
     failure: Option<(KafkaError, Outgoing)>,
 }
 
-/// Collects delivery reports for the sink to process on its own thread.
+/// Collects delivery reports for the sink to process on its own thread, and the producer's
+/// fatal error if it has one.
 #[derive(Default)]
 struct DeliveryContext {
     reports: Mutex<Vec<Delivery>>,
+    fatal: Mutex<Option<String>>,
 }
 
 impl ClientContext for DeliveryContext {
@@ -61,7 +65,13 @@ impl ClientContext for DeliveryContext {
         // Delivery failures are what matter, and the sink reports those.
     }
 
-    fn error(&self, _error: KafkaError, _reason: &str) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Other errors are transient (librdkafka retries them); a fatal one ends the producer.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+            fatal.get_or_insert_with(|| format!("fatal producer error: {reason}"));
+        }
+    }
 }
 
 impl ProducerContext for DeliveryContext {
@@ -97,6 +107,8 @@ pub struct KafkaDestination {
     metrics: Arc<Metrics>,
     reports: ReportLimiter,
     failed: u64,
+    /// Why the destination failed: the first message given up.
+    failure: Option<String>,
 }
 
 impl KafkaDestination {
@@ -129,6 +141,7 @@ impl KafkaDestination {
             metrics,
             reports: ReportLimiter::default(),
             failed: 0,
+            failure: None,
         })
     }
 
@@ -159,9 +172,9 @@ impl KafkaDestination {
         }
     }
 
-    /// Waits until every message sent so far is acknowledged or given up.
+    /// Waits until every message sent so far is acknowledged, or one is given up.
     pub fn wait_delivered(&mut self) {
-        while self.outstanding() > 0 {
+        while self.outstanding() > 0 && self.failed == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -208,8 +221,10 @@ impl KafkaDestination {
             eprintln!("recflow: {}: a message was not delivered: {error}; {action}", self.address);
         }
         if give_up {
+            // Never acknowledged: the sink's frontier stays before it.
             self.failed += 1;
-            self.acknowledge(message.time);
+            self.failure
+                .get_or_insert_with(|| format!("a message was not delivered after {MAX_ATTEMPTS} attempts: {error}"));
         } else {
             self.metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
             message.attempt += 1;
@@ -291,7 +306,11 @@ impl<R: ToMessage> Destination<R> for KafkaDestination {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.serve();
-        Ok(())
+        let fatal = self.producer.context().fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match fatal.or_else(|| self.failure.clone()) {
+            Some(cause) => Err(SinkError::Delivery(format!("{}: {cause}", self.address))),
+            None => Ok(()),
+        }
     }
 
     fn unacknowledged(&mut self) -> Option<Millis> {
@@ -303,7 +322,7 @@ impl<R: ToMessage> Destination<R> for KafkaDestination {
 impl Drop for KafkaDestination {
     fn drop(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        while !self.unacknowledged.is_empty() && Instant::now() < deadline {
+        while !self.unacknowledged.is_empty() && self.failure.is_none() && Instant::now() < deadline {
             self.serve();
             let _ = self.producer.flush(Duration::from_millis(100));
         }

@@ -21,6 +21,7 @@ use thiserror::Error;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::event::Millis;
+use crate::fatal::Fatal;
 use crate::kafka::{KafkaAddress, SCHEME};
 use crate::metrics::Metrics;
 
@@ -47,6 +48,9 @@ pub enum SinkError {
     /// A record could not be encoded.
     #[error("cannot encode a record: {0}")]
     Encode(String),
+    /// Records could not be delivered.
+    #[error("{0}")]
+    Delivery(String),
 }
 
 impl SinkError {
@@ -73,6 +77,24 @@ pub trait Destination<R> {
     /// written and flushed, and no more will come for those times; `None` once the input has
     /// ended for good. Destinations that report progress (serving) override it.
     fn progress(&mut self, _complete: Option<Millis>) {}
+}
+
+/// A destination as a sink writes to it: with the name its failure is reported under and the
+/// run's [`Fatal`], which stops the run when the destination fails.
+pub struct Output<R> {
+    /// What the user called it, as in `output out.jsonl` or `dead-letter output stderr`.
+    pub name: String,
+    /// Where the records go.
+    pub destination: Box<dyn Destination<R>>,
+    /// The run's fatal fault, reported when the destination fails.
+    pub fatal: Fatal,
+}
+
+impl<R> Output<R> {
+    /// Reports `error` as the run's fatal fault.
+    fn fail(&self, error: &SinkError) {
+        self.fatal.report(&self.name, error);
+    }
 }
 
 /// Two destinations fed the same records: the first one's acknowledgements and errors count,
