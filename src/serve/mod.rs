@@ -10,10 +10,11 @@
 //!
 //! Routes ([`routes`]): `GET /v1/users/{user}/recommendations`, `GET /v1/hot-items`,
 //! `GET /v1/subscribe` and `GET /v1/subscribe/hot-items` ([`subscribe`]), `POST /v1/events`,
-//! `DELETE /v1/users/{user}`, `GET /metrics`, `GET /healthz` and `GET /v1/status` (the
-//! [`crate::status`] document).
+//! `DELETE /v1/users/{user}`, `GET /metrics`, `GET /healthz`, `GET /v1/status` (the
+//! [`crate::status`] document) and `GET /`, the live dashboard ([`dashboard`]).
 
 pub mod bench;
+pub mod dashboard;
 pub mod routes;
 pub mod state;
 pub mod subscribe;
