@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs recflow's whole test suite on a fresh machine: formatting, lints, unit, integration and
-# doc tests. Everything it needs comes from crates.io. The Kafka tests talk to a real
-# Kafka-compatible broker, Tansu; it is installed here the first time (a 10-30 minute build on two
-# cores) and started by the tests themselves on free localhost ports.
+# doc tests. Everything it needs comes from crates.io, except Chromium, from Debian. The Kafka
+# tests talk to a real Kafka-compatible broker, Tansu; it is installed here the first time (a
+# 10-30 minute build on two cores) and started by the tests themselves on free localhost ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,15 @@ if [[ -z "${TANSU:-}" ]]; then
         cargo install tansu --version "$TANSU_VERSION" --locked --features libsql
     fi
     export TANSU="$CARGO_BIN/tansu"
+fi
+
+# tests/dashboard.rs loads the served dashboard in a headless Chromium: Debian's package, installed
+# here when missing (CI runs as root with Debian's package registry; elsewhere via sudo).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [[ -z "${CHROMIUM:-}" ]]; then
+    echo "test.sh: installing Chromium (Debian's package) for the dashboard's browser test" >&2
+    sudo=""
+    if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+    $sudo apt-get install -y chromium || { $sudo apt-get update && $sudo apt-get install -y chromium; }
 fi
 
 cargo fmt --all -- --check

@@ -5,6 +5,7 @@
 //! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
 //! dead letters, and [`serve`]: HTTP point queries and Server-Sent Events subscriptions). [`run`](mod@run)
 //! wires them together on timely workers; [`spec`] is the pipeline file.
+//! [`metrics`] counts what happens, and [`status`] turns the counts into `GET /v1/status`.
 //! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
 
 pub mod dataflow;
@@ -22,6 +23,7 @@ pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod spec;
+pub mod status;
 
 pub use event::{Action, Event, Id};
 pub use run::{run, RunOptions};

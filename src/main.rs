@@ -653,8 +653,5 @@ fn bench_kafka(pipeline: &Pipeline, args: &BenchArgs, brokers: &str) -> Result<(
 
 /// The process's peak resident memory (VmHWM), in MiB.
 fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
+    recflow::metrics::Memory::now().peak_resident_bytes.map(|b| b >> 20)
 }

@@ -1,10 +1,14 @@
-//! Counters shared by the workers of one process, read by the status line and by tests.
+//! Counters shared by the workers of one process, read by the status line, `/metrics`,
+//! `/v1/status` ([`crate::status`]) and tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::event::RejectReason;
+use serde::Serialize;
+
+use crate::event::{DeadLetter, RejectReason};
 
 /// Reason codes in the order of [`Metrics::rejected`].
 pub const REJECT_CODES: [&str; 6] =
@@ -39,6 +43,77 @@ pub struct Metrics {
     pub update_latency: LatencyHistogram,
     /// How the first records read turned out, for the rejection alarm.
     pub first_records: FirstRecords,
+    /// The latest dead letters, newest last, at most [`DeadLetterSample::KEPT`].
+    recent_dead_letters: Mutex<VecDeque<DeadLetterSample>>,
+}
+
+/// A dead letter as `/v1/status` shows it: enough to see what is wrong, never the whole record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetterSample {
+    /// The reason code, as in [`REJECT_CODES`].
+    pub reason: &'static str,
+    /// The reason in words.
+    pub detail: String,
+    /// Where the record came from (`file:events.csv:17`, `kafka:events/3:1042`, ...).
+    pub origin: String,
+    /// The raw record as text, cut to at most [`DeadLetterSample::RAW_CHARS`] characters.
+    pub raw: String,
+    /// Wall-clock time it was rejected, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl DeadLetterSample {
+    /// How many of the latest dead letters are kept.
+    pub const KEPT: usize = 5;
+    /// How much of a raw record is kept.
+    pub const RAW_CHARS: usize = 200;
+
+    fn of(dead: &DeadLetter) -> DeadLetterSample {
+        let raw = dead.raw_text();
+        let mut kept: String = raw.chars().take(Self::RAW_CHARS).collect();
+        if kept.len() < raw.len() {
+            kept.push('…');
+        }
+        DeadLetterSample {
+            reason: dead.reason.code(),
+            detail: dead.reason.to_string(),
+            origin: dead.origin.clone(),
+            raw: kept,
+            at_ms: unix_millis(SystemTime::now()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How far event time trails the wall clock: `now` minus a watermark of `watermark_ms`, in
+/// seconds (negative when event time runs ahead; meaningless for replayed or synthetic times).
+pub fn watermark_lag_seconds(now: SystemTime, watermark_ms: u64) -> f64 {
+    (unix_millis(now) as f64 - watermark_ms as f64) / 1000.0
+}
+
+/// This process's resident memory, where the platform tells (Linux's `/proc/self/status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    /// Resident now (`VmRSS`), in bytes.
+    pub resident_bytes: Option<u64>,
+    /// The most ever resident (`VmHWM`), in bytes.
+    pub peak_resident_bytes: Option<u64>,
+}
+
+impl Memory {
+    /// Reads the figures now; both are `None` where the platform does not tell.
+    pub fn now() -> Memory {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return Memory::default() };
+        let kib = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..].split_whitespace().next()?.parse::<u64>().ok().map(|k| k * 1024)
+        };
+        Memory { resident_bytes: kib("VmRSS:"), peak_resident_bytes: kib("VmHWM:") }
+    }
 }
 
 /// How the first [`FirstRecords::SIZE`] records read by this process turned out.
@@ -126,14 +201,32 @@ impl LatencyHistogram {
 
     /// The `q`-quantile (0..=1) in milliseconds (a bucket's upper bound), if anything was recorded.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let total = self.count();
+        Self::quantile_of(&self.counts(), q)
+    }
+
+    /// The observations per bucket so far; [`LatencyHistogram::quantile_since`] takes it to give
+    /// the quantiles of what was recorded after it.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The `q`-quantile in milliseconds of the observations recorded between two
+    /// [`LatencyHistogram::counts`], `earlier` and `later`, if any were.
+    pub fn quantile_since(earlier: &[u64], later: &[u64], q: f64) -> Option<f64> {
+        let between: Vec<u64> =
+            later.iter().enumerate().map(|(i, n)| n.saturating_sub(earlier.get(i).copied().unwrap_or(0))).collect();
+        Self::quantile_of(&between, q)
+    }
+
+    fn quantile_of(counts: &[u64], q: f64) -> Option<f64> {
+        let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
         }
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            seen += bucket.load(Ordering::Relaxed);
+        for (i, count) in counts.iter().enumerate() {
+            seen += count;
             if seen >= rank {
                 return Some(Self::upper_bound(i) / 1000.0);
             }
@@ -146,6 +239,21 @@ impl Metrics {
     /// Counts one rejected record.
     pub fn reject(&self, reason: &RejectReason) {
         self.rejected[reject_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one dead letter (rejected or late) and keeps it among the latest samples.
+    pub fn dead_letter(&self, dead: &DeadLetter) {
+        self.reject(&dead.reason);
+        let mut recent = self.recent_dead_letters.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == DeadLetterSample::KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(DeadLetterSample::of(dead));
+    }
+
+    /// The latest dead letters this process's readers saw, oldest first.
+    pub fn recent_dead_letters(&self) -> Vec<DeadLetterSample> {
+        self.recent_dead_letters.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     /// Rejected records of every reason, lateness included.
@@ -254,5 +362,30 @@ mod tests {
         assert!((1.0..1.1).contains(&p50), "{p50}");
         assert!((50.0..55.0).contains(&p99), "{p99}");
         assert_eq!(h.count(), 100);
+    }
+
+    #[test]
+    fn latency_quantiles_of_an_interval_leave_out_what_came_before() {
+        let h = LatencyHistogram::default();
+        h.record(50_000, 100);
+        let earlier = h.counts();
+        assert_eq!(LatencyHistogram::quantile_since(&earlier, &h.counts(), 0.5), None, "nothing since");
+        h.record(1_000, 10);
+        let p99 = LatencyHistogram::quantile_since(&earlier, &h.counts(), 0.99).unwrap();
+        assert!((1.0..1.1).contains(&p99), "only the later observations count: {p99}");
+    }
+
+    #[test]
+    fn the_latest_dead_letters_are_kept_cut_short() {
+        let metrics = Metrics::default();
+        for line in 1..=7 {
+            let raw = "x".repeat(DeadLetterSample::RAW_CHARS + line).into_bytes();
+            metrics.dead_letter(&DeadLetter::new(RejectReason::Late, format!("file:e.csv:{line}"), raw));
+        }
+        let recent = metrics.recent_dead_letters();
+        let origins: Vec<&str> = recent.iter().map(|d| d.origin.as_str()).collect();
+        assert_eq!(origins, ["file:e.csv:3", "file:e.csv:4", "file:e.csv:5", "file:e.csv:6", "file:e.csv:7"]);
+        assert_eq!(recent[0].raw.chars().count(), DeadLetterSample::RAW_CHARS + 1, "cut, with an ellipsis");
+        assert_eq!(metrics.rejected_for("late"), 7, "every one counted");
     }
 }

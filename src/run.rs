@@ -13,7 +13,7 @@ use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
 use crate::fatal::Fatal;
-use crate::metrics::{FirstRecords, Metrics, Snapshot};
+use crate::metrics::{FirstRecords, Memory, Metrics, Snapshot};
 use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::serve::{Inlets, Posting, ServeError, Server};
 use crate::sink::{self, write_changelog, write_dead_letters, Output, ServeFeed, SinkError, Tee};
@@ -458,7 +458,7 @@ impl Status {
             snapshot.invalid,
             snapshot.in_flight,
             metrics.output_records.load(Ordering::Relaxed),
-            resident_mib().map_or_else(|| "?".to_string(), |m| m.to_string()),
+            Memory::now().resident_bytes.map_or_else(|| "?".to_string(), |b| (b >> 20).to_string()),
             warning(alarm),
         );
     }
@@ -486,11 +486,4 @@ impl Status {
 /// The status line's note of a raised alarm.
 fn warning(alarm: Option<&RejectionAlarm>) -> String {
     alarm.map_or_else(String::new, |alarm| format!("; WARNING: {}", alarm.short()))
-}
-
-/// This process's resident memory in MiB, where the platform tells.
-pub fn resident_mib() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096 / (1 << 20))
 }

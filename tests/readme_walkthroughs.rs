@@ -9,7 +9,9 @@
 //! `[serve]` token the README's posts assume), and `cargo run --release --` (the binary built
 //! with the tests, the same program in the debug profile). Long-running commands (the demo, the
 //! server, `curl -sN` subscriptions, the subscribe example) are started, watched until they show
-//! what the README says, and stopped as a user would with Ctrl-C.
+//! what the README says, and stopped as a user would with Ctrl-C. The dashboard's screenshot
+//! command runs Debian's `chromium` as written (`scripts/test.sh` installs it when missing), writing
+//! into the scratch directory.
 
 mod common;
 
@@ -58,7 +60,7 @@ impl Step {
 fn steps(section: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut lines = section.lines().filter_map(|l| l.strip_prefix("    ")).map(str::trim).filter(|l| !l.is_empty());
-    let starts_command = |l: &str| ["curl ", "recflow ", "cargo ", "./"].iter().any(|p| l.starts_with(p));
+    let starts_command = |l: &str| ["curl ", "recflow ", "cargo ", "./", "chromium "].iter().any(|p| l.starts_with(p));
     let mut in_output = false;
     while let Some(line) = lines.next() {
         if line.starts_with('#') {
@@ -368,6 +370,31 @@ fn the_serving_walkthrough_works_as_written() {
                 }
                 std::thread::park_timeout(Duration::from_millis(100));
             }
+        } else if path == "/v1/status" {
+            let answer = json(&serving.run(command));
+            assert_shape(&sample_json(&step.sample()), &answer, command);
+            assert!(
+                answer["records_read"].as_u64() > Some(0) && answer["events_per_s"].as_f64() > Some(0.0),
+                "{answer}"
+            );
+            // Whatever was dead-lettered (the late post, or demo events its time made late) is
+            // sampled, by a reason the document counts.
+            let counted = answer["late"].as_u64().unwrap()
+                + answer["rejected"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>();
+            let samples = answer["dead_letters"].as_array().unwrap();
+            assert_eq!(counted > 0, !samples.is_empty(), "dead letters counted and sampled: {answer}");
+            for sample in samples {
+                let reason = sample["reason"].as_str().unwrap();
+                assert!(reason == "late" || answer["rejected"].get(reason).is_some(), "{sample}");
+            }
+        } else if command.starts_with("chromium ") {
+            // The dashboard's screenshot, into the scratch directory's docs/.
+            std::fs::create_dir_all(serving.dir.join("docs")).unwrap();
+            serving.run(command);
+            let shot = command.split("--screenshot=").nth(1).unwrap().split_whitespace().next().unwrap();
+            let png =
+                std::fs::read(serving.dir.join(shot)).unwrap_or_else(|e| panic!("`{command}` wrote no {shot}: {e}"));
+            assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{shot} is a screenshot");
         } else if path.starts_with("/v1/users/5/recommendations") {
             // The demo takes a moment to give user 5 a list; until then the answer is a 404.
             let answer = serving.run_until(command, "items", 60);

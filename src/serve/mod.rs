@@ -10,9 +10,11 @@
 //!
 //! Routes ([`routes`]): `GET /v1/users/{user}/recommendations`, `GET /v1/hot-items`,
 //! `GET /v1/subscribe` and `GET /v1/subscribe/hot-items` ([`subscribe`]), `POST /v1/events`,
-//! `DELETE /v1/users/{user}`, `GET /metrics`, `GET /healthz`.
+//! `DELETE /v1/users/{user}`, `GET /metrics`, `GET /healthz`, `GET /v1/status` (the
+//! [`crate::status`] document) and `GET /`, the live dashboard ([`dashboard`]).
 
 pub mod bench;
+pub mod dashboard;
 pub mod routes;
 pub mod state;
 pub mod subscribe;
@@ -28,7 +30,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::source::PostSender;
-use crate::spec::{Linger, Payload, Pipeline, ServeSpec};
+use crate::spec::{Linger, Payload, Pipeline, ServeSpec, SourceKind};
+use crate::status::{History, Output, Status, Subject};
 
 pub use self::state::{Batch, Feed, Served, Topic};
 
@@ -115,6 +118,10 @@ pub struct Shared {
     decoder: Decoder,
     ts_field: String,
     min_timestamp: u64,
+    /// What `/v1/status` is the status of.
+    subject: Subject,
+    /// One sample of the counters per [`History::INTERVAL`], for `/v1/status`.
+    history: Mutex<History>,
 }
 
 impl Shared {
@@ -135,6 +142,34 @@ impl Shared {
         drop(state);
         if progress {
             self.progressed.notify_waiters();
+        }
+    }
+
+    /// The `/v1/status` document now.
+    fn status(&self) -> Status {
+        let output = {
+            let state = self.state();
+            Output {
+                as_of: state.as_of(),
+                input_ended: state.ended(),
+                served_users: state.users(),
+                served_hot_windows: state.hot_windows(),
+                subscribers: self.subscribers.load(Ordering::Relaxed),
+            }
+        };
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        Status::gather(&self.subject, &self.metrics, &history, output)
+    }
+
+    /// Samples the counters into the history every [`History::INTERVAL`], for as long as the
+    /// server runs.
+    async fn sample_history(&self) {
+        let mut ticker = tokio::time::interval(History::INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            history.record(&self.metrics, Instant::now(), std::time::SystemTime::now());
         }
     }
 }
@@ -182,6 +217,13 @@ impl Server {
             decoder: Decoder::for_payload(&pipeline.source, Payload::Json),
             ts_field: pipeline.source.fields.ts.clone(),
             min_timestamp: pipeline.source.min_timestamp,
+            subject: Subject {
+                pipeline: pipeline.name.clone(),
+                unit: pipeline.source.timestamp_unit.scale(),
+                kafka: pipeline.source.kind == SourceKind::Kafka,
+                started: Instant::now(),
+            },
+            history: Mutex::new(History::default()),
         });
         let (feed, mut feed_rx) = mpsc::unbounded_channel::<Feed>();
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
@@ -193,10 +235,12 @@ impl Server {
             .map_err(ServeError::Start)?;
         let app = routes::router(Arc::clone(&shared));
         let applier = Arc::clone(&shared);
+        let sampler = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("recflow-serve".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    tokio::spawn(async move { sampler.sample_history().await });
                     tokio::spawn(async move {
                         while let Some(message) = feed_rx.recv().await {
                             applier.apply(message);

@@ -1,4 +1,4 @@
-//! The HTTP routes: point queries, hot items, posted events, metrics and health. Every error is
+//! The HTTP routes: point queries, hot items, posted events, metrics, status and health. Every error is
 //! a JSON object `{"error": "..."}` with a status that says whose fault it is; no request can
 //! panic the server.
 
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::{subscribe, Posting, Shared};
 use crate::dataflow::recommend::settled;
 use crate::event::{DeadLetter, Id, Millis};
-use crate::metrics::REJECT_CODES;
+use crate::metrics::{watermark_lag_seconds, REJECT_CODES};
 use crate::results::SCORE_SCALE;
 use crate::sink::changelog::{ChangeRecord, ScoredItem};
 use crate::source::{ForgetRequest, PostedRecord};
@@ -74,8 +74,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/users/{user}", delete(forget_user))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token));
     Router::new()
+        .route("/", get(super::dashboard::page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
         .route("/v1/users/{user}/recommendations", get(recommendations))
         .route("/v1/hot-items", get(hot_items))
         .route("/v1/subscribe", get(subscribe::recs))
@@ -126,6 +128,15 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "input_ended": state.ended(),
         "subscribers": shared.subscribers.load(Ordering::Relaxed),
     }))
+}
+
+/// `GET /v1/status`: the [`crate::status::Status`] document.
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<crate::status::Status>, ApiError> {
+    check_params(&params, &[])?;
+    Ok(Json(shared.status()))
 }
 
 /// `GET /v1/users/{user}/recommendations?k=N[&explain=true]`: the user's current list, best
@@ -443,10 +454,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let watermarks: Vec<(String, f64)> =
         m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
     metric("recflow_watermark_ms", "gauge", "Each reading worker's watermark (event time, ms).", &watermarks);
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64);
+    let now = std::time::SystemTime::now();
     let lag: Vec<(String, f64)> =
-        m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), (now_ms - *ms as f64) / 1000.0)).collect();
+        m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), watermark_lag_seconds(now, *ms))).collect();
     metric("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
     let readers = m.reader_progress();
     let frontiers: Vec<(String, f64)> =

@@ -355,7 +355,7 @@ pub fn ingest<'scope>(
                                 },
                                 Err(dead) => dead,
                             };
-                            metrics.reject(&dead.reason);
+                            metrics.dead_letter(&dead);
                             metrics.first_records.note(Some(&dead.reason));
                             session.give((Ingest::Dead(dead), now, 1));
                         }
