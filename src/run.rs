@@ -103,8 +103,8 @@ pub enum RunError {
         /// The share, the most frequent reason, its likely cause and the fix.
         message: String,
     },
-    /// A fault the run could not survive stopped it (an output that cannot be written): the
-    /// results after the last one written are missing.
+    /// A fault the run could not survive stopped it (an output that cannot be written, an input
+    /// that cannot be read): the results after the last one written are missing.
     #[error("pipeline {pipeline}: stopped: {message}")]
     Fatal {
         /// The pipeline name.
@@ -147,6 +147,7 @@ fn open_source(
     worker: usize,
     workers: usize,
     metrics: &Arc<Metrics>,
+    fatal: &Fatal,
 ) -> Result<Option<Box<dyn EventSource>>, RunError> {
     let source: Box<dyn EventSource> = if let Some(count) = input_partitions {
         let spec = &pipeline.source.kafka;
@@ -156,7 +157,7 @@ fn open_source(
     } else if worker != 0 {
         return Ok(None);
     } else {
-        open_single_source(pipeline, options)?
+        open_single_source(pipeline, options, fatal)?
     };
     Ok(Some(match options.max_events {
         Some(limit) => Box::new(Bounded::new(source, limit)),
@@ -164,15 +165,17 @@ fn open_source(
     }))
 }
 
-fn open_single_source(pipeline: &Pipeline, options: &RunOptions) -> Result<Box<dyn EventSource>, RunError> {
+fn open_single_source(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    fatal: &Fatal,
+) -> Result<Box<dyn EventSource>, RunError> {
     Ok(match input_path(pipeline, options) {
         Some(path) => {
             let decoder = Decoder::new(&pipeline.source);
             let skip_header = pipeline.source.header && decoder.is_delimited();
-            let file = FileSource::open(&path, decoder, skip_header).map_err(|source| RunError::Input {
-                pipeline: pipeline.name.clone(),
-                path: path.display().to_string(),
-                source,
+            let file = FileSource::open(&path, decoder, skip_header, fatal.clone()).map_err(|source| {
+                RunError::Input { pipeline: pipeline.name.clone(), path: path.display().to_string(), source }
             })?;
             Box::new(file)
         }
@@ -270,7 +273,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
         let (index, peers) = (worker.index(), worker.peers());
         let parallel = reads_in_parallel(&pipeline, &options);
-        let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics)?;
+        let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics, &fatal)?;
         // Posted events and forget requests go to worker 0's source.
         let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
         if let Some(receiver) = receiver {

@@ -28,6 +28,7 @@ use crate::dataflow::{self, Coll, Time};
 use crate::decode::Decoder;
 use crate::event::Event;
 use crate::event_time::EventClock;
+use crate::fatal::Fatal;
 use crate::metrics::{LatencyHistogram, Metrics};
 use crate::results::{ResultKey, ResultValue};
 use crate::source::{ingest, Arrival, EndRule, EventSource, FileSource, Poll, Position, StreamEnd};
@@ -52,11 +53,10 @@ pub struct SortedInput {
 pub fn read_sorted(pipeline: &Pipeline, path: &Path) -> Result<SortedInput, EvalError> {
     let decoder = Decoder::new(&pipeline.source);
     let skip_header = pipeline.source.header && decoder.is_delimited();
-    let mut source = FileSource::open(path, decoder, skip_header).map_err(|source| EvalError::Input {
-        pipeline: pipeline.name.clone(),
-        path: path.display().to_string(),
-        source,
-    })?;
+    let unreadable = Fatal::default();
+    let input_error =
+        |source| EvalError::Input { pipeline: pipeline.name.clone(), path: path.display().to_string(), source };
+    let mut source = FileSource::open(path, decoder, skip_header, unreadable.clone()).map_err(input_error)?;
     let mut input = SortedInput { events: Vec::new(), records: 0, rejected: 0, name: source.name() };
     let mut arrivals = Vec::with_capacity(8_192);
     loop {
@@ -75,6 +75,9 @@ pub fn read_sorted(pipeline: &Pipeline, path: &Path) -> Result<SortedInput, Eval
             Poll::Idle => std::thread::park_timeout(std::time::Duration::from_millis(1)),
             Poll::Ready => {}
         }
+    }
+    if let Some(message) = unreadable.get() {
+        return Err(input_error(std::io::Error::other(message.to_string())));
     }
     input.events.sort_by_key(|(event, _)| event.ts);
     Ok(input)

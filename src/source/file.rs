@@ -3,6 +3,9 @@
 //! A file is read in place: reading it never waits long. Standard input may be a pipe that stays
 //! quiet for hours, so a thread of its own reads it and hands lines over in batches; a poll takes
 //! what has arrived and never blocks the worker.
+//!
+//! An input that cannot be read any further (an I/O error, not the end) is the run's [`Fatal`]
+//! fault: the run stops with it rather than taking what was read for the whole input.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -11,7 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 
 use super::{Arrival, EventSource, Poll, Position};
 use crate::decode::Decoder;
-use crate::event::RejectReason;
+use crate::fatal::Fatal;
 
 /// Reads lines from any reader and decodes each into an [`Arrival`].
 pub struct LineReader<R> {
@@ -21,6 +24,7 @@ pub struct LineReader<R> {
     line_number: u64,
     skip_header: bool,
     buffer: Vec<u8>,
+    fatal: Fatal,
 }
 
 /// What asking a line input for its next line found.
@@ -143,22 +147,23 @@ impl LineInput for FileOrStdin {
 pub type FileSource = LineReader<FileOrStdin>;
 
 impl FileSource {
-    /// Opens `path`; `-` means standard input.
-    pub fn open(path: &Path, decoder: Decoder, skip_header: bool) -> std::io::Result<FileSource> {
+    /// Opens `path`; `-` means standard input. A read error later is reported to `fatal`.
+    pub fn open(path: &Path, decoder: Decoder, skip_header: bool, fatal: Fatal) -> std::io::Result<FileSource> {
         let (input, origin) = if path.as_os_str() == "-" {
             (FileOrStdin::Stdin(StdinLines::start()?), "stdin".into())
         } else {
             let file = BufReader::with_capacity(1 << 20, File::open(path)?);
             (FileOrStdin::File(file), format!("file:{}", path.display()))
         };
-        Ok(LineReader::new(input, decoder, origin, skip_header))
+        Ok(LineReader::new(input, decoder, origin, skip_header, fatal))
     }
 }
 
 impl<R: LineInput> LineReader<R> {
-    /// Decodes the lines of `reader`; `origin` prefixes dead letters' positions.
-    pub fn new(reader: R, decoder: Decoder, origin: String, skip_header: bool) -> Self {
-        LineReader { reader, decoder, origin, line_number: 0, skip_header, buffer: Vec::with_capacity(256) }
+    /// Decodes the lines of `reader`; `origin` prefixes dead letters' positions; a read error
+    /// is reported to `fatal`.
+    pub fn new(reader: R, decoder: Decoder, origin: String, skip_header: bool, fatal: Fatal) -> Self {
+        LineReader { reader, decoder, origin, line_number: 0, skip_header, buffer: Vec::with_capacity(256), fatal }
     }
 }
 
@@ -171,11 +176,8 @@ impl<R: LineInput> EventSource for LineReader<R> {
                 NextLine::Pending => return if produced > 0 { Poll::Ready } else { Poll::Idle },
                 NextLine::Line => {}
                 NextLine::Failed(e) => {
-                    let at = Position { lane: 0, offset: self.line_number + 1 };
-                    out.push((
-                        at,
-                        Err(self.reject(at, RejectReason::Malformed(format!("read error: {e}")), Vec::new())),
-                    ));
+                    let line = self.line_number + 1;
+                    self.fatal.report(&format!("input {}", self.origin), format!("cannot read line {line}: {e}"));
                     return Poll::Done;
                 }
             }

@@ -1,5 +1,6 @@
-//! An output that cannot be written stops the run: a non-zero exit and a message naming the
-//! output and the cause, never a "successful" run with results missing.
+//! An output that cannot be written, or an input that cannot be read, stops the run: a non-zero
+//! exit and a message naming the output or input and the cause, never a "successful" run with
+//! results missing.
 
 mod common;
 
@@ -105,4 +106,24 @@ fn a_closed_standard_output_fails_the_run() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "the run must fail when its standard output is closed: {stderr}");
     assert!(stderr.contains("output -") && stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
+fn an_input_that_cannot_be_read_fails_run_and_eval() {
+    // A directory opens like a file but every read fails (EISDIR): a read error, not an end.
+    let dir = scratch_dir("unreadable-input");
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ecommerce.toml");
+    for command in ["run", "eval"] {
+        let output = recflow()
+            .arg(command)
+            .arg(&pipeline)
+            .arg("--input")
+            .arg(format!("file:{}", dir.display()))
+            .arg("-q")
+            .current_dir(&dir)
+            .output_within();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command}: a read error must fail the run: {stderr}");
+        assert!(stderr.contains("cannot read line 1") && stderr.contains("Is a directory"), "{command}: {stderr}");
+    }
 }
