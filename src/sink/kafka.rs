@@ -172,9 +172,10 @@ impl KafkaDestination {
         }
     }
 
-    /// Waits until every message sent so far is acknowledged, or one is given up.
+    /// Waits until every message sent so far is acknowledged or given up (given-up messages stay
+    /// unacknowledged).
     pub fn wait_delivered(&mut self) {
-        while self.outstanding() > 0 && self.failed == 0 {
+        while self.outstanding() as u64 > self.failed {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -308,7 +309,8 @@ impl<R: ToMessage> Destination<R> for KafkaDestination {
         self.serve();
         let fatal = self.producer.context().fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match fatal.or_else(|| self.failure.clone()) {
-            Some(cause) => Err(SinkError::Delivery(format!("{}: {cause}", self.address))),
+            // The output's name, which the failure is reported under, already says where.
+            Some(cause) => Err(SinkError::Delivery(cause)),
             None => Ok(()),
         }
     }
