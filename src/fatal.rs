@@ -35,3 +35,37 @@ impl Fatal {
         self.0.get().map(String::as_str)
     }
 }
+
+/// The text of a caught panic's payload (what `panic!` was given), or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}
+
+/// The environment variable that makes one worker panic, for the tests of what a dying worker
+/// does: `RECFLOW_INJECT_PANIC_WORKER=N` makes worker `N` (its index among all workers of all
+/// processes) panic after its first step. Unset (as in every normal run), nothing is injected.
+pub const INJECT_PANIC_WORKER: &str = "RECFLOW_INJECT_PANIC_WORKER";
+
+/// A worker panic injected for tests ([`INJECT_PANIC_WORKER`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InjectedPanic {
+    worker: Option<usize>,
+}
+
+impl InjectedPanic {
+    /// The injection the environment asks for, if any.
+    pub fn from_env() -> InjectedPanic {
+        InjectedPanic { worker: std::env::var(INJECT_PANIC_WORKER).ok().and_then(|w| w.trim().parse().ok()) }
+    }
+
+    /// Panics if `worker` is the one to panic.
+    pub fn strike(&self, worker: usize) {
+        if self.worker == Some(worker) {
+            panic!("injected panic on worker {worker} ({INJECT_PANIC_WORKER})");
+        }
+    }
+}

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub first_records: FirstRecords,
     /// The latest dead letters, newest last, at most [`DeadLetterSample::KEPT`].
     recent_dead_letters: Mutex<VecDeque<DeadLetterSample>>,
+    /// The run's fatal fault, once one happened: the process is stopping (`/healthz` says so).
+    pub fatal: crate::fatal::Fatal,
 }
 
 /// A dead letter as `/v1/status` shows it: enough to see what is wrong, never the whole record.

@@ -1,6 +1,7 @@
 //! Running a pipeline on timely workers: build the source, the dataflow and the sinks on every
 //! worker, drive it to completion, report status.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use timely::dataflow::operators::probe;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
-use crate::fatal::Fatal;
+use crate::fatal::{panic_message, Fatal, InjectedPanic};
 use crate::metrics::{FirstRecords, Memory, Metrics, Snapshot};
 use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::serve::{Inlets, Posting, ServeError, Server};
@@ -268,99 +269,116 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let worker_metrics = Arc::clone(&metrics);
     let pipeline_name = pipeline.name.clone();
     let judged = pipeline.clone();
-    let worker_fatal = Fatal::default();
+    // The server's /healthz reads the same fault from the metrics.
+    let worker_fatal = metrics.fatal.clone();
     let fatal = worker_fatal.clone();
+    let injected = InjectedPanic::from_env();
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
-        let (index, peers) = (worker.index(), worker.peers());
-        let parallel = reads_in_parallel(&pipeline, &options);
-        let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics, &fatal)?;
-        // Posted events and forget requests go to worker 0's source.
-        let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
-        if let Some(receiver) = receiver {
-            source = source.map(|s| Box::new(WithPosted::new(s, receiver)) as Box<dyn EventSource>);
-        }
-        let partitions = input_partitions.unwrap_or(1);
-        // Worker 0 writes every output; with serving, the changelog also feeds the server.
-        let changelog_out = (index == 0)
-            .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
-            .transpose()
-            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
-            .map(|out| Output {
-                name: format!("output {output_path}"),
-                destination: match &feed {
-                    Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(feed.clone())))),
-                    None => out,
-                },
-                fatal: fatal.clone(),
-            });
-        let dead_letter_out = (index == 0)
-            .then(|| sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
-            .transpose()
-            .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
-            .map(|destination| Output {
-                name: format!("dead-letter output {dead_letter_path}"),
-                destination,
-                fatal: fatal.clone(),
-            });
-        let completed = probe::Handle::<Time>::new();
-        let end = StreamEnd::default();
-        let metrics = Arc::clone(&worker_metrics);
-        let end_rule = EndRule::of(&pipeline, dataflow::hopping(&pipeline));
-        let dataflow_index = worker.next_dataflow_index();
-        worker.dataflow::<Time, _, _>(|scope| {
-            let ingested = ingest(
-                scope,
-                source,
-                if parallel { peers } else { 1 },
-                EventClock::new(&pipeline.time),
-                end_rule,
-                Arc::clone(&metrics),
-                end.clone(),
-                completed.clone(),
-                options.stop.clone(),
-            );
-            let forgets = forgets_users(&pipeline).then_some(ingested.forgets);
-            let results = dataflow::build(ingested.events, forgets, &pipeline, &end);
-            let unit = pipeline.source.timestamp_unit.scale();
-            write_changelog(
-                results,
-                changelog_out,
-                dataflow::hopping(&pipeline),
-                unit,
-                end.clone(),
-                Arc::clone(&metrics),
-                &completed,
-            );
-            write_dead_letters(ingested.dead_letters, dead_letter_out, &completed);
-        });
-        let interval = Duration::from_secs(pipeline.output.status_interval_secs);
-        // Each process reports its own partitions when they are read in parallel.
-        let reports = if parallel { worker.index() % local_workers == 0 } else { index == 0 };
-        let mut status = Status::new(
-            options.status && reports && !interval.is_zero(),
-            interval,
-            pipeline.source.timestamp_unit.scale(),
-        );
-        let mut alarm = AlarmWatch::new(reports, &pipeline);
-        // Run until every result is out: the frontier passes the stream's completion time (or the
-        // dataflow drains entirely). Expiries past the end of the data are not computed.
-        let finished = || {
-            completed.done() || (end.drained() && end.get().is_some_and(|ends| !completed.less_than(&ends.complete)))
-        };
-        while !finished() {
-            if fatal.get().is_some() {
-                // Every worker of the process stops; the run's result is the fault.
-                worker.drop_dataflow(dataflow_index);
-                return Ok(());
+        let index = worker.index();
+        // A panic on one worker would leave the others waiting for it for ever: it becomes the
+        // run's fatal fault instead, which every worker of the process stops for.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), RunError> {
+            let peers = worker.peers();
+            let parallel = reads_in_parallel(&pipeline, &options);
+            let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics, &fatal)?;
+            // Posted events and forget requests go to worker 0's source.
+            let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+            if let Some(receiver) = receiver {
+                source = source.map(|s| Box::new(WithPosted::new(s, receiver)) as Box<dyn EventSource>);
             }
-            worker.step_or_park(Some(Duration::from_millis(50)));
-            alarm.check(&metrics, end.get().is_some());
-            status.maybe_print(&metrics, alarm.raised());
-        }
-        worker.drop_dataflow(dataflow_index);
-        alarm.check(&metrics, true);
-        status.finish(&metrics, alarm.raised());
-        Ok(())
+            let partitions = input_partitions.unwrap_or(1);
+            // Worker 0 writes every output; with serving, the changelog also feeds the server.
+            let changelog_out = (index == 0)
+                .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
+                .transpose()
+                .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
+                .map(|out| Output {
+                    name: format!("output {output_path}"),
+                    destination: match &feed {
+                        Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(feed.clone())))),
+                        None => out,
+                    },
+                    fatal: fatal.clone(),
+                });
+            let dead_letter_out = (index == 0)
+                .then(|| sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
+                .transpose()
+                .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
+                .map(|destination| Output {
+                    name: format!("dead-letter output {dead_letter_path}"),
+                    destination,
+                    fatal: fatal.clone(),
+                });
+            let completed = probe::Handle::<Time>::new();
+            let end = StreamEnd::default();
+            let metrics = Arc::clone(&worker_metrics);
+            let end_rule = EndRule::of(&pipeline, dataflow::hopping(&pipeline));
+            let dataflow_index = worker.next_dataflow_index();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let ingested = ingest(
+                    scope,
+                    source,
+                    if parallel { peers } else { 1 },
+                    EventClock::new(&pipeline.time),
+                    end_rule,
+                    Arc::clone(&metrics),
+                    end.clone(),
+                    completed.clone(),
+                    options.stop.clone(),
+                );
+                let forgets = forgets_users(&pipeline).then_some(ingested.forgets);
+                let results = dataflow::build(ingested.events, forgets, &pipeline, &end);
+                let unit = pipeline.source.timestamp_unit.scale();
+                write_changelog(
+                    results,
+                    changelog_out,
+                    dataflow::hopping(&pipeline),
+                    unit,
+                    end.clone(),
+                    Arc::clone(&metrics),
+                    &completed,
+                );
+                write_dead_letters(ingested.dead_letters, dead_letter_out, &completed);
+            });
+            let interval = Duration::from_secs(pipeline.output.status_interval_secs);
+            // Each process reports its own partitions when they are read in parallel.
+            let reports = if parallel { worker.index() % local_workers == 0 } else { index == 0 };
+            let mut status = Status::new(
+                options.status && reports && !interval.is_zero(),
+                interval,
+                pipeline.source.timestamp_unit.scale(),
+            );
+            let mut alarm = AlarmWatch::new(reports, &pipeline);
+            // Run until every result is out: the frontier passes the stream's completion time (or the
+            // dataflow drains entirely). Expiries past the end of the data are not computed.
+            let finished = || {
+                completed.done()
+                    || (end.drained() && end.get().is_some_and(|ends| !completed.less_than(&ends.complete)))
+            };
+            while !finished() {
+                if fatal.get().is_some() {
+                    // Every worker of the process stops; the run's result is the fault.
+                    worker.drop_dataflow(dataflow_index);
+                    return Ok(());
+                }
+                worker.step_or_park(Some(Duration::from_millis(50)));
+                injected.strike(index);
+                alarm.check(&metrics, end.get().is_some());
+                status.maybe_print(&metrics, alarm.raised());
+            }
+            worker.drop_dataflow(dataflow_index);
+            alarm.check(&metrics, true);
+            status.finish(&metrics, alarm.raised());
+            Ok(())
+        }));
+        outcome.unwrap_or_else(|payload| {
+            fatal.report(&format!("worker {index}"), format!("panicked: {}", panic_message(payload.as_ref())));
+            // Timely steps a worker until its dataflows are gone: drop what the panic left.
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+            Ok(())
+        })
     })
     .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
     let results = guards.join();

@@ -127,3 +127,25 @@ fn an_input_that_cannot_be_read_fails_run_and_eval() {
         assert!(stderr.contains("cannot read line 1") && stderr.contains("Is a directory"), "{command}: {stderr}");
     }
 }
+
+#[test]
+fn a_panicking_worker_ends_the_process_whichever_worker_it_is() {
+    let (pipeline, csv) = events("worker-panic", 0);
+    for worker in ["0", "1"] {
+        let changelog = csv.with_extension(format!("changelog-{worker}.jsonl"));
+        let output = recflow()
+            .arg("run")
+            .arg(&pipeline)
+            .arg("--input")
+            .arg(format!("file:{}", csv.display()))
+            .args(["-q", "-w", "2", "--output", changelog.to_str().unwrap()])
+            .env(recflow::fatal::INJECT_PANIC_WORKER, worker)
+            .output_within();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "worker {worker}'s panic must fail the run: {stderr}");
+        assert!(
+            stderr.contains(&format!("worker {worker}: panicked: injected panic on worker {worker}")),
+            "the message says which worker panicked and why: {stderr}"
+        );
+    }
+}

@@ -120,14 +120,25 @@ async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next
     next.run(request).await
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Value> {
+/// `GET /healthz`: 200 with `"status": "ok"` while the run is healthy; 503 with `"status":
+/// "failing"` and the fault once a fault it cannot survive is stopping it.
+async fn healthz(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<Value>) {
     let state = shared.state();
-    Json(json!({
+    let mut answer = json!({
         "status": "ok",
         "as_of": state.as_of(),
         "input_ended": state.ended(),
         "subscribers": shared.subscribers.load(Ordering::Relaxed),
-    }))
+    });
+    match shared.metrics.fatal.get() {
+        None => (StatusCode::OK, Json(answer)),
+        Some(fault) => {
+            // The run is stopping for a fault it cannot survive.
+            answer["status"] = json!("failing");
+            answer["error"] = json!(fault);
+            (StatusCode::SERVICE_UNAVAILABLE, Json(answer))
+        }
+    }
 }
 
 /// `GET /v1/status`: the [`crate::status::Status`] document.
