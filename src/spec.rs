@@ -648,10 +648,14 @@ pub struct SimilaritySpec {
     /// Shrinks the similarity of pairs with little support: times `c / (c + shrinkage)`, `c` the
     /// pair's co-occurrence in users (0 leaves it as it is).
     pub shrinkage: f64,
+    /// Keeps only pairs that co-occur more than chance would have them: Dunning's log-likelihood
+    /// ratio of the pair's 2x2 table of users must reach it (3.84, 6.63 and 10.83 are the
+    /// chi-square critical values for p = 0.05, 0.01 and 0.001; 0 keeps every pair).
+    pub min_llr: f64,
 }
 
 impl SimilaritySpec {
-    /// Checks `asymmetry` (in (0, 1], and only with the cosine) and `shrinkage`.
+    /// Checks `asymmetry` (in (0, 1], and only with the cosine), `shrinkage` and `min_llr`.
     fn validate_shape(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |key: &str, problem: String| {
             Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
@@ -669,6 +673,15 @@ impl SimilaritySpec {
                 format!(
                     "{} is not a shrinkage; use a number of users between 0 and 1000000, such as 10",
                     self.shrinkage
+                ),
+            );
+        }
+        if !(self.min_llr.is_finite() && (0.0..=1_000_000.0).contains(&self.min_llr)) {
+            return bad(
+                "recommend.similarity.min_llr",
+                format!(
+                    "{} is not a log-likelihood ratio; use a number between 0 (off) and 1000000, such as 10.83 (p = 0.001)",
+                    self.min_llr
                 ),
             );
         }
@@ -691,6 +704,7 @@ impl Default for SimilaritySpec {
             refresh: Span(60_000),
             asymmetry: 0.5,
             shrinkage: 0.0,
+            min_llr: 0.0,
         }
     }
 }

@@ -39,6 +39,7 @@ fn unknown_and_invalid_keys_are_named() {
         ("[recommend]\ndiversity = 1.0", "recommend.diversity"),
         ("[recommend]\nlong_tail = 2.0", "recommend.long_tail"),
         ("[recommend]\n[recommend.similarity]\nshrinkage = -1", "recommend.similarity.shrinkage"),
+        ("[recommend]\n[recommend.similarity]\nmin_llr = -3", "recommend.similarity.min_llr"),
         ("[recommend]\npopularity_prior = nan", "recommend.popularity_prior"),
         ("[weights]\nrating_offset = -1.0\n[hot_items]", "weights.rating_offset"),
         ("[source]\nkind = \"file\"\n[hot_items]", "source.path"),

@@ -400,3 +400,36 @@ fn diversity_and_long_tail_one_and_four_workers() {
         check(&with(&horizon_pairs(&wide), "diversity = 0.3\nlong_tail = 1.0\npopularity_prior = 0.2"), seed, 1);
     }
 }
+
+/// [`random_lines`] whose users join over time: the `n`-th line's user is one of the first
+/// `1 + 24 n / count` of 25, so the number of users keeps growing.
+fn joining_lines(seed: u64, count: usize) -> Vec<String> {
+    let mut rng = SplitMix::new(seed ^ 0x70b);
+    random_lines(seed, count)
+        .into_iter()
+        .enumerate()
+        .map(|(n, line)| {
+            let (_, rest) = line.split_once(',').expect("a user field");
+            format!("u{},{rest}", rng.below(1 + (24 * n / count) as u64))
+        })
+        .collect()
+}
+
+/// Only pairs that co-occur more than chance would have them, by a log-likelihood ratio: as
+/// users join (which alone can make a pair significant) and as they leave the horizon; with
+/// horizon pairs and with histories (Jaccard).
+#[test]
+fn significant_pairs_one_and_four_workers() {
+    let significant = |toml: &str| toml.replace("min_support = ", "min_llr = 1.5\nmin_support = ");
+    for seed in 130..132 {
+        let lines = joining_lines(seed, 300);
+        let toml = significant(&horizon_pairs(SLIDING));
+        let one = check_stream(COMMON, &toml, &lines, seed, 1);
+        let four = check_stream(COMMON, &toml, &lines, seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+    check_one_and_four(&significant(&horizon_pairs(SLIDING)), 132..133);
+    for seed in 133..135 {
+        check(&significant(TUMBLING), seed, 1);
+    }
+}

@@ -221,6 +221,8 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
     let refresh = spec.similarity.refresh.millis();
     let mut users_of: BTreeMap<Id, i64> = BTreeMap::new();
     let mut both: BTreeMap<(Id, Id), i64> = BTreeMap::new();
+    // Users holding any item: the population of the significance test.
+    let mut population = 0i64;
     // Pair counts in units: one user's pair counts 1 within histories, 1000 (thousandths, times
     // the pair's decay) over the horizon.
     let unit = match spec.co_occurrence {
@@ -228,6 +230,7 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         CoOccurrence::Horizon => 1000,
     };
     let mut count = |items: &[Id], pairs: &[WeightedPair]| {
+        population += i64::from(!items.is_empty());
         for i in items {
             *users_of.entry(i.clone()).or_default() += 1;
         }
@@ -272,12 +275,18 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         }
     }
     let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
+    let population = leading_six_bits(population) as f64;
     for ((i, j), c) in both {
         if c < spec.similarity.min_support as i64 * unit {
             continue;
         }
         let c = c as f64 / unit as f64;
         let (ni, nj) = (users_of[&i] as f64, users_of[&j] as f64);
+        if spec.similarity.min_llr > 0.0
+            && (c * population <= ni * nj || g_squared(c, ni, nj, population) < spec.similarity.min_llr)
+        {
+            continue;
+        }
         let a = spec.similarity.asymmetry;
         let s = match spec.similarity.measure {
             Measure::Cosine if a == 0.5 => c / (ni * nj).sqrt(),
@@ -293,6 +302,33 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         list.truncate(spec.similarity.neighbours);
     }
     neighbours
+}
+
+/// `n` with every binary digit below its 6 leading ones cleared.
+fn leading_six_bits(n: i64) -> i64 {
+    let mut kept = n;
+    let mut low = 1;
+    while kept >= 64 {
+        kept >>= 1;
+        low <<= 1;
+    }
+    kept * low
+}
+
+/// Dunning's log-likelihood ratio of two items' table of users: `c` hold both, `ni` and `nj` hold
+/// each, `u` in all: `2 Σ k ln(k / expected)` over the four cells.
+fn g_squared(c: f64, ni: f64, nj: f64, u: f64) -> f64 {
+    let cells = [c, ni - c, nj - c, u - ni - nj + c].map(|k| k.max(0.0));
+    let (rows, columns) = ([cells[0] + cells[1], cells[2] + cells[3]], [cells[0] + cells[2], cells[1] + cells[3]]);
+    let total: f64 = cells.iter().sum();
+    let mut sum = 0.0;
+    for (at, k) in cells.into_iter().enumerate() {
+        let expected = rows[at / 2] * columns[at % 2] / total;
+        if k > 0.0 {
+            sum += k * (k / expected).ln();
+        }
+    }
+    2.0 * sum
 }
 
 /// An ordered pair of items and what it counts.

@@ -1,6 +1,7 @@
 //! Item-to-item similarity from co-occurrence of items in users' touches, refreshed on a coarser
 //! event-time cadence (every `refresh`), keeping the `neighbours` most similar items per item
-//! (similarity desc, then item asc) among items sharing at least `min_support` users.
+//! (similarity desc, then item asc) among items sharing at least `min_support` users and, with
+//! `min_llr`, co-occurring more than chance would have them ([`significant`]).
 //!
 //! **Staggered refreshes.** Every user and every item has a *phase*: a tick within the refresh
 //! period, from the hash of its id ([`refresh_phase`]). A user's history takes in their touches
@@ -19,9 +20,10 @@
 //!    items in the horizon whose entry numbers are at most `history` below its own; a pair counts
 //!    until either item leaves the horizon, and `n_i` counts the users with `i` in the horizon.
 //!    Either way an event changes at most about `2 * history` pairs.
-//! 2. **Rows** (per item, with all `n` on every worker): co-occurrence rows `c(i, ·)`; at each
-//!    refresh, re-ranks exactly the rows whose counts changed or whose items' `n` changed (found
-//!    through a local reverse index), and emits only the rows' changes.
+//! 2. **Rows** (per item, with all `n` and the number of users holding any item on every
+//!    worker): co-occurrence rows `c(i, ·)`; at each refresh, re-ranks exactly the rows whose
+//!    counts changed or whose items' `n` changed (found through a local reverse index), or every
+//!    row when the significance test's population changed, and emits only the rows' changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,6 +85,44 @@ pub fn similarity(spec: &SimilaritySpec, both: f64, users_i: i64, users_j: i64) 
         value *= both / (both + spec.shrinkage);
     }
     (value * SCORE_SCALE as f64).round() as i64
+}
+
+/// Whether items `i` and `j` co-occur (`both`, in users, possibly weighted) more than chance
+/// would have them among `population` users, `n_i` and `n_j` of whom hold each, by at least
+/// `spec.min_llr`: Dunning's log-likelihood ratio `G²` of the 2x2 table of users (both, `i`
+/// only, `j` only, neither) must reach it, and `both` must exceed the `n_i * n_j / population`
+/// expected by chance (`G²` alone also flags pairs that co-occur less than chance). Every pair
+/// passes when `min_llr` is 0.
+pub fn significant(spec: &SimilaritySpec, both: f64, n_i: i64, n_j: i64, population: i64) -> bool {
+    if spec.min_llr <= 0.0 {
+        return true;
+    }
+    let (a, b, all) = (n_i as f64, n_j as f64, population as f64);
+    if both * all <= a * b {
+        return false;
+    }
+    let table = [both, (a - both).max(0.0), (b - both).max(0.0), (all - a - b + both).max(0.0)];
+    log_likelihood_ratio(table) >= spec.min_llr
+}
+
+/// `G² = 2 (H(rows) + H(columns) - H(cells))` of a 2x2 table `[k11, k12, k21, k22]` with the
+/// unnormalised entropy `H(x) = xlnx(Σx) - Σ xlnx(x)`.
+fn log_likelihood_ratio([k11, k12, k21, k22]: [f64; 4]) -> f64 {
+    let x_ln_x = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
+    let entropy = |cells: &[f64]| x_ln_x(cells.iter().sum()) - cells.iter().map(|&x| x_ln_x(x)).sum::<f64>();
+    let cells = entropy(&[k11, k12, k21, k22]);
+    (2.0 * (entropy(&[k11 + k12, k21 + k22]) + entropy(&[k11 + k21, k12 + k22]) - cells)).max(0.0)
+}
+
+/// The population the significance test uses: the number of users holding any item, rounded
+/// down to its 6 leading binary digits (within 1/32 below it), so that it changes, and makes
+/// every row's test change, 32 times per doubling rather than with every new user.
+pub fn tested_population(users: i64) -> i64 {
+    if users < 64 {
+        return users.max(0);
+    }
+    let bits = 64 - users.leading_zeros();
+    users & !((1i64 << (bits - 6)) - 1)
 }
 
 type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
@@ -226,6 +266,12 @@ impl UserHistory {
         }
     }
 
+    /// Whether the user's history (or horizon) holds any item: whether they count in the
+    /// population of the significance test.
+    fn holds_any(&self) -> bool {
+        !self.history.is_empty() || !self.entered.is_empty()
+    }
+
     /// The `len` most recently touched items (latest touch desc, item asc).
     fn recent(&self, len: usize) -> BTreeSet<Id> {
         let mut latest: Vec<(std::cmp::Reverse<u64>, &Id)> =
@@ -294,19 +340,25 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, pairing: Pairing) -> Upd
                     let mut session = output.session(&capability);
                     for user in touched {
                         let Some(state) = users.get_mut(&user) else { continue };
-                        let give = |change, diff| session.give((change, time, diff));
+                        let held = state.holds_any();
+                        let mut give = |change, diff| session.give((change, time, diff));
                         match pairing.rule {
                             CoOccurrence::History => {
                                 let recent = state.recent(pairing.len);
                                 if recent != state.history {
-                                    history_changes(&state.history, &recent, give);
+                                    history_changes(&state.history, &recent, &mut give);
                                     state.history = recent;
                                 }
                             }
                             CoOccurrence::Horizon => {
                                 let items = changed.remove(&user).unwrap_or_default();
-                                state.enter_and_leave(items, &pairing.weights, give);
+                                state.enter_and_leave(items, &pairing.weights, &mut give);
                             }
+                        }
+                        match (held, state.holds_any()) {
+                            (false, true) => give(RowInput::Population, 1),
+                            (true, false) => give(RowInput::Population, -1),
+                            _ => {}
                         }
                         if state.touches.is_empty() && state.history.is_empty() && state.entered.is_empty() {
                             users.remove(&user);
@@ -333,7 +385,7 @@ mod tests {
                 }
             }
             RowInput::Users(i) => *users.entry(i).or_default() += diff as i64,
-            RowInput::Rerank(_) => panic!("histories never re-rank"),
+            RowInput::Rerank(_) | RowInput::Population => panic!("history changes neither re-rank nor count users"),
         });
         pairs.retain(|_, count| *count != 0);
         (pairs, users)

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
-use super::{next_phase_time, refresh_phase, similarity, RowUpserts, Updates};
+use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
 use crate::dataflow::ranking::keep_best_by;
 use crate::dataflow::schedule::{Due, Inbox};
 use crate::dataflow::slots::{Slot, Slots};
@@ -31,6 +31,9 @@ pub(super) enum RowInput {
     Pairs(Id, Vec<(Id, i64)>),
     /// `n_i` changed by the update's difference (on every worker).
     Users(Id),
+    /// The number of users holding any item changed by the update's difference (on every
+    /// worker).
+    Population,
     /// Re-rank a row: it is its phase time, and it changed since it was last ranked.
     Rerank(Id),
 }
@@ -101,6 +104,8 @@ struct RowTable {
     phases: Vec<Time>,
     /// What one user's co-occurrence counts in the rows' counts.
     unit: i64,
+    /// How many users hold any item: the population of the significance test.
+    population: i64,
 }
 
 impl RowTable {
@@ -156,8 +161,15 @@ impl RowTable {
         if n_i <= 0 || n_j <= 0 {
             return false;
         }
-        let candidate = similarity(spec, both as f64 / self.unit as f64, n_i, n_j);
+        let both = both as f64 / self.unit as f64;
+        let candidate = similarity(spec, both, n_i, n_j);
         best_first(self.items.ids(), &(j, candidate), &(last, last_similarity)) == Ordering::Less
+            && significant(spec, both, n_i, n_j, tested_population(self.population))
+    }
+
+    /// Whether the significance test of every pair may have changed: its population did.
+    fn test_changed(&self, population_before: i64, spec: &SimilaritySpec) -> bool {
+        spec.min_llr > 0.0 && tested_population(population_before) != tested_population(self.population)
     }
 
     /// Replaces row `i`'s emitted neighbours, keeping the references right; the old neighbours,
@@ -211,6 +223,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     let mut due: Vec<Slot> = Vec::new();
                     // Slots whose facts or references shrank: released at the end if unused.
                     let mut shrunk: Vec<Slot> = Vec::new();
+                    let population_before = table.population;
                     for (entry, diff) in batch {
                         match entry {
                             RowInput::Pairs(i, changes) => {
@@ -238,6 +251,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                                 table.users[i as usize] += diff as i64;
                                 recounted.push(i);
                             }
+                            RowInput::Population => table.population += diff as i64,
                             RowInput::Rerank(i) => {
                                 if let Some(i) = table.items.get(&i) {
                                     table.rows[i as usize].scheduled = false;
@@ -245,6 +259,11 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                                 }
                             }
                         }
+                    }
+                    if table.test_changed(population_before, &spec) {
+                        dirty.extend(table.rows.iter().enumerate().filter_map(|(i, row)| {
+                            (!row.strong.is_empty() || !row.emitted.is_empty()).then_some(i as Slot)
+                        }));
                     }
                     recounted.sort_unstable();
                     recounted.dedup();
@@ -305,7 +324,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
 }
 
 /// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
-/// support), similarity desc then item asc.
+/// support that pass the significance test), similarity desc then item asc.
 ///
 /// Candidates are pruned by support: `n_j >= c(i, j)` (every user holding both holds `j`), so
 /// `sim(i, j) <= sqrt(c / n_i)` for cosine and `<= c / n_i` for Jaccard. Once `neighbours`
@@ -324,6 +343,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
     let mut threshold: Option<(Slot, i64)> = None;
     let mut cut = 0.0;
     let unit = table.unit as f64;
+    let population = tested_population(table.population);
     for (&j, &both) in &table.rows[i as usize].strong {
         if (both as f64) < cut {
             continue;
@@ -333,7 +353,9 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
             continue;
         }
         let candidate = (j, similarity(spec, both as f64 / unit, n_i, n_j));
-        if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less) {
+        if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less)
+            || !significant(spec, both as f64 / unit, n_i, n_j, population)
+        {
             continue;
         }
         ranked.push(candidate);
