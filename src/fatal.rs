@@ -7,11 +7,16 @@
 //! the process checks the fault between steps and ends the run with it, and the process exits
 //! non-zero with its message.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// The first unsurvivable fault of a run, if one happened. Clones share it.
 #[derive(Clone, Debug, Default)]
-pub struct Fatal(Arc<OnceLock<String>>);
+pub struct Fatal {
+    fault: Arc<OnceLock<String>>,
+    /// Whether a report ends the process at once ([`Fatal::end_process_on_report`]).
+    abrupt: Arc<AtomicBool>,
+}
 
 impl Fatal {
     /// Records that `part` (an output or input, named as the user gave it) failed with `cause`;
@@ -25,15 +30,46 @@ impl Fatal {
     /// ```
     pub fn report(&self, part: &str, cause: impl std::fmt::Display) {
         let message = format!("{part}: {cause}");
-        if self.0.set(message.clone()).is_ok() {
+        if self.fault.set(message.clone()).is_ok() {
             eprintln!("recflow: {message}; stopping the run");
+        }
+        if self.abrupt.load(Ordering::SeqCst) {
+            eprintln!("recflow: exiting at once, so that the other processes see this one is gone");
+            std::process::exit(1);
         }
     }
 
     /// The fault's message, once one was reported.
     pub fn get(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+        self.fault.get().map(String::as_str)
     }
+
+    /// Makes every report end the process at once with exit status 1, for runs of several
+    /// processes. A process whose workers wound down would close its connections cleanly, and a
+    /// peer that sees a clean close waits for it for ever; a process that ends abruptly breaks
+    /// its connections, which every peer's [`watch_connections`] turns into a fault of its own.
+    pub fn end_process_on_report(&self) {
+        self.abrupt.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Reports a broken connection with another process (timely's network threads panic when one
+/// breaks, and the workers would otherwise wait for the lost peer for ever) to `fatal`, naming
+/// the process. Other panics go to the hook that was installed before.
+pub fn watch_connections(fatal: Fatal) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let peer =
+            thread.name().and_then(|name| name.strip_prefix("timely:recv-").or(name.strip_prefix("timely:send-")));
+        match peer {
+            Some(process) => {
+                let cause = info.payload_as_str().unwrap_or("the connection broke");
+                fatal.report(&format!("connection with process {process}"), format!("lost ({cause})"));
+            }
+            None => previous(info),
+        }
+    }));
 }
 
 /// The text of a caught panic's payload (what `panic!` was given), or a placeholder.

@@ -13,7 +13,7 @@ use timely::dataflow::operators::probe;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::event_time::EventClock;
-use crate::fatal::{panic_message, Fatal, InjectedPanic};
+use crate::fatal::{panic_message, watch_connections, Fatal, InjectedPanic};
 use crate::metrics::{FirstRecords, Memory, Metrics, Snapshot};
 use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::serve::{Inlets, Posting, ServeError, Server};
@@ -273,6 +273,10 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let worker_fatal = metrics.fatal.clone();
     let fatal = worker_fatal.clone();
     let injected = InjectedPanic::from_env();
+    if matches!(config.communication, timely::CommunicationConfig::Cluster { .. }) {
+        worker_fatal.end_process_on_report();
+        watch_connections(worker_fatal.clone());
+    }
     let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
         let index = worker.index();
         // A panic on one worker would leave the others waiting for it for ever: it becomes the
