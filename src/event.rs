@@ -188,6 +188,9 @@ pub enum RejectReason {
     TimestampOutOfRange(String),
     /// The event is older than the watermark minus the allowed lateness.
     Late,
+    /// The event lies more than `time.max_future` beyond the largest event time seen, and the
+    /// records after it did not confirm the jump.
+    Future,
 }
 
 impl RejectReason {
@@ -200,6 +203,7 @@ impl RejectReason {
             RejectReason::BadNumber(_) => "bad_number",
             RejectReason::TimestampOutOfRange(_) => "timestamp_out_of_range",
             RejectReason::Late => "late",
+            RejectReason::Future => "future",
         }
     }
 }
@@ -213,6 +217,7 @@ impl fmt::Display for RejectReason {
             RejectReason::BadNumber(why) => write!(f, "bad number: {why}"),
             RejectReason::TimestampOutOfRange(why) => write!(f, "timestamp out of range: {why}"),
             RejectReason::Late => f.write_str("late"),
+            RejectReason::Future => f.write_str("future: too far beyond the event time seen so far (time.max_future)"),
         }
     }
 }

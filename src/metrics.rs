@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::event::{DeadLetter, RejectReason};
 
 /// Reason codes in the order of [`Metrics::rejected`].
-pub const REJECT_CODES: [&str; 6] =
-    ["malformed", "missing_field", "unknown_action", "bad_number", "timestamp_out_of_range", "late"];
+pub const REJECT_CODES: [&str; 7] =
+    ["malformed", "missing_field", "unknown_action", "bad_number", "timestamp_out_of_range", "late", "future"];
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
@@ -22,7 +22,7 @@ pub struct Metrics {
     /// Events accepted into the dataflow.
     pub accepted: AtomicU64,
     /// Rejected records per reason, indexed as [`REJECT_CODES`].
-    pub rejected: [AtomicU64; 6],
+    pub rejected: [AtomicU64; 7],
     /// Each reading worker's watermark, in milliseconds.
     watermarks: Mutex<BTreeMap<usize, u64>>,
     /// Every reading worker's progress, of every process when several workers read (they tell

@@ -124,6 +124,10 @@ fn advice(reason: &str, pipeline: &Pipeline) -> String {
              ({}) allow: raise them, or sort the input by time",
             pipeline.time.max_out_of_orderness, pipeline.time.allowed_lateness
         ),
+        "future" => "events jump further ahead of the event time seen so far than `time.max_future` allows, and \
+                     the records after them do not follow: check the timestamps (and `source.timestamp_unit`), or \
+                     raise `time.max_future` (or set it to \"off\") if event time really jumps alone"
+            .to_string(),
         _ => "see the dead letters for details".to_string(),
     }
 }

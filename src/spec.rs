@@ -418,11 +418,49 @@ pub struct TimeSpec {
     pub max_out_of_orderness: Span,
     /// How far behind the watermark an event may still arrive and update results.
     pub allowed_lateness: Span,
+    /// How far beyond the largest event time seen an event may lie before it must be confirmed
+    /// by the records after it (see [`crate::event_time::FutureHold`]).
+    pub max_future: FutureBound,
 }
 
 impl Default for TimeSpec {
     fn default() -> Self {
-        TimeSpec { tick: Span(1_000), max_out_of_orderness: Span(5_000), allowed_lateness: Span(0) }
+        TimeSpec {
+            tick: Span(1_000),
+            max_out_of_orderness: Span(5_000),
+            allowed_lateness: Span(0),
+            max_future: FutureBound::Ahead(Span(3_600_000)),
+        }
+    }
+}
+
+/// `time.max_future`: `off`, or how far ahead an event may jump without confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FutureBound {
+    /// Any timestamp moves the watermark at once.
+    Off,
+    /// Events further than this beyond the largest event time seen wait for confirmation.
+    Ahead(Span),
+}
+
+impl FutureBound {
+    /// The bound in milliseconds, if there is one.
+    pub fn millis(&self) -> Option<Millis> {
+        match self {
+            FutureBound::Off => None,
+            FutureBound::Ahead(span) => Some(span.millis()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FutureBound {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim() == "off" {
+            Ok(FutureBound::Off)
+        } else {
+            Span::parse(&text).map(FutureBound::Ahead).map_err(|e| serde::de::Error::custom(format!("{e}, or `off`")))
+        }
     }
 }
 
@@ -1037,6 +1075,9 @@ impl Pipeline {
         let tick = self.time.tick.millis();
         if tick == 0 {
             return bad("time.tick", "must be positive, such as \"1s\"".into());
+        }
+        if self.time.max_future.millis() == Some(0) {
+            return bad("time.max_future", "must be positive, such as \"1h\", or \"off\"".into());
         }
         if !tick.is_multiple_of(source.timestamp_unit.scale()) {
             return bad("time.tick", "must be a whole number of seconds when source.timestamp_unit = \"s\"".into());

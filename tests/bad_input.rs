@@ -102,3 +102,25 @@ status_interval_secs = 0
     assert!(dead[0]["detail"].as_str().unwrap().contains("UTF-8"));
     assert_eq!((metrics.records_in, metrics.accepted), (5, 2), "the blank line is not a record");
 }
+
+/// One record stamped in the year 9999 in the middle of 20,000 does not make the 9,999 after it
+/// late: it is the one dead letter, as `future`, and the watermark never moves there.
+#[test]
+fn a_far_future_timestamp_is_a_dead_letter_and_the_rest_is_on_time() {
+    let pipeline = Pipeline::from_toml(JSONL, "poison").unwrap();
+    let lines: Vec<String> = (0..20_000u64)
+        .map(|n| {
+            let ts = if n == 10_000 { 253_402_300_000 } else { 1_700_000_000 + n / 10 };
+            format!(r#"{{"user":{},"item":{},"action":"view","ts":{ts}}}"#, n % 50, n % 97)
+        })
+        .collect();
+    let out = run_lines(&pipeline, &lines, 2);
+    let reasons: Vec<&str> = out.dead_letters.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["future"]);
+    assert!(
+        out.dead_letters[0]["raw"].as_str().is_some_and(|raw| raw.contains("253402300000")),
+        "{:?}",
+        out.dead_letters
+    );
+    assert_eq!((out.metrics.accepted, out.metrics.late), (19_999, 0));
+}

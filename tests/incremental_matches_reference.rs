@@ -433,3 +433,44 @@ fn significant_pairs_one_and_four_workers() {
         check(&significant(TUMBLING), seed, 1);
     }
 }
+
+/// [`random_lines`] with timestamps from the future: about one line in 40 is stamped ten days
+/// ahead (poison), and at a third and at two thirds of the stream event time jumps a minute ahead
+/// for good (a gap in the data).
+fn jumping_lines(seed: u64, count: usize) -> Vec<String> {
+    let mut rng = SplitMix::new(seed ^ 0xf07);
+    let mut shift = 0;
+    random_lines(seed, count)
+        .into_iter()
+        .enumerate()
+        .map(|(n, line)| {
+            if n == count / 3 || n == 2 * count / 3 {
+                shift += 60_000;
+            }
+            let fields: Vec<&str> = line.split(',').collect();
+            let Some(ts) = fields.get(4).and_then(|ts| ts.parse::<u64>().ok()) else { return line };
+            let ts = if rng.unit() < 0.025 { ts + 864_000_000 } else { ts + shift };
+            format!("{},{ts}", fields[..4].join(","))
+        })
+        .collect()
+}
+
+/// A record stamped far beyond the event time seen so far waits for the records after it: poison
+/// is dead-lettered as `future` and moves nothing, a real jump is taken once confirmed.
+#[test]
+fn far_future_timestamps_one_and_four_workers() {
+    let toml = SLIDING.replace("tick = \"1s\"", "tick = \"1s\"\nmax_future = \"30s\"");
+    for seed in 140..142 {
+        let lines = jumping_lines(seed, 300);
+        let pipeline = Pipeline::from_toml(&format!("{COMMON}{toml}"), "test").unwrap();
+        let (accepted, late) = accepted(&pipeline, &lines);
+        let decoded = lines.iter().filter(|l| Decoder::new(&pipeline.source).decode(l).is_ok()).count();
+        let future = decoded - accepted.len() - late;
+        assert!(future >= 3, "the stream holds poison (seed {seed}): {future}");
+        // Two thirds of the stream lie beyond the jumps: most events are accepted only if they were taken.
+        assert!(accepted.len() + late > decoded * 3 / 4, "the jumps were taken (seed {seed})");
+        let one = check_stream(COMMON, &toml, &lines, seed, 1);
+        let four = check_stream(COMMON, &toml, &lines, seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}

@@ -38,7 +38,7 @@ use timely::dataflow::{Scope, Stream};
 use super::{Arrival, EventSource, Poll, Position};
 use crate::dataflow::window::Hopping;
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
-use crate::event_time::{ceil_to, EventClock};
+use crate::event_time::{ceil_to, EventClock, FutureHold, Settled};
 use crate::metrics::{Metrics, ReaderProgress};
 use timely::dataflow::operators::probe;
 
@@ -158,12 +158,18 @@ pub struct Ingested<'scope> {
 /// The watermarks of a source's lanes.
 struct Lanes {
     clocks: Vec<EventClock>,
+    /// Per lane, the events too far ahead of its clock that wait for confirmation.
+    holds: Vec<FutureHold<(Position, Event)>>,
     last_arrival: Vec<Instant>,
 }
 
 impl Lanes {
     fn new(count: usize, clock: &EventClock) -> Lanes {
-        Lanes { clocks: vec![clock.clone(); count], last_arrival: vec![Instant::now(); count] }
+        Lanes {
+            clocks: vec![clock.clone(); count],
+            holds: (0..count).map(|_| FutureHold::default()).collect(),
+            last_arrival: vec![Instant::now(); count],
+        }
     }
 
     /// The least watermark (as a tick) of the live lanes, and the largest of the idle ones. A
@@ -191,6 +197,47 @@ impl Lanes {
 
     fn watermark(&self) -> Millis {
         self.clocks.iter().map(EventClock::watermark).min().unwrap_or(0)
+    }
+}
+
+/// What the ingest operator gives the dataflow from one batch of arrivals.
+struct Given<'a> {
+    /// The operator's capability time: where dead letters go, and the least time of an event.
+    now: Millis,
+    metrics: &'a Metrics,
+    reader: &'a dyn EventSource,
+    records: Vec<(Ingest, Millis, isize)>,
+}
+
+impl Given<'_> {
+    fn dead_letter(&mut self, dead: DeadLetter) {
+        self.metrics.dead_letter(&dead);
+        self.metrics.first_records.note(Some(&dead.reason));
+        self.records.push((Ingest::Dead(dead), self.now, 1));
+    }
+
+    /// Dead-letters the records a lane's hold gave up as `future`, and admits the others through
+    /// the lane's clock (late ones are dead-lettered as `late`).
+    fn settle(&mut self, settled: Settled<(Position, Event)>, clock: &mut EventClock, batch: &mut InFlight) {
+        for (at, event) in settled.future {
+            let raw = serde_json::to_vec(&event).unwrap_or_default();
+            self.dead_letter(self.reader.reject(at, RejectReason::Future, raw));
+        }
+        for (at, event) in settled.admit {
+            match clock.admit(event.ts) {
+                Some(time) => {
+                    let time = time.max(self.now);
+                    batch.accepted += 1;
+                    batch.latest = batch.latest.max(time);
+                    self.records.push((Ingest::Event(event), time, 1));
+                    self.metrics.first_records.note(None);
+                }
+                None => {
+                    let raw = serde_json::to_vec(&event).unwrap_or_default();
+                    self.dead_letter(self.reader.reject(at, RejectReason::Late, raw));
+                }
+            }
+        }
     }
 }
 
@@ -334,30 +381,31 @@ pub fn ingest<'scope>(
                         InFlight { latest: now, read_at: Instant::now(), accepted: 0, positions: Vec::new() };
                     {
                         let mut session = output.session(&*cap);
+                        let mut given = Given { now, metrics: &metrics, reader: reader.as_ref(), records: Vec::new() };
                         for (at, record) in arrivals.drain(..) {
-                            let clock = &mut lanes.clocks[at.lane];
+                            let (clock, hold) = (&mut lanes.clocks[at.lane], &mut lanes.holds[at.lane]);
                             lanes.last_arrival[at.lane] = batch.read_at;
-                            advance_position(&mut batch.positions, at);
-                            let dead = match record {
-                                Ok(event) => match clock.admit(event.ts) {
-                                    Some(time) => {
-                                        let time = time.max(now);
-                                        batch.accepted += 1;
-                                        batch.latest = batch.latest.max(time);
-                                        session.give((Ingest::Event(event), time, 1));
-                                        metrics.first_records.note(None);
-                                        continue;
-                                    }
-                                    None => {
-                                        let raw = serde_json::to_vec(&event).unwrap_or_default();
-                                        reader.reject(at, RejectReason::Late, raw)
-                                    }
-                                },
-                                Err(dead) => dead,
-                            };
-                            metrics.dead_letter(&dead);
-                            metrics.first_records.note(Some(&dead.reason));
-                            session.give((Ingest::Dead(dead), now, 1));
+                            match record {
+                                Ok(event) => given.settle(hold.arrive(clock, event.ts, (at, event)), clock, &mut batch),
+                                Err(dead) => given.dead_letter(dead),
+                            }
+                            // A held record is not yet written anywhere: its lane's position stays
+                            // before it until it is admitted or given up.
+                            if hold.is_empty() {
+                                advance_position(&mut batch.positions, at);
+                            }
+                        }
+                        if poll == Poll::Done {
+                            for (clock, hold) in lanes.clocks.iter_mut().zip(&mut lanes.holds) {
+                                let future = hold.give_up();
+                                if let Some(&(at, _)) = future.last() {
+                                    advance_position(&mut batch.positions, at);
+                                }
+                                given.settle(Settled { future, admit: Vec::new() }, clock, &mut batch);
+                            }
+                        }
+                        for record in given.records {
+                            session.give(record);
                         }
                         latest_given = latest_given.max(batch.latest);
                         for request in reader.take_forgets() {

@@ -19,21 +19,46 @@ fn ceil_to(t: u64, step: u64) -> u64 {
 }
 
 /// The events accepted by the watermark rules, and how many were late.
+///
+/// An event more than `max_future` beyond the largest time seen waits: it is accepted with the
+/// next two events if both are also that far ahead and not more than `max_future` before it,
+/// and dropped (a `future` dead letter) if an event in normal time, one too far before it, or
+/// the end of the input comes first.
 pub fn admit(pipeline: &Pipeline, events: &[Event]) -> (Vec<Timed>, usize) {
     let tick = pipeline.time.tick.millis();
     let ooo = pipeline.time.max_out_of_orderness.millis();
     let lateness = pipeline.time.allowed_lateness.millis();
+    let max_future = pipeline.time.max_future.millis();
     let mut max_seen: Option<u64> = None;
     let mut accepted = Vec::new();
     let mut late = 0;
-    for event in events {
+    let mut waiting: Vec<&Event> = Vec::new();
+    let mut take = |event: &Event, max_seen: &mut Option<u64>| {
         let watermark = max_seen.map_or(0, |m| m.saturating_sub(ooo));
         if max_seen.is_some() && event.ts + lateness < watermark {
             late += 1;
-            continue;
+            return;
         }
         accepted.push(Timed { event: event.clone(), time: ceil_to(event.ts.max(watermark), tick) });
-        max_seen = Some(max_seen.map_or(event.ts, |m| m.max(event.ts)));
+        *max_seen = Some(max_seen.map_or(event.ts, |m| m.max(event.ts)));
+    };
+    for event in events {
+        let ahead = matches!((max_seen, max_future), (Some(seen), Some(bound)) if event.ts > seen + bound);
+        if !ahead {
+            waiting.clear();
+            take(event, &mut max_seen);
+            continue;
+        }
+        let bound = max_future.unwrap();
+        if waiting.first().is_some_and(|first| event.ts + bound < first.ts) {
+            waiting.clear();
+        }
+        waiting.push(event);
+        if waiting.len() == 3 {
+            for event in waiting.drain(..) {
+                take(event, &mut max_seen);
+            }
+        }
     }
     (accepted, late)
 }
