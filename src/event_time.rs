@@ -17,6 +17,17 @@
 use crate::event::Millis;
 use crate::spec::TimeSpec;
 
+/// The wall clock in milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// Whether `ts` lies more than `max_future` beyond the wall clock: for records read live, which
+/// cannot have happened yet.
+pub fn beyond_wall_clock(ts: Millis, max_future: Option<Millis>) -> bool {
+    max_future.is_some_and(|bound| ts > wall_clock_ms().saturating_add(bound))
+}
+
 /// Rounds `t` up to a multiple of `step` (saturating).
 pub fn ceil_to(t: Millis, step: Millis) -> Millis {
     match t % step {
@@ -65,6 +76,11 @@ impl EventClock {
     /// Rounds an event time up to its tick.
     pub fn tick_of(&self, t: Millis) -> Millis {
         ceil_to(t, self.tick)
+    }
+
+    /// `time.max_future` in milliseconds, unless it is off.
+    pub fn max_future(&self) -> Option<Millis> {
+        self.max_future
     }
 
     /// Whether an event at `ts` lies more than `max_future` beyond the largest event time seen

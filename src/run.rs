@@ -288,7 +288,9 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             // Posted events and forget requests go to worker 0's source.
             let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
             if let Some(receiver) = receiver {
-                source = source.map(|s| Box::new(WithPosted::new(s, receiver)) as Box<dyn EventSource>);
+                source = source.map(|s| {
+                    Box::new(WithPosted::new(s, receiver, pipeline.time.max_future.millis())) as Box<dyn EventSource>
+                });
             }
             let partitions = input_partitions.unwrap_or(1);
             // Worker 0 writes every output; with serving, the changelog also feeds the server.

@@ -192,6 +192,23 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
         get(&run.url("/v1/users/posted-user/recommendations")).0 == 200
     });
     drop(mine);
+
+    // Posted events stamped ten days from now cannot have happened, even three in a row (which
+    // would confirm one another as a jump in a replay): they are `future` dead letters, and the
+    // stream's own events are not late after them.
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let poison: String = (0..3)
+        .map(|n| {
+            format!("{{\"user\":\"posted-user\",\"item\":8,\"action\":\"view\",\"ts\":{}}}\n", now_s + 864_000 + n)
+        })
+        .collect();
+    assert_eq!(reply(authorised().send_string(&poison)).0, 200);
+    let status = || get(&run.url("/v1/status")).1;
+    wait_for(30, "the poison is dead-lettered as future", || status()["rejected"]["future"] == 3);
+    let late = status()["late"].as_u64().unwrap();
+    let read = status()["records_read"].as_u64().unwrap();
+    wait_for(30, "more events are read", || status()["records_read"].as_u64().unwrap() > read + 1000);
+    assert_eq!(status()["late"].as_u64().unwrap(), late, "no event is late after the poison");
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

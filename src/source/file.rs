@@ -43,6 +43,11 @@ pub enum NextLine {
 pub trait LineInput {
     /// Replaces `buffer` with the next line, if one is there.
     fn next_line(&mut self, buffer: &mut Vec<u8>) -> NextLine;
+
+    /// Whether the lines are written as they are read (standard input), not replayed.
+    fn live(&self) -> bool {
+        false
+    }
 }
 
 impl<R: BufRead> LineInput for R {
@@ -141,6 +146,10 @@ impl LineInput for FileOrStdin {
             FileOrStdin::Stdin(stdin) => stdin.next_line(buffer),
         }
     }
+
+    fn live(&self) -> bool {
+        matches!(self, FileOrStdin::Stdin(_))
+    }
 }
 
 /// A [`LineReader`] over a file or standard input.
@@ -168,6 +177,10 @@ impl<R: LineInput> LineReader<R> {
 }
 
 impl<R: LineInput> EventSource for LineReader<R> {
+    fn read_live(&self) -> bool {
+        self.reader.live()
+    }
+
     fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
         let mut produced = 0;
         while produced < max {

@@ -38,7 +38,7 @@ use timely::dataflow::{Scope, Stream};
 use super::{Arrival, EventSource, Poll, Position};
 use crate::dataflow::window::Hopping;
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
-use crate::event_time::{ceil_to, EventClock, FutureHold, Settled};
+use crate::event_time::{beyond_wall_clock, ceil_to, EventClock, FutureHold, Settled};
 use crate::metrics::{Metrics, ReaderProgress};
 use timely::dataflow::operators::probe;
 
@@ -327,6 +327,7 @@ pub fn ingest<'scope>(
                 let activator = scope.activator_for(info.address);
                 let mut capability = reader.as_ref().map(|_| capability);
                 let mut lanes = Lanes::new(reader.as_ref().map_or(0, |r| r.lanes()), &clock);
+                let max_future = clock.max_future();
                 let mut source = reader;
                 let mut phase = Phase::Reading;
                 let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
@@ -382,10 +383,16 @@ pub fn ingest<'scope>(
                     {
                         let mut session = output.session(&*cap);
                         let mut given = Given { now, metrics: &metrics, reader: reader.as_ref(), records: Vec::new() };
+                        // A live source's records cannot come from far beyond the wall clock.
+                        let wall_bound = if reader.read_live() { max_future } else { None };
                         for (at, record) in arrivals.drain(..) {
                             let (clock, hold) = (&mut lanes.clocks[at.lane], &mut lanes.holds[at.lane]);
                             lanes.last_arrival[at.lane] = batch.read_at;
                             match record {
+                                Ok(event) if beyond_wall_clock(event.ts, wall_bound) => {
+                                    let future = vec![(at, event)];
+                                    given.settle(Settled { future, admit: Vec::new() }, clock, &mut batch)
+                                }
                                 Ok(event) => given.settle(hold.arrive(clock, event.ts, (at, event)), clock, &mut batch),
                                 Err(dead) => given.dead_letter(dead),
                             }

@@ -286,6 +286,10 @@ impl EventSource for KafkaSource {
         self.finished[lane]
     }
 
+    fn read_live(&self) -> bool {
+        true
+    }
+
     fn idle_timeout(&self) -> Option<Duration> {
         // A bounded read knows where each partition ends, so only finished partitions stop
         // counting; a slow partition is never mistaken for an idle one.

@@ -67,6 +67,13 @@ pub trait EventSource {
         None
     }
 
+    /// Whether the records happen as they are read (Kafka, standard input), so that none can be
+    /// stamped far beyond the wall clock. A file is a replay, and the generator's event time runs
+    /// at its own pace (`spacing`), even with a rate.
+    fn read_live(&self) -> bool {
+        false
+    }
+
     /// A record's origin in dead letters, such as `file:events.csv:17`.
     fn origin(&self, at: Position) -> String {
         format!("{}:{}", self.name(), at.offset)
@@ -117,6 +124,10 @@ macro_rules! delegate_to_inner {
 
         fn idle_timeout(&self) -> Option<std::time::Duration> {
             self.inner.idle_timeout()
+        }
+
+        fn read_live(&self) -> bool {
+            self.inner.read_live()
         }
 
         fn origin(&self, at: $crate::source::Position) -> String {
@@ -194,6 +205,10 @@ impl EventSource for Box<dyn EventSource> {
 
     fn idle_timeout(&self) -> Option<Duration> {
         (**self).idle_timeout()
+    }
+
+    fn read_live(&self) -> bool {
+        (**self).read_live()
     }
 
     fn origin(&self, at: Position) -> String {

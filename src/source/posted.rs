@@ -10,7 +10,8 @@
 use std::sync::mpsc::{channel, Receiver, SendError, Sender};
 
 use super::{Arrival, EventSource, Poll, Position};
-use crate::event::{DeadLetter, Event, Id, Millis};
+use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
+use crate::event_time::{beyond_wall_clock, wall_clock_ms};
 
 /// A request to forget every event of a user read so far. The ingest operator answers on `reply`
 /// with the dataflow time at which the user's events are retracted.
@@ -70,17 +71,21 @@ pub struct WithPosted {
     max_seen: Option<Millis>,
     last: Position,
     forgets: Vec<ForgetRequest>,
+    /// `time.max_future`: a posted ts further beyond the wall clock is dead-lettered as `future`.
+    max_future: Option<Millis>,
 }
 
 impl WithPosted {
-    /// `inner` plus the events arriving on `posted`.
-    pub fn new(inner: Box<dyn EventSource>, posted: PostReceiver) -> WithPosted {
+    /// `inner` plus the events arriving on `posted`, whose timestamps may lie at most
+    /// `max_future` beyond the wall clock.
+    pub fn new(inner: Box<dyn EventSource>, posted: PostReceiver, max_future: Option<Millis>) -> WithPosted {
         WithPosted {
             inner,
             posted: Some(posted),
             max_seen: None,
             last: Position { lane: 0, offset: 0 },
             forgets: Vec::new(),
+            max_future,
         }
     }
 
@@ -92,6 +97,12 @@ impl WithPosted {
         while let Ok(records) = posted.0.try_recv() {
             for record in records {
                 let arrival = match record {
+                    PostedRecord::Event { event, ts_given }
+                        if ts_given && beyond_wall_clock(event.ts, self.max_future) =>
+                    {
+                        let raw = serde_json::to_vec(&event).unwrap_or_default();
+                        Err(self.inner.reject(self.last, RejectReason::Future, raw))
+                    }
                     PostedRecord::Event { mut event, ts_given } => {
                         if !ts_given {
                             event.ts = self.max_seen.unwrap_or_else(wall_clock_ms);
@@ -112,10 +123,6 @@ impl WithPosted {
         }
         count
     }
-}
-
-fn wall_clock_ms() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
 impl EventSource for WithPosted {
@@ -149,4 +156,43 @@ impl EventSource for WithPosted {
     }
 
     super::delegate_to_inner!(take_forgets);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+
+    /// A replayed input that has nothing (yet): not read live.
+    struct Quiet;
+
+    impl EventSource for Quiet {
+        fn poll(&mut self, _max: usize, _out: &mut Vec<Arrival>) -> Poll {
+            Poll::Idle
+        }
+
+        fn name(&self) -> String {
+            "file:quiet.csv".into()
+        }
+    }
+
+    fn posted(ts: Millis) -> PostedRecord {
+        let event = Event { user: Id::Num(1), item: Id::Num(2), category: None, action: Action::View, value: None, ts };
+        PostedRecord::Event { event, ts_given: true }
+    }
+
+    /// Posted events are read live even beside a replayed file: three stamped ten days from now
+    /// are refused as `future` (in a replay they would confirm one another), one of now is not.
+    #[test]
+    fn posted_events_beyond_the_wall_clock_are_future() {
+        let (sender, receiver) = post_channel();
+        let mut source = WithPosted::new(Box::new(Quiet), receiver, Some(3_600_000));
+        let ahead = wall_clock_ms() + 10 * 86_400_000;
+        sender.send(vec![posted(ahead), posted(ahead + 1), posted(ahead + 2), posted(wall_clock_ms())]).unwrap();
+        let mut out = Vec::new();
+        source.poll(10, &mut out);
+        let fates: Vec<Option<&str>> =
+            out.iter().map(|(_, arrival)| arrival.as_ref().err().map(|d| d.reason.code())).collect();
+        assert_eq!(fates, [Some("future"), Some("future"), Some("future"), None]);
+    }
 }
