@@ -868,6 +868,9 @@ pub struct ServeSpec {
     /// Whether lists keep their explanations for `GET .../recommendations?explain=true`; they cost
     /// some work and memory per list change.
     pub explain: bool,
+    /// Whether an address beyond this machine may be served without a token: anyone who can
+    /// reach it could then post events and forget users.
+    pub allow_unauthenticated: bool,
 }
 
 /// The address `--serve` and `[serve]` listen on unless told otherwise: loopback only.
@@ -886,7 +889,16 @@ impl Default for ServeSpec {
             hot_windows: 1024,
             forget: true,
             explain: true,
+            allow_unauthenticated: false,
         }
+    }
+}
+
+/// Whether `addr` (`IP:PORT` or `localhost:PORT`) is reachable from this machine only.
+pub fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
     }
 }
 
@@ -912,6 +924,17 @@ impl ServeSpec {
                 return bad("serve.token_env", "name an environment variable, such as \"RECFLOW_TOKEN\"".into());
             }
             _ => {}
+        }
+        if !is_loopback(&self.addr) && self.token.is_none() && self.token_env.is_none() && !self.allow_unauthenticated {
+            return bad(
+                "serve.token",
+                format!(
+                    "serve.addr {} is reachable beyond this machine, where anyone could post events and forget \
+                     users: set serve.token or serve.token_env, listen on 127.0.0.1, or set \
+                     serve.allow_unauthenticated = true if that is intended",
+                    self.addr
+                ),
+            );
         }
         if self.max_body_bytes == 0 {
             return bad("serve.max_body_bytes", "must be at least 1, such as 1048576".into());

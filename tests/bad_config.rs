@@ -88,3 +88,18 @@ fn the_cli_refuses_a_bad_pipeline_and_a_missing_input() {
     assert!(stderr.contains("/nonexistent/events.csv"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An address reachable beyond this machine needs a token, or an explicit opt-out.
+#[test]
+fn serving_beyond_this_machine_needs_a_token() {
+    let base = "[hot_items]\n[serve]\naddr = \"0.0.0.0:0\"\n";
+    let error = recflow::Pipeline::from_toml(base, "p.toml").unwrap_err().to_string();
+    assert!(error.contains("serve.token") && error.contains("allow_unauthenticated"), "{error}");
+    for fix in ["token = \"s3cret\"", "token_env = \"RECFLOW_TOKEN\"", "allow_unauthenticated = true"] {
+        let toml = format!("{base}{fix}\n");
+        assert!(recflow::Pipeline::from_toml(&toml, "p.toml").is_ok(), "{fix}");
+    }
+    for local in ["127.0.0.1:0", "[::1]:0"] {
+        assert!(recflow::Pipeline::from_toml(&base.replace("0.0.0.0:0", local), "p.toml").is_ok(), "{local}");
+    }
+}

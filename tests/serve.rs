@@ -119,8 +119,12 @@ fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
         "{metrics}"
     );
     // The input has ended: nothing would read a posted event.
-    let (status, body) =
-        reply(agent().post(&run.url("/v1/events")).send_string(r#"{"user":1,"item":2,"action":"view"}"#));
+    let (status, body) = reply(
+        agent()
+            .post(&run.url("/v1/events"))
+            .set("Content-Type", "application/json")
+            .send_string(r#"{"user":1,"item":2,"action":"view"}"#),
+    );
     assert_eq!(status, 409, "{body}");
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -154,7 +158,7 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
     drop(all);
 
     // The mutating endpoint: token, body size, validation.
-    let post = || agent().post(&run.url("/v1/events"));
+    let post = || agent().post(&run.url("/v1/events")).set("Content-Type", "application/json");
     let event = r#"{"user":"posted-user","item":7,"action":"view"}"#;
     assert_eq!(reply(post().send_string(event)).0, 401, "no token");
     assert_eq!(reply(post().set("Authorization", "Bearer wrong").send_string(event)).0, 401, "a wrong token");
@@ -164,6 +168,18 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
         reply(agent().delete(&run.url("/v1/users/posted-user?wait=1h")).set("Authorization", "Bearer s3cret").call());
     assert_eq!(status, 400, "a wait over 5 minutes: {body}");
     let authorised = || post().set("Authorization", "Bearer s3cret");
+    // A body a web page could send to any address without asking (text/plain) is refused, with
+    // the token or without; so is a request naming another host (DNS rebinding).
+    let plain = agent().post(&run.url("/v1/events")).set("Authorization", "Bearer s3cret");
+    let (status, body) = reply(plain.set("Content-Type", "text/plain").send_string(event));
+    assert_eq!(status, 415, "{body}");
+    let ndjson = authorised().set("Content-Type", "application/x-ndjson; charset=utf-8");
+    assert_eq!(reply(ndjson.send_string(r#"{"user":1,"item":2,"action":"view"}"#)).0, 200, "JSON lines");
+    let (status, body) = reply(agent().get(&run.url("/healthz")).set("Host", "attacker.example:80").call());
+    assert_eq!(status, 403, "{body}");
+    let port = run.url("").rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let (status, _) = reply(agent().get(&run.url("/healthz")).set("Host", &format!("localhost:{port}")).call());
+    assert_eq!(status, 200, "localhost is this server");
     let (status, body) = reply(authorised().send_string(&format!("{event}\n").repeat(100)));
     assert_eq!(status, 413, "a body over max_body_bytes: {body}");
     let (status, body) = reply(

@@ -97,6 +97,8 @@ pub struct Settings {
     pub progress_interval: Duration,
     /// Ring size of the subscribers' broadcast channel.
     pub client_buffer: usize,
+    /// On a loopback address, the host names requests may carry in `Host`; `None` otherwise.
+    pub local_hosts: Option<Vec<String>>,
 }
 
 /// What every handler shares.
@@ -210,6 +212,17 @@ impl Server {
                 max_body_bytes: spec.max_body_bytes,
                 progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
                 client_buffer: spec.client_buffer,
+                local_hosts: addr.ip().is_loopback().then(|| {
+                    let bound = match addr.ip() {
+                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                        ip => ip.to_string(),
+                    };
+                    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+                    if !names.contains(&bound) {
+                        names.push(bound);
+                    }
+                    names
+                }),
             },
             inlets,
             refresh: pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis()),

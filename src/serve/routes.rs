@@ -69,6 +69,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let events = Router::new()
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(shared.settings.max_body_bytes))
+        .route_layer(middleware::from_fn(require_json))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token));
     let forget = Router::new()
         .route("/v1/users/{user}", delete(forget_user))
@@ -86,7 +87,50 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(forget)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), check_host))
         .with_state(shared)
+}
+
+/// On a loopback address, refuses requests whose `Host` names another machine: a web page whose
+/// name was made to resolve to 127.0.0.1 (DNS rebinding) would otherwise read and post as if
+/// it were local. A request without `Host` (HTTP/1.0) is not a browser's and goes through.
+async fn check_host(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if let (Some(allowed), Some(host)) = (&shared.settings.local_hosts, request.headers().get(header::HOST)) {
+        let name = host.to_str().ok().map(host_name);
+        if !name.is_some_and(|name| allowed.iter().any(|a| a.eq_ignore_ascii_case(name))) {
+            let message = format!(
+                "Host {:?} is not this server's: on a loopback address only {} are answered",
+                String::from_utf8_lossy(host.as_bytes()),
+                allowed.join(", ")
+            );
+            return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The host name of a `Host` header, without its port: `localhost:8080` is `localhost`,
+/// `[::1]:8080` is `[::1]`.
+fn host_name(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(at) if !host[at..].contains(']') => &host[..at],
+        _ => host,
+    }
+}
+
+/// Lets a body through only as `application/json` or `application/x-ndjson`: a web page can
+/// send `text/plain` (a form, or `fetch` without preflight) to any address, but not these.
+async fn require_json(request: Request, next: Next) -> Response {
+    let kind = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let essence = kind.map(|kind| kind.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if !matches!(essence.as_deref(), Some("application/json" | "application/x-ndjson")) {
+        let message = format!(
+            "send the events as `Content-Type: application/json` or `application/x-ndjson`, not {}",
+            kind.map_or("no Content-Type".to_string(), |k| format!("`{k}`"))
+        );
+        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {
