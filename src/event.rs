@@ -32,7 +32,48 @@ pub enum Id {
     Text(String),
 }
 
+/// The start of the Kafka keys of hot-items windows (`hot_items/WINDOW_END[/CATEGORY]`): a text
+/// id that starts so is quoted in keys, so that no user's key is a window's.
+pub const HOT_ITEMS_KEY_PREFIX: &str = "hot_items/";
+
 impl Id {
+    /// The id as a key no other id shares (served lookups, Kafka keys): a number as its digits,
+    /// a text as itself unless it would read back as something else (a number, an empty or
+    /// padded text, a quoted one) or starts with [`HOT_ITEMS_KEY_PREFIX`]; then it is written as
+    /// a JSON string. So `42` is `42`, `"42"` is `"42"` (with the quotes), `alice` is `alice`.
+    /// [`Id::from_key`] reads it back.
+    ///
+    /// ```
+    /// use recflow::Id;
+    /// for id in [Id::Num(42), Id::Text("42".into()), Id::Text("alice".into()), Id::Text("hot_items/7".into())] {
+    ///     assert_eq!(Id::from_key(&id.key()), Some(id.clone()));
+    /// }
+    /// assert_eq!(Id::Text("42".into()).key(), "\"42\"");
+    /// assert_eq!(Id::Text("alice".into()).key(), "alice");
+    /// ```
+    pub fn key(&self) -> String {
+        match self {
+            Id::Num(n) => n.to_string(),
+            Id::Text(text) => {
+                let reads_back = Id::parse(text).is_some_and(|id| id == *self);
+                if reads_back && !text.starts_with('"') && !text.starts_with(HOT_ITEMS_KEY_PREFIX) {
+                    text.clone()
+                } else {
+                    serde_json::Value::String(text.clone()).to_string()
+                }
+            }
+        }
+    }
+
+    /// Reads a key written by [`Id::key`] (or typed by a person: `42` is the number, `"42"` the
+    /// text); `None` for an empty or badly quoted one.
+    pub fn from_key(key: &str) -> Option<Id> {
+        if key.trim_start().starts_with('"') {
+            return serde_json::from_str::<String>(key.trim()).ok().map(Id::Text);
+        }
+        Id::parse(key)
+    }
+
     /// Reads an identifier from a text field: an integer if the whole field is one, else a string.
     pub fn parse(field: &str) -> Option<Id> {
         let field = field.trim();

@@ -209,6 +209,15 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
     });
     drop(mine);
 
+    // The text id "42" is not the number 42: each has its own list, asked for as "42" (quoted) and 42.
+    let (status, body) = reply(authorised().send_string(r#"{"user":"42","item":7,"action":"view"}"#));
+    assert_eq!(status, 200, "{body}");
+    let text_user = run.url("/v1/users/%2242%22/recommendations");
+    wait_for(30, "the text user \"42\" has a list", || get(&text_user).0 == 200);
+    assert_eq!(get(&text_user).1["user"], "42");
+    wait_for(30, "the number 42 has a list", || get(&run.url("/v1/users/42/recommendations")).0 == 200);
+    assert_eq!(get(&run.url("/v1/users/42/recommendations")).1["user"], 42);
+
     // Posted events stamped ten days from now cannot have happened, even three in a row (which
     // would confirm one another as a jump in a replay): they are `future` dead letters, and the
     // stream's own events are not late after them.

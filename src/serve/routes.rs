@@ -217,9 +217,14 @@ async fn recommendations(
         }
         Some(other) => return Err(ApiError::bad_request(format!("explain={other}: use true or false"))),
     };
+    let Some(id) = Id::from_key(&user) else {
+        return Err(ApiError::bad_request(
+            "name a user: /v1/users/{user}/recommendations (a text id that looks like a number in quotes: \"42\")",
+        ));
+    };
     let (record, as_of) = {
         let state = shared.state();
-        (state.recs(&user), state.as_of())
+        (state.recs(&id), state.as_of())
     };
     let Some(record) = record else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("user {user} has no recommendations")));
@@ -391,14 +396,11 @@ async fn forget_user(
         Posting::Open(sender) => sender,
         Posting::Unsupported(why) => return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, *why)),
     };
-    let Some(id) = Id::parse(&user) else {
+    let Some(id) = Id::from_key(&user) else {
         return Err(ApiError::bad_request("name a user: DELETE /v1/users/{user}"));
     };
-    // A numeric id may also have arrived as a JSON string; the two are one user when served.
-    let mut ids = vec![id.clone()];
-    if matches!(id, Id::Num(_)) {
-        ids.push(Id::Text(user.trim().to_string()));
-    }
+    // `42` is the number and `"42"` the text: distinct users, as everywhere.
+    let ids = vec![id.clone()];
     let mut replies = Vec::with_capacity(ids.len());
     let requests = ids
         .into_iter()

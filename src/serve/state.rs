@@ -24,9 +24,9 @@ pub type Batch = Arc<Vec<Arc<ChangeRecord>>>;
 /// The current results, as of the output frontier.
 #[derive(Debug)]
 pub struct Served {
-    recs: HashMap<String, Arc<ChangeRecord>>,
-    /// Hot-items lists by window end (input's unit), then by category (`""` for none).
-    hot: BTreeMap<u64, BTreeMap<String, Arc<ChangeRecord>>>,
+    recs: HashMap<Id, Arc<ChangeRecord>>,
+    /// Hot-items lists by window end (input's unit), then by category.
+    hot: BTreeMap<u64, BTreeMap<Option<Id>, Arc<ChangeRecord>>>,
     as_of: Option<u64>,
     /// The sink's frontier in milliseconds.
     frontier: Option<Millis>,
@@ -39,7 +39,7 @@ pub struct Served {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Topic {
     /// Recommendation lists: of these users, or of all users.
-    Recs(Option<BTreeSet<String>>),
+    Recs(Option<BTreeSet<Id>>),
     /// Hot-items lists.
     HotItems,
 }
@@ -49,15 +49,11 @@ impl Topic {
     pub fn matches(&self, record: &ChangeRecord) -> bool {
         match (self, record) {
             (Topic::Recs(None), ChangeRecord::Recs { .. }) => true,
-            (Topic::Recs(Some(users)), ChangeRecord::Recs { user, .. }) => users.contains(&user.to_string()),
+            (Topic::Recs(Some(users)), ChangeRecord::Recs { user, .. }) => users.contains(user),
             (Topic::HotItems, ChangeRecord::HotItems { .. }) => true,
             _ => false,
         }
     }
-}
-
-fn category_key(category: &Option<Id>) -> String {
-    category.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
 impl Served {
@@ -103,20 +99,20 @@ impl Served {
         match &**record {
             ChangeRecord::Recs { user, items, .. } => {
                 if items.is_empty() {
-                    self.recs.remove(&user.to_string());
+                    self.recs.remove(user);
                 } else {
-                    self.recs.insert(user.to_string(), Arc::clone(record));
+                    self.recs.insert(user.clone(), Arc::clone(record));
                 }
             }
             ChangeRecord::HotItems { window_end, category, items, .. } => {
                 let window = self.hot.entry(*window_end).or_default();
                 if items.is_empty() {
-                    window.remove(&category_key(category));
+                    window.remove(category);
                     if window.is_empty() {
                         self.hot.remove(window_end);
                     }
                 } else {
-                    window.insert(category_key(category), Arc::clone(record));
+                    window.insert(category.clone(), Arc::clone(record));
                 }
                 while self.hot.len() > self.hot_windows {
                     self.hot.pop_first();
@@ -126,7 +122,7 @@ impl Served {
     }
 
     /// A user's current list (the last change record of that user), if they have one.
-    pub fn recs(&self, user: &str) -> Option<Arc<ChangeRecord>> {
+    pub fn recs(&self, user: &Id) -> Option<Arc<ChangeRecord>> {
         self.recs.get(user).cloned()
     }
 
@@ -190,11 +186,15 @@ mod tests {
     use crate::sink::changelog::{CountedItem, ScoredItem};
 
     fn recs(user: i64, time: u64, items: &[i64]) -> ChangeRecord {
+        recs_of(Id::Num(user), time, items)
+    }
+
+    fn recs_of(user: Id, time: u64, items: &[i64]) -> ChangeRecord {
         let items = items
             .iter()
             .map(|i| ScoredItem { item: Id::Num(*i), score: 1.0, fallback: false, because: Vec::new() })
             .collect();
-        ChangeRecord::Recs { user: Id::Num(user), time, items }
+        ChangeRecord::Recs { user, time, items }
     }
 
     fn hot(window_end: u64, items: &[i64]) -> ChangeRecord {
@@ -208,17 +208,31 @@ mod tests {
         served.apply(Feed::Changes(vec![recs(1, 5, &[7]), recs(2, 5, &[8]), hot(10, &[1]), hot(20, &[2])]));
         served.apply(Feed::Changes(vec![recs(1, 6, &[9]), recs(2, 6, &[]), hot(30, &[3])]));
         served.apply(Feed::Progress(Some(7_000)));
-        assert_eq!(served.recs("1").as_deref(), Some(&recs(1, 6, &[9])));
-        assert!(served.recs("2").is_none(), "an emptied list is gone");
+        assert_eq!(served.recs(&Id::Num(1)).as_deref(), Some(&recs(1, 6, &[9])));
+        assert!(served.recs(&Id::Num(2)).is_none(), "an emptied list is gone");
         assert_eq!(served.as_of(), Some(6));
         assert!(served.complete_at(6_999) && !served.complete_at(7_000));
         assert_eq!(served.hot_windows(), 2, "the oldest window was dropped");
         assert_eq!(served.hot_window(None).map(|(end, _)| end), Some(30));
         assert!(served.hot_window(Some(10)).is_none());
-        let topic = Topic::Recs(Some(["1".to_string()].into()));
+        let topic = Topic::Recs(Some([Id::Num(1)].into()));
         assert_eq!(served.snapshot(&topic).len(), 1);
         assert!(!served.ended());
         served.apply(Feed::Progress(None));
         assert!(served.ended());
+    }
+
+    /// The number 42 and the text "42" are two users, each with its own list and subscribers.
+    #[test]
+    fn distinct_ids_never_share_a_key() {
+        let mut served = Served::new(1_000, 2);
+        let text = Id::Text("42".into());
+        served.apply(Feed::Changes(vec![recs(42, 5, &[7]), recs_of(text.clone(), 5, &[8])]));
+        assert_eq!(served.users(), 2);
+        assert_eq!(served.recs(&Id::Num(42)).as_deref(), Some(&recs(42, 5, &[7])));
+        assert_eq!(served.recs(&text).as_deref(), Some(&recs_of(text.clone(), 5, &[8])));
+        let following_text = Topic::Recs(Some([Id::from_key("\"42\"").unwrap()].into()));
+        assert_eq!(served.snapshot(&following_text), [Arc::new(recs_of(text, 5, &[8]))]);
+        assert!(!following_text.matches(&recs(42, 6, &[9])));
     }
 }

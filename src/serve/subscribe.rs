@@ -23,6 +23,7 @@ use tokio::sync::broadcast::Receiver;
 
 use super::routes::{check_params, ApiError};
 use super::{Batch, Shared, Topic};
+use crate::event::Id;
 use crate::sink::changelog::ChangeRecord;
 
 /// `GET /v1/subscribe[?users=a,b]`: recommendation lists of these users, or of all users.
@@ -31,9 +32,8 @@ pub async fn recs(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     check_params(&params, &["users"])?;
-    let users: Option<BTreeSet<String>> = params
-        .get("users")
-        .map(|list| list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect());
+    let users: Option<BTreeSet<Id>> =
+        params.get("users").map(|list| list.split(',').filter_map(Id::from_key).collect());
     if users.as_ref().is_some_and(BTreeSet::is_empty) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -26,7 +26,7 @@ use rdkafka::ClientContext;
 
 use super::changelog::ChangeRecord;
 use super::{Destination, SinkError};
-use crate::event::{DeadLetter, Millis};
+use crate::event::{DeadLetter, Millis, HOT_ITEMS_KEY_PREFIX};
 use crate::kafka::{client_config, KafkaAddress, ReportLimiter};
 use crate::metrics::Metrics;
 
@@ -271,10 +271,12 @@ pub trait ToMessage {
 impl ToMessage for ChangeRecord {
     fn to_message(&self) -> Result<KafkaMessage, SinkError> {
         let (key, empty) = match self {
-            ChangeRecord::Recs { user, items, .. } => (user.to_string(), items.is_empty()),
-            ChangeRecord::HotItems { window_end, category: None, .. } => (format!("hot_items/{window_end}"), false),
+            ChangeRecord::Recs { user, items, .. } => (user.key(), items.is_empty()),
+            ChangeRecord::HotItems { window_end, category: None, .. } => {
+                (format!("{HOT_ITEMS_KEY_PREFIX}{window_end}"), false)
+            }
             ChangeRecord::HotItems { window_end, category: Some(category), .. } => {
-                (format!("hot_items/{window_end}/{category}"), false)
+                (format!("{HOT_ITEMS_KEY_PREFIX}{window_end}/{}", category.key()), false)
             }
         };
         let payload = if empty { None } else { Some(serde_json::to_vec(self).map_err(SinkError::encode)?) };
@@ -335,5 +337,45 @@ impl Drop for KafkaDestination {
                 self.address, self.failed
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Id;
+    use crate::sink::changelog::{CountedItem, ScoredItem};
+
+    fn key(record: ChangeRecord) -> String {
+        String::from_utf8(record.to_message().unwrap().0.unwrap()).unwrap()
+    }
+
+    fn recs(user: Id) -> ChangeRecord {
+        let item = ScoredItem { item: Id::Num(1), score: 1.0, fallback: false, because: Vec::new() };
+        ChangeRecord::Recs { user, time: 1, items: vec![item] }
+    }
+
+    fn hot(window_end: u64, category: Option<Id>) -> ChangeRecord {
+        let items = vec![CountedItem { item: Id::Num(1), count: 1 }];
+        ChangeRecord::HotItems { window_start: 0, window_end, category, items }
+    }
+
+    /// Distinct users, and a user and a window, never share a Kafka key.
+    #[test]
+    fn distinct_ids_get_distinct_keys() {
+        let keys = [
+            key(recs(Id::Num(42))),
+            key(recs(Id::Text("42".into()))),
+            key(recs(Id::Text("alice".into()))),
+            key(recs(Id::Text("hot_items/1700000100".into()))),
+            key(hot(1_700_000_100, None)),
+            key(hot(1_700_000_100, Some(Id::Num(3)))),
+            key(hot(1_700_000_100, Some(Id::Text("3".into())))),
+        ];
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        assert_eq!(keys[0], "42", "a number is its digits");
+        assert_eq!(keys[2], "alice", "a plain text id is itself");
+        assert_eq!(keys[4], "hot_items/1700000100");
     }
 }
