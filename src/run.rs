@@ -192,7 +192,7 @@ fn start_server(
     metrics: &Arc<Metrics>,
 ) -> Result<(Option<Server>, Option<PostReceiver>), RunError> {
     let Some(spec) = &pipeline.serve else { return Ok((None, None)) };
-    let (sender, receiver) = post_channel();
+    let (sender, receiver) = post_channel(spec.max_queued_events);
     let events = if reads_in_parallel(pipeline, options) {
         Posting::Unsupported(
             "POST /v1/events is not available with a Kafka source: produce the events to the input topic",

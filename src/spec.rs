@@ -871,6 +871,10 @@ pub struct ServeSpec {
     /// Whether an address beyond this machine may be served without a token: anyone who can
     /// reach it could then post events and forget users.
     pub allow_unauthenticated: bool,
+    /// Subscribers connected at once, at most; more get 503 with `Retry-After`.
+    pub max_subscribers: usize,
+    /// Posted events waiting for the pipeline, at most; a post beyond gets 503 with `Retry-After`.
+    pub max_queued_events: usize,
 }
 
 /// The address `--serve` and `[serve]` listen on unless told otherwise: loopback only.
@@ -890,6 +894,8 @@ impl Default for ServeSpec {
             forget: true,
             explain: true,
             allow_unauthenticated: false,
+            max_subscribers: 10_000,
+            max_queued_events: 100_000,
         }
     }
 }
@@ -938,6 +944,12 @@ impl ServeSpec {
         }
         if self.max_body_bytes == 0 {
             return bad("serve.max_body_bytes", "must be at least 1, such as 1048576".into());
+        }
+        if self.max_queued_events == 0 {
+            return bad("serve.max_queued_events", "must be at least 1, such as 100000".into());
+        }
+        if self.max_subscribers == 0 {
+            return bad("serve.max_subscribers", "must be at least 1, such as 10000".into());
         }
         if !(1..=1_000_000).contains(&self.client_buffer) {
             return bad("serve.client_buffer", "must lie between 1 and 1000000, such as 1024".into());

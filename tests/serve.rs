@@ -329,3 +329,42 @@ fn two_processes_serve_the_answers_of_a_single_process_run() {
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Subscribers beyond `max_subscribers` get 503 with `Retry-After`, point queries go on, and a
+/// freed place can be taken again.
+#[test]
+fn subscribers_beyond_the_limit_are_told_to_come_back() {
+    let dir = scratch_dir("serve-cap");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "{}\n[serve]\naddr = \"127.0.0.1:0\"\nmax_subscribers = 2\nprogress_interval = \"100ms\"\n",
+            common::SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 2000")
+        ),
+    )
+    .unwrap();
+    let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
+    let first = subscribe(&run.url("/v1/subscribe"));
+    let second = subscribe(&run.url("/v1/subscribe/hot-items"));
+    match agent().get(&run.url("/v1/subscribe")).call() {
+        Err(ureq::Error::Status(503, response)) => {
+            assert_eq!(response.header("retry-after"), Some("5"));
+            let body = response.into_string().unwrap();
+            assert!(body.contains("serve.max_subscribers"), "{body}");
+        }
+        other => panic!("a third subscriber must get 503: {:?}", other.map(|r| r.status())),
+    }
+    assert_eq!(get(&run.url("/healthz")).0, 200, "point queries go on");
+    receive_until(&first, 30, "progress on a subscription at the limit", |seen| {
+        seen.iter().any(|(e, _)| e == "progress")
+    });
+    drop(second);
+    wait_for(30, "the freed place is taken again", || match agent().get(&run.url("/v1/subscribe")).call() {
+        Ok(response) => response.status() == 200,
+        Err(_) => false,
+    });
+    drop(first);
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,6 +97,8 @@ pub struct Settings {
     pub progress_interval: Duration,
     /// Ring size of the subscribers' broadcast channel.
     pub client_buffer: usize,
+    /// Subscribers connected at once, at most.
+    pub max_subscribers: usize,
     /// On a loopback address, the host names requests may carry in `Host`; `None` otherwise.
     pub local_hosts: Option<Vec<String>>,
 }
@@ -212,6 +214,7 @@ impl Server {
                 max_body_bytes: spec.max_body_bytes,
                 progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
                 client_buffer: spec.client_buffer,
+                max_subscribers: spec.max_subscribers,
                 local_hosts: addr.ip().is_loopback().then(|| {
                     let bound = match addr.ip() {
                         std::net::IpAddr::V6(ip) => format!("[{ip}]"),

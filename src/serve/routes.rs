@@ -25,19 +25,29 @@ use crate::event::{DeadLetter, Id, Millis};
 use crate::metrics::{watermark_lag_seconds, REJECT_CODES};
 use crate::results::SCORE_SCALE;
 use crate::sink::changelog::{ChangeRecord, ScoredItem};
-use crate::source::{ForgetRequest, PostedRecord};
+use crate::source::{ForgetRequest, PostRefused, PostedRecord};
+
+/// The `Retry-After` of a post refused because too many posted events wait, in seconds.
+const POST_RETRY_AFTER_S: u32 = 1;
 
 /// An error answer: a status and a message for the client.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds after which trying again may succeed (`Retry-After`), for answers about load.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    /// A 503 for a full server, with `Retry-After: seconds`.
+    pub fn busy(message: impl Into<String>, seconds: u32) -> ApiError {
+        ApiError { retry_after: Some(seconds), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message) }
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -47,7 +57,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -359,8 +373,17 @@ async fn post_events(
         }
     }
     let accepted = posted.len() - rejected.len();
-    if sender.send(posted).is_err() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; events can no longer be posted"));
+    match sender.send(posted) {
+        Ok(()) => {}
+        Err(PostRefused::Ended) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; events can no longer be posted"));
+        }
+        Err(PostRefused::Full { limit }) => {
+            let message = format!(
+                "{limit} posted events wait for the pipeline already (serve.max_queued_events); try again shortly"
+            );
+            return Err(ApiError::busy(message, POST_RETRY_AFTER_S));
+        }
     }
     if rejected.is_empty() {
         Ok((StatusCode::OK, Json(json!({ "accepted": accepted }))))
@@ -410,8 +433,15 @@ async fn forget_user(
             PostedRecord::Forget(ForgetRequest { user, reply })
         })
         .collect();
-    if sender.send(requests).is_err() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; nothing is read any more to forget"));
+    match sender.send(requests) {
+        Ok(()) => {}
+        Err(PostRefused::Ended) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; nothing is read any more to forget"));
+        }
+        Err(PostRefused::Full { limit }) => {
+            let message = format!("{limit} posted records wait for the pipeline already; try again shortly");
+            return Err(ApiError::busy(message, POST_RETRY_AFTER_S));
+        }
     }
     let mut retracted_at: Millis = 0;
     for answer in replies {

@@ -40,7 +40,7 @@ pub async fn recs(
             "users= names no user; list them (users=a,b) or leave it out for all users",
         ));
     }
-    Ok(open(shared, Topic::Recs(users)))
+    open(shared, Topic::Recs(users))
 }
 
 /// `GET /v1/subscribe/hot-items`: every hot-items list (each window and category).
@@ -49,7 +49,7 @@ pub async fn hot_items(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     check_params(&params, &[])?;
-    Ok(open(shared, Topic::HotItems))
+    open(shared, Topic::HotItems)
 }
 
 /// Counts a subscriber while it is connected.
@@ -71,8 +71,14 @@ struct Client {
     shared: Counted,
 }
 
-fn open(shared: Arc<Shared>, topic: Topic) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    shared.subscribers.fetch_add(1, Ordering::Relaxed);
+/// Opens a subscription, unless `max_subscribers` are connected already (503).
+fn open(shared: Arc<Shared>, topic: Topic) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let limit = shared.settings.max_subscribers;
+    if shared.subscribers.fetch_add(1, Ordering::Relaxed) >= limit {
+        shared.subscribers.fetch_sub(1, Ordering::Relaxed);
+        let message = format!("{limit} subscribers are connected, as many as serve.max_subscribers allows");
+        return Err(ApiError::busy(message, SUBSCRIBE_RETRY_AFTER_S));
+    }
     // Snapshot and subscription under one lock: the first change received follows the snapshot.
     let (snapshot, as_of, ended, updates) = {
         let state = shared.state();
@@ -86,8 +92,11 @@ fn open(shared: Arc<Shared>, topic: Topic) -> Sse<impl Stream<Item = Result<Even
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.reset();
     let client = Client { topic, updates, ticker, pending, done: false, shared: Counted(shared) };
-    Sse::new(stream::unfold(client, next))
+    Ok(Sse::new(stream::unfold(client, next)))
 }
+
+/// The `Retry-After` of a subscription refused for lack of room, in seconds.
+const SUBSCRIBE_RETRY_AFTER_S: u32 = 5;
 
 fn record_event(kind: &str, record: &ChangeRecord) -> Event {
     Event::default().event(kind).json_data(record).unwrap_or_else(|_| Event::default().event(kind).data("{}"))

@@ -17,7 +17,7 @@ pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, S
 pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
-pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostSender, PostedRecord, WithPosted};
+pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostRefused, PostSender, PostedRecord, WithPosted};
 pub use self::synth::SynthSource;
 
 /// Where a record sits in its source.

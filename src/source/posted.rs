@@ -7,7 +7,9 @@
 //! comes after every event posted before it; the ingest operator gives each its dataflow time and
 //! answers with that time.
 
-use std::sync::mpsc::{channel, Receiver, SendError, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 
 use super::{Arrival, EventSource, Poll, Position};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
@@ -43,23 +45,68 @@ pub enum PostedRecord {
 
 /// The server's end of the channel.
 #[derive(Clone, Debug)]
-pub struct PostSender(Sender<Vec<PostedRecord>>);
+pub struct PostSender {
+    sender: Sender<Vec<PostedRecord>>,
+    /// Records sent and not yet taken by the source, shared with the receiver.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// Why posted records were not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PostRefused {
+    /// The input has ended: nothing reads them any more.
+    Ended,
+    /// `limit` records wait already (the dataflow is behind): try again later.
+    Full {
+        /// The most records that may wait.
+        limit: usize,
+    },
+}
 
 impl PostSender {
-    /// Sends a request's records; fails once the input has ended (nothing reads them any more).
-    pub fn send(&self, records: Vec<PostedRecord>) -> Result<(), SendError<Vec<PostedRecord>>> {
-        self.0.send(records)
+    /// Sends a request's records, unless they would make more than the limit wait or the input
+    /// has ended.
+    pub fn send(&self, records: Vec<PostedRecord>) -> Result<(), PostRefused> {
+        let count = records.len();
+        let before = self.queued.fetch_add(count, Ordering::SeqCst);
+        if before > 0 && before + count > self.limit {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            // Nothing to send tells a full queue from one nobody reads any more.
+            return Err(match self.sender.send(Vec::new()) {
+                Ok(()) => PostRefused::Full { limit: self.limit },
+                Err(_) => PostRefused::Ended,
+            });
+        }
+        self.sender.send(records).map_err(|_| {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            PostRefused::Ended
+        })
     }
 }
 
 /// The reading worker's end of the channel.
 #[derive(Debug)]
-pub struct PostReceiver(Receiver<Vec<PostedRecord>>);
+pub struct PostReceiver {
+    receiver: Receiver<Vec<PostedRecord>>,
+    queued: Arc<AtomicUsize>,
+}
 
-/// A channel for posted events.
-pub fn post_channel() -> (PostSender, PostReceiver) {
-    let (tx, rx) = channel();
-    (PostSender(tx), PostReceiver(rx))
+impl PostReceiver {
+    /// The next request's records, if one is waiting.
+    fn take(&self) -> Option<Vec<PostedRecord>> {
+        let records = self.receiver.try_recv().ok()?;
+        self.queued.fetch_sub(records.len(), Ordering::SeqCst);
+        Some(records)
+    }
+}
+
+/// A channel for posted events on which at most `limit` records wait (a single larger request
+/// is taken when nothing waits, so the body limit alone bounds it).
+pub fn post_channel(limit: usize) -> (PostSender, PostReceiver) {
+    let (sender, receiver) = channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (PostSender { sender, queued: Arc::clone(&queued), limit }, PostReceiver { receiver, queued })
 }
 
 /// A source whose arrivals are followed by whatever was posted. Posted records go to lane 0,
@@ -94,7 +141,7 @@ impl WithPosted {
     fn drain(&mut self, out: &mut Vec<Arrival>) -> usize {
         let Some(posted) = &self.posted else { return 0 };
         let mut count = 0;
-        while let Ok(records) = posted.0.try_recv() {
+        while let Some(records) = posted.take() {
             for record in records {
                 let arrival = match record {
                     PostedRecord::Event { event, ts_given }
@@ -181,11 +228,31 @@ mod tests {
         PostedRecord::Event { event, ts_given: true }
     }
 
+    /// At most the limit of posted records wait; a request that would pass it is refused as
+    /// full (not as ended), and room comes back as the source takes what waits.
+    #[test]
+    fn the_posted_queue_is_bounded() {
+        let (sender, mut receiver) = post_channel(3);
+        let now = wall_clock_ms();
+        assert_eq!(sender.send(vec![posted(now), posted(now)]), Ok(()));
+        assert_eq!(sender.send(vec![posted(now), posted(now)]), Err(PostRefused::Full { limit: 3 }));
+        assert_eq!(sender.send(vec![posted(now)]), Ok(()));
+        assert_eq!(receiver.take().map(|records| records.len()), Some(2));
+        assert_eq!(sender.send(vec![posted(now), posted(now)]), Ok(()));
+        drop(receiver_ends(&mut receiver));
+        assert_eq!(sender.send(vec![posted(now)]), Err(PostRefused::Ended));
+    }
+
+    /// Drops the receiving end, as the source does when its input ends.
+    fn receiver_ends(receiver: &mut PostReceiver) -> PostReceiver {
+        std::mem::replace(receiver, post_channel(1).1)
+    }
+
     /// Posted events are read live even beside a replayed file: three stamped ten days from now
     /// are refused as `future` (in a replay they would confirm one another), one of now is not.
     #[test]
     fn posted_events_beyond_the_wall_clock_are_future() {
-        let (sender, receiver) = post_channel();
+        let (sender, receiver) = post_channel(100);
         let mut source = WithPosted::new(Box::new(Quiet), receiver, Some(3_600_000));
         let ahead = wall_clock_ms() + 10 * 86_400_000;
         sender.send(vec![posted(ahead), posted(ahead + 1), posted(ahead + 2), posted(wall_clock_ms())]).unwrap();
