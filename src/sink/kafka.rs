@@ -217,7 +217,8 @@ impl KafkaDestination {
 
     fn failed_delivery(&mut self, error: KafkaError, mut message: Outgoing) {
         let give_up = message.attempt + 1 >= MAX_ATTEMPTS;
-        if self.reports.due() || give_up {
+        // The first message given up is always told; the rest are counted at shutdown.
+        if self.reports.due() || (give_up && self.failure.is_none()) {
             let action = if give_up { "giving it up after repeated failures" } else { "sending it again" };
             eprintln!("recflow: {}: a message was not delivered: {error}; {action}", self.address);
         }

@@ -181,6 +181,11 @@ impl Broker {
         self.spawn();
     }
 
+    /// Kills the broker for good (until [`Broker::restart`]).
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
