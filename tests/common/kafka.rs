@@ -205,11 +205,19 @@ impl Broker {
 
     /// The number of messages `topic` has ever received: the sum of its partitions' end offsets.
     pub fn end_offsets(&self, topic: &str) -> i64 {
+        self.try_end_offsets(topic).unwrap()
+    }
+
+    /// [`Broker::end_offsets`], or the error of a broker that did not answer (a busy machine can
+    /// make one request fail).
+    pub fn try_end_offsets(&self, topic: &str) -> Result<i64, rdkafka::error::KafkaError> {
         let consumer = self.consumer();
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
-        (0..metadata.topics()[0].partitions().len() as i32)
-            .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).unwrap().1)
-            .sum()
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let mut sum = 0;
+        for p in 0..metadata.topics()[0].partitions().len() as i32 {
+            sum += consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?.1;
+        }
+        Ok(sum)
     }
 
     /// The end offset of one partition.
