@@ -32,6 +32,11 @@ use crate::metrics::Metrics;
 
 /// Deliveries of one message before it is given up, loudly.
 pub const MAX_ATTEMPTS: u32 = 10;
+/// librdkafka's `message.timeout.ms` unless the pipeline sets it: how long a message may take to
+/// be delivered, librdkafka's own retries included. A message that times out is given up at
+/// once (sending it again would only multiply the wait), so an output broker gone this long
+/// fails the run: in two minutes, not librdkafka's default five times ten attempts.
+const DELIVERY_TIMEOUT_MS: &str = "120000";
 /// How long shutdown waits for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -124,7 +129,8 @@ impl KafkaDestination {
         crate::kafka::ensure_topic(address, &config, partitions)
             .map_err(|e| SinkError::Open { destination: address.to_string(), message: e.message })?;
         config.set("enable.idempotence", "true");
-        for (key, default) in [("linger.ms", "5"), ("compression.type", "lz4")] {
+        let defaults = [("linger.ms", "5"), ("compression.type", "lz4"), ("message.timeout.ms", DELIVERY_TIMEOUT_MS)];
+        for (key, default) in defaults {
             if !options.contains_key(key) {
                 config.set(key, default);
             }
@@ -216,7 +222,8 @@ impl KafkaDestination {
     }
 
     fn failed_delivery(&mut self, error: KafkaError, mut message: Outgoing) {
-        let give_up = message.attempt + 1 >= MAX_ATTEMPTS;
+        let timed_out = matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        let give_up = timed_out || message.attempt + 1 >= MAX_ATTEMPTS;
         // The first message given up is always told; the rest are counted at shutdown.
         if self.reports.due() || (give_up && self.failure.is_none()) {
             let action = if give_up { "giving it up after repeated failures" } else { "sending it again" };
@@ -225,8 +232,10 @@ impl KafkaDestination {
         if give_up {
             // Never acknowledged: the sink's frontier stays before it.
             self.failed += 1;
-            self.failure
-                .get_or_insert_with(|| format!("a message was not delivered after {MAX_ATTEMPTS} attempts: {error}"));
+            self.failure.get_or_insert_with(|| match timed_out {
+                true => format!("a message was not delivered within message.timeout.ms: {error}"),
+                false => format!("a message was not delivered after {MAX_ATTEMPTS} attempts: {error}"),
+            });
         } else {
             self.metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
             message.attempt += 1;
