@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kafka::{final_from_topic, Broker, CSV_PIPELINE};
 use common::{final_by_key, parse_lines, recflow, run_ok, scratch_dir, wait_for_exit};
@@ -53,21 +53,6 @@ fn start_run(setup: &Setup, output: &str) -> Child {
         .unwrap()
 }
 
-/// Waits until `topic` holds at least one message: the run is mid-stream.
-fn wait_for_output(broker: &Broker, topic: &str, run: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match broker.try_end_offsets(topic) {
-            Ok(written) if written > 0 => return,
-            Ok(_) => {}
-            Err(e) => eprintln!("asking the broker for {topic}'s offsets failed ({e}); asking again"),
-        }
-        assert!(run.try_wait().unwrap().is_none(), "the run ended before writing anything");
-        assert!(Instant::now() < deadline, "no output within 120 s; broker log:\n{}", broker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn wait_for_success(mut run: Child, broker: &Broker) {
     let status = wait_for_exit(&mut run, Duration::from_secs(300));
     let mut stderr = String::new();
@@ -90,7 +75,7 @@ fn a_frozen_broker_delays_but_does_not_change_results() {
     let setup = setup("kafka-pause");
     let output = setup.broker.create_topic("recs", 1);
     let mut run = start_run(&setup, &output);
-    wait_for_output(&setup.broker, &output, &mut run);
+    setup.broker.wait_for_output(&output, &mut run);
     setup.broker.pause();
     // The broker stays frozen for several seconds while the run waits on it.
     std::thread::sleep(Duration::from_secs(4));
@@ -106,7 +91,7 @@ fn a_restarted_broker_is_reconnected_to() {
     let mut setup = setup("kafka-restart");
     let output = setup.broker.create_topic("recs", 1);
     let mut run = start_run(&setup, &output);
-    wait_for_output(&setup.broker, &output, &mut run);
+    setup.broker.wait_for_output(&output, &mut run);
     assert!(run.try_wait().unwrap().is_none(), "the broker restarts mid-stream");
     setup.broker.restart();
     wait_for_success(run, &setup.broker);
@@ -119,7 +104,7 @@ fn a_killed_pipeline_started_again_from_the_earliest_offsets_rebuilds_the_result
     let setup = setup("kafka-rerun");
     let output = setup.broker.create_topic("recs", 1);
     let mut run = start_run(&setup, &output);
-    wait_for_output(&setup.broker, &output, &mut run);
+    setup.broker.wait_for_output(&output, &mut run);
     run.kill().unwrap();
     run.wait().unwrap();
     // `start = "earliest"` is the default: the second run reads everything again.

@@ -4,26 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::kafka::{Broker, CSV_PIPELINE};
 use common::{recflow, run_ok, scratch_dir, wait_for_exit};
-
-/// Waits until `topic` holds at least one message: the run is mid-stream.
-fn wait_for_output(broker: &Broker, topic: &str, run: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match broker.try_end_offsets(topic) {
-            Ok(written) if written > 0 => return,
-            Ok(_) => {}
-            Err(e) => eprintln!("asking the broker for {topic}'s offsets failed ({e}); asking again"),
-        }
-        assert!(run.try_wait().unwrap().is_none(), "the run ended before writing anything");
-        assert!(Instant::now() < deadline, "no output within 120 s; broker log:\n{}", broker.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The output broker gone for longer than the delivery timeout: the run stops with a non-zero
 /// exit naming the Kafka output and why, instead of counting lost messages as written.
@@ -56,7 +41,7 @@ fn an_output_broker_that_stays_gone_fails_the_run() {
         .unwrap();
     let mut stdin = run.stdin.take().unwrap();
     std::io::Write::write_all(&mut stdin, first.as_bytes()).unwrap();
-    wait_for_output(&broker, &output, &mut run);
+    broker.wait_for_output(&output, &mut run);
     // The second half's results come after the broker is gone: they cannot be delivered.
     broker.stop();
     std::io::Write::write_all(&mut stdin, second.as_bytes()).unwrap();

@@ -130,18 +130,20 @@ fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A pipeline file in `dir`: the small world generated live at 2,000 events/s, served on a free
+/// loopback port with the further `[serve]` keys `serve`.
+fn live_world(dir: &std::path::Path, serve: &str) -> std::path::PathBuf {
+    let pipeline = dir.join("pipeline.toml");
+    let world = common::SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 2000");
+    std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n{serve}\n")).unwrap();
+    pipeline
+}
+
 #[test]
 fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
     let dir = scratch_dir("serve-live");
-    let pipeline = dir.join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "{}\n[serve]\naddr = \"127.0.0.1:0\"\ntoken_env = \"RECFLOW_TEST_TOKEN\"\nmax_body_bytes = 2048\nprogress_interval = \"200ms\"\n",
-            common::SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 2000")
-        ),
-    )
-    .unwrap();
+    let pipeline =
+        live_world(&dir, "token_env = \"RECFLOW_TEST_TOKEN\"\nmax_body_bytes = 2048\nprogress_interval = \"200ms\"");
     let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[("RECFLOW_TEST_TOKEN", "s3cret")]);
     assert_eq!(get(&run.url("/healthz")).0, 200);
 
@@ -335,15 +337,7 @@ fn two_processes_serve_the_answers_of_a_single_process_run() {
 #[test]
 fn subscribers_beyond_the_limit_are_told_to_come_back() {
     let dir = scratch_dir("serve-cap");
-    let pipeline = dir.join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "{}\n[serve]\naddr = \"127.0.0.1:0\"\nmax_subscribers = 2\nprogress_interval = \"100ms\"\n",
-            common::SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 2000")
-        ),
-    )
-    .unwrap();
+    let pipeline = live_world(&dir, "max_subscribers = 2\nprogress_interval = \"100ms\"");
     let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
     let first = subscribe(&run.url("/v1/subscribe"));
     let second = subscribe(&run.url("/v1/subscribe/hot-items"));

@@ -30,6 +30,20 @@ use crate::source::{ForgetRequest, PostRefused, PostedRecord};
 /// The `Retry-After` of a post refused because too many posted events wait, in seconds.
 const POST_RETRY_AFTER_S: u32 = 1;
 
+/// The answer to posted records the source would not take: 409 with `ended` once the input has
+/// ended, 503 with `Retry-After` while too many wait.
+fn refused_post(refused: PostRefused, ended: &str) -> ApiError {
+    match refused {
+        PostRefused::Ended => ApiError::new(StatusCode::CONFLICT, ended),
+        PostRefused::Full { limit } => ApiError::busy(
+            format!(
+                "{limit} posted records wait for the pipeline already (serve.max_queued_events); try again shortly"
+            ),
+            POST_RETRY_AFTER_S,
+        ),
+    }
+}
+
 /// An error answer: a status and a message for the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -373,18 +387,9 @@ async fn post_events(
         }
     }
     let accepted = posted.len() - rejected.len();
-    match sender.send(posted) {
-        Ok(()) => {}
-        Err(PostRefused::Ended) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; events can no longer be posted"));
-        }
-        Err(PostRefused::Full { limit }) => {
-            let message = format!(
-                "{limit} posted events wait for the pipeline already (serve.max_queued_events); try again shortly"
-            );
-            return Err(ApiError::busy(message, POST_RETRY_AFTER_S));
-        }
-    }
+    sender
+        .send(posted)
+        .map_err(|refused| refused_post(refused, "the input has ended; events can no longer be posted"))?;
     if rejected.is_empty() {
         Ok((StatusCode::OK, Json(json!({ "accepted": accepted }))))
     } else {
@@ -423,41 +428,23 @@ async fn forget_user(
         return Err(ApiError::bad_request("name a user: DELETE /v1/users/{user}"));
     };
     // `42` is the number and `"42"` the text: distinct users, as everywhere.
-    let ids = vec![id.clone()];
-    let mut replies = Vec::with_capacity(ids.len());
-    let requests = ids
-        .into_iter()
-        .map(|user| {
-            let (reply, answer) = oneshot::channel();
-            replies.push(answer);
-            PostedRecord::Forget(ForgetRequest { user, reply })
-        })
-        .collect();
-    match sender.send(requests) {
-        Ok(()) => {}
-        Err(PostRefused::Ended) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "the input has ended; nothing is read any more to forget"));
+    let (reply, answer) = oneshot::channel();
+    let request = PostedRecord::Forget(ForgetRequest { user: id.clone(), reply });
+    sender
+        .send(vec![request])
+        .map_err(|refused| refused_post(refused, "the input has ended; nothing is read any more to forget"))?;
+    let retracted_at: Millis = match tokio::time::timeout(FORGET_TAKEN_WITHIN, answer).await {
+        Ok(Ok(time)) => time,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "the input ended before the request was taken"));
         }
-        Err(PostRefused::Full { limit }) => {
-            let message = format!("{limit} posted records wait for the pipeline already; try again shortly");
-            return Err(ApiError::busy(message, POST_RETRY_AFTER_S));
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the pipeline did not take the request within 30 s; try again",
+            ));
         }
-    }
-    let mut retracted_at: Millis = 0;
-    for answer in replies {
-        match tokio::time::timeout(FORGET_TAKEN_WITHIN, answer).await {
-            Ok(Ok(time)) => retracted_at = retracted_at.max(time),
-            Ok(Err(_)) => {
-                return Err(ApiError::new(StatusCode::CONFLICT, "the input ended before the request was taken"));
-            }
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the pipeline did not take the request within 30 s; try again",
-                ));
-            }
-        }
-    }
+    };
     shared.forgets.fetch_add(1, Ordering::Relaxed);
     // Recommendations are re-scored once the similarity table has taken the retraction in.
     let complete = shared.refresh.map_or(retracted_at, |refresh| settled(retracted_at, refresh));

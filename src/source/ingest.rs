@@ -216,12 +216,17 @@ impl Given<'_> {
         self.records.push((Ingest::Dead(dead), self.now, 1));
     }
 
+    /// Dead-letters `event` as `future`.
+    fn future(&mut self, at: Position, event: &Event) {
+        let raw = serde_json::to_vec(event).unwrap_or_default();
+        self.dead_letter(self.reader.reject(at, RejectReason::Future, raw));
+    }
+
     /// Dead-letters the records a lane's hold gave up as `future`, and admits the others through
     /// the lane's clock (late ones are dead-lettered as `late`).
     fn settle(&mut self, settled: Settled<(Position, Event)>, clock: &mut EventClock, batch: &mut InFlight) {
         for (at, event) in settled.future {
-            let raw = serde_json::to_vec(&event).unwrap_or_default();
-            self.dead_letter(self.reader.reject(at, RejectReason::Future, raw));
+            self.future(at, &event);
         }
         for (at, event) in settled.admit {
             match clock.admit(event.ts) {
@@ -389,10 +394,7 @@ pub fn ingest<'scope>(
                             let (clock, hold) = (&mut lanes.clocks[at.lane], &mut lanes.holds[at.lane]);
                             lanes.last_arrival[at.lane] = batch.read_at;
                             match record {
-                                Ok(event) if beyond_wall_clock(event.ts, wall_bound) => {
-                                    let future = vec![(at, event)];
-                                    given.settle(Settled { future, admit: Vec::new() }, clock, &mut batch)
-                                }
+                                Ok(event) if beyond_wall_clock(event.ts, wall_bound) => given.future(at, &event),
                                 Ok(event) => given.settle(hold.arrive(clock, event.ts, (at, event)), clock, &mut batch),
                                 Err(dead) => given.dead_letter(dead),
                             }
@@ -403,12 +405,11 @@ pub fn ingest<'scope>(
                             }
                         }
                         if poll == Poll::Done {
-                            for (clock, hold) in lanes.clocks.iter_mut().zip(&mut lanes.holds) {
-                                let future = hold.give_up();
-                                if let Some(&(at, _)) = future.last() {
+                            for hold in &mut lanes.holds {
+                                for (at, event) in hold.give_up() {
+                                    given.future(at, &event);
                                     advance_position(&mut batch.positions, at);
                                 }
-                                given.settle(Settled { future, admit: Vec::new() }, clock, &mut batch);
                             }
                         }
                         for record in given.records {

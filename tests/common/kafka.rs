@@ -220,6 +220,22 @@ impl Broker {
         Ok(sum)
     }
 
+    /// Waits until `topic` holds at least one message while `run` goes on: the run is
+    /// mid-stream. A request the broker does not answer is asked again.
+    pub fn wait_for_output(&self, topic: &str, run: &mut std::process::Child) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.try_end_offsets(topic) {
+                Ok(written) if written > 0 => return,
+                Ok(_) => {}
+                Err(e) => eprintln!("asking the broker for {topic}'s offsets failed ({e}); asking again"),
+            }
+            assert!(run.try_wait().unwrap().is_none(), "the run ended before writing anything");
+            assert!(Instant::now() < deadline, "no output within 120 s; broker log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The end offset of one partition.
     pub fn high_watermark(&self, topic: &str, partition: i32) -> i64 {
         self.consumer().fetch_watermarks(topic, partition, Duration::from_secs(30)).unwrap().1

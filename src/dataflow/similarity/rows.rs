@@ -352,9 +352,10 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         if n_j <= 0 {
             continue;
         }
-        let candidate = (j, similarity(spec, both as f64 / unit, n_i, n_j));
+        let users_of_both = both as f64 / unit;
+        let candidate = (j, similarity(spec, users_of_both, n_i, n_j));
         if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less)
-            || !significant(spec, both as f64 / unit, n_i, n_j, population)
+            || !significant(spec, users_of_both, n_i, n_j, population)
         {
             continue;
         }
