@@ -21,6 +21,15 @@ impl Span {
         self.0
     }
 
+    /// Parses a span, or the keyword `word` (`None`), for settings such as `long_term = "all"`.
+    fn parse_or<'de, D: Deserializer<'de>>(deserializer: D, word: &str) -> Result<Option<Span>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim() == word {
+            return Ok(None);
+        }
+        Span::parse(&text).map(Some).map_err(|e| serde::de::Error::custom(format!("{e}, or `{word}`")))
+    }
+
     /// Parses `500ms`, `30s`, `5m`, `1h` or `7d`.
     pub fn parse(text: &str) -> Result<Span, String> {
         let text = text.trim();
@@ -455,12 +464,7 @@ impl FutureBound {
 
 impl<'de> Deserialize<'de> for FutureBound {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text.trim() == "off" {
-            Ok(FutureBound::Off)
-        } else {
-            Span::parse(&text).map(FutureBound::Ahead).map_err(|e| serde::de::Error::custom(format!("{e}, or `off`")))
-        }
+        Ok(Span::parse_or(deserializer, "off")?.map_or(FutureBound::Off, FutureBound::Ahead))
     }
 }
 
@@ -541,12 +545,7 @@ pub enum Horizon {
 
 impl<'de> Deserialize<'de> for Horizon {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text.trim() == "all" {
-            Ok(Horizon::All)
-        } else {
-            Span::parse(&text).map(Horizon::Retention).map_err(|e| serde::de::Error::custom(format!("{e}, or `all`")))
-        }
+        Ok(Span::parse_or(deserializer, "all")?.map_or(Horizon::All, Horizon::Retention))
     }
 }
 
