@@ -1,5 +1,6 @@
 //! Offsets belong to the pipeline: after a bounded run every partition's offset is committed to
 //! the consumer group (for lag tools), and `start = "committed"` picks up exactly where it left.
+//! A live run reports each partition's consumer lag: its end offset minus the committed offset.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use common::kafka::{unique_topic, Broker};
 use common::scratch_dir;
+use common::serve::{get, wait_for, Running};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -55,6 +57,15 @@ fn run_bounded(broker: &Broker, topic: &str, group: &str, start: StartFrom) -> u
 }
 
 fn committed(broker: &Broker, topic: &str, group: &str) -> Vec<i64> {
+    committed_if_any(broker, topic, group)
+        .iter()
+        .enumerate()
+        .map(|(partition, offset)| offset.unwrap_or_else(|| panic!("partition {partition} has no committed offset")))
+        .collect()
+}
+
+/// Each partition's committed offset, if the group has one.
+fn committed_if_any(broker: &Broker, topic: &str, group: &str) -> Vec<Option<i64>> {
     let consumer: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", broker.brokers()).set("group.id", group).create().unwrap();
     let mut partitions = TopicPartitionList::new();
@@ -65,8 +76,8 @@ fn committed(broker: &Broker, topic: &str, group: &str) -> Vec<i64> {
         .elements()
         .iter()
         .map(|e| match e.offset() {
-            Offset::Offset(n) => n,
-            other => panic!("partition {} has no committed offset: {other:?}", e.partition()),
+            Offset::Offset(n) => Some(n),
+            _ => None,
         })
         .collect()
 }
@@ -89,4 +100,37 @@ fn offsets_are_committed_after_the_results_and_resumed_from() {
     assert_eq!(committed(&broker, &topic, &group).iter().sum::<i64>(), 300);
     assert_eq!(run_bounded(&broker, &topic, &unique_topic("other"), StartFrom::Earliest), 300);
     assert_eq!(run_bounded(&broker, &topic, &group, StartFrom::Latest), 0);
+}
+
+#[test]
+fn a_live_run_reports_consumer_lag_from_its_own_commits() {
+    let broker = Broker::start();
+    let topic = broker.create_topic("lag", 2);
+    let group = unique_topic("group");
+    let dir = scratch_dir("lag");
+    let pipeline = dir.join("lag.toml");
+    let toml = format!(
+        "[source]\nformat = \"jsonl\"\n[source.kafka]\ngroup = \"{group}\"\n[hot_items]\nsize = \"1m\"\nslide = \"1m\"\n"
+    );
+    std::fs::write(&pipeline, toml).unwrap();
+    produce_events(&broker, &topic, 0, 200);
+    let run = Running::start(&pipeline, &["--input", &broker.address(&topic), "--serve", "127.0.0.1:0", "-q"], &[]);
+    // The lag the run reports must be the end of each partition minus what the group has
+    // committed, counting from the start of the partition while nothing is committed.
+    let lag_matches_the_broker = |least_committed: i64| {
+        let (_, status) = get(&run.url("/v1/status"));
+        let committed = committed_if_any(&broker, &topic, &group);
+        let reported: Vec<Option<i64>> =
+            (0..2).map(|p| status["kafka"]["consumer_lag"][p.to_string()].as_i64()).collect();
+        let expected: Vec<Option<i64>> =
+            (0..2).map(|p| Some(broker.high_watermark(&topic, p) - committed[p as usize].unwrap_or(0))).collect();
+        eprintln!("consumer lag {reported:?}, expected {expected:?}");
+        reported == expected && committed.iter().map(|c| c.unwrap_or(0)).sum::<i64>() >= least_committed
+    };
+    wait_for(60, "the lag of everything read, nothing committed yet", || lag_matches_the_broker(0));
+    // Later events complete the first ones' results, whose offsets are then committed.
+    produce_events(&broker, &topic, 1_000, 300);
+    wait_for(60, "the lag past the committed offsets", || lag_matches_the_broker(1));
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

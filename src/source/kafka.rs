@@ -7,7 +7,7 @@
 //! A bounded read (`--bounded`) looks up each partition's end offset at start and finishes a
 //! partition once it has read up to there.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -28,10 +28,41 @@ use crate::spec::{KafkaSourceSpec, SourceSpec, StartFrom};
 /// How often acknowledged offsets are committed while the stream runs.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Receives librdkafka's statistics (consumer lag per partition) and errors.
+/// Where a partition's consumer lag is counted from: the offset this run last committed or,
+/// before its first commit, the offset it started reading at.
+#[derive(Clone, Copy)]
+enum LagBase {
+    Offset(i64),
+    /// The partition's first offset, as librdkafka's statistics report it.
+    LowWatermark,
+    /// Reading starts at the end, an offset only known once something is committed.
+    Unknown,
+}
+
+/// Receives librdkafka's statistics and keeps the consumer lag per partition (end offset minus
+/// committed offset) in the metrics. The lag is computed here rather than taken from the
+/// statistics: librdkafka's own figure needs committed offsets it learns from the group, which
+/// it does not learn for partitions assigned by hand (and then reports the lag as unknown).
 struct SourceContext {
     topic: String,
     metrics: Arc<Metrics>,
+    lag_base: Mutex<HashMap<i32, LagBase>>,
+}
+
+impl SourceContext {
+    fn lag(&self, partition: i32, stats: &rdkafka::statistics::Partition) -> i64 {
+        // The last stable offset is the end for the default `isolation.level = read_committed`.
+        let end = if stats.ls_offset >= 0 { stats.ls_offset } else { stats.hi_offset };
+        let base = match self.lag_base.lock().unwrap_or_else(|e| e.into_inner()).get(&partition) {
+            Some(LagBase::Offset(n)) => Some(*n),
+            Some(LagBase::LowWatermark) => (stats.lo_offset >= 0).then_some(stats.lo_offset),
+            Some(LagBase::Unknown) | None => None,
+        };
+        match base {
+            Some(base) if end >= 0 => (end - base).max(0),
+            _ => -1,
+        }
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -39,7 +70,7 @@ impl ClientContext for SourceContext {
         if let Some(topic) = statistics.topics.get(&self.topic) {
             for (partition, stats) in &topic.partitions {
                 if *partition >= 0 && stats.desired {
-                    self.metrics.set_consumer_lag(*partition, stats.consumer_lag);
+                    self.metrics.set_consumer_lag(*partition, self.lag(*partition, stats));
                 }
             }
         }
@@ -111,7 +142,8 @@ impl KafkaSource {
                 config.set(key, default);
             }
         }
-        let context = SourceContext { topic: spec.topic.clone(), metrics: Arc::clone(&metrics) };
+        let context =
+            SourceContext { topic: spec.topic.clone(), metrics: Arc::clone(&metrics), lag_base: Mutex::default() };
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(context)
             .map_err(|e| KafkaSetupError::new(&address, format!("cannot create a consumer: {e}")))?;
@@ -140,6 +172,12 @@ impl KafkaSource {
                 (StartFrom::Committed, Some(n)) => Offset::Offset(n),
                 _ => Offset::Beginning,
             };
+            let base = match start {
+                Offset::Offset(n) => LagBase::Offset(n),
+                Offset::End => LagBase::Unknown,
+                _ => LagBase::LowWatermark,
+            };
+            consumer.context().lag_base.lock().unwrap_or_else(|e| e.into_inner()).insert(partition, base);
             assignment
                 .set_partition_offset(&spec.topic, partition, start)
                 .map_err(|e| KafkaSetupError::new(&address, format!("cannot set the start offset: {e}")))?;
@@ -211,8 +249,16 @@ impl KafkaSource {
         if offsets.count() == 0 {
             return;
         }
-        if let Err(e) = self.consumer.commit(&offsets, mode) {
-            self.report(&e);
+        match self.consumer.commit(&offsets, mode) {
+            Ok(()) => {
+                let mut bases = self.consumer.context().lag_base.lock().unwrap_or_else(|e| e.into_inner());
+                for committed in offsets.elements() {
+                    if let Offset::Offset(n) = committed.offset() {
+                        bases.insert(committed.partition(), LagBase::Offset(n));
+                    }
+                }
+            }
+            Err(e) => self.report(&e),
         }
         self.last_commit = Instant::now();
     }
