@@ -17,6 +17,12 @@ pub type Milli = i64;
 /// Scale of [`Milli`] values.
 pub const MILLI: i64 = 1_000;
 
+/// The largest magnitude of an event's `value` (a rating); decoders reject larger values as
+/// `bad_number`. With weights at most 1,000 and blend weights at most 1,000 this keeps one
+/// event's preference below 2^62 millionths, so no product overflows; sums of preferences are
+/// kept in 128 bits ([`crate::dataflow::preference`]).
+pub const MAX_VALUE: i64 = 1_000_000;
+
 /// A user or item identifier, kept as the user gave it.
 ///
 /// Integer identifiers compare as numbers, string identifiers as strings, and every integer sorts

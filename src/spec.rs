@@ -46,8 +46,15 @@ impl Span {
             "d" => 86_400_000,
             other => return Err(format!("`{text}` has unit `{other}`; use one of ms, s, m, h, d (for example `5m`)")),
         };
-        number.checked_mul(scale).map(Span).ok_or_else(|| format!("`{text}` is too long a duration"))
+        match number.checked_mul(scale) {
+            Some(ms) if ms <= Span::LONGEST.0 => Ok(Span(ms)),
+            _ => Err(format!("`{text}` is too long a duration; the longest is {}, 10,000 years", Span::LONGEST)),
+        }
     }
+
+    /// The longest duration (10,000 years): event times (at most the end of the year 9999) plus
+    /// a few durations stay far from the end of 64-bit milliseconds.
+    pub const LONGEST: Span = Span(3_650_000 * 86_400_000);
 }
 
 impl fmt::Display for Span {
@@ -486,6 +493,14 @@ pub struct Weights {
     /// nothing at or below the offset (0 counts every rating point).
     pub rating_offset: f64,
 }
+
+/// The largest action weight (`[weights]`); with [`crate::event::MAX_VALUE`] it bounds what one
+/// event can add to a preference.
+pub const MAX_WEIGHT: f64 = 1000.0;
+
+/// The largest number of seeds per user (`recommend.top_preferences`); with
+/// [`crate::dataflow::preference::MAX_SEED_WEIGHT`] it bounds every score.
+pub const MAX_SEEDS: usize = 10_000;
 
 impl Default for Weights {
     fn default() -> Self {
@@ -1122,11 +1137,17 @@ impl Pipeline {
             ("weights.fav", self.weights.fav),
             ("weights.buy", self.weights.buy),
             ("weights.rate", self.weights.rate),
-            ("weights.rating_offset", self.weights.rating_offset),
         ] {
-            if !(w.is_finite() && (0.0..=1_000_000.0).contains(&w)) {
-                return bad(key, format!("{w} is not a weight; use a number between 0 and 1000000"));
+            if !(w.is_finite() && (0.0..=MAX_WEIGHT).contains(&w)) {
+                return bad(key, format!("{w} is not a weight; use a number between 0 and {MAX_WEIGHT}"));
             }
+        }
+        let offset = self.weights.rating_offset;
+        if !(offset.is_finite() && (0.0..=crate::event::MAX_VALUE as f64).contains(&offset)) {
+            return bad(
+                "weights.rating_offset",
+                format!("{offset} is not a rating offset; use a number between 0 and {}", crate::event::MAX_VALUE),
+            );
         }
         if let Some(rec) = &self.recommend {
             if rec.k == 0 {
@@ -1155,8 +1176,8 @@ impl Pipeline {
             if rec.alpha == 0.0 && rec.beta == 0.0 {
                 return bad("recommend.alpha", "alpha and beta are both 0, so every preference is 0; raise one".into());
             }
-            if rec.top_preferences == 0 {
-                return bad("recommend.top_preferences", "must be at least 1".into());
+            if !(1..=MAX_SEEDS).contains(&rec.top_preferences) {
+                return bad("recommend.top_preferences", format!("must be between 1 and {MAX_SEEDS}"));
             }
             for (key, decay, example, alike) in [
                 ("recommend.recency_decay", rec.recency_decay, 0.8, "weights all seeds alike"),
@@ -1295,6 +1316,9 @@ mod tests {
         assert_eq!(Span::parse("250ms"), Ok(Span(250)));
         assert!(Span::parse("5 parsecs").unwrap_err().contains("unit"));
         assert!(Span::parse("m").is_err());
+        assert_eq!(Span::parse("3650000d"), Ok(Span::LONGEST));
+        assert!(Span::parse("3650001d").unwrap_err().contains("longest is 3650000d"));
+        assert!(Span::parse("99999999999999999999d").is_err());
         assert_eq!(Span(300_000).to_string(), "5m");
     }
 }

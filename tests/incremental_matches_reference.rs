@@ -474,3 +474,35 @@ fn far_future_timestamps_one_and_four_workers() {
         assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
     }
 }
+
+/// [`rated_lines`] on three items, every rating at or near the bound on values (±1,000,000):
+/// with the largest weights, ten ratings of one item sum past 64 bits.
+fn extreme_lines(seed: u64, count: usize) -> Vec<String> {
+    let mut rng = SplitMix::new(seed ^ 0xb16b00b5);
+    let values = ["1000000", "999999.999", "-1000000", "0.001"];
+    rated_lines(seed, count)
+        .into_iter()
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(',').map(String::from).collect();
+            fields[1] = (fields[1].len() % 3).to_string();
+            if fields.len() == 6 && fields[3] == "rate" {
+                fields[4] = values[rng.below(values.len() as u64) as usize].to_string();
+            }
+            fields.join(",")
+        })
+        .collect()
+}
+
+/// Values and weights at their bounds: preferences beyond 64 bits are summed exactly, seed with
+/// the largest seed weight, and rank as the reference says, on 1 and 4 workers.
+#[test]
+fn values_and_weights_at_their_bounds_one_and_four_workers() {
+    let toml = SLIDING.replace("alpha = 0.7", "alpha = 1000").replace("beta = 0.3", "beta = 1000")
+        + "\n[weights]\nrate = 1000\nview = 1000\n";
+    for seed in 130..132 {
+        let lines = extreme_lines(seed, 260);
+        let one = check_stream(RATED, &toml, &lines, seed, 1);
+        let four = check_stream(RATED, &toml, &lines, seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}

@@ -46,6 +46,23 @@ pub fn event_weight(weights: &Weights, event: &Event) -> Milli {
     weight.max(0)
 }
 
+/// The largest weight a preference carries into scoring, in millionths (a preference of 10^8):
+/// a larger preference still ranks above smaller ones but seeds with this weight. Each event
+/// adds less than 2^62 millionths to a preference (its value, weights and blend weights are
+/// bounded: [`crate::event::MAX_VALUE`], [`crate::spec::MAX_WEIGHT`]), preferences are summed in
+/// 128 bits, and with at most [`crate::spec::MAX_SEEDS`] seeds no score reaches 10^18.
+pub const MAX_SEED_WEIGHT: i64 = 100_000_000_000_000;
+
+/// A preference as the weight it seeds scores with: at most [`MAX_SEED_WEIGHT`].
+pub fn seed_weight(preference: i128) -> i64 {
+    preference.clamp(0, MAX_SEED_WEIGHT as i128) as i64
+}
+
+/// A 128-bit sum as 64 bits, saturating (for explanations of preferences beyond 64 bits).
+pub fn saturating_i64(sum: i128) -> i64 {
+    sum.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
 /// One user's touches in the long-term horizon: the event times of each item's touches, as a
 /// multiset (the same time may repeat).
 #[derive(Debug, Default)]

@@ -43,23 +43,27 @@ pub fn keep_best_by<T>(items: &mut Vec<T>, n: usize, order: impl Fn(&T, &T) -> s
 
 /// Adds `diff` to the count of `key`, dropping the entry at zero; returns the counts before and
 /// after.
-pub fn adjust<K: Hash + Eq>(counts: &mut HashMap<K, i64>, key: K, diff: i64) -> (i64, i64) {
+pub fn adjust<K: Hash + Eq, V>(counts: &mut HashMap<K, V>, key: K, diff: V) -> (V, V)
+where
+    V: Copy + Default + PartialEq + std::ops::AddAssign,
+{
+    let zero = V::default();
     let count = counts.entry(key);
     match count {
         std::collections::hash_map::Entry::Occupied(mut entry) => {
             let before = *entry.get();
             *entry.get_mut() += diff;
             let after = *entry.get();
-            if after == 0 {
+            if after == zero {
                 entry.remove();
             }
             (before, after)
         }
         std::collections::hash_map::Entry::Vacant(entry) => {
-            if diff != 0 {
+            if diff != zero {
                 entry.insert(diff);
             }
-            (0, diff)
+            (zero, diff)
         }
     }
 }

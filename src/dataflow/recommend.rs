@@ -36,7 +36,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Exchange};
 
 use super::popular::{popular_pool, PoolSpec};
-use super::preference::{decay_factors, Contribution, Touches};
+use super::preference::{decay_factors, saturating_i64, seed_weight, Contribution, Touches};
 use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::schedule::{Due, Inbox};
 use super::similarity::Neighbours;
@@ -202,9 +202,9 @@ pub fn recommendations<'scope>(
 #[derive(Default)]
 struct UserState {
     /// Blended preference per item, in millionths (without session parts).
-    preferences: HashMap<Id, i64>,
+    preferences: HashMap<Id, i128>,
     /// The short-term part of each preference (kept only for explanations).
-    short_term: HashMap<Id, i64>,
+    short_term: HashMap<Id, i128>,
     /// With session windows: the user's recent events by time, `(item, short-term part)`.
     session_events: BTreeMap<u64, Vec<(Id, i64)>>,
     /// The last event time the session timers were set for.
@@ -222,8 +222,8 @@ struct UserState {
 impl UserState {
     /// The short-term parts of the user's current session at `now`, per item (empty when the
     /// session has closed).
-    fn session_preferences(&self, sessions: &Sessions, now: Time) -> HashMap<Id, i64> {
-        let mut parts: HashMap<Id, i64> = HashMap::default();
+    fn session_preferences(&self, sessions: &Sessions, now: Time) -> HashMap<Id, i128> {
+        let mut parts: HashMap<Id, i128> = HashMap::default();
         let Some(&last) = self.session_events.keys().next_back() else { return parts };
         if now >= sessions.close_time(last) {
             return parts;
@@ -234,7 +234,7 @@ impl UserState {
                 break;
             }
             for (item, part) in events {
-                *parts.entry(item.clone()).or_default() += part;
+                *parts.entry(item.clone()).or_default() += *part as i128;
             }
             later = ts;
         }
@@ -275,7 +275,7 @@ impl UserState {
     }
 
     /// The user's seeds under `seeding`, with their weights.
-    fn seeds(&self, seeding: &Seeding, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
+    fn seeds(&self, seeding: &Seeding, session: &HashMap<Id, i128>) -> Vec<(Id, i64)> {
         match seeding.rule {
             Seeds::Preference => self.top_preferences(seeding.count, session),
             Seeds::Recent => self.recent_preferences(seeding, session),
@@ -283,15 +283,15 @@ impl UserState {
     }
 
     /// The `seeding.count` most recently touched items with a positive preference (latest touch
-    /// desc, item asc), session parts included, each weighted by its preference times
-    /// `decay^r` for the `r`-th most recent.
-    fn recent_preferences(&self, seeding: &Seeding, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
-        let mut combined: HashMap<&Id, i64> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
+    /// desc, item asc), session parts included, each weighted by its preference (at most
+    /// [`super::preference::MAX_SEED_WEIGHT`]) times `decay^r` for the `r`-th most recent.
+    fn recent_preferences(&self, seeding: &Seeding, session: &HashMap<Id, i128>) -> Vec<(Id, i64)> {
+        let mut combined: HashMap<&Id, i128> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
         for (item, part) in session {
             *combined.entry(item).or_default() += part;
         }
         let latest = |item: &Id| self.touches.latest(item).unwrap_or(0);
-        let mut ranked: Vec<(std::cmp::Reverse<u64>, &Id, i64)> = combined
+        let mut ranked: Vec<(std::cmp::Reverse<u64>, &Id, i128)> = combined
             .into_iter()
             .filter(|(_, p)| *p > 0)
             .map(|(item, p)| (std::cmp::Reverse(latest(item)), item, p))
@@ -300,35 +300,40 @@ impl UserState {
         ranked
             .into_iter()
             .zip(&seeding.recency)
-            .map(|((_, item, p), factor)| (item.clone(), score_term(p, *factor)))
+            .map(|((_, item, p), factor)| (item.clone(), score_term(seed_weight(p), *factor)))
             .filter(|(_, weight)| *weight > 0)
             .collect()
     }
 
     /// The `m` items with the highest positive preference (preference desc, item asc), session
-    /// parts included.
-    fn top_preferences(&self, m: usize, session: &HashMap<Id, i64>) -> Vec<(Id, i64)> {
-        let mut ranked: Vec<(i64, &Id)> = if session.is_empty() {
+    /// parts included, each weighted by its preference (at most
+    /// [`super::preference::MAX_SEED_WEIGHT`]).
+    fn top_preferences(&self, m: usize, session: &HashMap<Id, i128>) -> Vec<(Id, i64)> {
+        let mut ranked: Vec<(i128, &Id)> = if session.is_empty() {
             self.preferences.iter().filter(|(_, p)| **p > 0).map(|(item, p)| (-p, item)).collect()
         } else {
-            let mut combined: HashMap<&Id, i64> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
+            let mut combined: HashMap<&Id, i128> = self.preferences.iter().map(|(item, p)| (item, *p)).collect();
             for (item, part) in session {
                 *combined.entry(item).or_default() += part;
             }
             combined.into_iter().filter(|(_, p)| *p > 0).map(|(item, p)| (-p, item)).collect()
         };
         keep_best(&mut ranked, m);
-        ranked.into_iter().map(|(negated, item)| (item.clone(), -negated)).collect()
+        ranked.into_iter().map(|(negated, item)| (item.clone(), seed_weight(-negated))).collect()
     }
 }
 
 /// Adds `diff` to a counter; whether it crossed zero (appeared or vanished).
-fn add(map: &mut HashMap<Id, i64>, key: &Id, diff: i64) -> bool {
-    if diff == 0 {
+fn add<V>(map: &mut HashMap<Id, V>, key: &Id, diff: V) -> bool
+where
+    V: Copy + Default + PartialEq + std::ops::AddAssign,
+{
+    let zero = V::default();
+    if diff == zero {
         return false;
     }
     let (before, after) = adjust(map, key.clone(), diff);
-    (before == 0) != (after == 0)
+    (before == zero) != (after == zero)
 }
 
 type UserUpdates<'scope> = timely::dataflow::Stream<'scope, Time, Vec<(UserInput, Time, isize)>>;
@@ -371,9 +376,10 @@ fn score_users(
                             }
                             UserInput::Contribution(user, part) => {
                                 let state = users.entry(user.clone()).or_default();
-                                add(&mut state.preferences, &part.item, part.preference * diff as i64);
+                                // In 128 bits: a consolidated update may repeat one large part.
+                                add(&mut state.preferences, &part.item, part.preference as i128 * diff as i128);
                                 if explain {
-                                    add(&mut state.short_term, &part.item, part.short * diff as i64);
+                                    add(&mut state.short_term, &part.item, part.short as i128 * diff as i128);
                                 }
                                 let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
                                 if let (Seeds::Recent, Some(ts)) = (scoring.seeding.rule, part.touch) {
@@ -458,12 +464,18 @@ type Pool = BTreeMap<(usize, Id, i64), isize>;
 /// The score the popularity prior gives an item with `count` events when the pool's top item has
 /// `top`, for a user whose seed weights sum to `seed_weight`: `prior * seed_weight * count / top`,
 /// the prior in thousandths.
+/// The term is at most [`MAX_PRIOR_TERM`].
 pub fn prior_term(prior: i64, seed_weight: i64, count: i64, top: i64) -> i64 {
     if top <= 0 {
         return 0;
     }
-    (prior as i128 * seed_weight as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128)) as i64
+    let term = prior as i128 * seed_weight as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128);
+    term.clamp(0, MAX_PRIOR_TERM as i128) as i64
 }
+
+/// The largest popularity-prior term (2^61): with similarity scores below 10^18
+/// ([`super::preference::MAX_SEED_WEIGHT`]), no score reaches 2^62.
+pub const MAX_PRIOR_TERM: i64 = 1 << 61;
 
 /// `score` less `long_tail * count / top` of it (`long_tail` in thousandths): the long-tail
 /// demotion of a popular item with `count` events when the pool's top item has `top`.
@@ -516,7 +528,7 @@ fn rank_for_user(
     similar: &HashMap<Id, Neighbours>,
     pool: &Pool,
     scoring: &Scoring,
-    explain: Option<&HashMap<Id, i64>>,
+    explain: Option<&HashMap<Id, i128>>,
 ) -> Vec<RecItem> {
     if state.seeds.is_empty() {
         return Vec::new();
@@ -534,9 +546,9 @@ fn rank_for_user(
     }
     let top = pool.keys().next().map_or(0, |(_, _, count)| *count);
     if scoring.prior > 0 {
-        let seed_weight: i64 = state.seeds.iter().map(|(_, weight)| weight).sum();
+        let seed_weights: i64 = state.seeds.iter().map(|(_, weight)| weight).sum();
         for (_, item, count) in pool.keys() {
-            scores.entry(item).or_default().1 += prior_term(scoring.prior, seed_weight, *count, top);
+            scores.entry(item).or_default().1 += prior_term(scoring.prior, seed_weights, *count, top);
         }
     }
     if scoring.long_tail > 0 {
@@ -584,7 +596,7 @@ fn rank_for_user(
 fn because(
     state: &UserState,
     similar: &HashMap<Id, Neighbours>,
-    session: &HashMap<Id, i64>,
+    session: &HashMap<Id, i128>,
     item: &Id,
 ) -> Vec<Because> {
     let mut reasons: Vec<Because> = state
@@ -598,8 +610,8 @@ fn because(
             let preference = state.preferences.get(seed).copied().unwrap_or(0) + session;
             Some(Because {
                 item: seed.clone(),
-                short_term,
-                long_term: preference - short_term,
+                short_term: saturating_i64(short_term),
+                long_term: saturating_i64(preference - short_term),
                 similarity,
                 contribution: score_term(*weight, similarity),
             })

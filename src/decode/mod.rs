@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bincode::Options;
 
-use crate::event::{Action, Event, Id, Milli, Millis, RejectReason};
+use crate::event::{Action, Event, Id, Milli, Millis, RejectReason, MAX_VALUE, MILLI};
 use crate::spec::{Format, Payload, SourceSpec, TimeUnit};
 
 pub use self::csv::ColumnLayout;
@@ -107,6 +107,7 @@ impl Decoder {
                     .map_err(|e| RejectReason::Malformed(format!("not a bincode event: {e}")))?;
                 let scale = self.rules.unit.scale();
                 self.rules.timestamp(event.ts / scale)?;
+                bounded_value_milli(event.value)?;
                 Ok(event)
             }
             _ => match std::str::from_utf8(record) {
@@ -166,11 +167,23 @@ fn parse_value_text(text: &str) -> Result<Option<Milli>, RejectReason> {
 }
 
 fn value_milli(v: f64) -> Result<Milli, RejectReason> {
-    if v.is_finite() && v.abs() <= 1e12 {
-        Ok((v * crate::event::MILLI as f64).round() as Milli)
+    if v.is_finite() && v.abs() <= MAX_VALUE as f64 {
+        Ok((v * MILLI as f64).round() as Milli)
     } else {
-        Err(RejectReason::BadNumber(format!("value {v} is not a finite number of reasonable size")))
+        Err(value_out_of_bounds(v))
     }
+}
+
+/// A value decoded in thousandths (from a binary payload) within `±MAX_VALUE`.
+fn bounded_value_milli(value: Option<Milli>) -> Result<Option<Milli>, RejectReason> {
+    match value {
+        Some(v) if v.unsigned_abs() > (MAX_VALUE * MILLI) as u64 => Err(value_out_of_bounds(v as f64 / MILLI as f64)),
+        _ => Ok(value),
+    }
+}
+
+fn value_out_of_bounds(v: f64) -> RejectReason {
+    RejectReason::BadNumber(format!("value {v} is outside the bound on values, ±{MAX_VALUE}"))
 }
 
 #[cfg(test)]
@@ -200,6 +213,38 @@ mod tests {
         assert!(matches!(d.decode("1,2,3,pv,abc"), Err(RejectReason::BadNumber(_))));
         assert!(matches!(d.decode(",2,3,pv,5"), Err(RejectReason::MissingField(f)) if f == "user"));
         assert!(matches!(d.decode("1,2,3,pv,999999999999999"), Err(RejectReason::TimestampOutOfRange(_))));
+    }
+
+    #[test]
+    fn values_beyond_the_bound_are_bad_numbers_naming_it() {
+        let spec = SourceSpec {
+            columns: ["user", "item", "action", "value", "ts"].map(String::from).to_vec(),
+            ..SourceSpec::default()
+        };
+        let d = Decoder::new(&spec);
+        assert_eq!(d.decode("1,2,rate,-1000000,5").unwrap().value, Some(-MAX_VALUE * MILLI));
+        for text in ["1000000.001", "-2e6", "1e300", "inf", "NaN"] {
+            let Err(RejectReason::BadNumber(why)) = d.decode(&format!("1,2,rate,{text},5")) else {
+                panic!("value {text} is accepted")
+            };
+            assert!(why.contains("±1000000"), "{why}");
+        }
+        let json = Decoder::new(&SourceSpec { format: Format::Jsonl, ..SourceSpec::default() });
+        let line = r#"{"user":1,"item":2,"action":"rate","value":1e7,"ts":5}"#;
+        assert!(matches!(json.decode(line), Err(RejectReason::BadNumber(_))));
+        let bincode = Decoder::for_payload(&SourceSpec::default(), Payload::Bincode);
+        let event = |value| Event {
+            user: Id::Num(1),
+            item: Id::Num(2),
+            category: None,
+            action: Action::Rate,
+            value,
+            ts: 5_000,
+        };
+        let encode = |e: &Event| bincode::DefaultOptions::new().with_fixint_encoding().serialize(e).unwrap();
+        assert!(bincode.decode_bytes(&encode(&event(Some(MAX_VALUE * MILLI)))).is_ok());
+        let too_large = bincode.decode_bytes(&encode(&event(Some(i64::MAX))));
+        assert!(matches!(too_large, Err(RejectReason::BadNumber(_))), "{too_large:?}");
     }
 
     #[test]

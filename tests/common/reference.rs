@@ -118,7 +118,8 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
     let tick = pipeline.time.tick.millis();
     let alpha = (spec.alpha * 1000.0).round() as i64;
     let beta = (spec.beta * 1000.0).round() as i64;
-    let mut preference: BTreeMap<(Id, Id), i64> = BTreeMap::new();
+    // Summed in 128 bits: no sum of accepted events overflows.
+    let mut preference: BTreeMap<(Id, Id), i128> = BTreeMap::new();
     let mut excluded: BTreeSet<(Id, Id)> = BTreeSet::new();
     // The latest touch of each (user, item) in the long-term horizon, for recent seeds.
     let mut latest: BTreeMap<(Id, Id), u64> = BTreeMap::new();
@@ -135,13 +136,13 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
                 None
             }
         };
-        let mut p = 0;
+        let mut p: i128 = 0;
         if short_end.is_some_and(|end| end > at) {
-            p += alpha * w;
+            p += (alpha * w) as i128;
         }
         let long = in_horizon(spec.long_term, event.ts, tick, at);
         if long {
-            p += beta * w;
+            p += (beta * w) as i128;
             let touch = latest.entry(key.clone()).or_insert(event.ts);
             *touch = (*touch).max(event.ts);
         }
@@ -168,25 +169,29 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
                 if later - ts >= gap {
                     break;
                 }
-                *preference.entry((user.clone(), item)).or_default() += alpha * w;
+                *preference.entry((user.clone(), item)).or_default() += (alpha * w) as i128;
                 later = ts;
             }
         }
     }
-    let mut inputs: BTreeMap<Id, Inputs> = BTreeMap::new();
+    let mut preferred: BTreeMap<Id, Vec<(Id, i128)>> = BTreeMap::new();
     for ((user, item), p) in preference {
         if p > 0 {
-            inputs.entry(user).or_default().0.push((item, p));
+            preferred.entry(user).or_default().push((item, p));
         }
     }
+    let mut inputs: BTreeMap<Id, Inputs> = BTreeMap::new();
     for (user, item) in excluded {
         inputs.entry(user).or_default().1.insert(item);
     }
-    for (user, (seeds, _)) in inputs.iter_mut() {
-        match spec.seeds {
+    // A preference seeds with a weight of at most 10^14 millionths (ranking by the whole sum).
+    let seed_weight = |p: i128| p.min(100_000_000_000_000) as i64;
+    for (user, mut seeds) in preferred {
+        let weighted: Vec<(Id, i64)> = match spec.seeds {
             Seeds::Preference => {
                 seeds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 seeds.truncate(spec.top_preferences);
+                seeds.into_iter().map(|(item, p)| (item, seed_weight(p))).collect()
             }
             Seeds::Recent => {
                 let touched = |item: &Id| latest.get(&(user.clone(), item.clone())).copied().unwrap_or(0);
@@ -195,13 +200,16 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
                 // The r-th most recent weighs decay^r (millionths, rounded down at every step).
                 let decay = (spec.recency_decay * 1000.0).round() as i64;
                 let mut factor: i64 = 1_000_000;
-                for (_, p) in seeds.iter_mut() {
-                    *p = ((*p as i128 * factor as i128) / 1_000_000) as i64;
+                let mut weighted = Vec::new();
+                for (item, p) in seeds {
+                    weighted.push((item, ((seed_weight(p) as i128 * factor as i128) / 1_000_000) as i64));
                     factor = factor * decay / 1000;
                 }
-                seeds.retain(|(_, p)| *p > 0);
+                weighted.retain(|(_, p)| *p > 0);
+                weighted
             }
-        }
+        };
+        inputs.entry(user).or_default().0 = weighted;
     }
     inputs
 }
@@ -484,7 +492,9 @@ fn rank(k: usize, rules: Rules, (seeds, excluded): &Inputs, (neighbours, pool): 
         let total: i128 = seeds.iter().map(|(_, p)| *p as i128).sum();
         let top = pool.first().map_or(1, |(c, _)| *c as i128);
         for (count, item) in pool {
-            score.entry(item.clone()).or_default().1 += (prior as i128 * total * *count as i128 / (top * 1000)) as i64;
+            // The prior's term is at most 2^61.
+            let term = (prior as i128 * total * *count as i128 / (top * 1000)).min(1 << 61);
+            score.entry(item.clone()).or_default().1 += term as i64;
         }
     }
     if rules.long_tail > 0 {
