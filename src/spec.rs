@@ -889,6 +889,12 @@ pub struct ServeSpec {
     pub max_subscribers: usize,
     /// Posted events waiting for the pipeline, at most; a post beyond gets 503 with `Retry-After`.
     pub max_queued_events: usize,
+    /// HTTP connections open at once, at most (subscriptions included); one beyond gets 503 with
+    /// `Retry-After` and is closed.
+    pub max_connections: usize,
+    /// How long a client has to send a request's whole head (request line and headers) once the
+    /// server waits for it; also how long an idle keep-alive connection stays open.
+    pub header_timeout: Span,
 }
 
 /// The address `--serve` and `[serve]` listen on unless told otherwise: loopback only.
@@ -910,6 +916,8 @@ impl Default for ServeSpec {
             allow_unauthenticated: false,
             max_subscribers: 10_000,
             max_queued_events: 100_000,
+            max_connections: 11_000,
+            header_timeout: Span(10_000),
         }
     }
 }
@@ -964,6 +972,21 @@ impl ServeSpec {
         }
         if self.max_subscribers == 0 {
             return bad("serve.max_subscribers", "must be at least 1, such as 10000".into());
+        }
+        if self.max_connections <= self.max_subscribers {
+            return bad(
+                "serve.max_connections",
+                format!(
+                    "{} leaves no connection for queries once serve.max_subscribers ({}) subscribe; \
+                     raise it above that, such as {}",
+                    self.max_connections,
+                    self.max_subscribers,
+                    self.max_subscribers + 1000
+                ),
+            );
+        }
+        if self.header_timeout.millis() == 0 {
+            return bad("serve.header_timeout", "must be positive, such as \"10s\"".into());
         }
         if !(1..=1_000_000).contains(&self.client_buffer) {
             return bad("serve.client_buffer", "must lie between 1 and 1000000, such as 1024".into());

@@ -56,6 +56,8 @@ fn unknown_and_invalid_keys_are_named() {
         ("[hot_items]\n[serve]\ntoken = \"a\"\ntoken_env = \"T\"", "serve.token"),
         ("[hot_items]\n[serve]\ntoken = \" \"", "serve.token"),
         ("[hot_items]\n[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
+        ("[hot_items]\n[serve]\nmax_connections = 100\nmax_subscribers = 100", "serve.max_connections"),
+        ("[hot_items]\n[serve]\nheader_timeout = \"0s\"", "serve.header_timeout"),
         ("[hot_items]\n[serve]\nclient_buffer = 0", "serve.client_buffer"),
         ("[hot_items]\n[serve]\nclient_buffer = 9999999999", "serve.client_buffer"),
         ("[hot_items]\n[serve]\nprogress_interval = \"0s\"", "serve.progress_interval"),

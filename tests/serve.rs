@@ -362,3 +362,79 @@ fn subscribers_beyond_the_limit_are_told_to_come_back() {
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Opens a connection that starts a request and never finishes its headers.
+fn slow_client(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (end of stream or reset) within `secs`.
+fn closed_by_server(stream: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(secs))).unwrap();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_and_connections_beyond_the_cap_are_refused() {
+    let dir = scratch_dir("serve-slow");
+    let pipeline = live_world(&dir, "max_subscribers = 5\nmax_connections = 150\nheader_timeout = \"2s\"");
+    let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
+    let addr = run.url("").trim_start_matches("http://").to_string();
+
+    // A hundred clients sending their headers too slowly do not stop point queries or results.
+    let mut slow: Vec<std::net::TcpStream> = (0..100).map(|_| slow_client(&addr)).collect();
+    assert_eq!(get(&run.url("/healthz")).0, 200, "point queries go on beside slow clients");
+    let updates = subscribe(&run.url("/v1/subscribe"));
+    receive_until(&updates, 30, "changes beside slow clients", |seen| seen.iter().any(|(e, _)| e == "change"));
+    drop(updates);
+
+    // Filling every connection: the next one gets 503 and is told when to come back.
+    slow.extend((0..50).map(|_| slow_client(&addr)));
+    let refused = wait_until_refused(&run);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let body = refused.into_string().unwrap();
+    assert!(body.contains("serve.max_connections"), "{body}");
+
+    // Every slow client is cut off once its headers are overdue, and the places are free again.
+    for stream in &mut slow {
+        assert!(closed_by_server(stream, 30), "a client that never finished its headers is closed");
+    }
+    wait_for(30, "connections are served again", || get(&run.url("/healthz")).0 == 200);
+
+    // An idle keep-alive connection is closed too.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    assert!(closed_by_server(&mut idle, 30), "an idle keep-alive connection is closed");
+    let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
+    assert!(!metrics.contains("recflow_http_connections_refused_total 0\n"), "{metrics}");
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The 503 a request gets while every connection is taken (waiting for the server to have
+/// accepted the connections that fill it).
+fn wait_until_refused(run: &Running) -> ureq::Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match ureq::AgentBuilder::new().build().get(&run.url("/healthz")).call() {
+            Err(ureq::Error::Status(503, response)) => return response,
+            other => {
+                let status = other.map(|r| r.status());
+                assert!(std::time::Instant::now() < deadline, "no 503 at the connection cap: {status:?}");
+                std::thread::park_timeout(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}

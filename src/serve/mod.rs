@@ -14,6 +14,7 @@
 //! [`crate::status`] document) and `GET /`, the live dashboard ([`dashboard`]).
 
 pub mod bench;
+pub mod connections;
 pub mod dashboard;
 pub mod routes;
 pub mod state;
@@ -112,6 +113,8 @@ pub struct Shared {
     progressed: tokio::sync::Notify,
     /// Forget requests taken.
     forgets: std::sync::atomic::AtomicU64,
+    /// HTTP connections open and refused.
+    connections: Arc<connections::ConnectionCounts>,
     metrics: Arc<Metrics>,
     settings: Settings,
     inlets: Inlets,
@@ -208,6 +211,7 @@ impl Server {
             subscribers: AtomicUsize::new(0),
             progressed: tokio::sync::Notify::new(),
             forgets: std::sync::atomic::AtomicU64::new(0),
+            connections: Arc::default(),
             metrics,
             settings: Settings {
                 token,
@@ -250,6 +254,11 @@ impl Server {
             .build()
             .map_err(ServeError::Start)?;
         let app = routes::router(Arc::clone(&shared));
+        let limits = connections::ConnectionLimits {
+            max_connections: spec.max_connections,
+            header_timeout: Duration::from_millis(spec.header_timeout.millis()),
+        };
+        let counts = Arc::clone(&shared.connections);
         let applier = Arc::clone(&shared);
         let sampler = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -270,11 +279,7 @@ impl Server {
                         }
                     };
                     tokio::select! {
-                        result = axum::serve(listener, app) => {
-                            if let Err(e) = result {
-                                eprintln!("recflow: serve: {e}");
-                            }
-                        }
+                        _ = connections::serve(listener, app, limits, counts) => {}
                         _ = shutdown_rx => {}
                     }
                 });

@@ -605,6 +605,18 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         &one(shared.subscribers.load(Ordering::Relaxed) as f64),
     );
     metric(
+        "recflow_http_connections",
+        "gauge",
+        "Open HTTP connections.",
+        &one(shared.connections.open.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "recflow_http_connections_refused_total",
+        "counter",
+        "Connections refused with 503 beyond serve.max_connections.",
+        &one(shared.connections.refused.load(Ordering::Relaxed) as f64),
+    );
+    metric(
         "recflow_forget_requests_total",
         "counter",
         "Users forgotten through DELETE /v1/users/{user}.",
