@@ -864,6 +864,12 @@ pub struct ServeSpec {
     pub token: Option<String>,
     /// Name of an environment variable holding the bearer token, instead of `token`.
     pub token_env: Option<String>,
+    /// Bearer token required by reading endpoints (`/v1/...` queries and subscriptions,
+    /// explanations included, `/v1/status`, `/metrics`), which also take `token`; none: reads
+    /// are open. `/healthz` and the dashboard page itself are always open.
+    pub read_token: Option<String>,
+    /// Name of an environment variable holding the read token, instead of `read_token`.
+    pub read_token_env: Option<String>,
     /// Largest accepted request body, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Update batches buffered per subscriber; a subscriber further behind is told it lagged and
@@ -906,6 +912,8 @@ impl Default for ServeSpec {
             addr: DEFAULT_SERVE_ADDR.into(),
             token: None,
             token_env: None,
+            read_token: None,
+            read_token_env: None,
             max_body_bytes: 1 << 20,
             client_buffer: 1024,
             progress_interval: Span(1_000),
@@ -941,17 +949,22 @@ impl ServeSpec {
                 format!("`{}` is not an address; write IP:PORT, such as \"{DEFAULT_SERVE_ADDR}\"", self.addr),
             );
         }
-        match (&self.token, &self.token_env) {
-            (Some(_), Some(_)) => {
-                return bad("serve.token", "set either token or token_env, not both".into());
+        for (key, token, token_env, example) in [
+            ("serve.token", &self.token, &self.token_env, "RECFLOW_TOKEN"),
+            ("serve.read_token", &self.read_token, &self.read_token_env, "RECFLOW_READ_TOKEN"),
+        ] {
+            match (token, token_env) {
+                (Some(_), Some(_)) => {
+                    return bad(key, format!("set either {key} or {key}_env, not both"));
+                }
+                (Some(token), None) if token.trim().is_empty() => {
+                    return bad(key, "is empty; remove it to need no token, or set a secret".into());
+                }
+                (None, Some(name)) if name.trim().is_empty() || name.contains('=') => {
+                    return bad(&format!("{key}_env"), format!("name an environment variable, such as \"{example}\""));
+                }
+                _ => {}
             }
-            (Some(token), None) if token.trim().is_empty() => {
-                return bad("serve.token", "is empty; remove it to need no token, or set a secret".into());
-            }
-            (None, Some(name)) if name.trim().is_empty() || name.contains('=') => {
-                return bad("serve.token_env", "name an environment variable, such as \"RECFLOW_TOKEN\"".into());
-            }
-            _ => {}
         }
         if !is_loopback(&self.addr) && self.token.is_none() && self.token_env.is_none() && !self.allow_unauthenticated {
             return bad(
@@ -1007,14 +1020,24 @@ impl ServeSpec {
 
     /// The bearer token: `token`, or the value of the variable `token_env` names.
     pub fn resolve_token(&self) -> Result<Option<String>, String> {
-        match (&self.token, &self.token_env) {
-            (Some(token), _) => Ok(Some(token.clone())),
-            (None, Some(name)) => match std::env::var(name) {
-                Ok(token) if !token.trim().is_empty() => Ok(Some(token)),
-                _ => Err(format!("serve.token_env names {name}, which is not set or empty")),
-            },
-            (None, None) => Ok(None),
-        }
+        resolve("serve.token_env", &self.token, &self.token_env)
+    }
+
+    /// The read token, from `read_token` or the variable `read_token_env` names.
+    pub fn resolve_read_token(&self) -> Result<Option<String>, String> {
+        resolve("serve.read_token_env", &self.read_token, &self.read_token_env)
+    }
+}
+
+/// A secret given in the file or through the environment variable `env` names (`key`).
+fn resolve(key: &str, given: &Option<String>, env: &Option<String>) -> Result<Option<String>, String> {
+    match (given, env) {
+        (Some(token), _) => Ok(Some(token.clone())),
+        (None, Some(name)) => match std::env::var(name) {
+            Ok(token) if !token.trim().is_empty() => Ok(Some(token)),
+            _ => Err(format!("{key} names {name}, which is not set or empty")),
+        },
+        (None, None) => Ok(None),
     }
 }
 

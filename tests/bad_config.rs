@@ -55,6 +55,8 @@ fn unknown_and_invalid_keys_are_named() {
         ("[hot_items]\n[serve]\naddr = \"localhost\"", "serve.addr"),
         ("[hot_items]\n[serve]\ntoken = \"a\"\ntoken_env = \"T\"", "serve.token"),
         ("[hot_items]\n[serve]\ntoken = \" \"", "serve.token"),
+        ("[hot_items]\n[serve]\nread_token = \"a\"\nread_token_env = \"T\"", "serve.read_token"),
+        ("[hot_items]\n[serve]\nread_token_env = \"\"", "serve.read_token_env"),
         ("[hot_items]\n[serve]\nmax_body_bytes = 0", "serve.max_body_bytes"),
         ("[hot_items]\n[serve]\nmax_connections = 100\nmax_subscribers = 100", "serve.max_connections"),
         ("[hot_items]\n[serve]\nheader_timeout = \"0s\"", "serve.header_timeout"),

@@ -166,10 +166,13 @@ impl Drop for Browser {
 }
 
 /// The demo pipeline with a bearer token required for posts, written under `dir`.
+/// The demo's read token: the page is opened with it in its fragment.
+const READER: &str = "R3ADER";
+
 fn demo_with_token(dir: &Path) -> PathBuf {
     let demo = std::fs::read_to_string("pipelines/demo.toml").expect("pipelines/demo.toml");
     let path = dir.join("demo.toml");
-    std::fs::write(&path, format!("{demo}\n[serve]\ntoken = \"SECRET\"\n")).unwrap();
+    std::fs::write(&path, format!("{demo}\n[serve]\ntoken = \"SECRET\"\nread_token = \"{READER}\"\n")).unwrap();
     path
 }
 
@@ -187,7 +190,7 @@ fn the_dashboard_shows_live_figures_hot_items_and_a_users_list_in_chromium() {
     let dir = scratch_dir("dashboard");
     let run = Running::start(&demo_with_token(&dir), &["--serve", "127.0.0.1:0", "--output", "/dev/null", "-q"], &[]);
     let mut browser = Browser::launch();
-    let page = browser.open(&run.url("/#user=5"));
+    let page = browser.open(&run.url(&format!("/#user=5&token={READER}")));
     browser.eval_until(&page, "the dashboard loads", "document.readyState + ' ' + document.title", |v| {
         v == "complete recflow dashboard"
     });
@@ -218,7 +221,7 @@ fn the_dashboard_shows_live_figures_hot_items_and_a_users_list_in_chromium() {
         |v| v["items"].as_array().is_some_and(|items| !items.is_empty()),
     );
     let end = shown["end"].as_str().unwrap();
-    let (status, window) = get(&run.url(&format!("/v1/hot-items?window_end={end}")));
+    let (status, window) = get(&run.url(&format!("/v1/hot-items?window_end={end}&access_token={READER}")));
     assert_eq!(status, 200, "the window the page shows is served: {window}");
     let served: Vec<String> = window["lists"].as_array().unwrap().iter().flat_map(|l| ids(&l["items"])).collect();
     assert_eq!(shown["items"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect::<Vec<_>>(), served);
@@ -228,7 +231,7 @@ fn the_dashboard_shows_live_figures_hot_items_and_a_users_list_in_chromium() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let shown = browser.eval(&page, &rows("user-list"));
-        let (status, served) = get(&run.url("/v1/users/5/recommendations"));
+        let (status, served) = get(&run.url(&format!("/v1/users/5/recommendations?access_token={READER}")));
         let agree = status == 200
             && !ids(&served["items"]).is_empty()
             && shown.as_array().is_some_and(|shown| {

@@ -242,7 +242,7 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
 
 #[test]
 fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
-    use recflow::serve::{Feed, Inlets, Server};
+    use recflow::serve::{Inlets, Server};
     use recflow::sink::changelog::{ChangeRecord, ScoredItem};
 
     let pipeline = recflow::Pipeline::from_toml(common::SMALL_WORLD, "world.toml").unwrap();
@@ -257,9 +257,15 @@ fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
         .map(|i| ScoredItem { item: recflow::Id::Num(i), score: 1.5, fallback: false, because: Vec::new() })
         .collect();
     let feed = server.feed();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     for time in 0..300 {
         let record = ChangeRecord::Recs { user: recflow::Id::Num(time), time: time as u64, items: items.clone() };
-        feed.send(Feed::Changes(vec![record])).unwrap();
+        feed.post_changes(vec![record]);
+        // One batch each: the server takes every post before the next.
+        while feed.waiting() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the server takes what is posted");
+            std::thread::park_timeout(std::time::Duration::from_millis(1));
+        }
     }
     let mut events = Vec::new();
     for line in std::io::BufReader::new(response.into_reader()).lines().map_while(Result::ok) {
@@ -437,4 +443,44 @@ fn wait_until_refused(run: &Running) -> ureq::Response {
             }
         }
     }
+}
+
+#[test]
+fn a_read_token_guards_every_read_but_health_and_the_page() {
+    let dir = scratch_dir("serve-read-token");
+    let pipeline = live_world(&dir, "read_token_env = \"RECFLOW_TEST_READ\"\ntoken = \"wr1te\"");
+    let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[("RECFLOW_TEST_READ", "r3ad")]);
+    assert_eq!(get(&run.url("/healthz")).0, 200, "health needs no token");
+    assert_eq!(reply(agent().get(&run.url("/")).call()).0, 200, "the dashboard page itself holds no data");
+    let reads = [
+        "/metrics",
+        "/v1/status",
+        "/v1/hot-items",
+        "/v1/users/1/recommendations?explain=true",
+        "/v1/subscribe",
+        "/v1/subscribe/hot-items",
+    ];
+    for path in reads {
+        assert_eq!(reply(agent().get(&run.url(path)).call()).0, 401, "{path} without a token");
+        let wrong = agent().get(&run.url(path)).set("Authorization", "Bearer r3ad-not").call();
+        assert_eq!(reply(wrong).0, 401, "{path} with a wrong token");
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let wrong = agent().get(&run.url(&format!("{path}{separator}access_token=wrong"))).call();
+        assert_eq!(reply(wrong).0, 401, "{path} with a wrong access_token");
+    }
+    // The read token as a header or as `access_token` (taken out before the route checks its
+    // parameters), and the write token, all read.
+    let (status, body) = reply(agent().get(&run.url("/v1/status")).set("Authorization", "Bearer r3ad").call());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = reply(agent().get(&run.url("/v1/status?access_token=r3ad")).call());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = reply(agent().get(&run.url("/metrics")).set("Authorization", "Bearer wr1te").call());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = reply(agent().get(&run.url("/v1/status?access_token=r3ad&verbose=1")).call());
+    assert_eq!(status, 400, "other parameters are still checked: {body}");
+    let updates = subscribe(&run.url("/v1/subscribe?access_token=r3ad"));
+    receive_until(&updates, 60, "changes with the read token", |seen| seen.iter().any(|(e, _)| e == "change"));
+    drop(updates);
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

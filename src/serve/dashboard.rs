@@ -4,7 +4,8 @@
 //! charts, follows `GET /v1/subscribe/hot-items` for the latest hot-items window, and for a user
 //! looked up follows `GET /v1/subscribe?users=U`, fetching the explained list
 //! (`/v1/users/U/recommendations?explain=true`) each time it changes. It only reads, so it needs
-//! no token when `[serve] token` is set.
+//! no write token; with a read token (`[serve] read_token`) it is opened as `/#token=SECRET` and
+//! sends the token as `access_token` on every request (the fragment never leaves the browser).
 //!
 //! Elements the page fills carry stable ids and `data-` attributes (`#events-per-s[data-value]`,
 //! `#hot-items tr[data-item]`, `#user-list tr[data-item]`), which `tests/dashboard.rs` reads

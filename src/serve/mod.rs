@@ -2,8 +2,9 @@
 //!
 //! It runs in process 0, where worker 0's changelog sink gathers the results of all workers of
 //! all processes, on a thread of its own with a small tokio runtime. The sink feeds it through
-//! [`crate::sink::ServeFeed`], an unbounded channel whose `send` never blocks, so neither the
-//! server nor a slow client can stall the dataflow. Subscribers share a bounded broadcast ring
+//! [`crate::sink::ServeFeed`] and a [`mailbox::Mailbox`] whose posts never wait, and where a
+//! key's records replace each other until the server takes them, so neither the server nor a
+//! slow client can stall the dataflow or make the feed grow without bound. Subscribers share a bounded broadcast ring
 //! of change batches; one that falls more than `client_buffer` batches behind is told so and
 //! disconnected. Posted events go the other way, into the reading worker's source
 //! ([`crate::source::WithPosted`]).
@@ -16,6 +17,7 @@
 pub mod bench;
 pub mod connections;
 pub mod dashboard;
+pub mod mailbox;
 pub mod routes;
 pub mod state;
 pub mod subscribe;
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
@@ -92,6 +94,8 @@ impl Inlets {
 pub struct Settings {
     /// The bearer token for mutating endpoints.
     pub token: Option<String>,
+    /// The bearer token for reading endpoints.
+    pub read_token: Option<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Interval between progress events.
@@ -184,7 +188,7 @@ impl Shared {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
-    feed: mpsc::UnboundedSender<Feed>,
+    mailbox: Arc<mailbox::Mailbox>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -200,6 +204,7 @@ impl Server {
         inlets: Inlets,
     ) -> Result<Server, ServeError> {
         let token = spec.resolve_token().map_err(ServeError::Token)?;
+        let read_token = spec.resolve_read_token().map_err(ServeError::Token)?;
         let listener = std::net::TcpListener::bind(&spec.addr)
             .map_err(|source| ServeError::Bind { addr: spec.addr.clone(), source })?;
         let addr = listener.local_addr().map_err(ServeError::Start)?;
@@ -215,6 +220,7 @@ impl Server {
             metrics,
             settings: Settings {
                 token,
+                read_token,
                 max_body_bytes: spec.max_body_bytes,
                 progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
                 client_buffer: spec.client_buffer,
@@ -245,7 +251,8 @@ impl Server {
             },
             history: Mutex::new(History::default()),
         });
-        let (feed, mut feed_rx) = mpsc::unbounded_channel::<Feed>();
+        let mailbox = Arc::new(mailbox::Mailbox::new(spec.hot_windows));
+        let feed = Arc::clone(&mailbox);
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -267,8 +274,10 @@ impl Server {
                 runtime.block_on(async move {
                     tokio::spawn(async move { sampler.sample_history().await });
                     tokio::spawn(async move {
-                        while let Some(message) = feed_rx.recv().await {
-                            applier.apply(message);
+                        loop {
+                            for message in feed.take().await {
+                                applier.apply(message);
+                            }
                         }
                     });
                     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -287,7 +296,7 @@ impl Server {
                 runtime.shutdown_timeout(Duration::from_millis(100));
             })
             .map_err(ServeError::Start)?;
-        Ok(Server { addr, feed, shutdown: Some(shutdown), thread: Some(thread), shared })
+        Ok(Server { addr, mailbox, shutdown: Some(shutdown), thread: Some(thread), shared })
     }
 
     /// The address it listens on (with the port chosen, when `:0` was asked for).
@@ -295,15 +304,15 @@ impl Server {
         self.addr
     }
 
-    /// A sender for the changelog sink's [`crate::sink::ServeFeed`].
-    pub fn feed(&self) -> mpsc::UnboundedSender<Feed> {
-        self.feed.clone()
+    /// Where the changelog sink's [`crate::sink::ServeFeed`] posts.
+    pub fn feed(&self) -> Arc<mailbox::Mailbox> {
+        Arc::clone(&self.mailbox)
     }
 
     /// Marks the results final: the run has ended (the dataflow is dropped once everything is
     /// out, so the sink's frontier never reports the end itself).
     pub fn finish(&self) {
-        let _ = self.feed.send(Feed::Progress(None));
+        self.mailbox.post_progress(None);
     }
 
     /// Marks the results final, keeps serving them for `linger`, or until `stop` is raised

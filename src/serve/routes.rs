@@ -102,15 +102,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let forget = Router::new()
         .route("/v1/users/{user}", delete(forget_user))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token));
-    Router::new()
-        .route("/", get(super::dashboard::page))
-        .route("/healthz", get(healthz))
+    let reads = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/users/{user}/recommendations", get(recommendations))
         .route("/v1/hot-items", get(hot_items))
         .route("/v1/subscribe", get(subscribe::recs))
         .route("/v1/subscribe/hot-items", get(subscribe::hot_items))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), require_read_token));
+    Router::new()
+        .route("/", get(super::dashboard::page))
+        .route("/healthz", get(healthz))
+        .merge(reads)
         .merge(events)
         .merge(forget)
         .fallback(not_found)
@@ -174,22 +177,68 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of `Authorization: Bearer T`, if the request has one.
+fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+fn unauthorized(message: &str) -> Response {
+    let error = ApiError::new(StatusCode::UNAUTHORIZED, message);
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], error).into_response()
+}
+
 /// Lets a request through when no token is configured or it carries `Authorization: Bearer T`.
 async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     if let Some(token) = &shared.settings.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token);
-        if !given.is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes())) {
-            let error = ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer TOKEN`");
-            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], error).into_response();
+        if !bearer(&request).is_some_and(|given| same(given.as_bytes(), token.as_bytes())) {
+            return unauthorized("this endpoint needs `Authorization: Bearer TOKEN`");
         }
     }
     next.run(request).await
+}
+
+/// Lets a read through when no read token is configured, or when it carries the read token (or
+/// the write token) as `Authorization: Bearer T` or as the query parameter `access_token` (for
+/// browsers' `EventSource`, which cannot set headers). The parameter is taken out of the query
+/// before the route sees it.
+async fn require_read_token(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    let Some(read_token) = &shared.settings.read_token else { return next.run(request).await };
+    let from_query = take_access_token(&mut request);
+    let given = bearer(&request).map(str::to_string).or(from_query);
+    let grants = |given: &str| {
+        same(given.as_bytes(), read_token.as_bytes())
+            || shared.settings.token.as_ref().is_some_and(|token| same(given.as_bytes(), token.as_bytes()))
+    };
+    if !given.as_deref().is_some_and(grants) {
+        return unauthorized("reading needs the read token: `Authorization: Bearer TOKEN` or `?access_token=TOKEN`");
+    }
+    next.run(request).await
+}
+
+/// Removes `access_token` from the request's query; its value, if it had one.
+fn take_access_token(request: &mut Request) -> Option<String> {
+    let query = request.uri().query()?;
+    let params: HashMap<String, String> = Query::try_from_uri(request.uri()).map(|Query(p)| p).unwrap_or_default();
+    let token = params.get("access_token").cloned()?;
+    let rest: Vec<&str> =
+        query.split('&').filter(|part| *part != "access_token" && !part.starts_with("access_token=")).collect();
+    let path_and_query = if rest.is_empty() {
+        request.uri().path().to_string()
+    } else {
+        format!("{}?{}", request.uri().path(), rest.join("&"))
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    Some(token)
 }
 
 /// `GET /healthz`: 200 with `"status": "ok"` while the run is healthy; 503 with `"status":

@@ -1,24 +1,24 @@
 //! Serving as a changelog destination: every flushed batch of change records, and every advance
-//! of the sink's frontier, goes to the HTTP server's thread through an unbounded channel whose
-//! `send` never blocks, so the timely worker never waits on the server or its clients.
+//! of the sink's frontier, is posted to the HTTP server's [`Mailbox`], whose posts never wait,
+//! so the timely worker never waits on the server or its clients.
 
-use tokio::sync::mpsc::UnboundedSender;
+use std::sync::Arc;
 
 use super::changelog::ChangeRecord;
 use super::{Destination, SinkError};
 use crate::event::Millis;
-use crate::serve::Feed;
+use crate::serve::mailbox::Mailbox;
 
 /// Feeds the served state from the changelog sink on worker 0.
 pub struct ServeFeed {
-    tx: UnboundedSender<Feed>,
+    mailbox: Arc<Mailbox>,
     batch: Vec<ChangeRecord>,
 }
 
 impl ServeFeed {
-    /// A feed into the server that `tx` leads to (see [`crate::serve::Server::feed`]).
-    pub fn new(tx: UnboundedSender<Feed>) -> ServeFeed {
-        ServeFeed { tx, batch: Vec::new() }
+    /// A feed into the server's `mailbox` (see [`crate::serve::Server::feed`]).
+    pub fn new(mailbox: Arc<Mailbox>) -> ServeFeed {
+        ServeFeed { mailbox, batch: Vec::new() }
     }
 }
 
@@ -29,14 +29,12 @@ impl Destination<ChangeRecord> for ServeFeed {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        if !self.batch.is_empty() {
-            // A server that has shut down no longer listens; the changelog goes on regardless.
-            let _ = self.tx.send(Feed::Changes(std::mem::take(&mut self.batch)));
-        }
+        // A server that has shut down no longer takes anything; the changelog goes on regardless.
+        self.mailbox.post_changes(std::mem::take(&mut self.batch));
         Ok(())
     }
 
     fn progress(&mut self, complete: Option<Millis>) {
-        let _ = self.tx.send(Feed::Progress(complete));
+        self.mailbox.post_progress(complete);
     }
 }
