@@ -484,3 +484,83 @@ fn a_read_token_guards_every_read_but_health_and_the_page() {
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Subscriptions that a single thread reads, taking whatever arrived on each in turn.
+struct Subscribers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscribers {
+    fn open(addr: &str, count: usize) -> Subscribers {
+        use std::io::{Read, Write};
+        let mut streams: Vec<std::net::TcpStream> = (0..count)
+            .map(|i| {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                let path = if i % 2 == 0 { "/v1/subscribe" } else { "/v1/subscribe/hot-items" };
+                stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
+                stream.set_nonblocking(true).unwrap();
+                stream
+            })
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let reader = std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 1 << 16];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                for stream in &mut streams {
+                    while let Ok(n) = stream.read(&mut buffer) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                std::thread::park_timeout(std::time::Duration::from_millis(5));
+            }
+        });
+        Subscribers { stop, reader: Some(reader) }
+    }
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+fn subscribers_counted(run: &Running) -> u64 {
+    let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("recflow_subscribers "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_subscribers_and_a_hundred_slow_clients_do_not_stop_queries_or_results() {
+    let dir = scratch_dir("serve-thousand");
+    let pipeline = live_world(&dir, "max_subscribers = 1100\nmax_connections = 1300\nprogress_interval = \"500ms\"");
+    let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
+    let addr = run.url("").trim_start_matches("http://").to_string();
+    let subscribers = Subscribers::open(&addr, 1000);
+    wait_for(60, "a thousand subscribers", || subscribers_counted(&run) == 1000);
+    let slow: Vec<std::net::TcpStream> = (0..100).map(|_| slow_client(&addr)).collect();
+
+    // Point queries answer, and results go on: the output frontier moves.
+    let as_of = |run: &Running| get(&run.url("/v1/status")).1["as_of"].as_u64().unwrap_or(0);
+    let before = as_of(&run);
+    for _ in 0..50 {
+        assert_eq!(get(&run.url("/healthz")).0, 200);
+        assert!(matches!(get(&run.url("/v1/hot-items")).0, 200 | 404));
+    }
+    wait_for(60, "results advance beside a thousand subscribers", || as_of(&run) > before);
+    assert_eq!(subscribers_counted(&run), 1000, "every subscriber that reads stays attached");
+    drop(slow);
+    drop(subscribers);
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
