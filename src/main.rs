@@ -168,6 +168,9 @@ struct BenchArgs {
     /// Users forgotten (DELETE) with --serve, each timed until the forgetting is complete.
     #[arg(long, default_value_t = 10, value_name = "N")]
     forgets: usize,
+    /// Subscriptions held open (and read) during the --serve query load.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    subscribers: usize,
     /// Number of runs; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -555,6 +558,7 @@ fn bench(args: BenchArgs) -> Result<()> {
             duration: std::time::Duration::from_secs(args.seconds),
             posts: args.posts,
             forgets: args.forgets,
+            subscribers: args.subscribers,
         };
         let figures = recflow::serve::bench::bench_serve(&pipeline, &bench, timely_config(&args.workers)?)?;
         println!(
@@ -567,6 +571,12 @@ fn bench(args: BenchArgs) -> Result<()> {
             figures.query_ms.0,
             figures.query_ms.1
         );
+        if args.subscribers > 0 {
+            println!(
+                "{} subscriptions held open during the queries; {} still open at the end",
+                args.subscribers, figures.subscribers_attached
+            );
+        }
         println!(
             "posted event to subscriber: p50 {:.1} ms, p99 {:.1} ms over {} posts",
             figures.post_to_subscriber_ms.0, figures.post_to_subscriber_ms.1, args.posts,

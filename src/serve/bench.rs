@@ -4,7 +4,9 @@
 //!
 //! The pipeline runs in this process on its synthetic source with the server on a free
 //! localhost port. Clients are plain HTTP/1.1 over keep-alive TCP connections, one thread each,
-//! so the figures include the network stack but no client library.
+//! so the figures include the network stack but no client library. Optionally, many
+//! subscriptions stay open during the query load, all read by one thread, as open dashboards
+//! and apps would be.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,6 +30,8 @@ pub struct ServeBench {
     pub posts: usize,
     /// Users forgotten, each timed until the forgetting is complete.
     pub forgets: usize,
+    /// Subscriptions held open during the query load.
+    pub subscribers: usize,
 }
 
 /// The figures.
@@ -45,6 +49,8 @@ pub struct ServeFigures {
     pub post_to_subscriber_ms: (f64, f64),
     /// Forget-to-complete percentiles in ms: p50, p99.
     pub forget_ms: (f64, f64),
+    /// Of the subscriptions held open, those still open when the query load ended.
+    pub subscribers_attached: usize,
 }
 
 /// A serving benchmark that failed.
@@ -121,6 +127,55 @@ fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
     (at(0.5), at(0.99))
+}
+
+/// Subscriptions held open, alternately to every list and to hot items, and read by one thread
+/// that takes whatever arrived on each in turn.
+struct HeldSubscriptions {
+    stop: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<usize>,
+}
+
+impl HeldSubscriptions {
+    fn open(addr: SocketAddr, count: usize) -> std::io::Result<HeldSubscriptions> {
+        let mut streams = Vec::with_capacity(count);
+        for n in 0..count {
+            let mut stream = TcpStream::connect(addr)?;
+            let path = if n % 2 == 0 { "/v1/subscribe" } else { "/v1/subscribe/hot-items" };
+            stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())?;
+            stream.set_nonblocking(true)?;
+            streams.push(stream);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let reader = std::thread::spawn(move || {
+            let mut open = vec![true; streams.len()];
+            let mut buffer = vec![0u8; 1 << 16];
+            while !stopped.load(Ordering::Relaxed) {
+                for (stream, open) in streams.iter_mut().zip(open.iter_mut()).filter(|(_, open)| **open) {
+                    loop {
+                        match stream.read(&mut buffer) {
+                            Ok(0) => *open = false,
+                            Ok(_) => continue,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => *open = false,
+                        }
+                        break;
+                    }
+                }
+                // As a client woken by its events would, about as often as they come.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            open.iter().filter(|open| **open).count()
+        });
+        Ok(HeldSubscriptions { stop, reader })
+    }
+
+    /// Closes them all; how many were still open.
+    fn close(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.reader.join().unwrap_or(0)
+    }
 }
 
 /// Waits until the server answers `/healthz`.
@@ -235,6 +290,7 @@ pub fn bench_serve(
     let running = std::thread::spawn(move || run(pipeline, options, config).map(|_| ()));
     let measured = (|| {
         wait_until_serving(addr, &running)?;
+        let held = HeldSubscriptions::open(addr, bench.subscribers)?;
         // Let lists appear before querying them.
         std::thread::sleep(Duration::from_secs(2));
         let until = Instant::now() + bench.duration;
@@ -266,6 +322,7 @@ pub fn bench_serve(
             found += f;
         }
         let seconds = started.elapsed().as_secs_f64();
+        let subscribers_attached = held.close();
         let posts = post_to_subscriber(addr, bench.posts)?;
         let forgets = forget_until_complete(addr, users, bench.forgets)?;
         Ok(ServeFigures {
@@ -275,6 +332,7 @@ pub fn bench_serve(
             query_ms: percentiles(latencies),
             post_to_subscriber_ms: percentiles(posts),
             forget_ms: percentiles(forgets),
+            subscribers_attached,
         })
     })();
     stop.store(true, Ordering::Relaxed);

@@ -36,7 +36,8 @@ use crate::source::PostSender;
 use crate::spec::{Linger, Payload, Pipeline, ServeSpec, SourceKind};
 use crate::status::{History, Output, Status, Subject};
 
-pub use self::state::{Batch, Feed, Served, Topic};
+pub use self::state::{Changes, Feed, Served, Topic};
+pub use self::subscribe::Batch;
 
 /// A server that cannot start.
 #[derive(Debug, Error)]
@@ -146,9 +147,11 @@ impl Shared {
     fn apply(&self, feed: Feed) {
         let progress = matches!(feed, Feed::Progress(_));
         let mut state = self.state();
-        if let Some(batch) = state.apply(feed) {
-            // No subscriber is not an error.
-            let _ = self.updates.send(batch);
+        if let Some(changes) = state.apply(feed) {
+            // Rendered once for every subscriber, and only when there is one.
+            if self.updates.receiver_count() > 0 {
+                let _ = self.updates.send(subscribe::Rendered::render(changes));
+            }
         }
         drop(state);
         if progress {

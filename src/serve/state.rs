@@ -18,8 +18,8 @@ pub enum Feed {
     Progress(Option<Millis>),
 }
 
-/// A batch of changes as subscribers receive it.
-pub type Batch = Arc<Vec<Arc<ChangeRecord>>>;
+/// The records of one batch of changes, in changelog order.
+pub type Changes = Vec<Arc<ChangeRecord>>;
 
 /// The current results, as of the output frontier.
 #[derive(Debug)]
@@ -71,14 +71,14 @@ impl Served {
     }
 
     /// Applies what the sink said; returns the changes subscribers should see, if any.
-    pub fn apply(&mut self, feed: Feed) -> Option<Batch> {
+    pub fn apply(&mut self, feed: Feed) -> Option<Changes> {
         match feed {
             Feed::Changes(records) => {
                 let records: Vec<Arc<ChangeRecord>> = records.into_iter().map(Arc::new).collect();
                 for record in &records {
                     self.upsert(record);
                 }
-                Some(Arc::new(records))
+                Some(records)
             }
             Feed::Progress(Some(frontier)) => {
                 self.frontier = Some(self.frontier.map_or(frontier, |f| f.max(frontier)));

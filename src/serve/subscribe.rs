@@ -7,22 +7,27 @@
 //! `serve.client_buffer` batches, so a slow client costs no memory of its own and never holds
 //! the dataflow back. A client that falls further behind than the ring reaches gets a `lagged`
 //! event and is disconnected; it can subscribe again for a fresh snapshot.
+//!
+//! Each batch is rendered as event text once, for every subscriber: each record's `change`
+//! event, and the events of all lists and of all hot-items lists as one piece each, which
+//! subscribers to a whole topic send as they are (one write per batch, however many records).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::sse::{Event, Sse};
-use futures_util::stream::{self, Stream};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
 use super::routes::{check_params, ApiError};
-use super::{Batch, Shared, Topic};
+use super::{Changes, Shared, Topic};
 use crate::event::Id;
 use crate::sink::changelog::ChangeRecord;
 
@@ -30,7 +35,7 @@ use crate::sink::changelog::ChangeRecord;
 pub async fn recs(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     check_params(&params, &["users"])?;
     let users: Option<BTreeSet<Id>> =
         params.get("users").map(|list| list.split(',').filter_map(Id::from_key).collect());
@@ -47,7 +52,7 @@ pub async fn recs(
 pub async fn hot_items(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     check_params(&params, &[])?;
     open(shared, Topic::HotItems)
 }
@@ -61,18 +66,51 @@ impl Drop for Counted {
     }
 }
 
+/// A batch of changes as subscribers receive it, rendered once.
+pub type Batch = Arc<Rendered>;
+
+/// The event text of a batch of changes.
+pub struct Rendered {
+    /// Each record with its `change` event.
+    records: Vec<(Arc<ChangeRecord>, Bytes)>,
+    /// The `change` events of every list of the batch, in order.
+    all_recs: Bytes,
+    /// The `change` events of every hot-items list of the batch, in order.
+    all_hot: Bytes,
+}
+
+impl Rendered {
+    /// Renders the events of `changes`.
+    pub fn render(changes: Changes) -> Batch {
+        let (mut all_recs, mut all_hot) = (Vec::new(), Vec::new());
+        let records = changes
+            .into_iter()
+            .map(|record| {
+                let event = record_event("change", &record);
+                match &*record {
+                    ChangeRecord::Recs { .. } => all_recs.extend_from_slice(&event),
+                    ChangeRecord::HotItems { .. } => all_hot.extend_from_slice(&event),
+                }
+                (record, Bytes::from(event))
+            })
+            .collect();
+        Arc::new(Rendered { records, all_recs: all_recs.into(), all_hot: all_hot.into() })
+    }
+}
+
 /// One subscriber's stream.
 struct Client {
     topic: Topic,
     updates: Receiver<Batch>,
     ticker: tokio::time::Interval,
-    pending: VecDeque<Event>,
+    /// Event text to send, in order.
+    pending: VecDeque<Bytes>,
     done: bool,
     shared: Counted,
 }
 
 /// Opens a subscription, unless `max_subscribers` are connected already (503).
-fn open(shared: Arc<Shared>, topic: Topic) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+fn open(shared: Arc<Shared>, topic: Topic) -> Result<Response, ApiError> {
     let limit = shared.settings.max_subscribers;
     if shared.subscribers.fetch_add(1, Ordering::Relaxed) >= limit {
         shared.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -84,7 +122,11 @@ fn open(shared: Arc<Shared>, topic: Topic) -> Result<Sse<impl Stream<Item = Resu
         let state = shared.state();
         (state.snapshot(&topic), state.as_of(), state.ended(), shared.updates.subscribe())
     };
-    let mut pending: VecDeque<Event> = snapshot.iter().map(|record| record_event("snapshot", record)).collect();
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    let snapshot: Vec<u8> = snapshot.iter().flat_map(|record| record_event("snapshot", record)).collect();
+    if !snapshot.is_empty() {
+        pending.push_back(snapshot.into());
+    }
     if let Some(as_of) = as_of {
         pending.push_back(progress_event(as_of, ended));
     }
@@ -92,24 +134,45 @@ fn open(shared: Arc<Shared>, topic: Topic) -> Result<Sse<impl Stream<Item = Resu
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.reset();
     let client = Client { topic, updates, ticker, pending, done: false, shared: Counted(shared) };
-    Ok(Sse::new(stream::unfold(client, next)))
+    let body = Body::from_stream(stream::unfold(client, next));
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_default())
 }
 
 /// The `Retry-After` of a subscription refused for lack of room, in seconds.
 const SUBSCRIBE_RETRY_AFTER_S: u32 = 5;
 
-fn record_event(kind: &str, record: &ChangeRecord) -> Event {
-    Event::default().event(kind).json_data(record).unwrap_or_else(|_| Event::default().event(kind).data("{}"))
+/// One Server-Sent Event: `event: KIND`, then `data: DATA` (JSON, which holds no line break).
+fn sse_event(kind: &str, data: &str) -> Vec<u8> {
+    format!("event: {kind}\ndata: {data}\n\n").into_bytes()
 }
 
-fn progress_event(as_of: u64, ended: bool) -> Event {
-    Event::default().event("progress").data(json!({ "as_of": as_of, "input_ended": ended }).to_string())
+fn record_event(kind: &str, record: &ChangeRecord) -> Vec<u8> {
+    sse_event(kind, &serde_json::to_string(record).unwrap_or_else(|_| "{}".into()))
+}
+
+fn progress_event(as_of: u64, ended: bool) -> Bytes {
+    sse_event("progress", &json!({ "as_of": as_of, "input_ended": ended }).to_string()).into()
 }
 
 impl Client {
-    fn push_batch(&mut self, batch: &Batch) {
-        for record in batch.iter().filter(|r| self.topic.matches(r)) {
-            self.pending.push_back(record_event("change", record));
+    fn push_batch(&mut self, batch: &Rendered) {
+        let events = match &self.topic {
+            Topic::Recs(None) => batch.all_recs.clone(),
+            Topic::HotItems => batch.all_hot.clone(),
+            Topic::Recs(Some(_)) => batch
+                .records
+                .iter()
+                .filter(|(record, _)| self.topic.matches(record))
+                .flat_map(|(_, event)| event.iter().copied())
+                .collect::<Vec<u8>>()
+                .into(),
+        };
+        if !events.is_empty() {
+            self.pending.push_back(events);
         }
     }
 
@@ -118,12 +181,12 @@ impl Client {
         let message = json!({
             "error": format!("this subscriber fell {missed} update batches behind (serve.client_buffer = {buffer}); subscribe again for a fresh snapshot"),
         });
-        self.pending.push_back(Event::default().event("lagged").data(message.to_string()));
+        self.pending.push_back(sse_event("lagged", &message.to_string()).into());
         self.done = true;
     }
 }
 
-async fn next(mut client: Client) -> Option<(Result<Event, Infallible>, Client)> {
+async fn next(mut client: Client) -> Option<(Result<Bytes, Infallible>, Client)> {
     loop {
         if let Some(event) = client.pending.pop_front() {
             return Some((Ok(event), client));
