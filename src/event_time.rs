@@ -102,6 +102,19 @@ impl EventClock {
         self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
         Some(time)
     }
+
+    /// Admits an event read while the input stands at dataflow time `frontier`, which this
+    /// clock's own watermark may lag (a partition that was idle while the others went on): its
+    /// dataflow time, at least `frontier`, or `None` when it is late, against this clock or
+    /// because it would enter more than the allowed lateness after its own tick
+    /// (`tick_of(ts + allowed_lateness) < frontier`), when the windows holding it are closed.
+    pub fn admit_at(&mut self, ts: Millis, frontier: Millis) -> Option<Millis> {
+        let time = self.admit(ts)?;
+        if self.tick_of(ts.saturating_add(self.lateness)) < frontier {
+            return None;
+        }
+        Some(time.max(frontier))
+    }
 }
 
 /// How many records after one that is too far ahead must agree with it before event time jumps.
@@ -195,6 +208,28 @@ mod tests {
         // Older than watermark - lateness: late.
         assert_eq!(clock.admit(93_000), None);
         assert_eq!(clock.frontier(), 96_000);
+    }
+
+    #[test]
+    fn a_clock_behind_the_input_enters_at_the_frontier_or_is_late() {
+        let spec = TimeSpec {
+            tick: Span(1_000),
+            max_out_of_orderness: Span(5_000),
+            allowed_lateness: Span(2_000),
+            ..TimeSpec::default()
+        };
+        // The other partitions went on to 120 s while this one was idle at 100.5 s.
+        let mut clock = EventClock::new(&spec);
+        assert_eq!(clock.admit_at(100_500, 101_000), Some(101_000));
+        assert_eq!(clock.admit_at(101_000, 120_000), None, "its windows closed more than 2 s ago");
+        assert_eq!(clock.admit_at(117_500, 120_000), Some(120_000), "within the allowed lateness");
+        assert_eq!(clock.admit_at(119_000, 120_000), Some(120_000));
+        assert_eq!(clock.admit_at(125_000, 120_000), Some(125_000), "ahead of the input: its own tick");
+        // In step with the input, it is the lane's own rule: a watermark of 95.5 s, frontier 96 s.
+        let mut alone = EventClock::new(&spec);
+        alone.admit(100_500);
+        assert_eq!(alone.admit_at(93_500, 96_000), Some(96_000), "just inside the lateness");
+        assert_eq!(alone.admit_at(93_000, 96_000), None);
     }
 
     /// Replays `stamps` through a clock and hold with `max_future` 1000: each record's fate.

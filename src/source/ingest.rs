@@ -172,8 +172,8 @@ impl Lanes {
         }
     }
 
-    /// The least watermark (as a tick) of the live lanes, and the largest of the idle ones. A
-    /// finished lane counts as neither.
+    /// The least watermark (as a tick) of the live lanes, and the least of the idle ones that
+    /// have seen an event. A finished lane counts as neither.
     fn frontiers(&self, source: &dyn EventSource) -> LaneFrontiers {
         let idle_after = source.idle_timeout();
         let mut frontiers = LaneFrontiers::default();
@@ -183,7 +183,9 @@ impl Lanes {
             }
             let frontier = clock.frontier();
             if idle_after.is_some_and(|after| self.last_arrival[lane].elapsed() >= after) {
-                frontiers.idle = Some(frontiers.idle.map_or(frontier, |f| f.max(frontier)));
+                if clock.max_seen().is_some() {
+                    frontiers.idle = Some(frontiers.idle.map_or(frontier, |f| f.min(frontier)));
+                }
             } else {
                 frontiers.live = Some(frontiers.live.map_or(frontier, |f| f.min(frontier)));
             }
@@ -229,9 +231,8 @@ impl Given<'_> {
             self.future(at, &event);
         }
         for (at, event) in settled.admit {
-            match clock.admit(event.ts) {
+            match clock.admit_at(event.ts, self.now) {
                 Some(time) => {
-                    let time = time.max(self.now);
                     batch.accepted += 1;
                     batch.latest = batch.latest.max(time);
                     self.records.push((Ingest::Event(event), time, 1));
@@ -446,7 +447,9 @@ pub fn ingest<'scope>(
                             let frontiers = lanes.frontiers(reader.as_ref());
                             progress.live = frontiers.live.is_some();
                             // With every lane idle, follow the live workers; if none is live, the
-                            // idle lanes' largest watermark lets a quiet stream complete.
+                            // idle lanes' least watermark lets a quiet stream complete as far as
+                            // every partition has gone, so that none of their events turns late
+                            // when they resume (a broker frozen for a while, say).
                             let target = frontiers.live.or_else(|| peers.least(worker, |p| p.live)).or(frontiers.idle);
                             if let Some(frontier) = target {
                                 cap.downgrade(&frontier.max(now));
@@ -536,5 +539,46 @@ fn acknowledge_written(
     }
     if !written.is_empty() {
         source.acknowledge(&written);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Span, TimeSpec};
+
+    /// Lanes that are all idle at once.
+    struct Quiet;
+
+    impl EventSource for Quiet {
+        fn poll(&mut self, _max: usize, _out: &mut Vec<Arrival>) -> Poll {
+            Poll::Idle
+        }
+
+        fn name(&self) -> String {
+            "quiet".into()
+        }
+
+        fn lanes(&self) -> usize {
+            3
+        }
+
+        fn idle_timeout(&self) -> Option<Duration> {
+            Some(Duration::ZERO)
+        }
+    }
+
+    #[test]
+    fn with_every_lane_idle_the_frontier_is_the_least_that_has_seen_an_event() {
+        let spec = TimeSpec { tick: Span(1_000), max_out_of_orderness: Span(0), ..TimeSpec::default() };
+        let mut lanes = Lanes::new(3, &EventClock::new(&spec));
+        lanes.clocks[0].admit(10_000);
+        lanes.clocks[1].admit(20_000);
+        // Lane 2 has seen nothing: it holds nothing back.
+        let frontiers = lanes.frontiers(&Quiet);
+        assert_eq!(frontiers.live, None);
+        // Following the furthest lane would make lane 0's next events late when it resumes (a
+        // frozen broker, say).
+        assert_eq!(frontiers.idle, Some(10_000));
     }
 }
