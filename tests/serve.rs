@@ -564,3 +564,73 @@ fn a_thousand_subscribers_and_a_hundred_slow_clients_do_not_stop_queries_or_resu
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The events posted waiting for the pipeline, as `/metrics` says.
+fn posted_waiting(run: &Running) -> u64 {
+    let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("recflow_posted_events_waiting "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the gauge of posted events waiting")
+}
+
+#[test]
+fn a_post_flood_while_the_dataflow_is_behind_gets_503_and_waits_in_bounded_memory() {
+    let dir = scratch_dir("serve-flood");
+    let pipeline = dir.join("pipeline.toml");
+    // The generator as fast as it goes: the reading worker keeps pausing for the dataflow.
+    std::fs::write(
+        &pipeline,
+        format!("{}\n[serve]\naddr = \"127.0.0.1:0\"\nmax_queued_events = 200\n", common::SMALL_WORLD),
+    )
+    .unwrap();
+    let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
+    let url = run.url("/v1/events");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let posters: Vec<_> = (0..8)
+        .map(|poster| {
+            let (url, stop) = (url.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let body: String = (0..100)
+                    .map(|i| format!("{{\"user\":\"flood-{poster}\",\"item\":{i},\"action\":\"view\"}}\n"))
+                    .collect();
+                let (mut taken, mut refused) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answer = agent().post(&url).set("Content-Type", "application/x-ndjson").send_string(&body);
+                    match answer {
+                        Ok(response) if response.status() == 200 => taken += 1,
+                        Err(ureq::Error::Status(503, response)) => {
+                            assert_eq!(response.header("retry-after"), Some("1"));
+                            refused += 1;
+                        }
+                        other => panic!("a post gets 200 or 503: {:?}", other.map(|r| r.status())),
+                    }
+                }
+                (taken, refused)
+            })
+        })
+        .collect();
+    // While the flood goes on, what waits stays within the limit (plus what eight requests of 100
+    // can hold for an instant before they are refused).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut most = 0;
+    while std::time::Instant::now() < deadline {
+        most = most.max(posted_waiting(&run));
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut taken, mut refused) = (0, 0);
+    for poster in posters {
+        let (t, r) = poster.join().unwrap();
+        taken += t;
+        refused += r;
+    }
+    eprintln!("{taken} posts taken, {refused} refused with 503; at most {most} events waited");
+    assert!(refused > 0, "a flood beyond what waits is refused");
+    assert!(taken > 0, "posts are taken as the pipeline catches up");
+    assert!(most <= 200 + 8 * 100, "at most {most} posted events waited");
+    assert_eq!(get(&run.url("/healthz")).0, 200);
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

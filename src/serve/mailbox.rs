@@ -33,8 +33,10 @@ struct Pending {
     hot: BTreeMap<(u64, Option<Id>), u64>,
     /// How many lists of each window wait.
     hot_ends: BTreeMap<u64, usize>,
-    /// The latest frontier posted; `Some(None)` once the input has ended.
-    progress: Option<Option<Millis>>,
+    /// The latest frontier posted.
+    frontier: Option<Millis>,
+    /// Whether the input has ended (posted after the last frontier).
+    ended: bool,
     /// Hot-items windows kept; records of older windows are dropped, as the served state would
     /// drop those windows anyway.
     hot_windows: usize,
@@ -67,17 +69,16 @@ impl Mailbox {
     /// Posts the sink's frontier (`None`: the input has ended and the results are final).
     pub fn post_progress(&self, frontier: Option<Millis>) {
         let mut pending = self.pending();
-        pending.progress = match (pending.progress, frontier) {
-            (Some(None), _) | (_, None) => Some(None),
-            (Some(Some(before)), Some(now)) => Some(Some(before.max(now))),
-            (None, Some(now)) => Some(Some(now)),
-        };
+        match frontier {
+            Some(now) => pending.frontier = Some(pending.frontier.map_or(now, |before| before.max(now))),
+            None => pending.ended = true,
+        }
         drop(pending);
         self.posted.notify_one();
     }
 
     /// Waits until something is posted and takes everything waiting: the changes, oldest first,
-    /// then the latest frontier.
+    /// then the latest frontier, then the end of the input.
     pub async fn take(&self) -> Vec<Feed> {
         loop {
             let taken = self.pending().take();
@@ -141,8 +142,11 @@ impl Pending {
             self.hot_ends.clear();
             taken.push(Feed::Changes(std::mem::take(&mut self.records).into_values().collect()));
         }
-        if let Some(frontier) = self.progress.take() {
-            taken.push(Feed::Progress(frontier));
+        if let Some(frontier) = self.frontier.take() {
+            taken.push(Feed::Progress(Some(frontier)));
+        }
+        if std::mem::take(&mut self.ended) {
+            taken.push(Feed::Progress(None));
         }
         taken
     }
@@ -192,12 +196,13 @@ mod tests {
     }
 
     #[test]
-    fn the_end_of_input_is_never_overtaken_by_a_later_frontier() {
+    fn the_last_frontier_comes_before_the_end_of_input() {
         let mailbox = Mailbox::new(10);
         mailbox.post_progress(Some(5));
-        mailbox.post_progress(None);
         mailbox.post_progress(Some(9));
-        assert!(matches!(take_now(&mailbox)[..], [Feed::Progress(None)]));
+        mailbox.post_progress(None);
+        // The final frontier must not be lost in the end: answers are valid as of it.
+        assert!(matches!(take_now(&mailbox)[..], [Feed::Progress(Some(9)), Feed::Progress(None)]));
     }
 
     #[test]

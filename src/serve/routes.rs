@@ -665,6 +665,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Connections refused with 503 beyond serve.max_connections.",
         &one(shared.connections.refused.load(Ordering::Relaxed) as f64),
     );
+    if let Posting::Open(events) = &shared.inlets.events {
+        metric(
+            "recflow_posted_events_waiting",
+            "gauge",
+            "Posted events waiting for the pipeline to take them (at most serve.max_queued_events).",
+            &one(events.waiting() as f64),
+        );
+    }
     metric(
         "recflow_forget_requests_total",
         "counter",

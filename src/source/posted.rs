@@ -7,7 +7,7 @@
 //! comes after every event posted before it; the ingest operator gives each its dataflow time and
 //! answers with that time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -49,6 +49,8 @@ pub struct PostSender {
     sender: Sender<Vec<PostedRecord>>,
     /// Records sent and not yet taken by the source, shared with the receiver.
     queued: Arc<AtomicUsize>,
+    /// Set when the receiver is gone (the input has ended).
+    closed: Arc<AtomicBool>,
     limit: usize,
 }
 
@@ -68,20 +70,25 @@ impl PostSender {
     /// Sends a request's records, unless they would make more than the limit wait or the input
     /// has ended.
     pub fn send(&self, records: Vec<PostedRecord>) -> Result<(), PostRefused> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(PostRefused::Ended);
+        }
         let count = records.len();
         let before = self.queued.fetch_add(count, Ordering::SeqCst);
         if before > 0 && before + count > self.limit {
+            // A refused request leaves nothing behind, however many come.
             self.queued.fetch_sub(count, Ordering::SeqCst);
-            // Nothing to send tells a full queue from one nobody reads any more.
-            return Err(match self.sender.send(Vec::new()) {
-                Ok(()) => PostRefused::Full { limit: self.limit },
-                Err(_) => PostRefused::Ended,
-            });
+            return Err(PostRefused::Full { limit: self.limit });
         }
         self.sender.send(records).map_err(|_| {
             self.queued.fetch_sub(count, Ordering::SeqCst);
             PostRefused::Ended
         })
+    }
+
+    /// Records waiting for the source now.
+    pub fn waiting(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
     }
 }
 
@@ -90,6 +97,13 @@ impl PostSender {
 pub struct PostReceiver {
     receiver: Receiver<Vec<PostedRecord>>,
     queued: Arc<AtomicUsize>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for PostReceiver {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
 }
 
 impl PostReceiver {
@@ -106,7 +120,11 @@ impl PostReceiver {
 pub fn post_channel(limit: usize) -> (PostSender, PostReceiver) {
     let (sender, receiver) = channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    (PostSender { sender, queued: Arc::clone(&queued), limit }, PostReceiver { receiver, queued })
+    let closed = Arc::new(AtomicBool::new(false));
+    (
+        PostSender { sender, queued: Arc::clone(&queued), closed: Arc::clone(&closed), limit },
+        PostReceiver { receiver, queued, closed },
+    )
 }
 
 /// A source whose arrivals are followed by whatever was posted. Posted records go to lane 0,
@@ -235,9 +253,13 @@ mod tests {
         let (sender, mut receiver) = post_channel(3);
         let now = wall_clock_ms();
         assert_eq!(sender.send(vec![posted(now), posted(now)]), Ok(()));
-        assert_eq!(sender.send(vec![posted(now), posted(now)]), Err(PostRefused::Full { limit: 3 }));
+        for _ in 0..1000 {
+            assert_eq!(sender.send(vec![posted(now), posted(now)]), Err(PostRefused::Full { limit: 3 }));
+        }
+        assert_eq!(sender.waiting(), 2);
         assert_eq!(sender.send(vec![posted(now)]), Ok(()));
         assert_eq!(receiver.take().map(|records| records.len()), Some(2));
+        assert_eq!(receiver.take().map(|records| records.len()), Some(1), "refused requests left nothing queued");
         assert_eq!(sender.send(vec![posted(now), posted(now)]), Ok(()));
         drop(receiver_ends(&mut receiver));
         assert_eq!(sender.send(vec![posted(now)]), Err(PostRefused::Ended));
