@@ -634,3 +634,31 @@ fn a_post_flood_while_the_dataflow_is_behind_gets_503_and_waits_in_bounded_memor
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_server_raises_a_low_open_file_limit_for_its_connections() {
+    let dir = scratch_dir("serve-nofile");
+    let pipeline = live_world(&dir, "max_subscribers = 100\nmax_connections = 1000");
+    // As on a machine whose default soft limit is low: 300 descriptors, the hard limit higher.
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg("ulimit -Sn 300 && exec \"$0\" run \"$1\" -q --output /dev/null")
+        .arg(env!("CARGO_BIN_EXE_recflow"))
+        .arg(&pipeline);
+    let run = Running::start_command(command);
+    let addr = run.url("").trim_start_matches("http://").to_string();
+    let slow: Vec<std::net::TcpStream> = (0..400).map(|_| slow_client(&addr)).collect();
+    let open = |run: &Running| {
+        let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("recflow_http_connections "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_for(30, "400 connections served at once under a soft limit of 300", || open(&run) > 400);
+    drop(slow);
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,6 +33,25 @@ pub struct ConnectionCounts {
     pub refused: AtomicU64,
 }
 
+/// File descriptors kept for the pipeline itself beside the server's connections (its input,
+/// outputs, Kafka clients, the connections between processes).
+const DESCRIPTORS_BESIDE_CONNECTIONS: u64 = 256;
+
+/// Raises this process's open-file limit (the soft one, up to the hard one) so that
+/// `max_connections` connections fit beside the pipeline's own files, as a user would with
+/// `ulimit -n`; says so on stderr when even the hard limit is too low.
+pub fn make_room_for(max_connections: usize) {
+    let needed = max_connections as u64 + DESCRIPTORS_BESIDE_CONNECTIONS;
+    match rlimit::increase_nofile_limit(needed) {
+        Ok(now) if now < needed => eprintln!(
+            "recflow: serve: the open-file limit is {now}, too low for serve.max_connections = {max_connections} \
+             beside the pipeline's own files; raise it (ulimit -n {needed}) or lower serve.max_connections"
+        ),
+        // Where the limit cannot be read or set, accepting reports any shortage as it happens.
+        _ => {}
+    }
+}
+
 /// How long a refused client gets to send its request and to take the answer.
 const REFUSAL_PATIENCE: Duration = Duration::from_secs(1);
 

@@ -208,6 +208,7 @@ impl Server {
     ) -> Result<Server, ServeError> {
         let token = spec.resolve_token().map_err(ServeError::Token)?;
         let read_token = spec.resolve_read_token().map_err(ServeError::Token)?;
+        connections::make_room_for(spec.max_connections);
         let listener = std::net::TcpListener::bind(&spec.addr)
             .map_err(|source| ServeError::Bind { addr: spec.addr.clone(), source })?;
         let addr = listener.local_addr().map_err(ServeError::Start)?;

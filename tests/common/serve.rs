@@ -28,17 +28,21 @@ impl Running {
         Running::spawn(pipeline, args, &[], Stdio::piped())
     }
 
+    /// Starts `command`, a `recflow run` with a server (perhaps wrapped, as long as it `exec`s
+    /// recflow), and waits for the address it serves on.
+    pub fn start_command(command: std::process::Command) -> Running {
+        Running::launch(command, Stdio::null())
+    }
+
     fn spawn(pipeline: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Running {
-        let mut child = recflow()
-            .envs(env.iter().copied())
-            .arg("run")
-            .arg(pipeline)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("recflow starts");
+        let mut command = recflow();
+        command.envs(env.iter().copied()).arg("run").arg(pipeline).args(args);
+        Running::launch(command, stdin)
+    }
+
+    fn launch(mut command: std::process::Command, stdin: Stdio) -> Running {
+        let mut child =
+            command.stdin(stdin).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("recflow starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = channel();
         std::thread::spawn(move || {
