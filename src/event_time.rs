@@ -190,14 +190,19 @@ mod tests {
     use super::*;
     use crate::spec::{FutureBound, Span, TimeSpec};
 
-    #[test]
-    fn watermark_lateness_and_times() {
-        let spec = TimeSpec {
+    /// 1 s ticks, 5 s out of order, 2 s lateness.
+    fn one_second_ticks() -> TimeSpec {
+        TimeSpec {
             tick: Span(1_000),
             max_out_of_orderness: Span(5_000),
             allowed_lateness: Span(2_000),
             ..TimeSpec::default()
-        };
+        }
+    }
+
+    #[test]
+    fn watermark_lateness_and_times() {
+        let spec = one_second_ticks();
         let mut clock = EventClock::new(&spec);
         assert_eq!(clock.admit(100_500), Some(101_000));
         assert_eq!(clock.watermark(), 95_500);
@@ -212,12 +217,7 @@ mod tests {
 
     #[test]
     fn a_clock_behind_the_input_enters_at_the_frontier_or_is_late() {
-        let spec = TimeSpec {
-            tick: Span(1_000),
-            max_out_of_orderness: Span(5_000),
-            allowed_lateness: Span(2_000),
-            ..TimeSpec::default()
-        };
+        let spec = one_second_ticks();
         // The other partitions went on to 120 s while this one was idle at 100.5 s.
         let mut clock = EventClock::new(&spec);
         assert_eq!(clock.admit_at(100_500, 101_000), Some(101_000));

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use common::serve::{agent, get, receive_until, reply, subscribe, wait_for, Running};
+use common::serve::{agent, get, metric, receive_until, reply, subscribe, wait_for, Running};
 use common::{parse_lines, recflow, scratch_dir};
 use serde_json::{json, Value};
 
@@ -485,69 +485,14 @@ fn a_read_token_guards_every_read_but_health_and_the_page() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Subscriptions that a single thread reads, taking whatever arrived on each in turn.
-struct Subscribers {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Subscribers {
-    fn open(addr: &str, count: usize) -> Subscribers {
-        use std::io::{Read, Write};
-        let mut streams: Vec<std::net::TcpStream> = (0..count)
-            .map(|i| {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                let path = if i % 2 == 0 { "/v1/subscribe" } else { "/v1/subscribe/hot-items" };
-                stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
-                stream.set_nonblocking(true).unwrap();
-                stream
-            })
-            .collect();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let reader = std::thread::spawn(move || {
-            let mut buffer = vec![0u8; 1 << 16];
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                for stream in &mut streams {
-                    while let Ok(n) = stream.read(&mut buffer) {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                }
-                std::thread::park_timeout(std::time::Duration::from_millis(5));
-            }
-        });
-        Subscribers { stop, reader: Some(reader) }
-    }
-}
-
-impl Drop for Subscribers {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-}
-
-fn subscribers_counted(run: &Running) -> u64 {
-    let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("recflow_subscribers "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_thousand_subscribers_and_a_hundred_slow_clients_do_not_stop_queries_or_results() {
     let dir = scratch_dir("serve-thousand");
     let pipeline = live_world(&dir, "max_subscribers = 1100\nmax_connections = 1300\nprogress_interval = \"500ms\"");
     let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
     let addr = run.url("").trim_start_matches("http://").to_string();
-    let subscribers = Subscribers::open(&addr, 1000);
-    wait_for(60, "a thousand subscribers", || subscribers_counted(&run) == 1000);
+    let subscribers = recflow::serve::bench::HeldSubscriptions::open(addr.parse().unwrap(), 1000).unwrap();
+    wait_for(60, "a thousand subscribers", || metric(&run, "recflow_subscribers") == Some(1000));
     let slow: Vec<std::net::TcpStream> = (0..100).map(|_| slow_client(&addr)).collect();
 
     // Point queries answer, and results go on: the output frontier moves.
@@ -558,21 +503,11 @@ fn a_thousand_subscribers_and_a_hundred_slow_clients_do_not_stop_queries_or_resu
         assert!(matches!(get(&run.url("/v1/hot-items")).0, 200 | 404));
     }
     wait_for(60, "results advance beside a thousand subscribers", || as_of(&run) > before);
-    assert_eq!(subscribers_counted(&run), 1000, "every subscriber that reads stays attached");
+    assert_eq!(metric(&run, "recflow_subscribers"), Some(1000), "every subscriber that reads stays attached");
+    assert_eq!(subscribers.close(), 1000, "the server closed none of them");
     drop(slow);
-    drop(subscribers);
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The events posted waiting for the pipeline, as `/metrics` says.
-fn posted_waiting(run: &Running) -> u64 {
-    let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("recflow_posted_events_waiting "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the gauge of posted events waiting")
 }
 
 #[test]
@@ -616,7 +551,7 @@ fn a_post_flood_while_the_dataflow_is_behind_gets_503_and_waits_in_bounded_memor
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut most = 0;
     while std::time::Instant::now() < deadline {
-        most = most.max(posted_waiting(&run));
+        most = most.max(metric(&run, "recflow_posted_events_waiting").expect("the gauge of posted events waiting"));
         std::thread::park_timeout(std::time::Duration::from_millis(20));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -649,15 +584,9 @@ fn the_server_raises_a_low_open_file_limit_for_its_connections() {
     let run = Running::start_command(command);
     let addr = run.url("").trim_start_matches("http://").to_string();
     let slow: Vec<std::net::TcpStream> = (0..400).map(|_| slow_client(&addr)).collect();
-    let open = |run: &Running| {
-        let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("recflow_http_connections "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    wait_for(30, "400 connections served at once under a soft limit of 300", || open(&run) > 400);
+    wait_for(30, "400 connections served at once under a soft limit of 300", || {
+        metric(&run, "recflow_http_connections").unwrap_or(0) > 400
+    });
     drop(slow);
     run.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -131,13 +131,14 @@ fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
 
 /// Subscriptions held open, alternately to every list and to hot items, and read by one thread
 /// that takes whatever arrived on each in turn.
-struct HeldSubscriptions {
+pub struct HeldSubscriptions {
     stop: Arc<AtomicBool>,
     reader: std::thread::JoinHandle<usize>,
 }
 
 impl HeldSubscriptions {
-    fn open(addr: SocketAddr, count: usize) -> std::io::Result<HeldSubscriptions> {
+    /// Opens `count` subscriptions on the server at `addr`.
+    pub fn open(addr: SocketAddr, count: usize) -> std::io::Result<HeldSubscriptions> {
         let mut streams = Vec::with_capacity(count);
         for n in 0..count {
             let mut stream = TcpStream::connect(addr)?;
@@ -172,7 +173,7 @@ impl HeldSubscriptions {
     }
 
     /// Closes them all; how many were still open.
-    fn close(self) -> usize {
+    pub fn close(self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         self.reader.join().unwrap_or(0)
     }

@@ -110,6 +110,12 @@ pub fn get(url: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
 }
 
+/// The value of the unlabelled metric `name` in the run's `/metrics`, if it is there.
+pub fn metric(run: &Running, name: &str) -> Option<u64> {
+    let (_, metrics) = reply(agent().get(&run.url("/metrics")).call());
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Polls `check` until it holds, failing after `secs` seconds with `what`.
 pub fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
