@@ -9,9 +9,6 @@ use std::time::Duration;
 use common::kafka::{unique_topic, Broker};
 use common::scratch_dir;
 use common::serve::{get, wait_for, Running};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use recflow::kafka::produce::{produce, ProduceFormat, ProduceOptions};
 use recflow::kafka::KafkaAddress;
 use recflow::spec::{Format, SourceKind, SourceSpec, StartFrom};
@@ -57,28 +54,11 @@ fn run_bounded(broker: &Broker, topic: &str, group: &str, start: StartFrom) -> u
 }
 
 fn committed(broker: &Broker, topic: &str, group: &str) -> Vec<i64> {
-    committed_if_any(broker, topic, group)
+    broker
+        .committed(topic, 2, group)
         .iter()
         .enumerate()
         .map(|(partition, offset)| offset.unwrap_or_else(|| panic!("partition {partition} has no committed offset")))
-        .collect()
-}
-
-/// Each partition's committed offset, if the group has one.
-fn committed_if_any(broker: &Broker, topic: &str, group: &str) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker.brokers()).set("group.id", group).create().unwrap();
-    let mut partitions = TopicPartitionList::new();
-    partitions.add_partition(topic, 0);
-    partitions.add_partition(topic, 1);
-    let offsets = consumer.committed_offsets(partitions, Duration::from_secs(30)).unwrap();
-    offsets
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(n) => Some(n),
-            _ => None,
-        })
         .collect()
 }
 
@@ -119,7 +99,7 @@ fn a_live_run_reports_consumer_lag_from_its_own_commits() {
     // committed, counting from the start of the partition while nothing is committed.
     let lag_matches_the_broker = |least_committed: i64| {
         let (_, status) = get(&run.url("/v1/status"));
-        let committed = committed_if_any(&broker, &topic, &group);
+        let committed = broker.committed(&topic, 2, &group);
         let reported: Vec<Option<i64>> =
             (0..2).map(|p| status["kafka"]["consumer_lag"][p.to_string()].as_i64()).collect();
         let expected: Vec<Option<i64>> =

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use recflow::kafka::KafkaAddress;
 
 use super::scratch_dir;
@@ -239,6 +240,25 @@ impl Broker {
     /// The end offset of one partition.
     pub fn high_watermark(&self, topic: &str, partition: i32) -> i64 {
         self.consumer().fetch_watermarks(topic, partition, Duration::from_secs(30)).unwrap().1
+    }
+
+    /// The offset `group` has committed on each of `topic`'s first `partitions` partitions, if any.
+    pub fn committed(&self, topic: &str, partitions: i32, group: &str) -> Vec<Option<i64>> {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.brokers()).set("group.id", group).create().unwrap();
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(topic, partition);
+        }
+        let offsets = consumer.committed_offsets(list, Duration::from_secs(30)).unwrap();
+        offsets
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(n) => Some(n),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every message of `topic` up to its current end, in partition and offset order.
