@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::kafka::{unique_topic, Broker};
 use common::scratch_dir;
 use common::serve::{get, wait_for, Running};
