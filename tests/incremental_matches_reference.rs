@@ -331,6 +331,35 @@ fn horizon_co_occurrence_all_history_recent_seeds() {
 }
 
 /// Horizon pairs weighted down by how far apart their items entered.
+/// [`random_lines`] over a catalogue of 90 items: items pair with dozens of others, so similarity
+/// rows hold many more candidates than the neighbours they keep, as in real catalogues.
+fn wide_lines(seed: u64, count: usize) -> Vec<String> {
+    let mut rng = SplitMix::new(seed ^ 0x0a1de);
+    random_lines(seed, count)
+        .into_iter()
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(',').map(String::from).collect();
+            fields[1] = rng.below(90).to_string();
+            fields.join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn long_similarity_rows_one_and_four_workers() {
+    // Long horizons and histories, and pairs that expire: rows of dozens of candidates whose
+    // counts rise and fall, each keeping its best 8.
+    let toml = horizon_pairs(SLIDING)
+        .replace("long_term = \"120s\"", "long_term = \"400s\"")
+        .replace("history = 4", "history = 40")
+        .replace("neighbours = 3", "neighbours = 8");
+    for seed in 70..71 {
+        let one = check_stream(COMMON, &toml, &wide_lines(seed, 700), seed, 1);
+        let four = check_stream(COMMON, &toml, &wide_lines(seed, 700), seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+}
+
 #[test]
 fn decayed_horizon_pairs_one_and_four_workers() {
     let decayed = |toml: &str| horizon_pairs(toml).replace("history = ", "pair_decay = 0.7\nhistory = ");
