@@ -16,6 +16,7 @@ pub mod event_time;
 pub mod fatal;
 pub mod kafka;
 pub mod metrics;
+pub mod progress;
 pub mod rejections;
 pub mod results;
 pub mod run;
@@ -24,6 +25,7 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod status;
+pub mod window;
 
 pub use event::{Action, Event, Id};
 pub use run::{run, RunOptions};

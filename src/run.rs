@@ -15,12 +15,12 @@ use crate::decode::Decoder;
 use crate::event_time::EventClock;
 use crate::fatal::{panic_message, watch_connections, Fatal, InjectedPanic};
 use crate::metrics::{FirstRecords, Memory, Metrics, Snapshot};
+use crate::progress::{EndRule, StreamEnd};
 use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::serve::{Inlets, Posting, ServeError, Server};
 use crate::sink::{self, write_changelog, write_dead_letters, Output, ServeFeed, SinkError, Tee};
 use crate::source::{
-    ingest, post_channel, Bounded, EndRule, EventSource, FileSource, KafkaSource, PostReceiver, StreamEnd, SynthSource,
-    WithPosted,
+    ingest, post_channel, Bounded, EventSource, FileSource, KafkaSource, PostReceiver, SynthSource, WithPosted,
 };
 use crate::spec::{Pipeline, SourceKind};
 

@@ -13,7 +13,7 @@
 //! run that never saw the user's events would hold from `T` on, except where it was fixed before
 //! `T`: a hot-items window that closed before the forget keeps its published answer. The users
 //! operator re-scores every user once the similarity table has taken a forget in
-//! ([`super::recommend::settled`]), so other users' lists lose what the user's history gave the
+//! ([`crate::progress::settled`]), so other users' lists lose what the user's history gave the
 //! item similarities and the popular items.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -25,11 +25,11 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::schedule::{Due, Inbox};
-use super::window::{horizon_expiry, short_term_expiry};
 use super::{hopping, Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::spec::{Pipeline, ShortTermWindow};
+use crate::window::{horizon_expiry, short_term_expiry, Hopping};
 
 /// How long an accepted event can affect results: the latest close of the windows and horizons
 /// that hold it, in dataflow time.
@@ -41,7 +41,7 @@ pub struct Influence {
     short_term: Option<ShortTermWindow>,
     long_term: Option<crate::spec::Horizon>,
     /// The hot-items windows.
-    hop: Option<super::window::Hopping>,
+    hop: Option<Hopping>,
     tick: Time,
 }
 
@@ -59,7 +59,7 @@ impl Influence {
                 _ => 0,
             };
             let spec_popular = spec.popular_window.millis();
-            spec_popular.max(session) + super::recommend::settled(0, spec.similarity.refresh.millis())
+            spec_popular.max(session) + crate::progress::settled(0, spec.similarity.refresh.millis())
         });
         Influence {
             reach: Some(reach + 2 * tick),

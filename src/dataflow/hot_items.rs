@@ -30,10 +30,10 @@ use timely::dataflow::Stream;
 
 use super::ranking::keep_best;
 use super::schedule::{Due, Inbox, Scheduler};
-use super::window::Hopping;
 use super::{Coll, Time};
 use crate::event::{Event, Id, Millis};
 use crate::spec::HotItemsSpec;
+use crate::window::Hopping;
 
 /// A hot-items list's key: the window's end and, for per-category lists, the category.
 pub type HotWindow = (Millis, Option<Id>);

@@ -13,14 +13,14 @@ pub mod recommend;
 pub mod schedule;
 pub mod similarity;
 pub mod slots;
-pub mod window;
 
 use differential_dataflow::VecCollection;
 
 use crate::event::{Event, Id, Millis};
+use crate::progress::StreamEnd;
 use crate::results::{ResultKey, ResultValue};
-use crate::source::StreamEnd;
 use crate::spec::Pipeline;
+use crate::window::Hopping;
 
 /// The dataflow's timestamp: event time in milliseconds, at tick granularity.
 pub type Time = Millis;
@@ -29,8 +29,8 @@ pub type Time = Millis;
 pub type Coll<'scope, D> = VecCollection<'scope, Time, D, isize>;
 
 /// The hopping-window layout of a pipeline's hot items.
-pub fn hopping(pipeline: &Pipeline) -> Option<window::Hopping> {
-    pipeline.hot_items.as_ref().map(|hot| window::Hopping {
+pub fn hopping(pipeline: &Pipeline) -> Option<Hopping> {
+    pipeline.hot_items.as_ref().map(|hot| Hopping {
         size: hot.size.millis(),
         slide: hot.slide.millis(),
         lateness: pipeline.time.allowed_lateness.millis(),

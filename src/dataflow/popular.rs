@@ -20,7 +20,7 @@ use super::schedule::{Due, Inbox, Scheduler};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
-use crate::source::StreamEnd;
+use crate::progress::StreamEnd;
 
 /// The popular pool's layout.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +41,7 @@ pub struct PoolSpec {
 /// ```
 /// use differential_dataflow::input::Input;
 /// use recflow::dataflow::popular::{popular_pool, PoolSpec};
-/// use recflow::source::StreamEnd;
+/// use recflow::progress::StreamEnd;
 /// use recflow::{Action, Event, Id};
 ///
 /// let view = |item: i64| Event {

@@ -14,11 +14,11 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::ReleaseWhenDue;
-use super::window::{horizon_expiry, short_term_expiry};
 use super::{Coll, Time};
 use crate::event::{Action, Event, Id, Milli, MILLI};
-use crate::source::StreamEnd;
+use crate::progress::StreamEnd;
 use crate::spec::{Exclude, RecommendSpec, Weights};
+use crate::window::{horizon_expiry, short_term_expiry};
 
 /// The weight of one event in thousandths: the action's weight, times the rating above
 /// `rating_offset` for `rate`; never negative.

@@ -43,19 +43,13 @@ use super::similarity::Neighbours;
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
+use crate::progress::settled;
+use crate::progress::StreamEnd;
 use crate::results::{Because, RecItem, SCORE_SCALE};
-use crate::source::StreamEnd;
 use crate::spec::{RecommendSpec, Seeds, ShortTermWindow};
 
 /// How many popular items the fallback pool holds, per `k`.
 pub const POOL_PER_K: usize = 4;
-
-/// The time by which the similarity table and the popular pool reflect every change made at `t`:
-/// a user's history takes a change in at its next refresh phase, and the rows it touches at
-/// theirs ([`super::similarity`]), each within one `refresh`.
-pub fn settled(t: Time, refresh: Time) -> Time {
-    ceil_to(t, refresh) + 2 * refresh
-}
 
 /// The term one preferred item contributes to a candidate's score, in millionths.
 pub fn score_term(preference: i64, similarity: i64) -> i64 {

@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
 use super::Time;
-use crate::source::StreamEnd;
+use crate::progress::StreamEnd;
 
 /// Defers future-dated updates of a collection until they are due.
 pub trait ReleaseWhenDue<'scope, D> {
@@ -32,7 +32,7 @@ pub trait ReleaseWhenDue<'scope, D> {
     /// ```
     /// use differential_dataflow::input::Input;
     /// use recflow::dataflow::schedule::ReleaseWhenDue;
-    /// use recflow::source::StreamEnd;
+    /// use recflow::progress::StreamEnd;
     ///
     /// timely::example(|scope| {
     ///     let (_input, numbers) = scope.new_collection_from(vec![1u64, 2, 3]);

@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::dataflow::preference::excludes;
-use crate::dataflow::window::horizon_expiry;
 use crate::dataflow::Time;
 use crate::event::{Event, Id, Millis};
 use crate::event_time::ceil_to;
 use crate::spec::{Exclude, Horizon};
+use crate::window::horizon_expiry;
 
 /// Items ranked by event count.
 #[derive(Debug, Default)]

@@ -30,8 +30,9 @@ use crate::event::Event;
 use crate::event_time::EventClock;
 use crate::fatal::Fatal;
 use crate::metrics::{LatencyHistogram, Metrics};
+use crate::progress::{EndRule, StreamEnd};
 use crate::results::{ResultKey, ResultValue};
-use crate::source::{ingest, Arrival, EndRule, EventSource, FileSource, Poll, Position, StreamEnd};
+use crate::source::{ingest, Arrival, EventSource, FileSource, Poll, Position};
 use crate::spec::Pipeline;
 
 /// The input's events in event-time order, ready to replay.

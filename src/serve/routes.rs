@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::{subscribe, Posting, Shared};
-use crate::dataflow::recommend::settled;
 use crate::event::{DeadLetter, Id, Millis};
 use crate::metrics::{watermark_lag_seconds, REJECT_CODES};
+use crate::progress::settled;
 use crate::results::SCORE_SCALE;
 use crate::sink::changelog::{ChangeRecord, ScoredItem};
 use crate::source::{ForgetRequest, PostRefused, PostedRecord};

@@ -18,12 +18,12 @@ use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
 use crate::dataflow::schedule::{Due, Inbox};
-use crate::dataflow::window::Hopping;
 use crate::dataflow::{Coll, Time};
 use crate::event::{Id, Millis};
 use crate::metrics::Metrics;
+use crate::progress::StreamEnd;
 use crate::results::{RecItem, ResultKey, ResultValue, SCORE_SCALE};
-use crate::source::StreamEnd;
+use crate::window::Hopping;
 
 /// One line of the changelog.
 #[derive(Serialize, Debug, Clone, PartialEq)]

@@ -20,7 +20,6 @@
 //! just past the time by which every result is final, so the run can stop there instead of
 //! computing window expiries far past the end of the data.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,97 +35,16 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{Scope, Stream};
 
 use super::{Arrival, EventSource, Poll, Position};
-use crate::dataflow::window::Hopping;
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
-use crate::event_time::{beyond_wall_clock, ceil_to, EventClock, FutureHold, Settled};
+use crate::event_time::{beyond_wall_clock, EventClock, FutureHold, Settled};
 use crate::metrics::{Metrics, ReaderProgress};
+use crate::progress::{EndRule, Ends, StreamEnd};
 use timely::dataflow::operators::probe;
 
 /// Arrivals read per activation of the ingest operator.
 const BATCH: usize = 8_192;
 /// Events the ingest operator lets run ahead of the dataflow's completed output.
 const MAX_IN_FLIGHT: u64 = 262_144;
-
-/// Where a finite stream ended.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ends {
-    /// The time results are final as of: the tick of the largest event time, rounded up to the
-    /// similarity refresh cadence and the settling time of its staggered phases, so the final
-    /// results reflect every event. Later recommendation
-    /// changes come only from windows expiring past the end of the data and are not reported.
-    pub results: Millis,
-    /// Once the output frontier reaches this time, every result (including the last hot-items
-    /// windows) has been reported and the run can stop.
-    pub complete: Millis,
-}
-
-/// How the end of the stream is computed from the last event times.
-#[derive(Clone, Copy, Debug)]
-pub struct EndRule {
-    /// The dataflow's tick.
-    pub tick: Millis,
-    /// The similarity refresh cadence (the tick when there are no recommendations).
-    pub alignment: Millis,
-    /// How long after an aligned time the similarity table reflects every change made at it
-    /// (two refreshes, for its staggered phases; 0 without recommendations).
-    pub settle: Millis,
-    /// The hot-items windows, whose last ones fire after the data ends.
-    pub hopping: Option<Hopping>,
-}
-
-impl EndRule {
-    /// The rule for `pipeline`, whose hot-items windows (if they are computed) are `hopping`.
-    pub fn of(pipeline: &crate::spec::Pipeline, hopping: Option<Hopping>) -> EndRule {
-        let tick = pipeline.time.tick.millis();
-        let refresh = pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis());
-        EndRule {
-            tick,
-            alignment: refresh.unwrap_or(tick),
-            settle: refresh.map_or(0, |r| crate::dataflow::recommend::settled(0, r)),
-            hopping,
-        }
-    }
-
-    /// The ends of a stream whose largest event time is `max_seen` and whose input frontier is at
-    /// `frontier`.
-    pub fn ends(&self, max_seen: Option<Millis>, frontier: Millis) -> Ends {
-        let last_tick = max_seen.map_or(0, |m| ceil_to(m, self.tick));
-        let results = ceil_to(last_tick.max(frontier), self.alignment) + self.settle;
-        let last_fire = match (self.hopping, max_seen) {
-            (Some(hop), Some(max)) => hop.fire_time(hop.pane_end(max) + hop.size - hop.slide),
-            _ => 0,
-        };
-        Ends { results, complete: results.max(last_fire) + 1 }
-    }
-}
-
-impl Ends {
-    /// The ends of a stream made of two parts that ended at `self` and `other`.
-    fn merge(self, other: Ends) -> Ends {
-        Ends { results: self.results.max(other.results), complete: self.complete.max(other.complete) }
-    }
-}
-
-/// The end of a finite stream as this worker knows it, and whether this worker's source has
-/// recorded its progress.
-#[derive(Clone, Debug, Default)]
-pub struct StreamEnd {
-    ends: Rc<Cell<Option<Ends>>>,
-    drained: Rc<Cell<bool>>,
-}
-
-impl StreamEnd {
-    /// The ends, once every reading worker's input is exhausted.
-    pub fn get(&self) -> Option<Ends> {
-        self.ends.get()
-    }
-
-    /// Whether this worker has nothing more to read or acknowledge: its source (if any) ended and
-    /// learned that every result depending on it is written.
-    pub fn drained(&self) -> bool {
-        self.drained.get()
-    }
-}
 
 type EventStream<'scope> = Stream<'scope, Millis, Vec<(Event, Millis, isize)>>;
 /// What the ingest operator emits besides events: dead letters, the stream's end, progress for
@@ -318,10 +236,10 @@ pub fn ingest<'scope>(
     completed: probe::Handle<Millis>,
     stop: Option<Arc<AtomicBool>>,
 ) -> Ingested<'scope> {
-    end.drained.set(reader.is_none());
+    end.set_drained(reader.is_none());
     let worker = scope.index();
-    let drained = Rc::clone(&end.drained);
-    let known_end = Rc::clone(&end.ends);
+    let drained = end.drained_flag();
+    let known_end = end.ends_cell();
     let peers = Peers::default();
     let peers_seen = peers.clone();
     let metrics_for_peers = Arc::clone(&metrics);
@@ -503,8 +421,8 @@ pub fn ingest<'scope>(
     let mut heard: Vec<Ends> = Vec::new();
     ends.broadcast().sink(Pipeline, "StreamEnd", move |(input, _frontier)| {
         input.for_each(|_time, data| heard.append(data));
-        if readers > 0 && heard.len() == readers && end.ends.get().is_none() {
-            end.ends.set(heard.iter().copied().reduce(Ends::merge));
+        if readers > 0 && heard.len() == readers && end.get().is_none() {
+            end.set(heard.iter().copied().reduce(Ends::merge));
         }
     });
     Ingested { events: events.as_collection(), dead_letters, forgets: forgets.as_collection() }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::event::{DeadLetter, Event, RejectReason};
 
 pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, StdinLines};
-pub use self::ingest::{ingest, EndRule, Ends, Ingested, StreamEnd};
+pub use self::ingest::{ingest, Ingested};
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
 pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostRefused, PostSender, PostedRecord, WithPosted};

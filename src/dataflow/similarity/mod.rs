@@ -43,8 +43,8 @@ use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::Id;
 use crate::event_time::ceil_to;
+use crate::progress::StreamEnd;
 use crate::results::SCORE_SCALE;
-use crate::source::StreamEnd;
 use crate::spec::{CoOccurrence, Measure, SimilaritySpec};
 
 mod rows;
