@@ -14,6 +14,7 @@
 //! `DELETE /v1/users/{user}`, `GET /metrics`, `GET /healthz`, `GET /v1/status` (the
 //! [`crate::status`] document) and `GET /`, the live dashboard ([`dashboard`]).
 
+mod answers;
 pub mod bench;
 pub mod connections;
 pub mod dashboard;

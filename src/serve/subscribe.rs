@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use super::routes::{check_params, ApiError};
+use super::answers::{check_params, ApiError};
 use super::{Changes, Shared, Topic};
 use crate::event::Id;
 use crate::sink::changelog::ChangeRecord;
