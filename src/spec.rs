@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use crate::event::{Action, Milli, Millis, MILLI};
+use crate::kafka::address::{reserved_option, KafkaAddress, Role, SCHEME};
 
 /// A span of time written as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `7d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -337,7 +338,7 @@ impl KafkaSourceSpec {
         if self.idle_timeout.millis() == 0 {
             return bad("source.kafka.idle_timeout", "must be positive, such as \"10s\"".into());
         }
-        if let Some(problem) = crate::kafka::reserved_option(&self.options, crate::kafka::Role::Consumer) {
+        if let Some(problem) = reserved_option(&self.options, Role::Consumer) {
             return bad("source.kafka.options", problem);
         }
         Ok(())
@@ -1326,13 +1327,13 @@ impl Pipeline {
         }
         for (key, destination) in [("output.path", &self.output.path), ("output.dead_letter", &self.output.dead_letter)]
         {
-            if destination.starts_with(crate::kafka::SCHEME) {
-                if let Err(problem) = crate::kafka::KafkaAddress::parse(destination) {
+            if destination.starts_with(SCHEME) {
+                if let Err(problem) = KafkaAddress::parse(destination) {
                     return bad(key, problem);
                 }
             }
         }
-        if let Some(problem) = crate::kafka::reserved_option(&self.output.kafka_options, crate::kafka::Role::Producer) {
+        if let Some(problem) = reserved_option(&self.output.kafka_options, Role::Producer) {
             return bad("output.kafka_options", problem);
         }
         if let Some(share) = self.output.max_rejected_share.filter(|share| !(*share > 0.0 && *share <= 1.0)) {
