@@ -2,7 +2,7 @@
 //!
 //! Everything downstream of decoding works on [`Event`]: identifiers keep the form the user gave
 //! them ([`Id`]), times are milliseconds since the Unix epoch, and numbers that must order
-//! deterministically are fixed point ([`Milli`]).
+//! deterministically are fixed point ([`Thousandths`]).
 
 use std::fmt;
 
@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 /// Event time in milliseconds since the Unix epoch.
 pub type Millis = u64;
 
-/// A fixed-point number with three decimals (`1.5` is `Milli(1500)`).
-pub type Milli = i64;
+/// A fixed-point number with three decimals (`1.5` is 1500 thousandths).
+pub type Thousandths = i64;
 
-/// Scale of [`Milli`] values.
-pub const MILLI: i64 = 1_000;
+/// Scale of [`Thousandths`] values.
+pub const THOUSANDTHS_PER_UNIT: i64 = 1_000;
 
 /// The largest magnitude of an event's `value` (a rating); decoders reject larger values as
 /// `bad_number`. With weights at most 1,000 and blend weights at most 1,000 this keeps one
@@ -214,7 +214,7 @@ pub struct Event {
     /// What they did.
     pub action: Action,
     /// The event's value (a rating), when the input has one.
-    pub value: Option<Milli>,
+    pub value: Option<Thousandths>,
     /// When, in milliseconds since the Unix epoch.
     pub ts: Millis,
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use crate::event::{Action, Milli, Millis, MILLI};
+use crate::event::{Action, Millis, Thousandths, THOUSANDTHS_PER_UNIT};
 use crate::kafka::address::{reserved_option, KafkaAddress, Role, SCHEME};
 
 /// A span of time written as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `7d`.
@@ -511,7 +511,7 @@ impl Default for Weights {
 
 impl Weights {
     /// The weight of an action in thousandths, before any rating value is applied.
-    pub fn milli(&self, action: Action) -> Milli {
+    pub fn milli(&self, action: Action) -> Thousandths {
         let w = match action {
             Action::View => self.view,
             Action::Cart => self.cart,
@@ -519,13 +519,13 @@ impl Weights {
             Action::Buy => self.buy,
             Action::Rate => self.rate,
         };
-        to_milli(w)
+        to_thousandths(w)
     }
 }
 
 /// Rounds a decimal to thousandths.
-pub fn to_milli(x: f64) -> Milli {
-    (x * MILLI as f64).round() as Milli
+pub fn to_thousandths(x: f64) -> Thousandths {
+    (x * THOUSANDTHS_PER_UNIT as f64).round() as Thousandths
 }
 
 /// The short-term window over which recent preferences are summed.

@@ -29,7 +29,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
 
 use super::ranking::keep_best;
-use super::schedule::{Due, Inbox, Scheduler};
+use super::schedule::{Due, DueWork, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id, Millis};
 use crate::spec::HotItemsSpec;
@@ -76,7 +76,7 @@ fn count_panes<'scope>(
 ) -> Stream<'scope, Time, Vec<PaneCount>> {
     let actions = spec.actions.clone();
     let per_category = spec.per_category;
-    let mut scheduler: Scheduler<HashMap<PaneKey, i64>> = Scheduler::default();
+    let mut due_work: DueWork<HashMap<PaneKey, i64>> = DueWork::default();
     events.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<PaneCount>>, _, _, _>(
         Pipeline,
         "HotItems: Panes",
@@ -89,15 +89,15 @@ fn count_panes<'scope>(
                         }
                         let pane_end = hop.pane_end(event.ts);
                         let category = if per_category { event.category } else { None };
-                        let counts = scheduler.at(time.max(pane_end), &capability);
+                        let counts = due_work.at(time.max(pane_end), &capability);
                         *counts.entry((pane_end, category, event.item)).or_default() += diff as i64;
                     }
                 });
-                while let Some((time, capability, counts)) = scheduler.next_due(frontier) {
+                while let Some((time, capability, counts)) = due_work.next_due(frontier) {
                     let mut session = output.session(&capability);
                     session.give_iterator(counts.into_iter().filter(|(_, c)| *c != 0).map(|(key, c)| (key, time, c)));
                 }
-                scheduler.settle();
+                due_work.settle();
             }
         },
     )
@@ -123,7 +123,7 @@ fn window_candidates<'scope>(
     top_n: usize,
     hop: Hopping,
 ) -> Stream<'scope, Time, Vec<(Candidates, Time, isize)>> {
-    let mut scheduler: Scheduler<WindowWork> = Scheduler::default();
+    let mut due_work: DueWork<WindowWork> = DueWork::default();
     let mut windows: BTreeMap<HotWindow, WindowCounts> = BTreeMap::new();
     let worker = panes.scope().index();
     panes.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(Candidates, Time, isize)>>, _, _, _>(
@@ -135,12 +135,12 @@ fn window_candidates<'scope>(
                     for ((pane_end, category, item), time, count) in data.drain(..) {
                         for end in hop.open_window_ends(pane_end, time) {
                             let evaluate_at = time.max(hop.fire_time(end));
-                            scheduler.at(evaluate_at, &capability).evaluate.insert((end, category.clone()));
+                            due_work.at(evaluate_at, &capability).evaluate.insert((end, category.clone()));
                         }
-                        scheduler.at(time, &capability).counts.push((pane_end, category, item, count));
+                        due_work.at(time, &capability).counts.push((pane_end, category, item, count));
                     }
                 });
-                while let Some((time, capability, work)) = scheduler.next_due(frontier) {
+                while let Some((time, capability, work)) = due_work.next_due(frontier) {
                     for (pane_end, category, item, count) in work.counts {
                         for end in hop.open_window_ends(pane_end, time) {
                             let window = windows.entry((end, category.clone())).or_default();
@@ -162,7 +162,7 @@ fn window_candidates<'scope>(
                         }
                     }
                 }
-                scheduler.settle();
+                due_work.settle();
                 forget_purged(&mut windows, frontier, hop);
             }
         },

@@ -16,7 +16,7 @@ use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 
-use super::schedule::{Due, Inbox, Scheduler};
+use super::schedule::{Due, DueWork, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
@@ -68,7 +68,7 @@ pub fn popular_pool<'scope>(
         [(event.item.clone(), 0, 1), (event.item, end, -1)]
     });
     let changes = super::retime(windowed, "PopularRefresh", move |_, t| ceil_to(t, refresh), end);
-    let mut scheduler: Scheduler<HashMap<Id, i64>> = Scheduler::default();
+    let mut due_work: DueWork<HashMap<Id, i64>> = DueWork::default();
     let counts = changes.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "PopularPool: Counts",
@@ -76,10 +76,10 @@ pub fn popular_pool<'scope>(
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for (item, time, diff) in data.drain(..) {
-                        *scheduler.at(time, &capability).entry(item).or_default() += diff as i64;
+                        *due_work.at(time, &capability).entry(item).or_default() += diff as i64;
                     }
                 });
-                while let Some((time, capability, counts)) = scheduler.next_due(frontier) {
+                while let Some((time, capability, counts)) = due_work.next_due(frontier) {
                     let mut counts: Vec<(Id, i64)> = counts.into_iter().filter(|(_, c)| *c != 0).collect();
                     // Sorted, so the pool sees the same sequence whatever the hash map's order.
                     counts.sort_unstable();
@@ -87,7 +87,7 @@ pub fn popular_pool<'scope>(
                         .session(&capability)
                         .give_iterator(counts.into_iter().map(|(item, c)| (item, time, c as isize)));
                 }
-                scheduler.settle();
+                due_work.settle();
             }
         },
     );

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::ReleaseWhenDue;
 use super::{Coll, Time};
-use crate::event::{Action, Event, Id, Milli, MILLI};
+use crate::event::{Action, Event, Id, Thousandths, THOUSANDTHS_PER_UNIT};
 use crate::progress::StreamEnd;
 use crate::spec::{Exclude, RecommendSpec, Weights};
 use crate::window::{horizon_expiry, short_term_expiry};
@@ -35,11 +35,12 @@ use crate::window::{horizon_expiry, short_term_expiry};
 /// assert_eq!(event_weight(&centred, &rating(4)), 1_500);
 /// assert_eq!(event_weight(&centred, &rating(1)), 0, "a 1-star rating is no positive signal");
 /// ```
-pub fn event_weight(weights: &Weights, event: &Event) -> Milli {
+pub fn event_weight(weights: &Weights, event: &Event) -> Thousandths {
     let base = weights.milli(event.action);
     let weight = match (event.action, event.value) {
         (Action::Rate, Some(value)) => {
-            base.saturating_mul(value.saturating_sub(crate::spec::to_milli(weights.rating_offset))) / MILLI
+            base.saturating_mul(value.saturating_sub(crate::spec::to_thousandths(weights.rating_offset)))
+                / THOUSANDTHS_PER_UNIT
         }
         _ => base,
     };
@@ -104,8 +105,8 @@ impl Touches {
 /// ```
 /// assert_eq!(recflow::dataflow::preference::decay_factors(1_000, 900, 4), [1_000, 900, 810, 729]);
 /// ```
-pub fn decay_factors(unit: i64, decay: Milli, len: usize) -> Vec<i64> {
-    std::iter::successors(Some(unit), |f| Some(f * decay / MILLI)).take(len).collect()
+pub fn decay_factors(unit: i64, decay: Thousandths, len: usize) -> Vec<i64> {
+    std::iter::successors(Some(unit), |f| Some(f * decay / THOUSANDTHS_PER_UNIT)).take(len).collect()
 }
 
 /// Whether an event makes its item excluded for its user under `rule`.
@@ -146,8 +147,8 @@ pub fn contributions<'scope>(
     end: StreamEnd,
 ) -> Coll<'scope, (Id, Contribution)> {
     let (short, horizon, rule) = (spec.short_term, spec.long_term, spec.exclude);
-    let alpha = crate::spec::to_milli(spec.alpha);
-    let beta = crate::spec::to_milli(spec.beta);
+    let alpha = crate::spec::to_thousandths(spec.alpha);
+    let beta = crate::spec::to_thousandths(spec.beta);
     let weights = weights.clone();
     events
         .join_function(move |event: Event| {

@@ -88,7 +88,7 @@ struct Seeding {
 impl Seeding {
     /// The seeding of `spec`.
     fn of(spec: &RecommendSpec) -> Seeding {
-        let decay = crate::spec::to_milli(spec.recency_decay);
+        let decay = crate::spec::to_thousandths(spec.recency_decay);
         Seeding {
             count: spec.top_preferences,
             rule: spec.seeds,
@@ -185,9 +185,9 @@ pub fn recommendations<'scope>(
     let scoring = Scoring {
         k: spec.k,
         seeding: Seeding::of(spec),
-        prior: crate::spec::to_milli(spec.popularity_prior),
-        diversity: crate::spec::to_milli(spec.diversity),
-        long_tail: crate::spec::to_milli(spec.long_tail),
+        prior: crate::spec::to_thousandths(spec.popularity_prior),
+        diversity: crate::spec::to_thousandths(spec.diversity),
+        long_tail: crate::spec::to_thousandths(spec.long_tail),
     };
     score_users(per_user.concat(shared), scoring, sessions, explain).as_collection()
 }
@@ -463,7 +463,8 @@ pub fn prior_term(prior: i64, seed_weight: i64, count: i64, top: i64) -> i64 {
     if top <= 0 {
         return 0;
     }
-    let term = prior as i128 * seed_weight as i128 * count as i128 / (top as i128 * crate::event::MILLI as i128);
+    let term = prior as i128 * seed_weight as i128 * count as i128
+        / (top as i128 * crate::event::THOUSANDTHS_PER_UNIT as i128);
     term.clamp(0, MAX_PRIOR_TERM as i128) as i64
 }
 

@@ -48,7 +48,7 @@ pub trait ReleaseWhenDue<'scope, D> {
 
 impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self {
-        let mut scheduler: Scheduler<Vec<(D, isize)>> = Scheduler::default();
+        let mut due_work: DueWork<Vec<(D, isize)>> = DueWork::default();
         self.inner
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
                 Pipeline,
@@ -62,17 +62,17 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
                                 if time <= now {
                                     session.give((datum, time, diff));
                                 } else {
-                                    scheduler.at(time, &cap).push((datum, diff));
+                                    due_work.at(time, &cap).push((datum, diff));
                                 }
                             }
                         });
                         if let Some(ends) = end.get() {
-                            scheduler.forget_after(ends.results);
+                            due_work.forget_after(ends.results);
                         }
-                        while let Some((time, due, updates)) = scheduler.next_due(frontier) {
+                        while let Some((time, due, updates)) = due_work.next_due(frontier) {
                             output.session(&due).give_iterator(updates.into_iter().map(|(d, r)| (d, time, r)));
                         }
-                        scheduler.settle();
+                        due_work.settle();
                     }
                 },
             )
@@ -86,18 +86,18 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
 /// carry their times in their data, and a message's time need only not be later. So a run through
 /// many due times sends all its messages at one time, and progress tracking sees one time per run
 /// instead of one per due time.
-pub struct Scheduler<W> {
+pub struct DueWork<W> {
     work: BTreeMap<Time, W>,
     held: Option<Capability<Time>>,
 }
 
-impl<W> Default for Scheduler<W> {
+impl<W> Default for DueWork<W> {
     fn default() -> Self {
-        Scheduler { work: BTreeMap::new(), held: None }
+        DueWork { work: BTreeMap::new(), held: None }
     }
 }
 
-impl<W: Default> Scheduler<W> {
+impl<W: Default> DueWork<W> {
     /// The work due at `time`, which must not precede the time of `capability`.
     pub fn at(&mut self, time: Time, capability: &timely::dataflow::operators::InputCapability<Time>) -> &mut W {
         if self.held.as_ref().is_none_or(|h| *h.time() > time) {
@@ -154,7 +154,7 @@ pub struct Due<D> {
 /// Updates held by time until the input frontier passes that time, for operators that must apply
 /// each time's updates together and in time order.
 ///
-/// Like [`Scheduler`], it holds one capability, at the earliest pending time, and hands out
+/// Like [`DueWork`], it holds one capability, at the earliest pending time, and hands out
 /// copies of it: all the times completed in one run go out as messages at one time.
 pub struct Inbox<D> {
     pending: BTreeMap<Time, Vec<(D, isize)>>,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bincode::Options;
 
-use crate::event::{Action, Event, Id, Milli, Millis, RejectReason, MAX_VALUE, MILLI};
+use crate::event::{Action, Event, Id, Millis, RejectReason, Thousandths, MAX_VALUE, THOUSANDTHS_PER_UNIT};
 use crate::spec::{Format, Payload, SourceSpec, TimeUnit};
 
 pub use self::csv::ColumnLayout;
@@ -155,7 +155,7 @@ fn parse_timestamp_text(text: &str) -> Result<u64, RejectReason> {
     text.parse::<u64>().map_err(|_| RejectReason::BadNumber(format!("ts `{text}` is not a non-negative integer")))
 }
 
-fn parse_value_text(text: &str) -> Result<Option<Milli>, RejectReason> {
+fn parse_value_text(text: &str) -> Result<Option<Thousandths>, RejectReason> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -166,18 +166,20 @@ fn parse_value_text(text: &str) -> Result<Option<Milli>, RejectReason> {
     }
 }
 
-fn value_milli(v: f64) -> Result<Milli, RejectReason> {
+fn value_milli(v: f64) -> Result<Thousandths, RejectReason> {
     if v.is_finite() && v.abs() <= MAX_VALUE as f64 {
-        Ok((v * MILLI as f64).round() as Milli)
+        Ok((v * THOUSANDTHS_PER_UNIT as f64).round() as Thousandths)
     } else {
         Err(value_out_of_bounds(v))
     }
 }
 
 /// A value decoded in thousandths (from a binary payload) within `±MAX_VALUE`.
-fn bounded_value_milli(value: Option<Milli>) -> Result<Option<Milli>, RejectReason> {
+fn bounded_value_milli(value: Option<Thousandths>) -> Result<Option<Thousandths>, RejectReason> {
     match value {
-        Some(v) if v.unsigned_abs() > (MAX_VALUE * MILLI) as u64 => Err(value_out_of_bounds(v as f64 / MILLI as f64)),
+        Some(v) if v.unsigned_abs() > (MAX_VALUE * THOUSANDTHS_PER_UNIT) as u64 => {
+            Err(value_out_of_bounds(v as f64 / THOUSANDTHS_PER_UNIT as f64))
+        }
         _ => Ok(value),
     }
 }
@@ -222,7 +224,7 @@ mod tests {
             ..SourceSpec::default()
         };
         let d = Decoder::new(&spec);
-        assert_eq!(d.decode("1,2,rate,-1000000,5").unwrap().value, Some(-MAX_VALUE * MILLI));
+        assert_eq!(d.decode("1,2,rate,-1000000,5").unwrap().value, Some(-MAX_VALUE * THOUSANDTHS_PER_UNIT));
         for text in ["1000000.001", "-2e6", "1e300", "inf", "NaN"] {
             let Err(RejectReason::BadNumber(why)) = d.decode(&format!("1,2,rate,{text},5")) else {
                 panic!("value {text} is accepted")
@@ -242,7 +244,7 @@ mod tests {
             ts: 5_000,
         };
         let encode = |e: &Event| bincode::DefaultOptions::new().with_fixint_encoding().serialize(e).unwrap();
-        assert!(bincode.decode_bytes(&encode(&event(Some(MAX_VALUE * MILLI)))).is_ok());
+        assert!(bincode.decode_bytes(&encode(&event(Some(MAX_VALUE * THOUSANDTHS_PER_UNIT)))).is_ok());
         let too_large = bincode.decode_bytes(&encode(&event(Some(i64::MAX))));
         assert!(matches!(too_large, Err(RejectReason::BadNumber(_))), "{too_large:?}");
     }

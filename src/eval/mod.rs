@@ -20,9 +20,9 @@
 
 pub mod baseline;
 pub mod knn;
-pub mod metrics;
 pub mod plot;
 pub mod prequential;
+pub mod quality;
 pub mod replay;
 pub mod report;
 pub mod variants;

@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::baseline::{Exclusions, Popularity, WindowedPopularity};
 use super::knn::{ItemKnn, KnnLists};
-use super::metrics::{Outcome, Summary, Tally};
+use super::quality::{Outcome, Summary, Tally};
 use super::variants::{Model, Variant};
 use crate::dataflow::Time;
 use crate::event::{Event, Id};

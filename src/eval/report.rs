@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::metrics::Summary;
+use super::quality::Summary;
 use super::{EvalError, Report};
 
 fn ms(x: Option<f64>) -> String {

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use super::KafkaAddress;
 use crate::decode::Decoder;
-use crate::event::{Event, MILLI};
+use crate::event::{Event, THOUSANDTHS_PER_UNIT};
 use crate::metrics::Metrics;
 use crate::sink::{KafkaDestination, SinkError};
 use crate::spec::{Format, Payload, SourceSpec};
@@ -93,7 +93,7 @@ fn json_object(event: &Event, layout: &SourceSpec) -> serde_json::Value {
     object.insert(fields.item.clone(), serde_json::json!(event.item));
     object.insert(fields.category.clone(), serde_json::json!(event.category));
     object.insert(fields.action.clone(), event.action.name().into());
-    object.insert(fields.value.clone(), serde_json::json!(event.value.map(|v| v as f64 / MILLI as f64)));
+    object.insert(fields.value.clone(), serde_json::json!(event.value.map(|v| v as f64 / THOUSANDTHS_PER_UNIT as f64)));
     object.insert(fields.ts.clone(), (event.ts / layout.timestamp_unit.scale()).into());
     serde_json::Value::Object(object)
 }
@@ -115,7 +115,7 @@ fn delimited_line(event: &Event, layout: &SourceSpec, delimiter: char) -> String
             "item" => quoted(event.item.to_string()),
             "category" => event.category.as_ref().map(|c| quoted(c.to_string())).unwrap_or_default(),
             "action" => event.action.name().to_string(),
-            "value" => event.value.map(|v| (v as f64 / MILLI as f64).to_string()).unwrap_or_default(),
+            "value" => event.value.map(|v| (v as f64 / THOUSANDTHS_PER_UNIT as f64).to_string()).unwrap_or_default(),
             "ts" => (event.ts / layout.timestamp_unit.scale()).to_string(),
             _ => String::new(),
         })

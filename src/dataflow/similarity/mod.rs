@@ -158,7 +158,7 @@ impl Pairing {
         Pairing {
             rule: spec.co_occurrence,
             len: spec.history,
-            weights: decay_factors(PAIR_UNIT, crate::spec::to_milli(spec.pair_decay), spec.history),
+            weights: decay_factors(PAIR_UNIT, crate::spec::to_thousandths(spec.pair_decay), spec.history),
         }
     }
 

@@ -21,7 +21,7 @@
 /// `1 / log2(rank + 1)` for a hit at `rank` (1-based), 0 for a miss.
 ///
 /// ```
-/// use recflow::eval::metrics::ndcg;
+/// use recflow::eval::quality::ndcg;
 /// assert_eq!(ndcg(Some(1)), 1.0);
 /// assert_eq!(ndcg(Some(3)), 0.5);
 /// assert_eq!(ndcg(None), 0.0);
@@ -202,7 +202,7 @@ fn mean((sum, count): (f64, u64)) -> Option<f64> {
 /// (n Σ x)` over the counts sorted ascending, `i` from 1. 0 when nothing was shown.
 ///
 /// ```
-/// use recflow::eval::metrics::gini;
+/// use recflow::eval::quality::gini;
 /// assert_eq!(gini(&[5, 5, 5, 5], 4), 0.0);
 /// assert_eq!(gini(&[8], 4), 0.75, "one item of four takes every slot");
 /// ```
