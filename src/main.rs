@@ -306,8 +306,32 @@ fn timely_config(args: &WorkerArgs) -> Result<timely::Config> {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Runs the command. An error is printed as its message followed by its causes, on one line,
+/// and the exit status is 1; never with a backtrace, even under `RUST_BACKTRACE` (which is for
+/// panics): a configuration mistake deserves a sentence, not a stack.
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {}", one_line(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error's message followed by those of its causes that it does not already quote.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1).map(|cause| cause.to_string()) {
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             let mut pipeline = Pipeline::read(&args.pipeline)?;

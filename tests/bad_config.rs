@@ -82,10 +82,13 @@ fn the_cli_refuses_a_bad_pipeline_and_a_missing_input() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[hot_items]\nsize = \"7m\"\nslide = \"5m\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&bad).output_within();
-    assert!(!out.status.success());
+    // One line naming the key, even where RUST_BACKTRACE is set (it is for panics, not mistakes).
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_recflow")).args(["run"]).arg(&bad).env("RUST_BACKTRACE", "1").output_within();
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hot_items.size") && stderr.contains("multiple of slide"), "{stderr}");
+    assert!(stderr.starts_with("Error: ") && stderr.lines().count() == 1, "one line, no backtrace: {stderr}");
 
     let good = dir.join("good.toml");
     std::fs::write(&good, "[source]\nkind = \"file\"\npath = \"/nonexistent/events.csv\"\n[hot_items]\n").unwrap();
