@@ -350,6 +350,133 @@ pub struct Snapshot {
     pub latency_p99_ms: Option<f64>,
 }
 
+/// Metrics in the Prometheus text format, one family at a time.
+#[derive(Default)]
+pub struct PrometheusText(String);
+
+impl PrometheusText {
+    /// A metric family: its help and type lines, then one line per `(labels, value)` sample
+    /// (`labels` such as `{worker="0"}`, or empty).
+    pub fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        use std::fmt::Write as _;
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(self.0, "{name}{labels} {value}");
+        }
+    }
+
+    /// A metric family of one sample without labels.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help, &[(String::new(), value)]);
+    }
+
+    /// The text.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl Metrics {
+    /// Writes this process's counters and gauges to `out`.
+    pub fn write_prometheus(&self, out: &mut PrometheusText) {
+        let m = self;
+        let snapshot = m.snapshot();
+        out.single(
+            "recflow_events_in_total",
+            "counter",
+            "Records read from the sources, accepted or not.",
+            snapshot.records_in as f64,
+        );
+        out.single(
+            "recflow_events_accepted_total",
+            "counter",
+            "Events accepted into the dataflow.",
+            snapshot.accepted as f64,
+        );
+        let rejected: Vec<(String, f64)> = REJECT_CODES
+            .iter()
+            .filter(|code| **code != "late")
+            .map(|code| (format!("{{reason=\"{code}\"}}"), m.rejected_for(code) as f64))
+            .collect();
+        out.family("recflow_events_rejected_total", "counter", "Records rejected as invalid, by reason.", &rejected);
+        out.single(
+            "recflow_events_late_total",
+            "counter",
+            "Events that arrived after the allowed lateness.",
+            snapshot.late as f64,
+        );
+        let watermarks: Vec<(String, f64)> =
+            m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
+        out.family("recflow_watermark_ms", "gauge", "Each reading worker's watermark (event time, ms).", &watermarks);
+        let now = std::time::SystemTime::now();
+        let lag: Vec<(String, f64)> = m
+            .watermarks()
+            .iter()
+            .map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), watermark_lag_seconds(now, *ms)))
+            .collect();
+        out.family("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
+        let readers = m.reader_progress();
+        let frontiers: Vec<(String, f64)> =
+            readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.frontier as f64)).collect();
+        out.family(
+            "recflow_worker_input_frontier_ms",
+            "gauge",
+            "Each reading worker's input frontier (event time, ms), of every process when several workers read.",
+            &frontiers,
+        );
+        let read: Vec<(String, f64)> =
+            readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.records as f64)).collect();
+        out.family(
+            "recflow_worker_records_read_total",
+            "counter",
+            "Records each reading worker has read, of every process when several workers read.",
+            &read,
+        );
+        out.single(
+            "recflow_events_in_flight",
+            "gauge",
+            "Accepted events whose results are not all written yet.",
+            snapshot.in_flight as f64,
+        );
+        out.single(
+            "recflow_output_updates_total",
+            "counter",
+            "Changelog records written.",
+            snapshot.output_records as f64,
+        );
+        let latency: Vec<(String, f64)> = [0.5, 0.99]
+            .iter()
+            .filter_map(|q| m.update_latency.quantile_ms(*q).map(|ms| (format!("{{quantile=\"{q}\"}}"), ms)))
+            .collect();
+        out.family(
+            "recflow_update_latency_ms",
+            "summary",
+            "From an event's ingestion until its results are out.",
+            &latency,
+        );
+        out.single(
+            "recflow_kafka_client_errors_total",
+            "counter",
+            "Errors Kafka clients reported (they retry by themselves).",
+            m.kafka_errors.load(Ordering::Relaxed) as f64,
+        );
+        out.single(
+            "recflow_kafka_delivery_retries_total",
+            "counter",
+            "Kafka messages whose delivery failed and that were sent again.",
+            m.delivery_retries.load(Ordering::Relaxed) as f64,
+        );
+        let consumer_lag: Vec<(String, f64)> =
+            m.consumer_lag().iter().map(|(p, lag)| (format!("{{partition=\"{p}\"}}"), *lag as f64)).collect();
+        out.family(
+            "recflow_kafka_consumer_lag",
+            "gauge",
+            "End offset minus committed offset, per partition this process reads.",
+            &consumer_lag,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,6 @@
 //! panic the server.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +21,7 @@ use tokio::sync::oneshot;
 use super::answers::{check_params, ApiError};
 use super::{subscribe, Posting, Shared};
 use crate::event::{DeadLetter, Id, Millis};
-use crate::metrics::{watermark_lag_seconds, REJECT_CODES};
+use crate::metrics::PrometheusText;
 use crate::progress::settled;
 use crate::results::SCORE_SCALE;
 use crate::sink::changelog::{ChangeRecord, ScoredItem};
@@ -489,152 +488,59 @@ fn decode(shared: &Shared, record: &str) -> Result<(crate::event::Event, bool), 
 
 /// `GET /metrics`: Prometheus text.
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let m = &shared.metrics;
     let (as_of, ended, users, windows) = {
         let state = shared.state();
         (state.as_of(), state.ended(), state.users(), state.hot_windows())
     };
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let one = |v: f64| vec![(String::new(), v)];
-    let snapshot = m.snapshot();
-    metric(
-        "recflow_events_in_total",
-        "counter",
-        "Records read from the sources, accepted or not.",
-        &one(snapshot.records_in as f64),
-    );
-    metric(
-        "recflow_events_accepted_total",
-        "counter",
-        "Events accepted into the dataflow.",
-        &one(snapshot.accepted as f64),
-    );
-    let rejected: Vec<(String, f64)> = REJECT_CODES
-        .iter()
-        .filter(|code| **code != "late")
-        .map(|code| (format!("{{reason=\"{code}\"}}"), m.rejected_for(code) as f64))
-        .collect();
-    metric("recflow_events_rejected_total", "counter", "Records rejected as invalid, by reason.", &rejected);
-    metric(
-        "recflow_events_late_total",
-        "counter",
-        "Events that arrived after the allowed lateness.",
-        &one(snapshot.late as f64),
-    );
-    let watermarks: Vec<(String, f64)> =
-        m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
-    metric("recflow_watermark_ms", "gauge", "Each reading worker's watermark (event time, ms).", &watermarks);
-    let now = std::time::SystemTime::now();
-    let lag: Vec<(String, f64)> =
-        m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), watermark_lag_seconds(now, *ms))).collect();
-    metric("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
-    let readers = m.reader_progress();
-    let frontiers: Vec<(String, f64)> =
-        readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.frontier as f64)).collect();
-    metric(
-        "recflow_worker_input_frontier_ms",
-        "gauge",
-        "Each reading worker's input frontier (event time, ms), of every process when several workers read.",
-        &frontiers,
-    );
-    let read: Vec<(String, f64)> =
-        readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.records as f64)).collect();
-    metric(
-        "recflow_worker_records_read_total",
-        "counter",
-        "Records each reading worker has read, of every process when several workers read.",
-        &read,
-    );
-    metric(
+    let mut out = PrometheusText::default();
+    shared.metrics.write_prometheus(&mut out);
+    out.single(
         "recflow_output_as_of",
         "gauge",
         "Output frontier: every change up to this time (input's unit) is served.",
-        &one(as_of.map_or(f64::NAN, |t| t as f64)),
+        as_of.map_or(f64::NAN, |t| t as f64),
     );
-    metric(
+    out.single(
         "recflow_input_ended",
         "gauge",
         "1 once a finite input has ended and the results are final.",
-        &one(f64::from(u8::from(ended))),
+        f64::from(u8::from(ended)),
     );
-    metric(
-        "recflow_events_in_flight",
-        "gauge",
-        "Accepted events whose results are not all written yet.",
-        &one(snapshot.in_flight as f64),
-    );
-    metric(
-        "recflow_output_updates_total",
-        "counter",
-        "Changelog records written.",
-        &one(snapshot.output_records as f64),
-    );
-    let latency: Vec<(String, f64)> = [0.5, 0.99]
-        .iter()
-        .filter_map(|q| m.update_latency.quantile_ms(*q).map(|ms| (format!("{{quantile=\"{q}\"}}"), ms)))
-        .collect();
-    metric("recflow_update_latency_ms", "summary", "From an event's ingestion until its results are out.", &latency);
-    metric(
-        "recflow_kafka_client_errors_total",
-        "counter",
-        "Errors Kafka clients reported (they retry by themselves).",
-        &one(m.kafka_errors.load(Ordering::Relaxed) as f64),
-    );
-    metric(
-        "recflow_kafka_delivery_retries_total",
-        "counter",
-        "Kafka messages whose delivery failed and that were sent again.",
-        &one(m.delivery_retries.load(Ordering::Relaxed) as f64),
-    );
-    let consumer_lag: Vec<(String, f64)> =
-        m.consumer_lag().iter().map(|(p, lag)| (format!("{{partition=\"{p}\"}}"), *lag as f64)).collect();
-    metric(
-        "recflow_kafka_consumer_lag",
-        "gauge",
-        "End offset minus committed offset, per partition this process reads.",
-        &consumer_lag,
-    );
-    metric(
+    out.single(
         "recflow_subscribers",
         "gauge",
         "Open subscriptions.",
-        &one(shared.subscribers.load(Ordering::Relaxed) as f64),
+        shared.subscribers.load(Ordering::Relaxed) as f64,
     );
-    metric(
+    out.single(
         "recflow_http_connections",
         "gauge",
         "Open HTTP connections.",
-        &one(shared.connections.open.load(Ordering::Relaxed) as f64),
+        shared.connections.open.load(Ordering::Relaxed) as f64,
     );
-    metric(
+    out.single(
         "recflow_http_connections_refused_total",
         "counter",
         "Connections refused with 503 beyond serve.max_connections.",
-        &one(shared.connections.refused.load(Ordering::Relaxed) as f64),
+        shared.connections.refused.load(Ordering::Relaxed) as f64,
     );
     if let Posting::Open(events) = &shared.inlets.events {
-        metric(
+        out.single(
             "recflow_posted_events_waiting",
             "gauge",
             "Posted events waiting for the pipeline to take them (at most serve.max_queued_events).",
-            &one(events.waiting() as f64),
+            events.waiting() as f64,
         );
     }
-    metric(
+    out.single(
         "recflow_forget_requests_total",
         "counter",
         "Users forgotten through DELETE /v1/users/{user}.",
-        &one(shared.forgets.load(Ordering::Relaxed) as f64),
+        shared.forgets.load(Ordering::Relaxed) as f64,
     );
-    metric("recflow_served_users", "gauge", "Users with a served recommendation list.", &one(users as f64));
-    metric("recflow_served_hot_windows", "gauge", "Hot-items windows kept for queries.", &one(windows as f64));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    out.single("recflow_served_users", "gauge", "Users with a served recommendation list.", users as f64);
+    out.single("recflow_served_hot_windows", "gauge", "Hot-items windows kept for queries.", windows as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.into_string())
 }
 
 #[cfg(test)]
