@@ -1074,6 +1074,13 @@ pub enum SpecError {
 }
 
 impl Pipeline {
+    /// Whether recommendation lists carry their explanations (`serve.explain`): only a server
+    /// shows them. Every worker of every process must agree, since it changes what the workers
+    /// exchange.
+    pub fn explains(&self) -> bool {
+        self.serve.as_ref().is_some_and(|spec| spec.explain)
+    }
+
     /// Reads and validates a pipeline file.
     pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
         let pipeline = Pipeline::read(path)?;

@@ -126,7 +126,7 @@ pub fn build_sharing<'scope>(
             contributions,
             similar,
             forgets,
-            explains(pipeline),
+            pipeline.explains(),
             spec,
             tick,
             pipeline.time.allowed_lateness.millis(),
@@ -143,12 +143,6 @@ pub fn spread_by_user<'scope>(events: Coll<'scope, Event>) -> Coll<'scope, Event
     use differential_dataflow::{AsCollection, Hashable};
     use timely::dataflow::operators::Exchange;
     events.inner.exchange(|(event, _, _): &(Event, Time, isize)| event.user.hashed()).as_collection()
-}
-
-/// Whether recommendation lists carry their explanations (`serve.explain`): only a server shows
-/// them. Every worker of every process must agree, since it changes what the workers exchange.
-pub fn explains(pipeline: &Pipeline) -> bool {
-    pipeline.serve.as_ref().is_some_and(|spec| spec.explain)
 }
 
 /// Moves every update of `collection` to `round(datum, time)` (which must not be earlier),

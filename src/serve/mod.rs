@@ -244,7 +244,7 @@ impl Server {
             },
             inlets,
             refresh: pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis()),
-            explain: crate::dataflow::explains(pipeline) && pipeline.recommend.is_some(),
+            explain: pipeline.explains() && pipeline.recommend.is_some(),
             decoder: Decoder::for_payload(&pipeline.source, Payload::Json),
             ts_field: pipeline.source.fields.ts.clone(),
             min_timestamp: pipeline.source.min_timestamp,
