@@ -379,8 +379,7 @@ impl PrometheusText {
 impl Metrics {
     /// Writes this process's counters and gauges to `out`.
     pub fn write_prometheus(&self, out: &mut PrometheusText) {
-        let m = self;
-        let snapshot = m.snapshot();
+        let snapshot = self.snapshot();
         out.single(
             "recflow_events_in_total",
             "counter",
@@ -396,7 +395,7 @@ impl Metrics {
         let rejected: Vec<(String, f64)> = REJECT_CODES
             .iter()
             .filter(|code| **code != "late")
-            .map(|code| (format!("{{reason=\"{code}\"}}"), m.rejected_for(code) as f64))
+            .map(|code| (format!("{{reason=\"{code}\"}}"), self.rejected_for(code) as f64))
             .collect();
         out.family("recflow_events_rejected_total", "counter", "Records rejected as invalid, by reason.", &rejected);
         out.single(
@@ -405,17 +404,15 @@ impl Metrics {
             "Events that arrived after the allowed lateness.",
             snapshot.late as f64,
         );
+        let marks = self.watermarks();
         let watermarks: Vec<(String, f64)> =
-            m.watermarks().iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
+            marks.iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
         out.family("recflow_watermark_ms", "gauge", "Each reading worker's watermark (event time, ms).", &watermarks);
         let now = std::time::SystemTime::now();
-        let lag: Vec<(String, f64)> = m
-            .watermarks()
-            .iter()
-            .map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), watermark_lag_seconds(now, *ms)))
-            .collect();
+        let lag: Vec<(String, f64)> =
+            marks.iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), watermark_lag_seconds(now, *ms))).collect();
         out.family("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
-        let readers = m.reader_progress();
+        let readers = self.reader_progress();
         let frontiers: Vec<(String, f64)> =
             readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.frontier as f64)).collect();
         out.family(
@@ -446,7 +443,7 @@ impl Metrics {
         );
         let latency: Vec<(String, f64)> = [0.5, 0.99]
             .iter()
-            .filter_map(|q| m.update_latency.quantile_ms(*q).map(|ms| (format!("{{quantile=\"{q}\"}}"), ms)))
+            .filter_map(|q| self.update_latency.quantile_ms(*q).map(|ms| (format!("{{quantile=\"{q}\"}}"), ms)))
             .collect();
         out.family(
             "recflow_update_latency_ms",
@@ -458,16 +455,16 @@ impl Metrics {
             "recflow_kafka_client_errors_total",
             "counter",
             "Errors Kafka clients reported (they retry by themselves).",
-            m.kafka_errors.load(Ordering::Relaxed) as f64,
+            self.kafka_errors.load(Ordering::Relaxed) as f64,
         );
         out.single(
             "recflow_kafka_delivery_retries_total",
             "counter",
             "Kafka messages whose delivery failed and that were sent again.",
-            m.delivery_retries.load(Ordering::Relaxed) as f64,
+            self.delivery_retries.load(Ordering::Relaxed) as f64,
         );
         let consumer_lag: Vec<(String, f64)> =
-            m.consumer_lag().iter().map(|(p, lag)| (format!("{{partition=\"{p}\"}}"), *lag as f64)).collect();
+            self.consumer_lag().iter().map(|(p, lag)| (format!("{{partition=\"{p}\"}}"), *lag as f64)).collect();
         out.family(
             "recflow_kafka_consumer_lag",
             "gauge",

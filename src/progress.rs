@@ -105,14 +105,4 @@ impl StreamEnd {
     pub(crate) fn set_drained(&self, drained: bool) {
         self.drained.set(drained);
     }
-
-    /// The ends as the ingest operator updates them from inside the dataflow.
-    pub(crate) fn ends_cell(&self) -> Rc<Cell<Option<Ends>>> {
-        Rc::clone(&self.ends)
-    }
-
-    /// Whether this worker's source is drained, as the ingest operator updates it.
-    pub(crate) fn drained_flag(&self) -> Rc<Cell<bool>> {
-        Rc::clone(&self.drained)
-    }
 }

@@ -511,7 +511,7 @@ impl Default for Weights {
 
 impl Weights {
     /// The weight of an action in thousandths, before any rating value is applied.
-    pub fn milli(&self, action: Action) -> Thousandths {
+    pub fn thousandths(&self, action: Action) -> Thousandths {
         let w = match action {
             Action::View => self.view,
             Action::Cart => self.cart,

@@ -36,7 +36,7 @@ use crate::window::{horizon_expiry, short_term_expiry};
 /// assert_eq!(event_weight(&centred, &rating(1)), 0, "a 1-star rating is no positive signal");
 /// ```
 pub fn event_weight(weights: &Weights, event: &Event) -> Thousandths {
-    let base = weights.milli(event.action);
+    let base = weights.thousandths(event.action);
     let weight = match (event.action, event.value) {
         (Action::Rate, Some(value)) => {
             base.saturating_mul(value.saturating_sub(crate::spec::to_thousandths(weights.rating_offset)))

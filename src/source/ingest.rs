@@ -238,8 +238,7 @@ pub fn ingest<'scope>(
 ) -> Ingested<'scope> {
     end.set_drained(reader.is_none());
     let worker = scope.index();
-    let drained = end.drained_flag();
-    let known_end = end.ends_cell();
+    let reader_end = end.clone();
     let peers = Peers::default();
     let peers_seen = peers.clone();
     let metrics_for_peers = Arc::clone(&metrics);
@@ -266,7 +265,7 @@ pub fn ingest<'scope>(
                     };
                     acknowledge_written(&mut in_flight, &completed, reader.as_mut(), &metrics);
                     if let Phase::Ended { global_end_known } = &mut phase {
-                        if let (false, Some(ends)) = (*global_end_known, known_end.get()) {
+                        if let (false, Some(ends)) = (*global_end_known, reader_end.get()) {
                             let complete = ends.complete.max(*cap.time());
                             cap.downgrade(&complete);
                             *global_end_known = true;
@@ -279,7 +278,7 @@ pub fn ingest<'scope>(
                         }
                         if *global_end_known && in_flight.is_empty() {
                             reader.finish();
-                            drained.set(true);
+                            reader_end.set_drained(true);
                             source = None;
                         } else {
                             activator.activate_after(Duration::from_millis(1));
