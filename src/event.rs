@@ -20,7 +20,7 @@ pub const THOUSANDTHS_PER_UNIT: i64 = 1_000;
 /// The largest magnitude of an event's `value` (a rating); decoders reject larger values as
 /// `bad_number`. With weights at most 1,000 and blend weights at most 1,000 this keeps one
 /// event's preference below 2^62 millionths, so no product overflows; sums of preferences are
-/// kept in 128 bits ([`crate::dataflow::preference`]).
+/// kept in 128 bits by the preference operator.
 pub const MAX_VALUE: i64 = 1_000_000;
 
 /// A user or item identifier, kept as the user gave it.

@@ -14,8 +14,17 @@
 //! it say whether event time really jumped (a gap in a replayed file, a stream resuming after a
 //! quiet night) or the record is poison.
 
+use differential_dataflow::VecCollection;
+
 use crate::event::Millis;
 use crate::spec::TimeSpec;
+
+/// The dataflow's timestamp: event time in milliseconds, at tick granularity.
+pub type Time = Millis;
+
+/// A collection of `D` with signed multiplicities at [`Time`]: what every operator of the
+/// dataflow, and every sink, consumes.
+pub type Coll<'scope, D> = VecCollection<'scope, Time, D, isize>;
 
 /// The wall clock in milliseconds since the Unix epoch.
 pub fn wall_clock_ms() -> Millis {

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod rejections;
 pub mod results;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod sink;
 pub mod source;

@@ -1,4 +1,5 @@
-//! The results recflow maintains, as the dataflow hands them to sinks: one current value per key.
+//! The results recflow maintains: as the dataflow hands them to sinks (one current value per
+//! key), and as the changelog writes them out and the server serves them ([`ChangeRecord`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,4 +58,56 @@ pub enum ResultValue {
     HotItems(Vec<(Id, i64)>),
     /// Recommendations, best first.
     Recs(Vec<RecItem>),
+}
+
+/// One line of the changelog.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeRecord {
+    /// A user's list changed.
+    Recs {
+        /// The user.
+        user: Id,
+        /// The time the list is valid as of, in the input's timestamp unit.
+        time: u64,
+        /// The list, best first; empty when the user has none any more.
+        items: Vec<ScoredItem>,
+    },
+    /// A hot-items window's list changed.
+    HotItems {
+        /// Window start, inclusive, in the input's timestamp unit (negative before the epoch).
+        window_start: i64,
+        /// Window end, exclusive, in the input's timestamp unit.
+        window_end: u64,
+        /// The category, for per-category lists.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        category: Option<Id>,
+        /// The list, best first.
+        items: Vec<CountedItem>,
+    },
+}
+
+/// An item of a recommendation list as written out.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ScoredItem {
+    /// The item.
+    pub item: Id,
+    /// Its score.
+    pub score: f64,
+    /// Present and true for popularity fill-ins.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
+    /// Why it is recommended, when explanations are kept; never written to the changelog, only
+    /// served (`explain=true`).
+    #[serde(skip)]
+    pub because: Vec<Because>,
+}
+
+/// An item of a hot-items list as written out.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct CountedItem {
+    /// The item.
+    pub item: Id,
+    /// Events in the window.
+    pub count: i64,
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::kafka::Broker;
 use common::recflow;
 use recflow::metrics::Metrics;
-use recflow::sink::changelog::{ChangeRecord, CountedItem, ScoredItem};
+use recflow::results::{ChangeRecord, CountedItem, ScoredItem};
 use recflow::sink::Destination;
 use recflow::Id;
 

@@ -242,8 +242,8 @@ fn a_subscriber_sees_a_snapshot_then_changes_including_posted_events() {
 
 #[test]
 fn a_subscriber_that_falls_behind_is_told_and_disconnected() {
+    use recflow::results::{ChangeRecord, ScoredItem};
     use recflow::serve::{Inlets, Server};
-    use recflow::sink::changelog::{ChangeRecord, ScoredItem};
 
     let pipeline = recflow::Pipeline::from_toml(common::SMALL_WORLD, "world.toml").unwrap();
     let spec = recflow::spec::ServeSpec { addr: "127.0.0.1:0".into(), client_buffer: 4, ..Default::default() };

@@ -24,10 +24,10 @@ use differential_dataflow::{AsCollection, Hashable};
 use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
 
-use super::schedule::{Due, Inbox};
 use super::{hopping, Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
+use crate::schedule::{Due, Inbox};
 use crate::spec::{Pipeline, ShortTermWindow};
 use crate::window::{horizon_expiry, short_term_expiry, Hopping};
 

@@ -29,9 +29,9 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
 
 use super::ranking::keep_best;
-use super::schedule::{Due, DueWork, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id, Millis};
+use crate::schedule::{Due, DueWork, Inbox};
 use crate::spec::HotItemsSpec;
 use crate::window::Hopping;
 

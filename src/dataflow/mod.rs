@@ -10,23 +10,15 @@ pub mod popular;
 pub mod preference;
 pub mod ranking;
 pub mod recommend;
-pub mod schedule;
 pub mod similarity;
 pub mod slots;
 
-use differential_dataflow::VecCollection;
-
-use crate::event::{Event, Id, Millis};
+use crate::event::{Event, Id};
+pub use crate::event_time::{Coll, Time};
 use crate::progress::StreamEnd;
 use crate::results::{ResultKey, ResultValue};
 use crate::spec::Pipeline;
 use crate::window::Hopping;
-
-/// The dataflow's timestamp: event time in milliseconds, at tick granularity.
-pub type Time = Millis;
-
-/// A collection of `D` with signed multiplicities at [`Time`].
-pub type Coll<'scope, D> = VecCollection<'scope, Time, D, isize>;
 
 /// The hopping-window layout of a pipeline's hot items.
 pub fn hopping(pipeline: &Pipeline) -> Option<Hopping> {
@@ -154,8 +146,8 @@ pub fn retime<'scope, D: Clone + 'static>(
     round: impl Fn(&D, Time) -> Time + 'static,
     end: StreamEnd,
 ) -> Coll<'scope, D> {
+    use crate::schedule::ReleaseWhenDue;
     use differential_dataflow::AsCollection;
-    use schedule::ReleaseWhenDue;
     use timely::dataflow::operators::vec::Map;
     collection
         .inner

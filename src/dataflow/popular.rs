@@ -16,11 +16,11 @@ use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 
-use super::schedule::{Due, DueWork, Inbox};
 use super::{Coll, Time};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
+use crate::schedule::{Due, DueWork, Inbox};
 
 /// The popular pool's layout.
 #[derive(Clone, Copy, Debug)]

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::schedule::ReleaseWhenDue;
 use super::{Coll, Time};
 use crate::event::{Action, Event, Id, Thousandths, THOUSANDTHS_PER_UNIT};
 use crate::progress::StreamEnd;
+use crate::schedule::ReleaseWhenDue;
 use crate::spec::{Exclude, RecommendSpec, Weights};
 use crate::window::{horizon_expiry, short_term_expiry};
 

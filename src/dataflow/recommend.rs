@@ -38,7 +38,6 @@ use timely::dataflow::operators::{Concat, Exchange};
 use super::popular::{popular_pool, PoolSpec};
 use super::preference::{decay_factors, saturating_i64, seed_weight, Contribution, Touches};
 use super::ranking::{adjust, adjust_ordered, keep_best};
-use super::schedule::{Due, Inbox};
 use super::similarity::Neighbours;
 use super::{Coll, Time};
 use crate::event::{Event, Id};
@@ -46,6 +45,7 @@ use crate::event_time::ceil_to;
 use crate::progress::settled;
 use crate::progress::StreamEnd;
 use crate::results::{Because, RecItem, SCORE_SCALE};
+use crate::schedule::{Due, Inbox};
 use crate::spec::{RecommendSpec, Seeds, ShortTermWindow};
 
 /// How many popular items the fallback pool holds, per `k`.

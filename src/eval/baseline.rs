@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::dataflow::preference::excludes;
-use crate::dataflow::Time;
 use crate::event::{Event, Id, Millis};
 use crate::event_time::ceil_to;
+use crate::event_time::Time;
 use crate::spec::{Exclude, Horizon};
 use crate::window::horizon_expiry;
 

@@ -2,7 +2,7 @@
 //!
 //! It runs in process 0, where worker 0's changelog sink gathers the results of all workers of
 //! all processes, on a thread of its own with a small tokio runtime. The sink feeds it through
-//! [`crate::sink::ServeFeed`] and a [`mailbox::Mailbox`] whose posts never wait, and where a
+//! [`crate::sink::ServeFeed`] and its [`Mailbox`] whose posts never wait, and where a
 //! key's records replace each other until the server takes them, so neither the server nor a
 //! slow client can stall the dataflow or make the feed grow without bound. Subscribers share a bounded broadcast ring
 //! of change batches; one that falls more than `client_buffer` batches behind is told so and
@@ -18,7 +18,6 @@ mod answers;
 pub mod bench;
 pub mod connections;
 pub mod dashboard;
-pub mod mailbox;
 pub mod routes;
 pub mod state;
 pub mod subscribe;
@@ -33,11 +32,12 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
+use crate::sink::mailbox::{Feed, Mailbox};
 use crate::source::PostSender;
 use crate::spec::{Linger, Payload, Pipeline, ServeSpec, SourceKind};
 use crate::status::{History, Output, Status, Subject};
 
-pub use self::state::{Changes, Feed, Served, Topic};
+pub use self::state::{Changes, Served, Topic};
 pub use self::subscribe::Batch;
 
 /// A server that cannot start.
@@ -192,7 +192,7 @@ impl Shared {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
-    mailbox: Arc<mailbox::Mailbox>,
+    mailbox: Arc<Mailbox>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -256,7 +256,7 @@ impl Server {
             },
             history: Mutex::new(History::default()),
         });
-        let mailbox = Arc::new(mailbox::Mailbox::new(spec.hot_windows));
+        let mailbox = Arc::new(Mailbox::new(spec.hot_windows));
         let feed = Arc::clone(&mailbox);
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -310,7 +310,7 @@ impl Server {
     }
 
     /// Where the changelog sink's [`crate::sink::ServeFeed`] posts.
-    pub fn feed(&self) -> Arc<mailbox::Mailbox> {
+    pub fn feed(&self) -> Arc<Mailbox> {
         Arc::clone(&self.mailbox)
     }
 

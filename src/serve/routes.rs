@@ -24,7 +24,7 @@ use crate::event::{DeadLetter, Id, Millis};
 use crate::metrics::PrometheusText;
 use crate::progress::settled;
 use crate::results::SCORE_SCALE;
-use crate::sink::changelog::{ChangeRecord, ScoredItem};
+use crate::results::{ChangeRecord, ScoredItem};
 use crate::source::{ForgetRequest, PostRefused, PostedRecord};
 
 /// The `Retry-After` of a post refused because too many posted events wait, in seconds.

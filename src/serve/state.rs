@@ -1,22 +1,14 @@
 //! What the server answers from: the current value of every key of the changelog (each user's
 //! list, each kept hot-items window), the output frontier they are valid as of, and whether the
-//! input has ended. Only the server's thread touches it; the worker feeds it through [`Feed`].
+//! input has ended. Only the server's thread touches it; the worker feeds it through the sink's
+//! [`Mailbox`](crate::sink::mailbox::Mailbox), taken as [`Feed`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::event::{Id, Millis};
-use crate::sink::changelog::ChangeRecord;
-
-/// What the changelog sink tells the server.
-#[derive(Debug)]
-pub enum Feed {
-    /// Change records, in changelog order (time, then key).
-    Changes(Vec<ChangeRecord>),
-    /// The sink's frontier in milliseconds: every change before it has been fed. `None`: the
-    /// input has ended and the results are final.
-    Progress(Option<Millis>),
-}
+use crate::results::ChangeRecord;
+use crate::sink::mailbox::Feed;
 
 /// The records of one batch of changes, in changelog order.
 pub type Changes = Vec<Arc<ChangeRecord>>;
@@ -183,7 +175,7 @@ impl Served {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::changelog::{CountedItem, ScoredItem};
+    use crate::results::{CountedItem, ScoredItem};
 
     fn recs(user: i64, time: u64, items: &[i64]) -> ChangeRecord {
         recs_of(Id::Num(user), time, items)

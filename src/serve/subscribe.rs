@@ -29,7 +29,7 @@ use tokio::sync::broadcast::Receiver;
 use super::answers::{check_params, ApiError};
 use super::{Changes, Shared, Topic};
 use crate::event::Id;
-use crate::sink::changelog::ChangeRecord;
+use crate::results::ChangeRecord;
 
 /// `GET /v1/subscribe[?users=a,b]`: recommendation lists of these users, or of all users.
 pub async fn recs(

@@ -11,71 +11,18 @@ use std::sync::Arc;
 
 use differential_dataflow::Hashable;
 use rustc_hash::FxHashMap as HashMap;
-use serde::Serialize;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
-use crate::dataflow::schedule::{Due, Inbox};
-use crate::dataflow::{Coll, Time};
-use crate::event::{Id, Millis};
+use crate::event::Millis;
+use crate::event_time::{Coll, Time};
 use crate::metrics::Metrics;
 use crate::progress::StreamEnd;
-use crate::results::{RecItem, ResultKey, ResultValue, SCORE_SCALE};
+use crate::results::{ChangeRecord, CountedItem, RecItem, ResultKey, ResultValue, ScoredItem, SCORE_SCALE};
+use crate::schedule::{Due, Inbox};
 use crate::window::Hopping;
-
-/// One line of the changelog.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ChangeRecord {
-    /// A user's list changed.
-    Recs {
-        /// The user.
-        user: Id,
-        /// The time the list is valid as of, in the input's timestamp unit.
-        time: u64,
-        /// The list, best first; empty when the user has none any more.
-        items: Vec<ScoredItem>,
-    },
-    /// A hot-items window's list changed.
-    HotItems {
-        /// Window start, inclusive, in the input's timestamp unit (negative before the epoch).
-        window_start: i64,
-        /// Window end, exclusive, in the input's timestamp unit.
-        window_end: u64,
-        /// The category, for per-category lists.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        category: Option<Id>,
-        /// The list, best first.
-        items: Vec<CountedItem>,
-    },
-}
-
-/// An item of a recommendation list as written out.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct ScoredItem {
-    /// The item.
-    pub item: Id,
-    /// Its score.
-    pub score: f64,
-    /// Present and true for popularity fill-ins.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub fallback: bool,
-    /// Why it is recommended, when explanations are kept; never written to the changelog, only
-    /// served (`explain=true`).
-    #[serde(skip)]
-    pub because: Vec<crate::results::Because>,
-}
-
-/// An item of a hot-items list as written out.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct CountedItem {
-    /// The item.
-    pub item: Id,
-    /// Events in the window.
-    pub count: i64,
-}
 
 /// A key's new value at a time, or `None` when it has none any more.
 pub type Change = (ResultKey, Option<ResultValue>);

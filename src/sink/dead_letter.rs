@@ -7,8 +7,8 @@ use timely::dataflow::operators::{probe, Probe};
 use timely::dataflow::Stream;
 
 use super::{Hold, Output};
-use crate::dataflow::Time;
 use crate::event::DeadLetter;
+use crate::event_time::Time;
 
 /// Writes `dead_letters` to `output` on worker 0. `completed` is attached after it, so its
 /// frontier covers written (and, for Kafka, acknowledged) dead letters. When the destination

@@ -4,9 +4,9 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::changelog::ChangeRecord;
 use super::{Destination, SinkError};
 use crate::event::{DeadLetter, Millis};
+use crate::results::ChangeRecord;
 
 /// Opens an output destination: `-` is standard output, `stderr` standard error, else a file.
 pub fn open_destination(path: &str) -> std::io::Result<Box<dyn Write>> {

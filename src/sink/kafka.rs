@@ -24,11 +24,11 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::changelog::ChangeRecord;
 use super::{Destination, SinkError};
 use crate::event::{DeadLetter, Millis, HOT_ITEMS_KEY_PREFIX};
 use crate::kafka::{client_config, KafkaAddress, ReportLimiter};
 use crate::metrics::Metrics;
+use crate::results::ChangeRecord;
 
 /// Deliveries of one message before it is given up, loudly.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -354,7 +354,7 @@ impl Drop for KafkaDestination {
 mod tests {
     use super::*;
     use crate::event::Id;
-    use crate::sink::changelog::{CountedItem, ScoredItem};
+    use crate::results::{CountedItem, ScoredItem};
 
     fn key(record: ChangeRecord) -> String {
         String::from_utf8(record.to_message().unwrap().0.unwrap()).unwrap()

@@ -2,7 +2,8 @@
 //! deterministically ordered stream of records is written, to a [`Destination`]: a JSON-lines
 //! file ([`jsonl`]) or a Kafka topic ([`kafka`]).
 //!
-//! Serving ([`serve`]) is one more destination of the changelog, teed beside the file or topic.
+//! Serving ([`serve`]) is one more destination of the changelog, teed beside the file or topic:
+//! it posts into a [`mailbox::Mailbox`] that the HTTP server takes from.
 //!
 //! A sink holds its output frontier at the earliest time whose records the destination has not
 //! acknowledged yet; the run's `completed` probe therefore only passes a time once everything
@@ -12,6 +13,7 @@ pub mod changelog;
 mod dead_letter;
 pub mod jsonl;
 pub mod kafka;
+pub mod mailbox;
 pub mod serve;
 
 use std::collections::BTreeMap;

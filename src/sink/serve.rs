@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use super::changelog::ChangeRecord;
+use super::mailbox::Mailbox;
 use super::{Destination, SinkError};
 use crate::event::Millis;
-use crate::serve::mailbox::Mailbox;
+use crate::results::ChangeRecord;
 
 /// Feeds the served state from the changelog sink on worker 0.
 pub struct ServeFeed {
@@ -16,7 +16,7 @@ pub struct ServeFeed {
 }
 
 impl ServeFeed {
-    /// A feed into the server's `mailbox` (see [`crate::serve::Server::feed`]).
+    /// A feed into `mailbox`, which the server takes from.
     pub fn new(mailbox: Arc<Mailbox>) -> ServeFeed {
         ServeFeed { mailbox, batch: Vec::new() }
     }

@@ -39,12 +39,12 @@ use timely::dataflow::Stream;
 
 use super::preference::{decay_factors, Touches};
 use super::ranking::keep_best;
-use super::schedule::{Due, Inbox};
 use super::{Coll, Time};
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
 use crate::results::SCORE_SCALE;
+use crate::schedule::{Due, Inbox};
 use crate::spec::{CoOccurrence, Measure, SimilaritySpec};
 
 mod rows;

@@ -16,11 +16,11 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
 use crate::dataflow::ranking::keep_best_by;
-use crate::dataflow::schedule::{Due, Inbox};
 use crate::dataflow::slots::{Slot, Slots};
 use crate::dataflow::Time;
 use crate::event::Id;
 use crate::results::SCORE_SCALE;
+use crate::schedule::{Due, Inbox};
 use crate::spec::{Measure, SimilaritySpec};
 
 /// The kinds of input of the rows operator.

@@ -11,9 +11,18 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::state::Feed;
 use crate::event::{Id, Millis};
-use crate::sink::changelog::ChangeRecord;
+use crate::results::ChangeRecord;
+
+/// What the changelog sink tells the server.
+#[derive(Debug)]
+pub enum Feed {
+    /// Change records, in changelog order (time, then key).
+    Changes(Vec<ChangeRecord>),
+    /// The sink's frontier in milliseconds: every change before it has been fed. `None`: the
+    /// input has ended and the results are final.
+    Progress(Option<Millis>),
+}
 
 /// What the sink has posted and the server not yet taken.
 #[derive(Debug)]

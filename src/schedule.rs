@@ -17,7 +17,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
-use super::Time;
+use crate::event_time::Time;
 use crate::progress::StreamEnd;
 
 /// Defers future-dated updates of a collection until they are due.
@@ -31,7 +31,7 @@ pub trait ReleaseWhenDue<'scope, D> {
     ///
     /// ```
     /// use differential_dataflow::input::Input;
-    /// use recflow::dataflow::schedule::ReleaseWhenDue;
+    /// use recflow::schedule::ReleaseWhenDue;
     /// use recflow::progress::StreamEnd;
     ///
     /// timely::example(|scope| {
