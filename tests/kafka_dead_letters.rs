@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::kafka::Broker;
 use common::scratch_dir;
-use recflow::kafka::produce::{produce, ProduceFormat, ProduceOptions};
+use recflow::cli::produce::{produce, ProduceFormat, ProduceOptions};
 use recflow::kafka::KafkaAddress;
 use recflow::spec::{Format, SourceSpec, TimeUnit};
 use recflow::{Pipeline, RunOptions};

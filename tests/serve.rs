@@ -491,7 +491,7 @@ fn a_thousand_subscribers_and_a_hundred_slow_clients_do_not_stop_queries_or_resu
     let pipeline = live_world(&dir, "max_subscribers = 1100\nmax_connections = 1300\nprogress_interval = \"500ms\"");
     let run = Running::start(&pipeline, &["-q", "--output", "/dev/null"], &[]);
     let addr = run.url("").trim_start_matches("http://").to_string();
-    let subscribers = recflow::serve::bench::HeldSubscriptions::open(addr.parse().unwrap(), 1000).unwrap();
+    let subscribers = recflow::cli::bench::serve::HeldSubscriptions::open(addr.parse().unwrap(), 1000).unwrap();
     wait_for(60, "a thousand subscribers", || metric(&run, "recflow_subscribers") == Some(1000));
     let slow: Vec<std::net::TcpStream> = (0..100).map(|_| slow_client(&addr)).collect();
 

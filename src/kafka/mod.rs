@@ -1,13 +1,10 @@
 //! What recflow's Kafka source, sinks and tools share: `kafka://HOST:PORT/TOPIC` addresses, client
 //! configuration with pass-through librdkafka options, and creating topics.
 //!
-//! The source lives in [`crate::source`], the sinks in [`crate::sink`]; [`produce`] and
-//! [`subscribe`] are the `recflow produce` and `recflow subscribe` commands.
+//! The client layer alone: the source lives in [`crate::source`], the sinks in [`crate::sink`],
+//! and the Kafka commands (`recflow produce`, `subscribe`, `bench --kafka`) in `crate::cli`.
 
 pub mod address;
-pub mod bench;
-pub mod produce;
-pub mod subscribe;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

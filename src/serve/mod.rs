@@ -15,7 +15,6 @@
 //! [`crate::status`] document) and `GET /`, the live dashboard ([`dashboard`]).
 
 mod answers;
-pub mod bench;
 pub mod connections;
 pub mod dashboard;
 pub mod routes;

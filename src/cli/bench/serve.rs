@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::BenchArgs;
+use crate::cli::stats::{p50_p99, peak_memory_mib};
+use crate::cli::timely_config;
 use crate::run::{run, RunError, RunOptions};
 use crate::spec::{Pipeline, ServeSpec, SourceKind};
 
@@ -118,15 +121,6 @@ fn read_head(reader: &mut impl BufRead) -> std::io::Result<(u16, usize)> {
             }
         }
     }
-}
-
-fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
-    if samples.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-    (at(0.5), at(0.99))
 }
 
 /// Subscriptions held open, alternately to every list and to hot items, and read by one thread
@@ -330,13 +324,53 @@ pub fn bench_serve(
             queries: latencies.len() as u64,
             found,
             queries_per_second: latencies.len() as f64 / seconds,
-            query_ms: percentiles(latencies),
-            post_to_subscriber_ms: percentiles(posts),
-            forget_ms: percentiles(forgets),
+            query_ms: p50_p99(latencies),
+            post_to_subscriber_ms: p50_p99(posts),
+            forget_ms: p50_p99(forgets),
             subscribers_attached,
         })
     })();
     stop.store(true, Ordering::Relaxed);
     running.join().map_err(|_| ServeBenchError::Setup("the pipeline panicked".into()))??;
     measured
+}
+
+/// Measures serving with the load `args` describe and prints the figures.
+pub fn main(pipeline: &Pipeline, args: &BenchArgs) -> anyhow::Result<()> {
+    let bench = ServeBench {
+        clients: args.clients,
+        duration: std::time::Duration::from_secs(args.seconds),
+        posts: args.posts,
+        forgets: args.forgets,
+        subscribers: args.subscribers,
+    };
+    let figures = bench_serve(pipeline, &bench, timely_config(&args.workers)?)?;
+    println!(
+            "{} point queries in {}s from {} connections = {:.0} queries/s ({} with a list); latency p50 {:.2} ms, p99 {:.2} ms",
+            figures.queries,
+            args.seconds,
+            args.clients,
+            figures.queries_per_second,
+            figures.found,
+            figures.query_ms.0,
+            figures.query_ms.1
+        );
+    if args.subscribers > 0 {
+        println!(
+            "{} subscriptions held open during the queries; {} still open at the end",
+            args.subscribers, figures.subscribers_attached
+        );
+    }
+    println!(
+        "posted event to subscriber: p50 {:.1} ms, p99 {:.1} ms over {} posts",
+        figures.post_to_subscriber_ms.0, figures.post_to_subscriber_ms.1, args.posts,
+    );
+    println!(
+        "forget a user until complete: p50 {:.1} ms, p99 {:.1} ms over {} users; peak memory {} MiB",
+        figures.forget_ms.0,
+        figures.forget_ms.1,
+        args.forgets,
+        peak_memory_mib()
+    );
+    Ok(())
 }

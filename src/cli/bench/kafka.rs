@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 use thiserror::Error;
 
-use super::{client_config, KafkaAddress, KafkaSetupError};
+use super::BenchArgs;
+use crate::cli::stats::{median, peak_memory_mib, quantile};
+use crate::cli::timely_config;
 use crate::event::{Event, Millis};
 use crate::event_time::ceil_to;
+use crate::kafka::{self, client_config, KafkaAddress, KafkaSetupError};
 use crate::metrics::Metrics;
 use crate::run::{run, RunError, RunOptions};
 use crate::sink::{KafkaDestination, SinkError};
@@ -89,10 +92,6 @@ fn produce(address: &KafkaAddress, events: &[Event], partitions: usize, rate: Op
     Ok(())
 }
 
-fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    (!sorted.is_empty()).then(|| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1])
-}
-
 /// The pipeline reading `input` and writing to `output`.
 fn kafka_pipeline(pipeline: &Pipeline, brokers: &str, input: &str, bounded: bool) -> Pipeline {
     let mut pipeline = pipeline.clone();
@@ -141,7 +140,7 @@ pub fn bench_kafka(
         return Ok(rows);
     };
     // The topic must exist before the pipeline starts reading it.
-    super::ensure_topic(&input, &client_config(&bench.brokers, &Default::default()), bench.partitions)?;
+    kafka::ensure_topic(&input, &client_config(&bench.brokers, &Default::default()), bench.partitions)?;
     let output = KafkaAddress { brokers: bench.brokers.clone(), topic: fresh_topic("output") };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -157,7 +156,7 @@ pub fn bench_kafka(
             let mut last = (0, Instant::now());
             while last.1.elapsed() < Duration::from_secs(2) {
                 std::thread::sleep(Duration::from_millis(200));
-                let count = super::read_to_end(&output).map_or(0, |m| m.len());
+                let count = kafka::read_to_end(&output).map_or(0, |m| m.len());
                 if count != last.0 {
                     last = (count, Instant::now());
                 }
@@ -172,7 +171,7 @@ pub fn bench_kafka(
     // The producer timestamp of each user's last event per tick.
     let tick = pipeline.time.tick.millis();
     let mut sent: HashMap<(String, Millis), i64> = HashMap::new();
-    for message in super::read_to_end(&input)? {
+    for message in kafka::read_to_end(&input)? {
         let (Some(payload), Some(at)) = (message.payload(), message.timestamp().to_millis()) else { continue };
         if let Ok(event) = bincode::deserialize::<Event>(payload) {
             let slot = sent.entry((event.user.to_string(), ceil_to(event.ts, tick))).or_default();
@@ -188,7 +187,7 @@ pub fn bench_kafka(
     let measured = first + tenth..first + 9 * tenth;
     let unit = pipeline.source.timestamp_unit.scale();
     let mut latencies: Vec<f64> = Vec::new();
-    for message in super::read_to_end(&output)? {
+    for message in kafka::read_to_end(&output)? {
         let (Some(payload), Some(at)) = (message.payload(), message.timestamp().to_millis()) else { continue };
         let Ok(record) = serde_json::from_slice::<serde_json::Value>(payload) else { continue };
         if record["type"] != "recs" {
@@ -208,4 +207,34 @@ pub fn bench_kafka(
         latency_p99_ms: quantile(&latencies, 0.99),
         latency_samples: latencies.len(),
     }])
+}
+
+/// Measures Kafka → top-k on `brokers` and prints each run and the median.
+pub fn main(pipeline: &Pipeline, args: &BenchArgs, brokers: &str) -> anyhow::Result<()> {
+    let bench = KafkaBench {
+        brokers: brokers.to_string(),
+        partitions: args.partitions.max(1),
+        events: args.events,
+        rate: args.rate.filter(|r| *r > 0),
+        runs: args.runs,
+    };
+    timely_config(&args.workers)?;
+    let config = || timely_config(&args.workers).expect("checked above");
+    let rows = bench_kafka(pipeline, &bench, config)?;
+    for (run, row) in rows.iter().enumerate() {
+        let rate = row.records as f64 / row.seconds;
+        match (row.latency_p50_ms, row.latency_p99_ms) {
+            (Some(p50), Some(p99)) => println!(
+                "run {}: {} records in {:.2}s = {rate:.0} records/s; end-to-end latency p50 {p50:.0} ms, p99 {p99:.0} ms over {} updates",
+                run + 1,
+                row.records,
+                row.seconds,
+                row.latency_samples
+            ),
+            _ => println!("run {}: {} records in {:.2}s = {rate:.0} records/s", run + 1, row.records, row.seconds),
+        }
+    }
+    let rates: Vec<f64> = rows.iter().map(|r| r.records as f64 / r.seconds).collect();
+    println!("median of {} runs: {:.0} records/s; peak memory {} MiB", rates.len(), median(rates), peak_memory_mib());
+    Ok(())
 }

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
+use anyhow::Context;
+use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::{client_config, partition_count, KafkaAddress, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
+use crate::kafka::{client_config, partition_count, KafkaAddress, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
 
 /// What to follow.
 #[derive(Clone, Debug)]
@@ -123,4 +125,37 @@ fn readable(key: &str, payload: &[u8]) -> String {
 /// An id as the user wrote it: strings without quotes.
 fn plain(id: &Value) -> String {
     id.as_str().map_or_else(|| id.to_string(), str::to_string)
+}
+
+/// `recflow subscribe`'s arguments.
+#[derive(Args)]
+pub struct SubscribeArgs {
+    /// The topic: kafka://HOST:PORT/TOPIC.
+    pub topic: String,
+    /// Only this user's changes.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Start with the oldest retained change, not only new ones.
+    #[arg(long = "from-beginning")]
+    pub from_beginning: bool,
+    /// Stop at the end the topic had when the command started.
+    #[arg(long)]
+    pub bounded: bool,
+    /// Print JSON lines instead of readable lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the changes on the topic `args` name.
+pub fn main(args: SubscribeArgs) -> anyhow::Result<()> {
+    let from = KafkaAddress::parse(&args.topic).map_err(anyhow::Error::msg).context("TOPIC")?;
+    let options = SubscribeOptions {
+        from,
+        key: args.user,
+        from_beginning: args.from_beginning,
+        bounded: args.bounded,
+        json: args.json,
+    };
+    subscribe(&options, &mut std::io::stdout().lock())?;
+    Ok(())
 }
