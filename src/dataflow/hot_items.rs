@@ -58,6 +58,39 @@ struct MergedWindow {
 type Candidates = ((HotWindow, usize), Vec<(Id, i64)>);
 
 /// `(window, list)` changes: for each window, its current top-N list.
+///
+/// ```
+/// use differential_dataflow::input::Input;
+/// use recflow::dataflow::{hopping, hot_items::hot_items};
+/// use recflow::{Action, Event, Id, Pipeline};
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// // Views count, in windows of 1 min starting every 30 s; the 2 hottest items of each.
+/// let toml = "[hot_items]\nactions = [\"view\"]\nsize = \"1m\"\nslide = \"30s\"\ntop_n = 2";
+/// let pipeline = Pipeline::from_toml(toml, "hot.toml").unwrap();
+/// let captured = timely::example(move |scope| {
+///     let (mut input, events) = scope.new_collection::<Event, isize>();
+///     let hot = hot_items(events, pipeline.hot_items.as_ref().unwrap(), hopping(&pipeline).unwrap());
+///     let (view, buy) = (Action::View, Action::Buy);
+///     let stream = [(8, view, 5), (7, view, 10), (9, buy, 20), (8, view, 40), (9, view, 45), (8, view, 50)];
+///     for (item, action, secs) in stream {
+///         let ts = secs * 1_000;
+///         input.advance_to(ts);
+///         input.insert(Event { user: Id::Num(1), item: Id::Num(item), category: None, action, value: None, ts });
+///     }
+///     hot.inner.capture()
+/// });
+/// let mut lists: Vec<_> = captured.extract().into_iter().flat_map(|(_, updates)| updates).collect();
+/// lists.sort();
+/// let top = |items: &[(i64, i64)]| items.iter().map(|&(item, count)| (Id::Num(item), count)).collect::<Vec<_>>();
+/// // Windows align to the epoch: the first to hold 5 s is [-30 s, 30 s). Each window's list appears
+/// // once, when the window closes: count desc, then item asc. The buy does not count.
+/// assert_eq!(lists, [
+///     (((30_000, None), top(&[(7, 1), (8, 1)])), 30_000, 1),
+///     (((60_000, None), top(&[(8, 3), (7, 1)])), 60_000, 1),
+///     (((90_000, None), top(&[(8, 2), (9, 1)])), 90_000, 1),
+/// ]);
+/// ```
 pub fn hot_items<'scope>(
     events: Coll<'scope, Event>,
     spec: &HotItemsSpec,

@@ -139,6 +139,42 @@ pub struct Contribution {
 }
 
 /// `(user, contribution)` updates of every accepted event, retractions released when due.
+///
+/// ```
+/// use differential_dataflow::input::Input;
+/// use recflow::dataflow::preference::{contributions, Contribution};
+/// use recflow::progress::StreamEnd;
+/// use recflow::spec::{Horizon, RecommendSpec, ShortTermWindow, Span, Weights};
+/// use recflow::{Action, Event, Id};
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// // Blend 0.7 short-term (1 min) + 0.3 long-term (1 h); a cart weighs 3; seen items are excluded.
+/// let spec = RecommendSpec {
+///     short_term: ShortTermWindow::Sliding { size: Span(60_000) },
+///     long_term: Horizon::Retention(Span(3_600_000)),
+///     ..RecommendSpec::default()
+/// };
+/// let captured = timely::example(move |scope| {
+///     let cart = Event {
+///         user: Id::Num(1), item: Id::Num(7), category: None, action: Action::Cart, value: None, ts: 0,
+///     };
+///     let (_input, events) = scope.new_collection_from([cart]);
+///     contributions(events, &spec, &Weights::default(), 1_000, StreamEnd::default()).inner.capture()
+/// });
+/// let mut updates: Vec<_> = captured.extract().into_iter().flat_map(|(_, updates)| updates).collect();
+/// updates.sort_by_key(|(_, time, _)| *time);
+/// let part = |preference, short, excluded, touch| (Id::Num(1), Contribution {
+///     item: Id::Num(7), preference, short, session: None, excluded, touch,
+/// });
+/// assert_eq!(updates, [
+///     // At once: 3 * (0.7 + 0.3) = 3.0 (in millionths), 2.1 of it short-term; 7 is seen and touched.
+///     (part(3_000_000, 2_100_000, 1, Some(0)), 0, 1),
+///     // After 1 min the short-term part leaves: 0.9 remains.
+///     (part(2_100_000, 2_100_000, 0, None), 60_000, -1),
+///     // After 1 h the rest leaves, with the exclusion and the touch.
+///     (part(900_000, 0, 1, Some(0)), 3_600_000, -1),
+/// ]);
+/// ```
 pub fn contributions<'scope>(
     events: Coll<'scope, Event>,
     spec: &RecommendSpec,

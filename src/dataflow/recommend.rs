@@ -145,6 +145,48 @@ impl Sessions {
 /// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored
 /// once the forgotten user's events are out of the table and the pool ([`settled`]).
 /// With `explain`, each scored item carries the seeds that lead to it ([`RecItem::because`]).
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use differential_dataflow::input::Input;
+/// use recflow::dataflow::{preference::contributions, recommend::recommendations};
+/// use recflow::progress::StreamEnd;
+/// use recflow::results::RecItem;
+/// use recflow::spec::{RecommendSpec, Weights};
+/// use recflow::{Action, Event, Id};
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// // Lists of 3. A view weighs 1, blended 0.7 for an hour and 0.3 for ever; seen items are excluded.
+/// let spec = RecommendSpec { k: 3, ..RecommendSpec::default() };
+/// let captured = timely::example(move |scope| {
+///     let view = |user, item| Event {
+///         user: Id::Num(user), item: Id::Num(item), category: None, action: Action::View, value: None, ts: 0,
+///     };
+///     let (_events, events) = scope.new_collection_from([view(1, 7), view(2, 5)]);
+///     // The similarity table as upserts, here one row at time 0: item 7 leads to 8 (0.5) and 9 (0.25).
+///     let row = (Id::Num(7), Arc::new(vec![(Id::Num(8), 500_000), (Id::Num(9), 250_000)]));
+///     let (_rows, rows) = scope.new_collection_from([row]);
+///     let end = StreamEnd::default();
+///     let parts = contributions(events.clone(), &spec, &Weights::default(), 1_000, end.clone());
+///     recommendations(events, parts, rows.inner, None, false, &spec, 1_000, 0, end).inner.capture()
+/// });
+/// // Each list as it is set, by time and user (the retractions of replaced lists left out).
+/// let updates = captured.extract().into_iter().flat_map(|(_, updates)| updates);
+/// let mut lists: Vec<_> =
+///     updates.filter(|(_, _, diff)| *diff > 0).map(|((user, list), time, _)| (time, user, list)).collect();
+/// lists.sort();
+/// let rec = |item, score| RecItem { item: Id::Num(item), score, fallback: score == 0, because: vec![] };
+/// assert_eq!(lists, [
+///     // User 1 prefers 7 (1.0): 8 and 9 by score, then the popular 5 fills in (7 is seen).
+///     (0, Id::Num(1), vec![rec(8, 500_000), rec(9, 250_000), rec(5, 0)]),
+///     // Nothing is similar to user 2's 5: the popular 7 fills in.
+///     (0, Id::Num(2), vec![rec(7, 0)]),
+///     // An hour on, the views have left the short-term and popular windows: user 1 prefers 7 at
+///     // 0.3, and no popular item is left to fill in (user 2's list is retracted).
+///     (3_600_000, Id::Num(1), vec![rec(8, 150_000), rec(9, 75_000)]),
+/// ]);
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,

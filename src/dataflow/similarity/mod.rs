@@ -173,6 +173,39 @@ impl Pairing {
 
 /// `(item, neighbours)` rows from `(user, (item, ts))` touches, pairing each user's items as
 /// `pairing` says, as [`RowUpserts`].
+///
+/// ```
+/// use std::collections::BTreeMap;
+///
+/// use differential_dataflow::input::Input;
+/// use recflow::dataflow::similarity::{item_similarity, Pairing};
+/// use recflow::progress::StreamEnd;
+/// use recflow::spec::RecommendSpec;
+/// use recflow::Id;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// // Cosine similarity between items sharing at least 2 users, refreshed every minute.
+/// let spec = RecommendSpec::default();
+/// let captured = timely::example(move |scope| {
+///     // `(user, (item, ts))`: users 1 and 2 touch items 7 and 8, user 3 touches 7 and 9.
+///     let touches = [(1, 7), (1, 8), (2, 7), (2, 8), (3, 7), (3, 9)];
+///     let touches = touches.map(|(user, item)| (Id::Num(user), (Id::Num(item), 0)));
+///     let (_input, touches) = scope.new_collection_from(touches);
+///     item_similarity(touches, Pairing::of(&spec), &spec.similarity, 1_000, StreamEnd::default()).capture()
+/// });
+/// // Each upsert replaces its item's row at the item's refresh phase, and an empty one removes
+/// // it: replayed in time order, they leave the current table.
+/// let mut upserts: Vec<_> = captured.extract().into_iter().flat_map(|(_, updates)| updates).collect();
+/// upserts.sort_by_key(|(_, time, _)| *time);
+/// let mut rows: BTreeMap<Id, Vec<(Id, i64)>> =
+///     upserts.into_iter().map(|((item, row), _, _)| (item, row.to_vec())).collect();
+/// rows.retain(|_, row| !row.is_empty());
+/// // 7 (3 users) and 8 (2 users) share 2 users: 2 / sqrt(3 * 2) = 0.816497. 7 and 9 share only
+/// // user 3, below `min_support`, so 9 has no row and is in none.
+/// assert_eq!(rows.keys().collect::<Vec<_>>(), [&Id::Num(7), &Id::Num(8)]);
+/// assert_eq!(rows[&Id::Num(7)], [(Id::Num(8), 816_497)]);
+/// assert_eq!(rows[&Id::Num(8)], [(Id::Num(7), 816_497)]);
+/// ```
 pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
     pairing: Pairing,
