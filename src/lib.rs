@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod dataflow;
 pub mod decode;
+pub mod driver;
 pub mod eval;
 pub mod event;
 pub mod event_time;

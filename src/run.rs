@@ -8,19 +8,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use timely::dataflow::operators::probe;
+use timely::worker::Worker;
 
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
+use crate::driver::{is_first_process, Driven, WorkerDriver};
+use crate::event::DeadLetter;
 use crate::event_time::EventClock;
 use crate::fatal::{panic_message, watch_connections, Fatal, InjectedPanic};
 use crate::metrics::{FirstRecords, Memory, Metrics, Snapshot};
-use crate::progress::{EndRule, StreamEnd};
+use crate::progress::EndRule;
 use crate::rejections::{excess_rejections, RejectionAlarm};
+use crate::results::ChangeRecord;
 use crate::serve::{Inlets, Posting, ServeError, Server};
-use crate::sink::{self, write_changelog, write_dead_letters, Output, ServeFeed, SinkError, Tee};
+use crate::sink::mailbox::Mailbox;
+use crate::sink::{
+    self, write_changelog, write_dead_letters, Destination, JsonLines, KafkaDestination, Output, ServeFeed, SinkError,
+    Tee,
+};
 use crate::source::{
-    ingest, post_channel, Bounded, EventSource, FileSource, KafkaSource, PostReceiver, SynthSource, WithPosted,
+    ingest, post_channel, EventSource, FileSource, IngestSettings, Input, KafkaSource, PostReceiver, Posted,
+    SynthSource,
 };
 use crate::spec::{Pipeline, SourceKind};
 
@@ -139,30 +147,27 @@ fn reads_in_parallel(pipeline: &Pipeline, options: &RunOptions) -> bool {
     pipeline.source.kind == SourceKind::Kafka && options.input.is_none()
 }
 
-/// Opens the source this worker reads, if it reads one. `input_partitions` is the Kafka input
-/// topic's partition count when every worker reads its own partitions.
-fn open_source(
-    pipeline: &Pipeline,
-    options: &RunOptions,
-    input_partitions: Option<usize>,
-    worker: usize,
-    workers: usize,
-    metrics: &Arc<Metrics>,
-    fatal: &Fatal,
-) -> Result<Option<Box<dyn EventSource>>, RunError> {
-    let source: Box<dyn EventSource> = if let Some(count) = input_partitions {
+/// Opens what this worker reads, if it reads anything: its source, at most `--max-events` of
+/// it, and on worker 0 the posted records. `input_partitions` is the Kafka input topic's
+/// partition count when every worker reads its own partitions.
+fn open_input(run: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Input>, RunError> {
+    let (pipeline, options) = (&run.pipeline, &run.options);
+    let source: Box<dyn EventSource> = if let Some(count) = run.input_partitions {
         let spec = &pipeline.source.kafka;
-        let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(metrics))
+        let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(&run.metrics))
             .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
         Box::new(kafka)
     } else if worker != 0 {
         return Ok(None);
     } else {
-        open_single_source(pipeline, options, fatal)?
+        open_single_source(pipeline, options, &run.fatal)?
     };
-    Ok(Some(match options.max_events {
-        Some(limit) => Box::new(Bounded::new(source, limit)),
-        None => source,
+    // Posted events and forget requests go to worker 0.
+    let posted = if worker == 0 { run.posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+    Ok(Some(Input {
+        source,
+        posted: posted.map(|receiver| Posted::new(receiver, pipeline.time.max_future.millis())),
+        max_records: options.max_events,
     }))
 }
 
@@ -218,36 +223,37 @@ fn forgets_users(pipeline: &Pipeline) -> bool {
     pipeline.serve.as_ref().is_some_and(|spec| spec.forget)
 }
 
+/// What every worker of a process shares.
+struct WorkerShared {
+    pipeline: Pipeline,
+    options: RunOptions,
+    /// Where the changelog goes.
+    output_path: String,
+    /// Where dead letters go.
+    dead_letter_path: String,
+    /// The Kafka input topic's partitions, when every worker reads its own.
+    input_partitions: Option<usize>,
+    /// Worker threads of this process.
+    local_workers: usize,
+    metrics: Arc<Metrics>,
+    /// The run's fault, which every worker of the process stops for.
+    fatal: Fatal,
+    /// The server's feed, when process 0 serves.
+    feed: Option<Arc<Mailbox>>,
+    /// Posted records, taken by worker 0.
+    posted: Mutex<Option<PostReceiver>>,
+    injected: InjectedPanic,
+}
+
 /// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
 /// counters. With `[serve]`, process 0 serves the results over HTTP while the run lasts, and
 /// for `serve.linger` after a finite input ended.
 pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> Result<Snapshot, RunError> {
     let output_path = options.output.clone().unwrap_or_else(|| pipeline.output.path.clone());
     let dead_letter_path = options.dead_letter.clone().unwrap_or_else(|| pipeline.output.dead_letter.clone());
-    let is_first_process = match &config.communication {
-        timely::CommunicationConfig::Cluster { process, .. } => *process == 0,
-        _ => true,
-    };
-    if is_first_process {
-        // Fail before starting workers when the input is missing (only process 0 reads it).
-        if let Some(path) = input_path(&pipeline, &options) {
-            if path.as_os_str() != "-" {
-                std::fs::File::open(&path).map_err(|source| RunError::Input {
-                    pipeline: pipeline.name.clone(),
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            }
-        }
-        for path in [&output_path, &dead_letter_path] {
-            if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(crate::kafka::SCHEME) {
-                std::fs::File::create(path).map_err(|source| RunError::Output {
-                    pipeline: pipeline.name.clone(),
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-        }
+    let first_process = is_first_process(&config);
+    if first_process {
+        check_paths(&pipeline, &options, [&output_path, &dead_letter_path])?;
     }
     let local_workers = match &config.communication {
         timely::CommunicationConfig::Process(threads) => *threads,
@@ -261,134 +267,32 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         .transpose()
         .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
     let metrics = Arc::new(Metrics::default());
-    let (server, posted) = if is_first_process { start_server(&pipeline, &options, &metrics)? } else { (None, None) };
-    let feed = server.as_ref().map(Server::feed);
-    let posted = Mutex::new(posted);
+    let (server, posted) = if first_process { start_server(&pipeline, &options, &metrics)? } else { (None, None) };
+    let (pipeline_name, judged, stop) = (pipeline.name.clone(), pipeline.clone(), options.stop.clone());
     let linger = pipeline.serve.as_ref().map(|s| s.linger);
-    let stop = options.stop.clone();
-    let worker_metrics = Arc::clone(&metrics);
-    let pipeline_name = pipeline.name.clone();
-    let judged = pipeline.clone();
     // The server's /healthz reads the same fault from the metrics.
-    let worker_fatal = metrics.fatal.clone();
-    let fatal = worker_fatal.clone();
-    let injected = InjectedPanic::from_env();
+    let fatal = metrics.fatal.clone();
     if matches!(config.communication, timely::CommunicationConfig::Cluster { .. }) {
-        worker_fatal.end_process_on_report();
-        watch_connections(worker_fatal.clone());
+        fatal.end_process_on_report();
+        watch_connections(fatal.clone());
     }
-    let guards = timely::execute(config, move |worker| -> Result<(), RunError> {
-        let index = worker.index();
-        // A panic on one worker would leave the others waiting for it for ever: it becomes the
-        // run's fatal fault instead, which every worker of the process stops for.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), RunError> {
-            let peers = worker.peers();
-            let parallel = reads_in_parallel(&pipeline, &options);
-            let mut source = open_source(&pipeline, &options, input_partitions, index, peers, &worker_metrics, &fatal)?;
-            // Posted events and forget requests go to worker 0's source.
-            let receiver = if index == 0 { posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
-            if let Some(receiver) = receiver {
-                source = source.map(|s| {
-                    Box::new(WithPosted::new(s, receiver, pipeline.time.max_future.millis())) as Box<dyn EventSource>
-                });
-            }
-            let partitions = input_partitions.unwrap_or(1);
-            // Worker 0 writes every output; with serving, the changelog also feeds the server.
-            let changelog_out = (index == 0)
-                .then(|| sink::open(&output_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
-                .transpose()
-                .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
-                .map(|out| Output {
-                    name: format!("output {output_path}"),
-                    destination: match &feed {
-                        Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(feed.clone())))),
-                        None => out,
-                    },
-                    fatal: fatal.clone(),
-                });
-            let dead_letter_out = (index == 0)
-                .then(|| sink::open(&dead_letter_path, &pipeline.output.kafka_options, partitions, &worker_metrics))
-                .transpose()
-                .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })?
-                .map(|destination| Output {
-                    name: format!("dead-letter output {dead_letter_path}"),
-                    destination,
-                    fatal: fatal.clone(),
-                });
-            let completed = probe::Handle::<Time>::new();
-            let end = StreamEnd::default();
-            let metrics = Arc::clone(&worker_metrics);
-            let end_rule = EndRule::of(&pipeline, dataflow::hopping(&pipeline));
-            let dataflow_index = worker.next_dataflow_index();
-            worker.dataflow::<Time, _, _>(|scope| {
-                let ingested = ingest(
-                    scope,
-                    source,
-                    if parallel { peers } else { 1 },
-                    EventClock::new(&pipeline.time),
-                    end_rule,
-                    Arc::clone(&metrics),
-                    end.clone(),
-                    completed.clone(),
-                    options.stop.clone(),
-                );
-                let forgets = forgets_users(&pipeline).then_some(ingested.forgets);
-                let results = dataflow::build(ingested.events, forgets, &pipeline, &end);
-                let unit = pipeline.source.timestamp_unit.scale();
-                write_changelog(
-                    results,
-                    changelog_out,
-                    dataflow::hopping(&pipeline),
-                    unit,
-                    end.clone(),
-                    Arc::clone(&metrics),
-                    &completed,
-                );
-                write_dead_letters(ingested.dead_letters, dead_letter_out, &completed);
-            });
-            let interval = Duration::from_secs(pipeline.output.status_interval_secs);
-            // Each process reports its own partitions when they are read in parallel.
-            let reports = if parallel { worker.index() % local_workers == 0 } else { index == 0 };
-            let mut status = Status::new(
-                options.status && reports && !interval.is_zero(),
-                interval,
-                pipeline.source.timestamp_unit.scale(),
-            );
-            let mut alarm = AlarmWatch::new(reports, &pipeline);
-            // Run until every result is out: the frontier passes the stream's completion time (or the
-            // dataflow drains entirely). Expiries past the end of the data are not computed.
-            let finished = || {
-                completed.done()
-                    || (end.drained() && end.get().is_some_and(|ends| !completed.less_than(&ends.complete)))
-            };
-            while !finished() {
-                if fatal.get().is_some() {
-                    // Every worker of the process stops; the run's result is the fault.
-                    worker.drop_dataflow(dataflow_index);
-                    return Ok(());
-                }
-                worker.step_or_park(Some(Duration::from_millis(50)));
-                injected.strike(index);
-                alarm.check(&metrics, end.get().is_some());
-                status.maybe_print(&metrics, alarm.raised());
-            }
-            worker.drop_dataflow(dataflow_index);
-            alarm.check(&metrics, true);
-            status.finish(&metrics, alarm.raised());
-            Ok(())
-        }));
-        outcome.unwrap_or_else(|payload| {
-            fatal.report(&format!("worker {index}"), format!("panicked: {}", panic_message(payload.as_ref())));
-            // Timely steps a worker until its dataflows are gone: drop what the panic left.
-            for dataflow in worker.installed_dataflows() {
-                worker.drop_dataflow(dataflow);
-            }
-            Ok(())
-        })
-    })
-    .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
+    let shared = WorkerShared {
+        pipeline,
+        options,
+        output_path,
+        dead_letter_path,
+        input_partitions,
+        local_workers,
+        metrics: Arc::clone(&metrics),
+        fatal: fatal.clone(),
+        feed: server.as_ref().map(Server::feed),
+        posted: Mutex::new(posted),
+        injected: InjectedPanic::from_env(),
+    };
+    let guards = timely::execute(config, move |worker| run_worker_guarded(worker, &shared))
+        .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
     let results = guards.join();
-    if let Some(message) = worker_fatal.get() {
+    if let Some(message) = fatal.get() {
         return Err(RunError::Fatal { pipeline: pipeline_name, message: message.to_string() });
     }
     for result in results {
@@ -407,6 +311,127 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         }
     }
     Ok(metrics.snapshot())
+}
+
+/// Fails before starting workers when the input is missing (only process 0 reads it) or an
+/// output file cannot be created.
+fn check_paths(pipeline: &Pipeline, options: &RunOptions, outputs: [&String; 2]) -> Result<(), RunError> {
+    if let Some(path) = input_path(pipeline, options) {
+        if path.as_os_str() != "-" {
+            std::fs::File::open(&path).map_err(|source| RunError::Input {
+                pipeline: pipeline.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    for path in outputs {
+        if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(crate::kafka::SCHEME) {
+            std::fs::File::create(path).map_err(|source| RunError::Output {
+                pipeline: pipeline.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one worker. A panic on one worker would leave the others waiting for it for ever: it
+/// becomes the run's fatal fault instead, which every worker of the process stops for.
+fn run_worker_guarded(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError> {
+    let index = worker.index();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_worker(worker, shared)));
+    outcome.unwrap_or_else(|payload| {
+        shared.fatal.report(&format!("worker {index}"), format!("panicked: {}", panic_message(payload.as_ref())));
+        // Timely steps a worker until its dataflows are gone: drop what the panic left.
+        for dataflow in worker.installed_dataflows() {
+            worker.drop_dataflow(dataflow);
+        }
+        Ok(())
+    })
+}
+
+/// Builds the pipeline on one worker and drives it until every result is out, with the status
+/// line and the rejection alarm on the workers that report.
+fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let pipeline = &shared.pipeline;
+    let parallel = reads_in_parallel(pipeline, &shared.options);
+    let input = open_input(shared, index, peers)?;
+    let outputs = (index == 0).then(|| open_outputs(shared)).transpose()?;
+    let driver = WorkerDriver::new(worker);
+    let settings = IngestSettings {
+        readers: if parallel { peers } else { 1 },
+        clock: EventClock::new(&pipeline.time),
+        end_rule: EndRule::of(pipeline, dataflow::hopping(pipeline)),
+        metrics: Arc::clone(&shared.metrics),
+        end: driver.end.clone(),
+        completed: driver.completed.clone(),
+        stop: shared.options.stop.clone(),
+    };
+    worker.dataflow::<Time, _, _>(|scope| {
+        let ingested = ingest(scope, input, settings);
+        let forgets = forgets_users(pipeline).then_some(ingested.forgets);
+        let results = dataflow::build(ingested.events, forgets, pipeline, &driver.end);
+        let (changelog_out, dead_letter_out) = outputs.unzip();
+        let unit = pipeline.source.timestamp_unit.scale();
+        let (hopping, end, metrics) = (dataflow::hopping(pipeline), driver.end.clone(), Arc::clone(&shared.metrics));
+        write_changelog(results, changelog_out, hopping, unit, end, metrics, &driver.completed);
+        write_dead_letters(ingested.dead_letters, dead_letter_out, &driver.completed);
+    });
+    let interval = Duration::from_secs(pipeline.output.status_interval_secs);
+    // Each process reports its own partitions when they are read in parallel.
+    let reports = if parallel { index % shared.local_workers == 0 } else { index == 0 };
+    let unit = pipeline.source.timestamp_unit.scale();
+    let mut status = Status::new(shared.options.status && reports && !interval.is_zero(), interval, unit);
+    let mut alarm = AlarmWatch::new(reports, pipeline);
+    let (end, metrics) = (driver.end.clone(), &shared.metrics);
+    let driven = driver.until_complete(
+        worker,
+        || shared.fatal.get().is_some(),
+        || {
+            shared.injected.strike(index);
+            alarm.check(metrics, end.get().is_some());
+            status.maybe_print(metrics, alarm.raised());
+        },
+    );
+    if driven == Driven::Complete {
+        alarm.check(metrics, true);
+        status.finish(metrics, alarm.raised());
+    }
+    Ok(())
+}
+
+/// Opens worker 0's outputs: the changelog (teed into the server's feed when serving) and the
+/// dead letters.
+fn open_outputs(shared: &WorkerShared) -> Result<(Output<ChangeRecord>, Output<DeadLetter>), RunError> {
+    let out = open_sink(shared, &shared.output_path)?;
+    let changelog = Output {
+        name: format!("output {}", shared.output_path),
+        destination: match &shared.feed {
+            Some(feed) => Box::new(Tee::new(out, Box::new(ServeFeed::new(Arc::clone(feed))))),
+            None => out,
+        },
+        fatal: shared.fatal.clone(),
+    };
+    let dead_letters = Output {
+        name: format!("dead-letter output {}", shared.dead_letter_path),
+        destination: open_sink(shared, &shared.dead_letter_path)?,
+        fatal: shared.fatal.clone(),
+    };
+    Ok((changelog, dead_letters))
+}
+
+/// Opens the file, standard stream or Kafka topic at `path` for records of type `R`.
+fn open_sink<R>(shared: &WorkerShared, path: &str) -> Result<Box<dyn Destination<R>>, RunError>
+where
+    JsonLines: Destination<R>,
+    KafkaDestination: Destination<R>,
+{
+    let (pipeline, partitions) = (&shared.pipeline, shared.input_partitions.unwrap_or(1));
+    sink::open(path, &pipeline.output.kafka_options, partitions, &shared.metrics)
+        .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })
 }
 
 /// Watches the first records read and warns once on standard error when one reason rejected

@@ -20,19 +20,21 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
+use timely::worker::Worker;
 
 use super::prequential::{Plan, Prequential};
 use super::variants::{Model, Variant};
 use super::{EvalError, EvalOptions, Latency, Report};
 use crate::dataflow::{self, Coll, Time};
 use crate::decode::Decoder;
+use crate::driver::{is_first_process, WorkerDriver};
 use crate::event::Event;
 use crate::event_time::EventClock;
 use crate::fatal::Fatal;
 use crate::metrics::{LatencyHistogram, Metrics};
-use crate::progress::{EndRule, StreamEnd};
+use crate::progress::EndRule;
 use crate::results::{ResultKey, ResultValue};
-use crate::source::{ingest, Arrival, EventSource, FileSource, Poll, Position};
+use crate::source::{ingest, Arrival, EventSource, FileSource, IngestSettings, Input, Poll, Position};
 use crate::spec::Pipeline;
 
 /// The input's events in event-time order, ready to replay.
@@ -150,6 +152,22 @@ fn progress_bar(total: u64, visible: bool) -> ProgressBar {
     bar
 }
 
+/// What every worker of the replay shares.
+struct ReplayShared {
+    spec: Pipeline,
+    variants: Vec<Variant>,
+    k: usize,
+    knn_seeds: usize,
+    plan: Plan,
+    /// The sorted input, taken by worker 0 of process 0, which feeds it.
+    input: Mutex<Option<SortedInput>>,
+    metrics: Arc<Metrics>,
+    progress: ProgressBar,
+}
+
+/// What worker 0 of process 0 scored: the evaluation, its update latency, and that per slice.
+type Scored = (super::Evaluation, Latency, Vec<Latency>);
+
 /// Replays `options.input` through every variant; see [`super::evaluate`].
 pub fn replay(
     pipeline: &Pipeline,
@@ -158,87 +176,28 @@ pub fn replay(
     options: &EvalOptions,
     config: timely::Config,
 ) -> Result<Option<Report>, EvalError> {
-    let is_first_process = match &config.communication {
-        timely::CommunicationConfig::Cluster { process, .. } => *process == 0,
-        _ => true,
-    };
-    let input = if is_first_process { Some(read_sorted(pipeline, &options.input)?) } else { None };
+    let first_process = is_first_process(&config);
+    let input = if first_process { Some(read_sorted(pipeline, &options.input)?) } else { None };
     let (records, rejected) = input.as_ref().map_or((0, 0), |i| (i.records, i.rejected));
     let total = input.as_ref().map_or(0, |i| i.events.len() as u64);
-    let plan = Plan::new(total, options.warmup, options.slices);
-    // Worker 0 of process 0 takes the events and feeds them.
-    let input = Arc::new(Mutex::new(input));
-    let progress = progress_bar(total, options.progress && is_first_process);
-    let metrics = Arc::new(Metrics::default());
-    let worker_metrics = Arc::clone(&metrics);
-    let (spec, variants, knn_seeds) = (pipeline.clone(), variants.to_vec(), options.knn_seeds);
-    let worker_progress = progress.clone();
+    let progress = progress_bar(total, options.progress && first_process);
+    let shared = ReplayShared {
+        spec: pipeline.clone(),
+        variants: variants.to_vec(),
+        k,
+        knn_seeds: options.knn_seeds,
+        plan: Plan::new(total, options.warmup, options.slices),
+        input: Mutex::new(input),
+        metrics: Arc::new(Metrics::default()),
+        progress: progress.clone(),
+    };
     let started = Instant::now();
-    let guards = timely::execute(
-        config,
-        move |worker| -> Result<Option<(super::Evaluation, Latency, Vec<Latency>)>, EvalError> {
-            let reader = worker.index() == 0;
-            let taken = if reader { input.lock().ok().and_then(|mut input| input.take()) } else { None };
-            let completed = probe::Handle::<Time>::new();
-            let source = taken.map(|input| -> Box<dyn EventSource> {
-                Box::new(Replay {
-                    events: input.events.into_iter().peekable(),
-                    name: input.name,
-                    completed: completed.clone(),
-                    ahead: Default::default(),
-                    clock: EventClock::new(&spec.time),
-                })
-            });
-            let state = Rc::new(RefCell::new(reader.then(|| Scoring {
-                prequential: Prequential::new(&spec, &variants, k, knn_seeds, plan),
-                latency: LatencyHistogram::default(),
-                slice_latency: (0..plan.slices).map(|_| LatencyHistogram::default()).collect(),
-            })));
-            let end = StreamEnd::default();
-            let end_rule = EndRule::of(&spec, None);
-            let dataflow_index = worker.next_dataflow_index();
-            worker.dataflow::<Time, _, _>(|scope| {
-                let ingested = ingest(
-                    scope,
-                    source,
-                    1,
-                    EventClock::new(&spec.time),
-                    end_rule,
-                    Arc::clone(&worker_metrics),
-                    end.clone(),
-                    completed.clone(),
-                    None,
-                );
-                let mut results = Vec::new();
-                let mut shared = dataflow::Shared::default();
-                for (index, variant) in variants.iter().enumerate() {
-                    if let Model::Dataflow(variant_spec) = &variant.model {
-                        let built =
-                            dataflow::build_sharing(ingested.events.clone(), None, variant_spec, &end, &mut shared);
-                        results.push(built.map(move |(key, value)| (index, key, value)));
-                    }
-                }
-                let results = concatenate(scope, results);
-                score(ingested.events, results, Rc::clone(&state), worker_progress.clone(), &completed);
-            });
-            let finished = || completed.done() || end.get().is_some_and(|ends| !completed.less_than(&ends.complete));
-            while !finished() {
-                worker.step_or_park(Some(Duration::from_millis(50)));
-            }
-            worker.drop_dataflow(dataflow_index);
-            let scored = state.borrow_mut().take().map(|s| {
-                let slices = s.slice_latency.iter().map(quantiles).collect();
-                (s.prequential.finish(), quantiles(&s.latency), slices)
-            });
-            Ok(scored)
-        },
-    )
-    .map_err(|message| EvalError::Workers { pipeline: pipeline.name.clone(), message })?;
+    let guards = timely::execute(config, move |worker| replay_worker(worker, &shared))
+        .map_err(|message| EvalError::Workers { pipeline: pipeline.name.clone(), message })?;
     let mut evaluation = None;
     for result in guards.join() {
         match result {
-            Ok(Ok(found)) => evaluation = evaluation.or(found),
-            Ok(Err(e)) => return Err(e),
+            Ok(found) => evaluation = evaluation.or(found),
             Err(message) => return Err(EvalError::Workers { pipeline: pipeline.name.clone(), message }),
         }
     }
@@ -255,6 +214,58 @@ pub fn replay(
         slice_latency,
         elapsed_secs: started.elapsed().as_secs_f64(),
     }))
+}
+
+/// Builds the variants on one worker behind the ingest operator, worker 0 feeding the input and
+/// scoring, and drives the replay to its end; returns what worker 0 scored.
+fn replay_worker(worker: &mut Worker, shared: &ReplayShared) -> Option<Scored> {
+    let spec = &shared.spec;
+    let reader = worker.index() == 0;
+    let taken = if reader { shared.input.lock().ok().and_then(|mut input| input.take()) } else { None };
+    let driver = WorkerDriver::new(worker);
+    let input = taken.map(|input| {
+        Input::new(Box::new(Replay {
+            events: input.events.into_iter().peekable(),
+            name: input.name,
+            completed: driver.completed.clone(),
+            ahead: Default::default(),
+            clock: EventClock::new(&spec.time),
+        }))
+    });
+    let state = Rc::new(RefCell::new(reader.then(|| Scoring {
+        prequential: Prequential::new(spec, &shared.variants, shared.k, shared.knn_seeds, shared.plan),
+        latency: LatencyHistogram::default(),
+        slice_latency: (0..shared.plan.slices).map(|_| LatencyHistogram::default()).collect(),
+    })));
+    let settings = IngestSettings {
+        readers: 1,
+        clock: EventClock::new(&spec.time),
+        end_rule: EndRule::of(spec, None),
+        metrics: Arc::clone(&shared.metrics),
+        end: driver.end.clone(),
+        completed: driver.completed.clone(),
+        stop: None,
+    };
+    worker.dataflow::<Time, _, _>(|scope| {
+        let ingested = ingest(scope, input, settings);
+        let mut results = Vec::new();
+        let mut built = dataflow::Shared::default();
+        for (index, variant) in shared.variants.iter().enumerate() {
+            if let Model::Dataflow(variant_spec) = &variant.model {
+                let variant_results =
+                    dataflow::build_sharing(ingested.events.clone(), None, variant_spec, &driver.end, &mut built);
+                results.push(variant_results.map(move |(key, value)| (index, key, value)));
+            }
+        }
+        let results = concatenate(scope, results);
+        score(ingested.events, results, Rc::clone(&state), shared.progress.clone(), &driver.completed);
+    });
+    driver.until_complete(worker, || false, || {});
+    let scored = state.borrow_mut().take().map(|s| {
+        let slices = s.slice_latency.iter().map(quantiles).collect();
+        (s.prequential.finish(), quantiles(&s.latency), slices)
+    });
+    scored
 }
 
 fn quantiles(histogram: &LatencyHistogram) -> Latency {

@@ -6,8 +6,8 @@
 //! key's records replace each other until the server takes them, so neither the server nor a
 //! slow client can stall the dataflow or make the feed grow without bound. Subscribers share a bounded broadcast ring
 //! of change batches; one that falls more than `client_buffer` batches behind is told so and
-//! disconnected. Posted events go the other way, into the reading worker's source
-//! ([`crate::source::WithPosted`]).
+//! disconnected. Posted events go the other way, to the reading worker's ingest operator
+//! ([`crate::source::Posted`]).
 //!
 //! Routes ([`routes`]): `GET /v1/users/{user}/recommendations`, `GET /v1/hot-items`,
 //! `GET /v1/subscribe` and `GET /v1/subscribe/hot-items` ([`subscribe`]), `POST /v1/events`,

@@ -8,7 +8,7 @@
 //! that has finished (a bounded read reached its end) or has been idle for the source's idle
 //! timeout does not hold it back.
 //!
-//! A request to forget a user (from [`super::WithPosted`]) leaves as a `forgets` update at the
+//! A request to forget a user (posted over HTTP, taken through [`Posted`]) leaves as a `forgets` update at the
 //! latest dataflow time this worker has given any event, so it covers every event of the user
 //! read before it; the requester is told that time.
 //!
@@ -29,38 +29,92 @@ use std::time::{Duration, Instant};
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::{source as source_operator, Operator};
-use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::{probe, Capability};
 use timely::dataflow::{Scope, Stream};
 
-use super::{Arrival, EventSource, Poll, Position};
+use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, EventClock, FutureHold, Settled};
 use crate::metrics::{Metrics, ReaderProgress};
 use crate::progress::{EndRule, Ends, StreamEnd};
-use timely::dataflow::operators::probe;
 
 /// Arrivals read per activation of the ingest operator.
 const BATCH: usize = 8_192;
 /// Events the ingest operator lets run ahead of the dataflow's completed output.
 const MAX_IN_FLIGHT: u64 = 262_144;
 
-type EventStream<'scope> = Stream<'scope, Millis, Vec<(Event, Millis, isize)>>;
-/// What the ingest operator emits besides events: dead letters, the stream's end, progress for
-/// the other readers, and users to forget (at their time).
-type ControlStream<'scope> = Stream<'scope, Millis, Vec<Result<DeadLetter, Result<Ends, ProgressOrForget>>>>;
-type ProgressOrForget = Result<Progress, (Id, Millis, isize)>;
-type ForgetStream<'scope> = Stream<'scope, Millis, Vec<(Id, Millis, isize)>>;
-
-/// What the ingest operator emits.
+/// What the ingest operator emits, in one stream split by kind: events for the dataflow, and the
+/// control records beside them.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 enum Ingest {
+    /// An accepted event, at its dataflow time.
     Event(Event),
+    /// A record rejected or late.
     Dead(DeadLetter),
+    /// A user to forget, at the latest time given to an event.
     Forget(Id),
+    /// Where a reading worker's part of the stream ended.
     End(Ends),
+    /// How a reading worker stands, for the others.
     Progress(Progress),
+}
+
+/// The kinds of [`Ingest`] record, each leaving on its own stream.
+const KINDS: u64 = 5;
+
+impl Ingest {
+    /// The record's kind, below [`KINDS`]: the stream it leaves on.
+    fn kind(&self) -> u64 {
+        match self {
+            Ingest::Event(_) => 0,
+            Ingest::Dead(_) => 1,
+            Ingest::Forget(_) => 2,
+            Ingest::Progress(_) => 3,
+            Ingest::End(_) => 4,
+        }
+    }
+
+    fn into_event(self) -> Option<Event> {
+        if let Ingest::Event(event) = self {
+            Some(event)
+        } else {
+            None
+        }
+    }
+
+    fn into_dead(self) -> Option<DeadLetter> {
+        if let Ingest::Dead(dead) = self {
+            Some(dead)
+        } else {
+            None
+        }
+    }
+
+    fn into_forget(self) -> Option<Id> {
+        if let Ingest::Forget(user) = self {
+            Some(user)
+        } else {
+            None
+        }
+    }
+
+    fn into_progress(self) -> Option<Progress> {
+        if let Ingest::Progress(progress) = self {
+            Some(progress)
+        } else {
+            None
+        }
+    }
+
+    fn into_end(self) -> Option<Ends> {
+        if let Ingest::End(ends) = self {
+            Some(ends)
+        } else {
+            None
+        }
+    }
 }
 
 /// What the ingest operator feeds into the dataflow.
@@ -219,29 +273,301 @@ enum Phase {
     },
 }
 
-/// Builds the ingest operator. Workers given `Some(reader)` read; the others release their
-/// capability at once. `readers` is how many workers read in all; every worker's `end` learns
-/// where the stream ended once all of them have reached the end of their part. Raising `stop`
-/// ends the input as if every source were exhausted: windows close, final results go out,
-/// offsets are committed, and the run returns.
-#[allow(clippy::too_many_arguments)]
+/// What a reading worker reads: its source and, on the worker that takes them, the records
+/// posted over HTTP.
+pub struct Input {
+    /// The source.
+    pub source: Box<dyn EventSource>,
+    /// Posted events and requests to forget users, taken after each poll of the source.
+    pub posted: Option<Posted>,
+    /// Read at most this many of the source's records (`--max-events`), then end.
+    pub max_records: Option<u64>,
+}
+
+impl Input {
+    /// `source` alone, read to its end.
+    pub fn new(source: Box<dyn EventSource>) -> Input {
+        Input { source, posted: None, max_records: None }
+    }
+
+    /// Appends the source's next arrivals to `out`, then what was posted, and the requests to
+    /// forget a user to `forgets`.
+    fn poll(&mut self, out: &mut Vec<Arrival>, forgets: &mut Vec<ForgetRequest>) -> Poll {
+        let mut poll = match self.max_records {
+            Some(0) => Poll::Done,
+            left => {
+                let want = left.map_or(BATCH, |left| BATCH.min(left.min(usize::MAX as u64) as usize));
+                let before = out.len();
+                let poll = self.source.poll(want, out);
+                match &mut self.max_records {
+                    Some(left) => {
+                        *left -= (out.len() - before) as u64;
+                        if *left == 0 {
+                            Poll::Done
+                        } else {
+                            poll
+                        }
+                    }
+                    None => poll,
+                }
+            }
+        };
+        if let Some(posted) = &mut self.posted {
+            posted.follow(out);
+            let taken = posted.take(self.source.as_ref(), out, forgets);
+            match poll {
+                Poll::Done => posted.close(),
+                Poll::Idle if taken > 0 => poll = Poll::Ready,
+                _ => {}
+            }
+        }
+        poll
+    }
+}
+
+/// How the ingest operator runs, the same on every worker.
+pub struct IngestSettings {
+    /// How many workers read in all.
+    pub readers: usize,
+    /// The event-time rules every lane's clock starts from.
+    pub clock: EventClock,
+    /// Where the results of a finite stream are final.
+    pub end_rule: EndRule,
+    /// The run's counters.
+    pub metrics: Arc<Metrics>,
+    /// Learns where the stream ended once every reader has reached the end of its part.
+    pub end: StreamEnd,
+    /// Passes a time once every result up to it is written: batches before it are acknowledged,
+    /// and reading waits while too much lies beyond it.
+    pub completed: probe::Handle<Millis>,
+    /// Raised to end the input as if every source were exhausted.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What the ingest operator does next.
+enum Next {
+    /// Runs again at once: there is more to read.
+    Now,
+    /// Runs again after a short pause.
+    Soon,
+    /// The reader is done: its part ended and every result is written.
+    Finished,
+}
+
+/// A reading worker's state, stepped by the ingest operator: acknowledge what is written,
+/// then either read a batch and advance, or, once its part ended, follow its peers.
+struct Reader {
+    input: Input,
+    worker: usize,
+    settings: IngestSettings,
+    lanes: Lanes,
+    phase: Phase,
+    arrivals: Vec<Arrival>,
+    forgets: Vec<ForgetRequest>,
+    in_flight: VecDeque<InFlight>,
+    peers: Peers,
+    announced: Option<Progress>,
+    /// The latest dataflow time given to an event: where forgets go.
+    latest_given: Millis,
+    records_read: u64,
+}
+
+impl Reader {
+    fn new(input: Input, worker: usize, settings: IngestSettings, peers: Peers) -> Reader {
+        let lanes = Lanes::new(input.source.lanes(), &settings.clock);
+        Reader {
+            input,
+            worker,
+            settings,
+            lanes,
+            phase: Phase::Reading,
+            arrivals: Vec::with_capacity(BATCH),
+            forgets: Vec::new(),
+            in_flight: VecDeque::new(),
+            peers,
+            announced: None,
+            latest_given: 0,
+            records_read: 0,
+        }
+    }
+
+    /// Tells the source about every batch whose results are all written, oldest first, and
+    /// records the batches' update latency.
+    fn acknowledge(&mut self) {
+        let metrics = &self.settings.metrics;
+        let mut written: Vec<Position> = Vec::new();
+        while let Some(batch) =
+            self.in_flight.front().filter(|batch| !self.settings.completed.less_equal(&batch.latest))
+        {
+            if batch.accepted > 0 {
+                metrics.update_latency.record(batch.read_at.elapsed().as_micros() as u64, batch.accepted);
+            }
+            for at in &batch.positions {
+                advance_position(&mut written, *at);
+            }
+            metrics.in_flight.fetch_sub(batch.accepted, Ordering::Relaxed);
+            self.in_flight.pop_front();
+        }
+        if !written.is_empty() {
+            self.input.source.acknowledge(&written);
+        }
+    }
+
+    /// Once this worker's part has ended: moves its capability to where the whole stream's
+    /// results are final as soon as that is known, following the workers still reading until
+    /// then, and finishes once every result is written.
+    fn follow_peers(&mut self, cap: &mut Capability<Millis>) -> Next {
+        let Phase::Ended { global_end_known } = &mut self.phase else { return Next::Now };
+        if let (false, Some(ends)) = (*global_end_known, self.settings.end.get()) {
+            let complete = ends.complete.max(*cap.time());
+            cap.downgrade(&complete);
+            *global_end_known = true;
+        } else if !*global_end_known {
+            // Follow the workers still reading rather than hold them back.
+            if let Some(least) = self.peers.least(self.worker, |_| true) {
+                let least = least.max(*cap.time());
+                cap.downgrade(&least);
+            }
+        }
+        if *global_end_known && self.in_flight.is_empty() {
+            self.input.source.finish();
+            self.settings.end.set_drained(true);
+            Next::Finished
+        } else {
+            Next::Soon
+        }
+    }
+
+    /// Back-pressure: whether to wait because the dataflow lags behind what it could already
+    /// complete at `now`.
+    fn held_back(&self, now: &Millis) -> bool {
+        let pending: u64 = self.in_flight.iter().map(|batch| batch.accepted).sum();
+        pending > MAX_IN_FLIGHT && self.settings.completed.less_than(now)
+    }
+
+    /// Reads a batch of arrivals and gives each its fate at or after `now`: an event at its
+    /// dataflow time, a dead letter, a user to forget, and the end of this worker's part.
+    fn read_batch(&mut self, now: Millis) -> (Poll, Vec<(Ingest, Millis, isize)>) {
+        let metrics = Arc::clone(&self.settings.metrics);
+        self.arrivals.clear();
+        let stopping = self.settings.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        let mut poll = if stopping { Poll::Done } else { self.input.poll(&mut self.arrivals, &mut self.forgets) };
+        if self.lanes.clocks.is_empty() {
+            // A worker with nothing to read has read everything.
+            poll = Poll::Done;
+        }
+        metrics.records_in.fetch_add(self.arrivals.len() as u64, Ordering::Relaxed);
+        self.records_read += self.arrivals.len() as u64;
+        let mut batch = InFlight { latest: now, read_at: Instant::now(), accepted: 0, positions: Vec::new() };
+        let source = self.input.source.as_ref();
+        let mut given = Given { now, metrics: &metrics, reader: source, records: Vec::new() };
+        // A live source's records cannot come from far beyond the wall clock.
+        let wall_bound = if source.read_live() { self.settings.clock.max_future() } else { None };
+        for (at, record) in self.arrivals.drain(..) {
+            let (clock, hold) = (&mut self.lanes.clocks[at.lane], &mut self.lanes.holds[at.lane]);
+            self.lanes.last_arrival[at.lane] = batch.read_at;
+            match record {
+                Ok(event) if beyond_wall_clock(event.ts, wall_bound) => given.future(at, &event),
+                Ok(event) => given.settle(hold.arrive(clock, event.ts, (at, event)), clock, &mut batch),
+                Err(dead) => given.dead_letter(dead),
+            }
+            // A held record is not yet written anywhere: its lane's position stays before it
+            // until it is admitted or given up.
+            if hold.is_empty() {
+                advance_position(&mut batch.positions, at);
+            }
+        }
+        if poll == Poll::Done {
+            for hold in &mut self.lanes.holds {
+                for (at, event) in hold.give_up() {
+                    given.future(at, &event);
+                    advance_position(&mut batch.positions, at);
+                }
+            }
+        }
+        let mut records = given.records;
+        self.latest_given = self.latest_given.max(batch.latest);
+        for request in self.forgets.drain(..) {
+            records.push((Ingest::Forget(request.user), self.latest_given, 1));
+            // A requester that gave up waiting is not an error.
+            let _ = request.reply.send(self.latest_given);
+        }
+        if poll == Poll::Done {
+            records.push((Ingest::End(self.settings.end_rule.ends(self.lanes.max_seen(), now)), now, 1));
+        }
+        metrics.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
+        metrics.set_watermark(self.worker, self.lanes.watermark());
+        if !batch.positions.is_empty() {
+            metrics.in_flight.fetch_add(batch.accepted, Ordering::Relaxed);
+            self.in_flight.push_back(batch);
+        }
+        (poll, records)
+    }
+
+    /// After a batch read at `cap`'s time: moves the capability to the lanes' watermark (or, at
+    /// the end of this worker's part, just past where its results are final) and says how this
+    /// worker now stands for its peers.
+    fn advance(&mut self, cap: &mut Capability<Millis>, poll: Poll) -> (Next, Progress) {
+        let now = *cap.time();
+        let mut progress =
+            Progress { worker: self.worker, frontier: now, live: false, reading: true, records: self.records_read };
+        let next = match poll {
+            Poll::Done => {
+                // Hold the input open just past this part's completion until the stream's end is
+                // known; the run stops there.
+                cap.downgrade(&self.settings.end_rule.ends(self.lanes.max_seen(), now).complete);
+                self.phase = Phase::Ended { global_end_known: false };
+                progress.reading = false;
+                Next::Now
+            }
+            Poll::Ready | Poll::Idle => {
+                let frontiers = self.lanes.frontiers(self.input.source.as_ref());
+                progress.live = frontiers.live.is_some();
+                // With every lane idle, follow the live workers; if none is live, the idle lanes'
+                // least watermark lets a quiet stream complete as far as every partition has
+                // gone, so that none of their events turns late when they resume (a broker
+                // frozen for a while, say).
+                let target = frontiers.live.or_else(|| self.peers.least(self.worker, |p| p.live)).or(frontiers.idle);
+                if let Some(frontier) = target {
+                    cap.downgrade(&frontier.max(now));
+                }
+                if poll == Poll::Ready {
+                    Next::Now
+                } else {
+                    Next::Soon
+                }
+            }
+        };
+        progress.frontier = *cap.time();
+        (next, progress)
+    }
+
+    /// Records this worker's progress; returns it when the other readers have to hear of it.
+    fn announce(&mut self, progress: Progress) -> Option<Progress> {
+        let report = ReaderProgress { frontier: progress.frontier, records: progress.records };
+        self.settings.metrics.set_reader_progress(self.worker, report);
+        let news = self.settings.readers > 1 && self.announced != Some(progress);
+        news.then(|| {
+            self.announced = Some(progress);
+            progress
+        })
+    }
+}
+
+/// Builds the ingest operator. Workers given `Some(input)` read; the others release their
+/// capability at once. Every worker's `settings.end` learns where the stream ended once all
+/// `settings.readers` readers have reached the end of their part. Raising `settings.stop` ends
+/// the input as if every source were exhausted: windows close, final results go out, offsets
+/// are committed, and the run returns.
 pub fn ingest<'scope>(
     scope: Scope<'scope, Millis>,
-    reader: Option<Box<dyn EventSource>>,
-    readers: usize,
-    clock: EventClock,
-    end_rule: EndRule,
-    metrics: Arc<Metrics>,
-    end: StreamEnd,
-    completed: probe::Handle<Millis>,
-    stop: Option<Arc<AtomicBool>>,
+    input: Option<Input>,
+    settings: IngestSettings,
 ) -> Ingested<'scope> {
-    end.set_drained(reader.is_none());
-    let worker = scope.index();
-    let reader_end = end.clone();
+    settings.end.set_drained(input.is_none());
+    let (readers, end, metrics) = (settings.readers, settings.end.clone(), Arc::clone(&settings.metrics));
     let peers = Peers::default();
-    let peers_seen = peers.clone();
-    let metrics_for_peers = Arc::clone(&metrics);
+    let mut reader = input.map(|input| Reader::new(input, scope.index(), settings, peers.clone()));
     let stream: Stream<'scope, Millis, Vec<(Ingest, Millis, isize)>> =
         source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(
             scope,
@@ -249,174 +575,61 @@ pub fn ingest<'scope>(
             move |capability, info| {
                 let activator = scope.activator_for(info.address);
                 let mut capability = reader.as_ref().map(|_| capability);
-                let mut lanes = Lanes::new(reader.as_ref().map_or(0, |r| r.lanes()), &clock);
-                let max_future = clock.max_future();
-                let mut source = reader;
-                let mut phase = Phase::Reading;
-                let mut arrivals: Vec<Arrival> = Vec::with_capacity(BATCH);
-                let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-                let mut announced: Option<Progress> = None;
-                // The latest dataflow time given to an event: where forgets go.
-                let mut latest_given: Millis = 0;
-                let mut records_read: u64 = 0;
                 move |output| {
-                    let (Some(cap), Some(reader)) = (capability.as_mut(), source.as_mut()) else {
+                    let (Some(cap), Some(stepped)) = (capability.as_mut(), reader.as_mut()) else {
                         return;
                     };
-                    acknowledge_written(&mut in_flight, &completed, reader.as_mut(), &metrics);
-                    if let Phase::Ended { global_end_known } = &mut phase {
-                        if let (false, Some(ends)) = (*global_end_known, reader_end.get()) {
-                            let complete = ends.complete.max(*cap.time());
-                            cap.downgrade(&complete);
-                            *global_end_known = true;
-                        } else if !*global_end_known {
-                            // Follow the workers still reading rather than hold them back.
-                            if let Some(least) = peers.least(worker, |_| true) {
-                                let least = least.max(*cap.time());
-                                cap.downgrade(&least);
-                            }
+                    stepped.acknowledge();
+                    let next = if stepped.phase != Phase::Reading {
+                        stepped.follow_peers(cap)
+                    } else if stepped.held_back(cap.time()) {
+                        Next::Soon
+                    } else {
+                        let (poll, records) = stepped.read_batch(*cap.time());
+                        output.session(&*cap).give_iterator(records.into_iter());
+                        let (next, progress) = stepped.advance(cap, poll);
+                        if let Some(progress) = stepped.announce(progress) {
+                            output.session(&*cap).give((Ingest::Progress(progress), progress.frontier, 1));
                         }
-                        if *global_end_known && in_flight.is_empty() {
-                            reader.finish();
-                            reader_end.set_drained(true);
-                            source = None;
-                        } else {
-                            activator.activate_after(Duration::from_millis(1));
-                        }
-                        return;
-                    }
-                    // Back-pressure: wait while the dataflow lags behind what it could already complete.
-                    let pending: u64 = in_flight.iter().map(|batch| batch.accepted).sum();
-                    if pending > MAX_IN_FLIGHT && completed.less_than(cap.time()) {
-                        activator.activate_after(Duration::from_millis(1));
-                        return;
-                    }
-                    arrivals.clear();
-                    let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
-                    let mut poll = if stopping { Poll::Done } else { reader.poll(BATCH, &mut arrivals) };
-                    if lanes.clocks.is_empty() {
-                        // A worker with nothing to read has read everything.
-                        poll = Poll::Done;
-                    }
-                    metrics.records_in.fetch_add(arrivals.len() as u64, Ordering::Relaxed);
-                    records_read += arrivals.len() as u64;
-                    let now = *cap.time();
-                    let mut batch =
-                        InFlight { latest: now, read_at: Instant::now(), accepted: 0, positions: Vec::new() };
-                    {
-                        let mut session = output.session(&*cap);
-                        let mut given = Given { now, metrics: &metrics, reader: reader.as_ref(), records: Vec::new() };
-                        // A live source's records cannot come from far beyond the wall clock.
-                        let wall_bound = if reader.read_live() { max_future } else { None };
-                        for (at, record) in arrivals.drain(..) {
-                            let (clock, hold) = (&mut lanes.clocks[at.lane], &mut lanes.holds[at.lane]);
-                            lanes.last_arrival[at.lane] = batch.read_at;
-                            match record {
-                                Ok(event) if beyond_wall_clock(event.ts, wall_bound) => given.future(at, &event),
-                                Ok(event) => given.settle(hold.arrive(clock, event.ts, (at, event)), clock, &mut batch),
-                                Err(dead) => given.dead_letter(dead),
-                            }
-                            // A held record is not yet written anywhere: its lane's position stays
-                            // before it until it is admitted or given up.
-                            if hold.is_empty() {
-                                advance_position(&mut batch.positions, at);
-                            }
-                        }
-                        if poll == Poll::Done {
-                            for hold in &mut lanes.holds {
-                                for (at, event) in hold.give_up() {
-                                    given.future(at, &event);
-                                    advance_position(&mut batch.positions, at);
-                                }
-                            }
-                        }
-                        for record in given.records {
-                            session.give(record);
-                        }
-                        latest_given = latest_given.max(batch.latest);
-                        for request in reader.take_forgets() {
-                            session.give((Ingest::Forget(request.user), latest_given, 1));
-                            // A requester that gave up waiting is not an error.
-                            let _ = request.reply.send(latest_given);
-                        }
-                        if poll == Poll::Done {
-                            session.give((Ingest::End(end_rule.ends(lanes.max_seen(), now)), now, 1));
-                        }
-                    }
-                    metrics.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
-                    metrics.set_watermark(worker, lanes.watermark());
-                    if !batch.positions.is_empty() {
-                        metrics.in_flight.fetch_add(batch.accepted, Ordering::Relaxed);
-                        in_flight.push_back(batch);
-                    }
-                    let mut progress =
-                        Progress { worker, frontier: now, live: false, reading: true, records: records_read };
-                    match poll {
-                        Poll::Done => {
-                            // Hold the input open just past this part's completion until the
-                            // stream's end is known; the run stops there.
-                            cap.downgrade(&end_rule.ends(lanes.max_seen(), now).complete);
-                            phase = Phase::Ended { global_end_known: false };
-                            progress.reading = false;
-                            activator.activate();
-                        }
-                        Poll::Ready | Poll::Idle => {
-                            let frontiers = lanes.frontiers(reader.as_ref());
-                            progress.live = frontiers.live.is_some();
-                            // With every lane idle, follow the live workers; if none is live, the
-                            // idle lanes' least watermark lets a quiet stream complete as far as
-                            // every partition has gone, so that none of their events turns late
-                            // when they resume (a broker frozen for a while, say).
-                            let target = frontiers.live.or_else(|| peers.least(worker, |p| p.live)).or(frontiers.idle);
-                            if let Some(frontier) = target {
-                                cap.downgrade(&frontier.max(now));
-                            }
-                            if poll == Poll::Ready {
-                                activator.activate();
-                            } else {
-                                activator.activate_after(Duration::from_millis(1));
-                            }
-                        }
-                    }
-                    progress.frontier = *cap.time();
-                    metrics.set_reader_progress(
-                        worker,
-                        ReaderProgress { frontier: progress.frontier, records: progress.records },
-                    );
-                    if readers > 1 && announced != Some(progress) {
-                        announced = Some(progress);
-                        output.session(&*cap).give((Ingest::Progress(progress), progress.frontier, 1));
+                        next
+                    };
+                    match next {
+                        Next::Now => activator.activate(),
+                        Next::Soon => activator.activate_after(Duration::from_millis(1)),
+                        Next::Finished => reader = None,
                     }
                 }
             },
         );
-    let (events, others): (EventStream<'scope>, ControlStream<'scope>) =
-        stream.ok_err(|(ingest, time, diff)| match ingest {
-            Ingest::Event(event) => Ok((event, time, diff)),
-            Ingest::Dead(dead) => Err(Ok(dead)),
-            Ingest::End(ends) => Err(Err(Ok(ends))),
-            Ingest::Progress(progress) => Err(Err(Err(Ok(progress)))),
-            Ingest::Forget(user) => Err(Err(Err(Err((user, time, diff))))),
-        });
-    let (dead_letters, control): (_, Stream<'scope, Millis, Vec<Result<Ends, ProgressOrForget>>>) =
-        others.ok_err(|other| other);
-    let (ends, progress_and_forgets): (
-        Stream<'scope, Millis, Vec<Ends>>,
-        Stream<'scope, Millis, Vec<ProgressOrForget>>,
-    ) = control.ok_err(|c| c);
-    let (progress, forgets): (Stream<'scope, Millis, Vec<Progress>>, ForgetStream<'scope>) =
-        progress_and_forgets.ok_err(|p| p);
-    let peer_metrics = Arc::clone(&metrics_for_peers);
+    let mut kinds = stream.partition(KINDS, |(ingest, time, diff)| (ingest.kind(), (ingest, time, diff)));
+    let mut next_kind = move || kinds.pop().expect("partition gives one stream per kind");
+    let ends = next_kind().flat_map(|(ingest, _, _)| ingest.into_end());
+    let progress = next_kind().flat_map(|(ingest, _, _)| ingest.into_progress());
+    let forgets = next_kind().flat_map(|(ingest, time, diff)| ingest.into_forget().map(|user| (user, time, diff)));
+    let dead_letters = next_kind().flat_map(|(ingest, _, _)| ingest.into_dead());
+    let events = next_kind().flat_map(|(ingest, time, diff)| ingest.into_event().map(|event| (event, time, diff)));
+    follow_peers_progress(progress, peers, metrics);
+    learn_stream_end(ends, readers, end);
+    Ingested { events: events.as_collection(), dead_letters, forgets: forgets.as_collection() }
+}
+
+/// Every reading worker hears every other's progress.
+fn follow_peers_progress(progress: Stream<'_, Millis, Vec<Progress>>, peers: Peers, metrics: Arc<Metrics>) {
     progress.broadcast().sink(Pipeline, "Ingest: Progress", move |(input, _frontier)| {
         input.for_each(|_time, data| {
-            let mut seen = peers_seen.0.borrow_mut();
+            let mut seen = peers.0.borrow_mut();
             for progress in data.drain(..) {
                 let report = ReaderProgress { frontier: progress.frontier, records: progress.records };
-                peer_metrics.set_reader_progress(progress.worker, report);
+                metrics.set_reader_progress(progress.worker, report);
                 seen.insert(progress.worker, progress);
             }
         });
     });
+}
+
+/// Every worker learns where the stream ended once every one of the `readers` has told where its
+/// part did.
+fn learn_stream_end(ends: Stream<'_, Millis, Vec<Ends>>, readers: usize, end: StreamEnd) {
     let mut heard: Vec<Ends> = Vec::new();
     ends.broadcast().sink(Pipeline, "StreamEnd", move |(input, _frontier)| {
         input.for_each(|_time, data| heard.append(data));
@@ -424,7 +637,6 @@ pub fn ingest<'scope>(
             end.set(heard.iter().copied().reduce(Ends::merge));
         }
     });
-    Ingested { events: events.as_collection(), dead_letters, forgets: forgets.as_collection() }
 }
 
 /// Records `at` as the last position of its lane in `positions` (one entry per lane).
@@ -432,30 +644,6 @@ fn advance_position(positions: &mut Vec<Position>, at: Position) {
     match positions.iter_mut().find(|p| p.lane == at.lane) {
         Some(p) => p.offset = p.offset.max(at.offset),
         None => positions.push(at),
-    }
-}
-
-/// Tells the source about every batch whose results are all written, oldest first, and records
-/// the batches' update latency.
-fn acknowledge_written(
-    in_flight: &mut VecDeque<InFlight>,
-    completed: &probe::Handle<Millis>,
-    source: &mut dyn EventSource,
-    metrics: &Metrics,
-) {
-    let mut written: Vec<Position> = Vec::new();
-    while let Some(batch) = in_flight.front().filter(|batch| !completed.less_equal(&batch.latest)) {
-        if batch.accepted > 0 {
-            metrics.update_latency.record(batch.read_at.elapsed().as_micros() as u64, batch.accepted);
-        }
-        for at in &batch.positions {
-            advance_position(&mut written, *at);
-        }
-        metrics.in_flight.fetch_sub(batch.accepted, Ordering::Relaxed);
-        in_flight.pop_front();
-    }
-    if !written.is_empty() {
-        source.acknowledge(&written);
     }
 }
 

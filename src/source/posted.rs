@@ -1,6 +1,6 @@
 //! Events posted over HTTP (`POST /v1/events`), merged into the source of the worker that reads
 //! the input. The server validates them with the pipeline's decoder and sends them here through
-//! a channel; [`WithPosted`] hands them to the ingest operator with the source's own arrivals,
+//! a channel; the ingest operator takes them through [`Posted`] beside its source's own arrivals,
 //! so they get event time, lateness and dead letters like any other record.
 //!
 //! Requests to forget a user (`DELETE /v1/users/{user}`) travel the same channel, so a forget
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use super::{Arrival, EventSource, Poll, Position};
+use super::{Arrival, EventSource, Position};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, wall_clock_ms};
 
@@ -127,46 +127,59 @@ pub fn post_channel(limit: usize) -> (PostSender, PostReceiver) {
     )
 }
 
-/// A source whose arrivals are followed by whatever was posted. Posted records go to lane 0,
-/// at the position of the source's latest record there. When the source ends, what was posted
-/// so far is still delivered and the channel closes, so later posts are refused, not lost.
-pub struct WithPosted {
-    inner: Box<dyn EventSource>,
-    posted: Option<PostReceiver>,
+/// The records posted to the reading worker: the ingest operator's control input beside its
+/// source. Posted records go to lane 0, at the position of the source's latest record there.
+/// When the source ends, what was posted so far is still delivered and the channel closes, so
+/// later posts are refused, not lost.
+pub struct Posted {
+    receiver: Option<PostReceiver>,
+    /// The latest event time the source or a post has given: the time of a post without one.
     max_seen: Option<Millis>,
     last: Position,
-    forgets: Vec<ForgetRequest>,
     /// `time.max_future`: a posted ts further beyond the wall clock is dead-lettered as `future`.
     max_future: Option<Millis>,
 }
 
-impl WithPosted {
-    /// `inner` plus the events arriving on `posted`, whose timestamps may lie at most
-    /// `max_future` beyond the wall clock.
-    pub fn new(inner: Box<dyn EventSource>, posted: PostReceiver, max_future: Option<Millis>) -> WithPosted {
-        WithPosted {
-            inner,
-            posted: Some(posted),
-            max_seen: None,
-            last: Position { lane: 0, offset: 0 },
-            forgets: Vec::new(),
-            max_future,
+impl Posted {
+    /// The records arriving on `receiver`, whose timestamps may lie at most `max_future` beyond
+    /// the wall clock.
+    pub fn new(receiver: PostReceiver, max_future: Option<Millis>) -> Posted {
+        Posted { receiver: Some(receiver), max_seen: None, last: Position { lane: 0, offset: 0 }, max_future }
+    }
+
+    /// Notes what the source just delivered: its latest position on lane 0 and its latest event
+    /// time.
+    pub fn follow(&mut self, arrivals: &[Arrival]) {
+        for (at, arrival) in arrivals {
+            if at.lane == 0 {
+                self.last.offset = self.last.offset.max(at.offset);
+            }
+            if let Ok(event) = arrival {
+                self.max_seen = Some(self.max_seen.map_or(event.ts, |m| m.max(event.ts)));
+            }
         }
     }
 
-    /// Appends posted records to `out` and keeps forget requests for [`EventSource::take_forgets`];
-    /// returns how many records and requests there were.
-    fn drain(&mut self, out: &mut Vec<Arrival>) -> usize {
-        let Some(posted) = &self.posted else { return 0 };
+    /// Appends the records posted since the last call to `out`, rejected by `source` as
+    /// `future` when stamped too far beyond the wall clock, and the requests to forget a user to
+    /// `forgets`; returns how many records and requests there were.
+    pub fn take(
+        &mut self,
+        source: &dyn EventSource,
+        out: &mut Vec<Arrival>,
+        forgets: &mut Vec<ForgetRequest>,
+    ) -> usize {
+        let Some(receiver) = &self.receiver else { return 0 };
         let mut count = 0;
-        while let Some(records) = posted.take() {
+        while let Some(records) = receiver.take() {
             for record in records {
+                count += 1;
                 let arrival = match record {
                     PostedRecord::Event { event, ts_given }
                         if ts_given && beyond_wall_clock(event.ts, self.max_future) =>
                     {
                         let raw = serde_json::to_vec(&event).unwrap_or_default();
-                        Err(self.inner.reject(self.last, RejectReason::Future, raw))
+                        Err(source.reject(self.last, RejectReason::Future, raw))
                     }
                     PostedRecord::Event { mut event, ts_given } => {
                         if !ts_given {
@@ -177,56 +190,27 @@ impl WithPosted {
                     }
                     PostedRecord::Rejected(dead) => Err(dead),
                     PostedRecord::Forget(request) => {
-                        self.forgets.push(request);
-                        count += 1;
+                        forgets.push(request);
                         continue;
                     }
                 };
                 out.push((self.last, arrival));
-                count += 1;
             }
         }
         count
     }
-}
 
-impl EventSource for WithPosted {
-    fn poll(&mut self, max: usize, out: &mut Vec<Arrival>) -> Poll {
-        let before = out.len();
-        let poll = self.inner.poll(max, out);
-        for (at, arrival) in &out[before..] {
-            if at.lane == 0 {
-                self.last.offset = self.last.offset.max(at.offset);
-            }
-            if let Ok(event) = arrival {
-                self.max_seen = Some(self.max_seen.map_or(event.ts, |m| m.max(event.ts)));
-            }
-        }
-        let posted = self.drain(out);
-        match poll {
-            Poll::Done => {
-                // Refuse later posts: dropping the receiver makes every send fail.
-                self.posted = None;
-                Poll::Done
-            }
-            Poll::Idle if posted > 0 => Poll::Ready,
-            other => other,
-        }
+    /// The input has ended: dropping the receiver makes every later send fail.
+    pub fn close(&mut self) {
+        self.receiver = None;
     }
-
-    fn take_forgets(&mut self) -> Vec<ForgetRequest> {
-        let mut taken = std::mem::take(&mut self.forgets);
-        taken.extend(self.inner.take_forgets());
-        taken
-    }
-
-    super::delegate_to_inner!(take_forgets);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Action;
+    use crate::source::Poll;
 
     /// A replayed input that has nothing (yet): not read live.
     struct Quiet;
@@ -275,11 +259,11 @@ mod tests {
     #[test]
     fn posted_events_beyond_the_wall_clock_are_future() {
         let (sender, receiver) = post_channel(100);
-        let mut source = WithPosted::new(Box::new(Quiet), receiver, Some(3_600_000));
+        let mut posted_input = Posted::new(receiver, Some(3_600_000));
         let ahead = wall_clock_ms() + 10 * 86_400_000;
         sender.send(vec![posted(ahead), posted(ahead + 1), posted(ahead + 2), posted(wall_clock_ms())]).unwrap();
-        let mut out = Vec::new();
-        source.poll(10, &mut out);
+        let (mut out, mut forgets) = (Vec::new(), Vec::new());
+        assert_eq!(posted_input.take(&Quiet, &mut out, &mut forgets), 4);
         let fates: Vec<Option<&str>> =
             out.iter().map(|(_, arrival)| arrival.as_ref().err().map(|d| d.reason.code())).collect();
         assert_eq!(fates, [Some("future"), Some("future"), Some("future"), None]);
