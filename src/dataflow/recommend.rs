@@ -141,16 +141,35 @@ impl Sessions {
     }
 }
 
+/// How [`recommendations`] scores and ranks, and the pipeline's timing it runs by: everything
+/// but the collections it reads.
+#[derive(Clone, Debug)]
+pub struct RecommendSettings<'a> {
+    /// The lists' length, seeds, prior, diversity and windows, and the similarity refresh.
+    pub spec: &'a RecommendSpec,
+    /// Whether each scored item carries the seeds that lead to it ([`RecItem::because`]).
+    pub explain: bool,
+    /// The dataflow tick.
+    pub tick: Time,
+    /// The pipeline's allowed lateness: how far back a late event can still reach a session.
+    pub lateness: Time,
+    /// The end of a finite stream: pool refreshes and re-scorings due after its last results are
+    /// dropped.
+    pub end: StreamEnd,
+}
+
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
 /// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored
 /// once the forgotten user's events are out of the table and the pool ([`settled`]).
-/// With `explain`, each scored item carries the seeds that lead to it ([`RecItem::because`]).
+/// With `settings.explain`, each scored item carries the seeds that lead to it
+/// ([`RecItem::because`]).
 ///
 /// ```
 /// use std::sync::Arc;
 ///
 /// use differential_dataflow::input::Input;
-/// use recflow::dataflow::{preference::contributions, recommend::recommendations};
+/// use recflow::dataflow::preference::contributions;
+/// use recflow::dataflow::recommend::{recommendations, RecommendSettings};
 /// use recflow::progress::StreamEnd;
 /// use recflow::results::RecItem;
 /// use recflow::spec::{RecommendSpec, Weights};
@@ -169,7 +188,8 @@ impl Sessions {
 ///     let (_rows, rows) = scope.new_collection_from([row]);
 ///     let end = StreamEnd::default();
 ///     let parts = contributions(events.clone(), &spec, &Weights::default(), 1_000, end.clone());
-///     recommendations(events, parts, rows.inner, None, false, &spec, 1_000, 0, end).inner.capture()
+///     let settings = RecommendSettings { spec: &spec, explain: false, tick: 1_000, lateness: 0, end };
+///     recommendations(events, parts, rows.inner, None, settings).inner.capture()
 /// });
 /// // Each list as it is set, by time and user (the retractions of replaced lists left out).
 /// let updates = captured.extract().into_iter().flat_map(|(_, updates)| updates);
@@ -187,18 +207,14 @@ impl Sessions {
 ///     (3_600_000, Id::Num(1), vec![rec(8, 150_000), rec(9, 75_000)]),
 /// ]);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
     contributions: Coll<'scope, (Id, Contribution)>,
     similar: super::similarity::RowUpserts<'scope>,
     forgets: Option<Coll<'scope, Id>>,
-    explain: bool,
-    spec: &RecommendSpec,
-    tick: Time,
-    lateness: Time,
-    end: StreamEnd,
+    settings: RecommendSettings<'_>,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
+    let RecommendSettings { spec, explain, tick, lateness, end } = settings;
     let refresh = spec.similarity.refresh.millis();
     let rescore = forgets.map(|forgets| {
         super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |_, t| settled(t, refresh), end.clone())
