@@ -113,18 +113,15 @@ pub fn build_sharing<'scope>(
         let touched = contributions.clone();
         let touches = || touched.flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
         let similar = shared.similarity(touches, pipeline, end);
-        let recs = recommend::recommendations(
-            events,
-            contributions,
-            similar,
-            forgets,
-            pipeline.explains(),
+        let settings = recommend::RecommendSettings {
             spec,
+            explain: pipeline.explains(),
             tick,
-            pipeline.time.allowed_lateness.millis(),
-            end.clone(),
-        )
-        .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
+            lateness: pipeline.time.allowed_lateness.millis(),
+            end: end.clone(),
+        };
+        let recs = recommend::recommendations(events, contributions, similar, forgets, settings)
+            .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
         results.push(recs);
     }
     differential_dataflow::collection::concatenate(scope, results)

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Concat, Exchange};
+use timely::dataflow::operators::{Capability, Concat, Exchange};
 
 use super::popular::{popular_pool, PoolSpec};
 use super::preference::{decay_factors, saturating_i64, seed_weight, Contribution, Touches};
@@ -141,16 +141,35 @@ impl Sessions {
     }
 }
 
+/// How [`recommendations`] scores and ranks, and the pipeline's timing it runs by: everything
+/// but the collections it reads.
+#[derive(Clone, Debug)]
+pub struct RecommendSettings<'a> {
+    /// The lists' length, seeds, prior, diversity and windows, and the similarity refresh.
+    pub spec: &'a RecommendSpec,
+    /// Whether each scored item carries the seeds that lead to it ([`RecItem::because`]).
+    pub explain: bool,
+    /// The dataflow tick.
+    pub tick: Time,
+    /// The pipeline's allowed lateness: how far back a late event can still reach a session.
+    pub lateness: Time,
+    /// The end of a finite stream: pool refreshes and re-scorings due after its last results are
+    /// dropped.
+    pub end: StreamEnd,
+}
+
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
 /// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored
 /// once the forgotten user's events are out of the table and the pool ([`settled`]).
-/// With `explain`, each scored item carries the seeds that lead to it ([`RecItem::because`]).
+/// With `settings.explain`, each scored item carries the seeds that lead to it
+/// ([`RecItem::because`]).
 ///
 /// ```
 /// use std::sync::Arc;
 ///
 /// use differential_dataflow::input::Input;
-/// use recflow::dataflow::{preference::contributions, recommend::recommendations};
+/// use recflow::dataflow::preference::contributions;
+/// use recflow::dataflow::recommend::{recommendations, RecommendSettings};
 /// use recflow::progress::StreamEnd;
 /// use recflow::results::RecItem;
 /// use recflow::spec::{RecommendSpec, Weights};
@@ -169,7 +188,8 @@ impl Sessions {
 ///     let (_rows, rows) = scope.new_collection_from([row]);
 ///     let end = StreamEnd::default();
 ///     let parts = contributions(events.clone(), &spec, &Weights::default(), 1_000, end.clone());
-///     recommendations(events, parts, rows.inner, None, false, &spec, 1_000, 0, end).inner.capture()
+///     let settings = RecommendSettings { spec: &spec, explain: false, tick: 1_000, lateness: 0, end };
+///     recommendations(events, parts, rows.inner, None, settings).inner.capture()
 /// });
 /// // Each list as it is set, by time and user (the retractions of replaced lists left out).
 /// let updates = captured.extract().into_iter().flat_map(|(_, updates)| updates);
@@ -187,18 +207,14 @@ impl Sessions {
 ///     (3_600_000, Id::Num(1), vec![rec(8, 150_000), rec(9, 75_000)]),
 /// ]);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
     contributions: Coll<'scope, (Id, Contribution)>,
     similar: super::similarity::RowUpserts<'scope>,
     forgets: Option<Coll<'scope, Id>>,
-    explain: bool,
-    spec: &RecommendSpec,
-    tick: Time,
-    lateness: Time,
-    end: StreamEnd,
+    settings: RecommendSettings<'_>,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
+    let RecommendSettings { spec, explain, tick, lateness, end } = settings;
     let refresh = spec.similarity.refresh.millis();
     let rescore = forgets.map(|forgets| {
         super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |_, t| settled(t, refresh), end.clone())
@@ -310,6 +326,57 @@ impl UserState {
         }
     }
 
+    /// Adds `diff` times one part of an event's effect: to the preferences (and with `explain`
+    /// their short-term parts), the exclusions, with [`Seeds::Recent`] the touches, and the
+    /// session. Returns whether an exclusion appeared or vanished.
+    fn add_part(&mut self, part: &Contribution, diff: isize, seeds: Seeds, explain: bool) -> bool {
+        // In 128 bits: a consolidated update may repeat one large part.
+        add(&mut self.preferences, &part.item, part.preference as i128 * diff as i128);
+        if explain {
+            add(&mut self.short_term, &part.item, part.short as i128 * diff as i128);
+        }
+        let crossed = add(&mut self.excluded, &part.item, part.excluded * diff as i64);
+        if let (Seeds::Recent, Some(ts)) = (seeds, part.touch) {
+            self.touches.add(&part.item, ts, diff as i64);
+        }
+        if let (Some(short), Some(ts)) = (part.session, part.touch) {
+            if diff > 0 {
+                self.session_events.entry(ts).or_default().push((part.item.clone(), short));
+            } else {
+                // A forgotten event leaves its session too.
+                self.forget_session_event(ts, &part.item, short);
+            }
+        }
+        crossed
+    }
+
+    /// Brings the user's sessions to `now`: forgets those no late event can join, calls `wake`
+    /// with each later time to look at the user again (when a new last session closes and when
+    /// it can be forgotten), and returns the current session's short-term parts.
+    fn advance_sessions(&mut self, rule: &Sessions, now: Time, mut wake: impl FnMut(Time)) -> HashMap<Id, i128> {
+        self.forget_sessions(rule, rule.settled_before(now));
+        let last = self.session_events.keys().next_back().copied();
+        if let Some(last) = last.filter(|l| self.session_last != Some(*l)) {
+            // Look again when the session closes and when it can be forgotten.
+            for at in [rule.close_time(last), rule.forget_time(last)] {
+                if at > now {
+                    wake(at);
+                }
+            }
+        }
+        self.session_last = last;
+        self.session_preferences(rule, now)
+    }
+
+    /// Whether nothing about the user is left to keep.
+    fn holds_nothing(&self) -> bool {
+        self.preferences.is_empty()
+            && self.excluded.is_empty()
+            && self.reported.is_empty()
+            && self.session_events.is_empty()
+            && self.touches.is_empty()
+    }
+
     /// The user's seeds under `seeding`, with their weights.
     fn seeds(&self, seeding: &Seeding, session: &HashMap<Id, i128>) -> Vec<(Id, i64)> {
         match seeding.rule {
@@ -383,115 +450,131 @@ fn score_users(
     sessions: Option<Sessions>,
     explain: bool,
 ) -> ListUpdates<'_> {
-    let mut inbox: Inbox<UserInput> = Inbox::default();
-    let mut similar: HashMap<Id, Neighbours> = HashMap::default();
-    let mut pool: Pool = BTreeMap::new();
-    let mut users: HashMap<Id, UserState> = HashMap::default();
+    let mut users = Users {
+        scoring,
+        sessions,
+        explain,
+        inbox: Inbox::default(),
+        similar: HashMap::default(),
+        pool: BTreeMap::new(),
+        per_user: HashMap::default(),
+    };
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "Users",
         move |_capability, _info| {
             move |(input, frontier), output| {
-                inbox.absorb(input);
-                while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
-                    // Users whose inputs changed at this time, and whether their exclusions did.
-                    let mut touched: HashMap<Id, bool> = HashMap::default();
-                    let mut rescore_all = false;
-                    for (update, diff) in updates {
-                        match update {
-                            // An upsert: the row's new value, or empty when it is gone.
-                            UserInput::Similar(item, neighbours) => {
-                                if neighbours.is_empty() {
-                                    similar.remove(&item);
-                                } else {
-                                    similar.insert(item, neighbours);
-                                }
-                            }
-                            UserInput::Popular(rank, item, count) => {
-                                adjust_ordered(&mut pool, (rank, item, count), diff)
-                            }
-                            UserInput::Contribution(user, part) => {
-                                let state = users.entry(user.clone()).or_default();
-                                // In 128 bits: a consolidated update may repeat one large part.
-                                add(&mut state.preferences, &part.item, part.preference as i128 * diff as i128);
-                                if explain {
-                                    add(&mut state.short_term, &part.item, part.short as i128 * diff as i128);
-                                }
-                                let crossed = add(&mut state.excluded, &part.item, part.excluded * diff as i64);
-                                if let (Seeds::Recent, Some(ts)) = (scoring.seeding.rule, part.touch) {
-                                    state.touches.add(&part.item, ts, diff as i64);
-                                }
-                                if let (Some(short), Some(ts)) = (part.session, part.touch) {
-                                    if diff > 0 {
-                                        state.session_events.entry(ts).or_default().push((part.item.clone(), short));
-                                    } else {
-                                        // A forgotten event leaves its session too.
-                                        state.forget_session_event(ts, &part.item, short);
-                                    }
-                                }
-                                *touched.entry(user).or_default() |= crossed;
-                            }
-                            UserInput::Wake(user) => {
-                                touched.entry(user).or_default();
-                            }
-                            UserInput::RescoreAll => rescore_all = true,
-                        }
-                    }
-                    if rescore_all {
-                        for user in users.keys() {
-                            touched.entry(user.clone()).or_default();
-                        }
-                    }
-                    let mut touched: Vec<(Id, bool)> = touched.into_iter().collect();
-                    touched.sort();
+                users.inbox.absorb(input);
+                while let Some(Due { time, capability, updates }) = users.inbox.next_complete(frontier) {
+                    let (touched, rescore_all) = users.apply(updates);
                     let mut session = output.session(&capability);
                     for (user, exclusions_changed) in touched {
-                        let Some(state) = users.get_mut(&user) else { continue };
-                        let session_parts = match &sessions {
-                            Some(rule) => {
-                                state.forget_sessions(rule, rule.settled_before(time));
-                                let last = state.session_events.keys().next_back().copied();
-                                if let Some(last) = last.filter(|l| state.session_last != Some(*l)) {
-                                    // Look again when the session closes and when it can be forgotten.
-                                    for at in [rule.close_time(last), rule.forget_time(last)] {
-                                        if at > time {
-                                            inbox.schedule(&capability, UserInput::Wake(user.clone()), at);
-                                        }
-                                    }
-                                }
-                                state.session_last = last;
-                                state.session_preferences(rule, time)
-                            }
-                            None => HashMap::default(),
-                        };
-                        let seeds = state.seeds(&scoring.seeding, &session_parts);
-                        if seeds != state.seeds || exclusions_changed || rescore_all {
-                            state.seeds = seeds;
-                            let explained = explain.then_some(&session_parts);
-                            let list = rank_for_user(state, &similar, &pool, &scoring, explained);
-                            if list != state.reported {
-                                let old = std::mem::replace(&mut state.reported, list.clone());
-                                if !old.is_empty() {
-                                    session.give(((user.clone(), old), time, -1));
-                                }
-                                if !list.is_empty() {
-                                    session.give(((user.clone(), list), time, 1));
-                                }
-                            }
+                        let force = exclusions_changed || rescore_all;
+                        let Some((old, list)) = users.rescore(&user, force, time, &capability) else { continue };
+                        if !old.is_empty() {
+                            session.give(((user.clone(), old), time, -1));
                         }
-                        if state.preferences.is_empty()
-                            && state.excluded.is_empty()
-                            && state.reported.is_empty()
-                            && state.session_events.is_empty()
-                            && state.touches.is_empty()
-                        {
-                            users.remove(&user);
+                        if !list.is_empty() {
+                            session.give(((user.clone(), list), time, 1));
                         }
                     }
                 }
             }
         },
     )
+}
+
+/// What the users operator keeps on one worker: how it scores, its pending updates, everything
+/// about its own users, and its full copies of the similarity table and the popular pool.
+struct Users {
+    /// How lists are scored.
+    scoring: Scoring,
+    /// With session windows: when sessions close and can be forgotten.
+    sessions: Option<Sessions>,
+    /// Whether scored items carry the seeds that lead to them.
+    explain: bool,
+    /// Updates waiting for their time to complete, and the users' wake-ups.
+    inbox: Inbox<UserInput>,
+    /// The similarity table: each item's neighbours.
+    similar: HashMap<Id, Neighbours>,
+    /// The popular pool.
+    pool: Pool,
+    /// The worker's users.
+    per_user: HashMap<Id, UserState>,
+}
+
+impl Users {
+    /// Applies one time's updates. Returns the users to look at again, in order, each with whether
+    /// their exclusions changed, and whether every user is to be re-scored.
+    fn apply(&mut self, updates: Vec<(UserInput, isize)>) -> (Vec<(Id, bool)>, bool) {
+        // Users whose inputs changed at this time, and whether their exclusions did.
+        let mut touched: HashMap<Id, bool> = HashMap::default();
+        let mut rescore_all = false;
+        for (update, diff) in updates {
+            match update {
+                // An upsert: the row's new value, or empty when it is gone.
+                UserInput::Similar(item, neighbours) => {
+                    if neighbours.is_empty() {
+                        self.similar.remove(&item);
+                    } else {
+                        self.similar.insert(item, neighbours);
+                    }
+                }
+                UserInput::Popular(rank, item, count) => adjust_ordered(&mut self.pool, (rank, item, count), diff),
+                UserInput::Contribution(user, part) => {
+                    let state = self.per_user.entry(user.clone()).or_default();
+                    let crossed = state.add_part(&part, diff, self.scoring.seeding.rule, self.explain);
+                    *touched.entry(user).or_default() |= crossed;
+                }
+                UserInput::Wake(user) => {
+                    touched.entry(user).or_default();
+                }
+                UserInput::RescoreAll => rescore_all = true,
+            }
+        }
+        if rescore_all {
+            for user in self.per_user.keys() {
+                touched.entry(user.clone()).or_default();
+            }
+        }
+        let mut touched: Vec<(Id, bool)> = touched.into_iter().collect();
+        touched.sort();
+        (touched, rescore_all)
+    }
+
+    /// Looks at `user` again at `time` (`capability` at or before it): re-ranks their list when
+    /// their seeds changed or with `force`, and drops the user once nothing of theirs is left.
+    /// Returns `(old, new)` when the list changed.
+    fn rescore(
+        &mut self,
+        user: &Id,
+        force: bool,
+        time: Time,
+        capability: &Capability<Time>,
+    ) -> Option<(Vec<RecItem>, Vec<RecItem>)> {
+        let state = self.per_user.get_mut(user)?;
+        let session_parts = match &self.sessions {
+            Some(rule) => state.advance_sessions(rule, time, |at| {
+                self.inbox.schedule(capability, UserInput::Wake(user.clone()), at);
+            }),
+            None => HashMap::default(),
+        };
+        let seeds = state.seeds(&self.scoring.seeding, &session_parts);
+        let mut change = None;
+        if seeds != state.seeds || force {
+            state.seeds = seeds;
+            let explained = self.explain.then_some(&session_parts);
+            let list = rank_for_user(state, &self.similar, &self.pool, &self.scoring, explained);
+            if list != state.reported {
+                let old = std::mem::replace(&mut state.reported, list.clone());
+                change = Some((old, list));
+            }
+        }
+        if state.holds_nothing() {
+            self.per_user.remove(user);
+        }
+        change
+    }
 }
 
 /// The popular pool as the users operator keeps it: `(rank, item, count)` entries.
