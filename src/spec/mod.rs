@@ -236,6 +236,61 @@ impl SourceSpec {
         self.kafka.brokers = brokers;
         self.kafka.topic = topic;
     }
+
+    /// Checks `[source]`: the path of a file source, the CSV/TSV columns, `[source.kafka]` of a
+    /// Kafka source, the timestamp bounds and `[source.synth]`.
+    pub(super) fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.kind == SourceKind::File && self.path.is_none() {
+            return bad(
+                "source.path",
+                "kind = \"file\" needs a path; set path = \"events.csv\" or pass --input file:PATH".into(),
+            );
+        }
+        if self.format != Format::Jsonl {
+            self.validate_columns(origin)?;
+        }
+        if self.kind == SourceKind::Kafka {
+            self.kafka.validate(origin)?;
+        }
+        if self.min_timestamp > self.latest_timestamp() {
+            return bad("source.min_timestamp", "is greater than source.max_timestamp; swap them".into());
+        }
+        if self.latest_timestamp().checked_mul(self.timestamp_unit.scale()).is_none() {
+            return bad("source.max_timestamp", "is too large for the timestamp unit".into());
+        }
+        self.synth.validate(origin)
+    }
+
+    /// Checks the CSV/TSV `columns`: known names, each at most once, the required ones present, and
+    /// a `default_action` when there is no `action` column.
+    fn validate_columns(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        let known = ["user", "item", "category", "action", "value", "ts", "_"];
+        for column in &self.columns {
+            if !known.contains(&column.as_str()) {
+                return bad("source.columns", format!("unknown column `{column}`; use names from {known:?}"));
+            }
+        }
+        for required in ["user", "item", "ts"] {
+            if !self.columns.iter().any(|c| c == required) {
+                return bad("source.columns", format!("no `{required}` column; list it at its position, e.g. [\"user\", \"item\", \"action\", \"ts\"]"));
+            }
+        }
+        if !self.columns.iter().any(|c| c == "action") && self.default_action.is_none() {
+            return bad(
+                "source.default_action",
+                "there is no `action` column, so set default_action (e.g. \"rate\" for MovieLens)".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for column in self.columns.iter().filter(|c| *c != "_") {
+            if !seen.insert(column) {
+                return bad("source.columns", format!("column `{column}` appears twice"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where a Kafka consumer starts reading each partition.
@@ -315,10 +370,10 @@ impl Default for KafkaSourceSpec {
 }
 
 impl KafkaSourceSpec {
+    /// Checks `[source.kafka]` of a Kafka source: brokers, topic and group named, a positive idle
+    /// timeout, no reserved consumer option.
     fn validate(&self, origin: &str) -> Result<(), SpecError> {
-        let bad = |key: &str, problem: String| {
-            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
-        };
+        let bad = rejecting(origin);
         if self.brokers.trim().is_empty() {
             return bad(
                 "source.kafka.brokers",
@@ -425,6 +480,33 @@ impl Default for SynthSpec {
     }
 }
 
+impl SynthSpec {
+    /// Checks `[source.synth]`: at least one of everything, no more categories than items, a
+    /// usable Zipf exponent and taste share, sessions of at least one event.
+    fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.users == 0 || self.items == 0 || self.categories == 0 || self.clusters == 0 {
+            return bad("source.synth", "users, items, categories and clusters must all be at least 1".into());
+        }
+        if self.categories > self.items {
+            return bad(
+                "source.synth.categories",
+                "more categories than items; lower categories or raise items".into(),
+            );
+        }
+        if !(self.zipf.is_finite() && self.zipf >= 0.0) {
+            return bad("source.synth.zipf", "must be a number >= 0 (1.0 is classic Zipf)".into());
+        }
+        if !(0.0..=1.0).contains(&self.taste) {
+            return bad("source.synth.taste", "must lie between 0 and 1".into());
+        }
+        if self.session_events == 0 {
+            return bad("source.synth.session_events", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// The `[time]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -448,6 +530,25 @@ impl Default for TimeSpec {
             allowed_lateness: Span(0),
             max_future: FutureBound::Ahead(Span(3_600_000)),
         }
+    }
+}
+
+impl TimeSpec {
+    /// Checks `[time]`: a positive tick that is a whole number of the input's timestamp `unit`,
+    /// and a positive `max_future` unless it is off.
+    pub(super) fn validate(&self, origin: &str, unit: TimeUnit) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        let tick = self.tick.millis();
+        if tick == 0 {
+            return bad("time.tick", "must be positive, such as \"1s\"".into());
+        }
+        if self.max_future.millis() == Some(0) {
+            return bad("time.max_future", "must be positive, such as \"1h\", or \"off\"".into());
+        }
+        if !tick.is_multiple_of(unit.scale()) {
+            return bad("time.tick", "must be a whole number of seconds when source.timestamp_unit = \"s\"".into());
+        }
+        Ok(())
     }
 }
 
@@ -520,6 +621,31 @@ impl Weights {
             Action::Rate => self.rate,
         };
         to_thousandths(w)
+    }
+
+    /// Checks `[weights]`: every action weight between 0 and [`MAX_WEIGHT`], the rating offset
+    /// between 0 and the largest value.
+    pub(super) fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        for (key, w) in [
+            ("weights.view", self.view),
+            ("weights.cart", self.cart),
+            ("weights.fav", self.fav),
+            ("weights.buy", self.buy),
+            ("weights.rate", self.rate),
+        ] {
+            if !(w.is_finite() && (0.0..=MAX_WEIGHT).contains(&w)) {
+                return bad(key, format!("{w} is not a weight; use a number between 0 and {MAX_WEIGHT}"));
+            }
+        }
+        let offset = self.rating_offset;
+        if !(offset.is_finite() && (0.0..=crate::event::MAX_VALUE as f64).contains(&offset)) {
+            return bad(
+                "weights.rating_offset",
+                format!("{offset} is not a rating offset; use a number between 0 and {}", crate::event::MAX_VALUE),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -682,6 +808,117 @@ impl Default for RecommendSpec {
     }
 }
 
+impl RecommendSpec {
+    /// Checks `[recommend]` and `[recommend.similarity]`; `tick` is `time.tick`, already checked
+    /// to be positive, which the similarity's refresh must be a multiple of.
+    pub(super) fn validate(&self, origin: &str, tick: Span) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.k == 0 {
+            return bad("recommend.k", "must be at least 1".into());
+        }
+        let (key, size) = match self.short_term {
+            ShortTermWindow::Sliding { size } | ShortTermWindow::Tumbling { size } => {
+                ("recommend.short_term.size", size)
+            }
+            ShortTermWindow::Session { gap } => ("recommend.short_term.gap", gap),
+        };
+        if size.millis() == 0 {
+            return bad(key, "must be positive, such as \"30m\"".into());
+        }
+        if self.long_term == Horizon::Retention(Span(0)) {
+            return bad(
+                "recommend.long_term",
+                "a zero retention keeps nothing; use \"all\" or a duration such as \"30d\"".into(),
+            );
+        }
+        for (key, x) in [("recommend.alpha", self.alpha), ("recommend.beta", self.beta)] {
+            if !(x.is_finite() && (0.0..=1000.0).contains(&x)) {
+                return bad(key, format!("{x} is not a blend weight; use a number between 0 and 1000"));
+            }
+        }
+        if self.alpha == 0.0 && self.beta == 0.0 {
+            return bad("recommend.alpha", "alpha and beta are both 0, so every preference is 0; raise one".into());
+        }
+        if !(1..=MAX_SEEDS).contains(&self.top_preferences) {
+            return bad("recommend.top_preferences", format!("must be between 1 and {MAX_SEEDS}"));
+        }
+        self.validate_pairs(origin)?;
+        self.similarity.validate_neighbourhood(origin, tick)?;
+        self.validate_ranking(origin)?;
+        self.similarity.validate_shape(origin)
+    }
+
+    /// Checks how seeds and pairs are weighted (`recency_decay`, `pair_decay`) and the `history`
+    /// that pairs are drawn from.
+    fn validate_pairs(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        for (key, decay, example, alike) in [
+            ("recommend.recency_decay", self.recency_decay, 0.8, "weights all seeds alike"),
+            ("recommend.pair_decay", self.pair_decay, 0.95, "counts every pair alike"),
+        ] {
+            if !(decay > 0.0 && decay <= 1.0) {
+                return bad(
+                    key,
+                    format!("{decay} is not a decay; use a number in (0, 1], such as {example} (1 {alike})"),
+                );
+            }
+        }
+        if self.history < 2 && self.co_occurrence == CoOccurrence::History {
+            return bad("recommend.history", "co-occurrence within a history needs at least 2 items per user".into());
+        }
+        if self.pair_decay != 1.0 && self.co_occurrence == CoOccurrence::History {
+            return bad(
+                "recommend.pair_decay",
+                "weights pairs by how far apart they entered, which only co_occurrence = \"horizon\" counts; set that or remove pair_decay".into(),
+            );
+        }
+        if self.history == 0 {
+            return bad(
+                "recommend.history",
+                "an item must pair with at least the one entered before it; use 1 or more".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks what ranks a list beyond similarity: the popularity window and prior, diversity and
+    /// the long-tail demotion.
+    fn validate_ranking(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.popular_window.millis() == 0 {
+            return bad("recommend.popular_window", "must be positive, such as \"1h\"".into());
+        }
+        if !(self.popularity_prior.is_finite() && (0.0..=1000.0).contains(&self.popularity_prior)) {
+            return bad(
+                "recommend.popularity_prior",
+                format!(
+                    "{} is not a prior weight; use a number between 0 and 1000, such as 0.1",
+                    self.popularity_prior
+                ),
+            );
+        }
+        if !(self.diversity >= 0.0 && self.diversity < 1.0) {
+            return bad(
+                "recommend.diversity",
+                format!(
+                    "{} is not a trade-off in [0, 1); 0 ranks by score alone, 0.3 trades some score for variety",
+                    self.diversity
+                ),
+            );
+        }
+        if !(self.long_tail >= 0.0 && self.long_tail <= 1.0) {
+            return bad(
+                "recommend.long_tail",
+                format!(
+                    "{} is not a share in [0, 1]; 0 changes nothing, 0.5 halves the top item's score",
+                    self.long_tail
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The `[recommend.similarity]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -708,11 +945,28 @@ pub struct SimilaritySpec {
 }
 
 impl SimilaritySpec {
+    /// Checks `neighbours` and `min_support` (at least 1) and `refresh` (a positive multiple of
+    /// `tick`, which is `time.tick`).
+    fn validate_neighbourhood(&self, origin: &str, tick: Span) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.neighbours == 0 {
+            return bad("recommend.similarity.neighbours", "must be at least 1".into());
+        }
+        if self.min_support == 0 {
+            return bad("recommend.similarity.min_support", "must be at least 1".into());
+        }
+        if self.refresh.millis() == 0 || !self.refresh.millis().is_multiple_of(tick.millis()) {
+            return bad(
+                "recommend.similarity.refresh",
+                format!("must be a positive multiple of time.tick ({tick}), such as \"60s\""),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks `asymmetry` (in (0, 1], and only with the cosine), `shrinkage` and `min_llr`.
     fn validate_shape(&self, origin: &str) -> Result<(), SpecError> {
-        let bad = |key: &str, problem: String| {
-            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
-        };
+        let bad = rejecting(origin);
         let a = self.asymmetry;
         if !(a > 0.0 && a <= 1.0) {
             return bad(
@@ -790,6 +1044,37 @@ impl Default for HotItemsSpec {
     }
 }
 
+impl HotItemsSpec {
+    /// Checks `[hot_items]`: some action counted, a slide that is a positive multiple of `tick`
+    /// (`time.tick`), a size that is a whole multiple of the slide (at most 10000 slides), and
+    /// lists of at least one item.
+    pub(super) fn validate(&self, origin: &str, tick: Span) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.actions.is_empty() {
+            return bad("hot_items.actions", "lists no action; use e.g. [\"view\"]".into());
+        }
+        if self.slide.millis() == 0 || !self.slide.millis().is_multiple_of(tick.millis()) {
+            return bad(
+                "hot_items.slide",
+                format!("must be a positive multiple of time.tick ({tick}), such as \"5m\""),
+            );
+        }
+        if self.size.millis() < self.slide.millis() || !self.size.millis().is_multiple_of(self.slide.millis()) {
+            return bad(
+                "hot_items.size",
+                format!("must be a whole multiple of slide ({}); got {}", self.slide, self.size),
+            );
+        }
+        if self.size.millis() / self.slide.millis() > 10_000 {
+            return bad("hot_items.size", "more than 10000 slides per window; raise slide".into());
+        }
+        if self.top_n == 0 {
+            return bad("hot_items.top_n", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// The `[output]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -816,6 +1101,37 @@ impl Default for OutputSpec {
             kafka_options: BTreeMap::new(),
             max_rejected_share: None,
         }
+    }
+}
+
+impl OutputSpec {
+    /// Checks `[output]`: a path, well-formed `kafka://` destinations, no reserved producer
+    /// option, and a rejected share in (0, 1] if there is one.
+    pub(super) fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        if self.path.is_empty() {
+            return bad("output.path", "is empty; use a file path or \"-\" for standard output".into());
+        }
+        for (key, destination) in [("output.path", &self.path), ("output.dead_letter", &self.dead_letter)] {
+            if destination.starts_with(SCHEME) {
+                if let Err(problem) = KafkaAddress::parse(destination) {
+                    return bad(key, problem);
+                }
+            }
+        }
+        if let Some(problem) = reserved_option(&self.kafka_options, Role::Producer) {
+            return bad("output.kafka_options", problem);
+        }
+        if let Some(share) = self.max_rejected_share.filter(|share| !(*share > 0.0 && *share <= 1.0)) {
+            return bad(
+                "output.max_rejected_share",
+                format!(
+                    "{share} is not a share of the records; use a number in (0, 1], such as 0.05 to fail a run \
+                     that rejects more than 5% of its records, or remove the key to never fail for rejections"
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -940,44 +1256,17 @@ pub fn is_loopback(addr: &str) -> bool {
 }
 
 impl ServeSpec {
-    fn validate(&self, origin: &str) -> Result<(), SpecError> {
-        let bad = |key: &str, problem: String| {
-            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
-        };
+    /// Checks `[serve]`: the address, the tokens, the limits and timeouts, a linger of at most a
+    /// year.
+    pub(super) fn validate(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
         if self.addr.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "serve.addr",
                 format!("`{}` is not an address; write IP:PORT, such as \"{DEFAULT_SERVE_ADDR}\"", self.addr),
             );
         }
-        for (key, token, token_env, example) in [
-            ("serve.token", &self.token, &self.token_env, "RECFLOW_TOKEN"),
-            ("serve.read_token", &self.read_token, &self.read_token_env, "RECFLOW_READ_TOKEN"),
-        ] {
-            match (token, token_env) {
-                (Some(_), Some(_)) => {
-                    return bad(key, format!("set either {key} or {key}_env, not both"));
-                }
-                (Some(token), None) if token.trim().is_empty() => {
-                    return bad(key, "is empty; remove it to need no token, or set a secret".into());
-                }
-                (None, Some(name)) if name.trim().is_empty() || name.contains('=') => {
-                    return bad(&format!("{key}_env"), format!("name an environment variable, such as \"{example}\""));
-                }
-                _ => {}
-            }
-        }
-        if !is_loopback(&self.addr) && self.token.is_none() && self.token_env.is_none() && !self.allow_unauthenticated {
-            return bad(
-                "serve.token",
-                format!(
-                    "serve.addr {} is reachable beyond this machine, where anyone could post events and forget \
-                     users: set serve.token or serve.token_env, listen on 127.0.0.1, or set \
-                     serve.allow_unauthenticated = true if that is intended",
-                    self.addr
-                ),
-            );
-        }
+        self.validate_tokens(origin)?;
         if self.max_body_bytes == 0 {
             return bad("serve.max_body_bytes", "must be at least 1, such as 1048576".into());
         }
@@ -1015,6 +1304,41 @@ impl ServeSpec {
             if span.millis() > 366 * 86_400_000 {
                 return bad("serve.linger", "is longer than a year; write \"forever\" to serve until Ctrl-C".into());
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the tokens: each given once (in the file or through a variable), none empty, and one
+    /// required where the address is reachable beyond this machine, unless that is allowed.
+    fn validate_tokens(&self, origin: &str) -> Result<(), SpecError> {
+        let bad = rejecting(origin);
+        for (key, token, token_env, example) in [
+            ("serve.token", &self.token, &self.token_env, "RECFLOW_TOKEN"),
+            ("serve.read_token", &self.read_token, &self.read_token_env, "RECFLOW_READ_TOKEN"),
+        ] {
+            match (token, token_env) {
+                (Some(_), Some(_)) => {
+                    return bad(key, format!("set either {key} or {key}_env, not both"));
+                }
+                (Some(token), None) if token.trim().is_empty() => {
+                    return bad(key, "is empty; remove it to need no token, or set a secret".into());
+                }
+                (None, Some(name)) if name.trim().is_empty() || name.contains('=') => {
+                    return bad(&format!("{key}_env"), format!("name an environment variable, such as \"{example}\""));
+                }
+                _ => {}
+            }
+        }
+        if !is_loopback(&self.addr) && self.token.is_none() && self.token_env.is_none() && !self.allow_unauthenticated {
+            return bad(
+                "serve.token",
+                format!(
+                    "serve.addr {} is reachable beyond this machine, where anyone could post events and forget \
+                     users: set serve.token or serve.token_env, listen on 127.0.0.1, or set \
+                     serve.allow_unauthenticated = true if that is intended",
+                    self.addr
+                ),
+            );
         }
         Ok(())
     }
@@ -1104,259 +1428,38 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Rejects settings that parse but make no sense, naming the key and the fix.
+    /// Rejects settings that parse but make no sense, naming the key and the fix. Each section
+    /// checks itself, in the order of the file's sections, and gets what it needs of the others:
+    /// the timestamp unit a tick must be a whole number of, the tick a refresh or a slide must be
+    /// a multiple of.
     pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
-        let bad = |key: &str, problem: String| {
-            Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
-        };
         if self.recommend.is_none() && self.hot_items.is_none() {
-            return bad(
+            return rejecting(origin)(
                 "recommend",
                 "the pipeline computes nothing; add a [recommend] table, a [hot_items] table, or both".into(),
             );
         }
-        let source = &self.source;
-        if source.kind == SourceKind::File && source.path.is_none() {
-            return bad(
-                "source.path",
-                "kind = \"file\" needs a path; set path = \"events.csv\" or pass --input file:PATH".into(),
-            );
+        self.source.validate(origin)?;
+        self.time.validate(origin, self.source.timestamp_unit)?;
+        self.weights.validate(origin)?;
+        if let Some(recommend) = &self.recommend {
+            recommend.validate(origin, self.time.tick)?;
         }
-        if source.format != Format::Jsonl {
-            let known = ["user", "item", "category", "action", "value", "ts", "_"];
-            for column in &source.columns {
-                if !known.contains(&column.as_str()) {
-                    return bad("source.columns", format!("unknown column `{column}`; use names from {known:?}"));
-                }
-            }
-            for required in ["user", "item", "ts"] {
-                if !source.columns.iter().any(|c| c == required) {
-                    return bad("source.columns", format!("no `{required}` column; list it at its position, e.g. [\"user\", \"item\", \"action\", \"ts\"]"));
-                }
-            }
-            if !source.columns.iter().any(|c| c == "action") && source.default_action.is_none() {
-                return bad(
-                    "source.default_action",
-                    "there is no `action` column, so set default_action (e.g. \"rate\" for MovieLens)".into(),
-                );
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for column in source.columns.iter().filter(|c| *c != "_") {
-                if !seen.insert(column) {
-                    return bad("source.columns", format!("column `{column}` appears twice"));
-                }
-            }
+        if let Some(hot_items) = &self.hot_items {
+            hot_items.validate(origin, self.time.tick)?;
         }
-        if source.kind == SourceKind::Kafka {
-            source.kafka.validate(origin)?;
-        }
-        if source.min_timestamp > source.latest_timestamp() {
-            return bad("source.min_timestamp", "is greater than source.max_timestamp; swap them".into());
-        }
-        if source.latest_timestamp().checked_mul(source.timestamp_unit.scale()).is_none() {
-            return bad("source.max_timestamp", "is too large for the timestamp unit".into());
-        }
-        let synth = &source.synth;
-        if synth.users == 0 || synth.items == 0 || synth.categories == 0 || synth.clusters == 0 {
-            return bad("source.synth", "users, items, categories and clusters must all be at least 1".into());
-        }
-        if synth.categories > synth.items {
-            return bad(
-                "source.synth.categories",
-                "more categories than items; lower categories or raise items".into(),
-            );
-        }
-        if !(synth.zipf.is_finite() && synth.zipf >= 0.0) {
-            return bad("source.synth.zipf", "must be a number >= 0 (1.0 is classic Zipf)".into());
-        }
-        if !(0.0..=1.0).contains(&synth.taste) {
-            return bad("source.synth.taste", "must lie between 0 and 1".into());
-        }
-        if synth.session_events == 0 {
-            return bad("source.synth.session_events", "must be at least 1".into());
-        }
-        let tick = self.time.tick.millis();
-        if tick == 0 {
-            return bad("time.tick", "must be positive, such as \"1s\"".into());
-        }
-        if self.time.max_future.millis() == Some(0) {
-            return bad("time.max_future", "must be positive, such as \"1h\", or \"off\"".into());
-        }
-        if !tick.is_multiple_of(source.timestamp_unit.scale()) {
-            return bad("time.tick", "must be a whole number of seconds when source.timestamp_unit = \"s\"".into());
-        }
-        for (key, w) in [
-            ("weights.view", self.weights.view),
-            ("weights.cart", self.weights.cart),
-            ("weights.fav", self.weights.fav),
-            ("weights.buy", self.weights.buy),
-            ("weights.rate", self.weights.rate),
-        ] {
-            if !(w.is_finite() && (0.0..=MAX_WEIGHT).contains(&w)) {
-                return bad(key, format!("{w} is not a weight; use a number between 0 and {MAX_WEIGHT}"));
-            }
-        }
-        let offset = self.weights.rating_offset;
-        if !(offset.is_finite() && (0.0..=crate::event::MAX_VALUE as f64).contains(&offset)) {
-            return bad(
-                "weights.rating_offset",
-                format!("{offset} is not a rating offset; use a number between 0 and {}", crate::event::MAX_VALUE),
-            );
-        }
-        if let Some(rec) = &self.recommend {
-            if rec.k == 0 {
-                return bad("recommend.k", "must be at least 1".into());
-            }
-            let (key, size) = match rec.short_term {
-                ShortTermWindow::Sliding { size } | ShortTermWindow::Tumbling { size } => {
-                    ("recommend.short_term.size", size)
-                }
-                ShortTermWindow::Session { gap } => ("recommend.short_term.gap", gap),
-            };
-            if size.millis() == 0 {
-                return bad(key, "must be positive, such as \"30m\"".into());
-            }
-            if rec.long_term == Horizon::Retention(Span(0)) {
-                return bad(
-                    "recommend.long_term",
-                    "a zero retention keeps nothing; use \"all\" or a duration such as \"30d\"".into(),
-                );
-            }
-            for (key, x) in [("recommend.alpha", rec.alpha), ("recommend.beta", rec.beta)] {
-                if !(x.is_finite() && (0.0..=1000.0).contains(&x)) {
-                    return bad(key, format!("{x} is not a blend weight; use a number between 0 and 1000"));
-                }
-            }
-            if rec.alpha == 0.0 && rec.beta == 0.0 {
-                return bad("recommend.alpha", "alpha and beta are both 0, so every preference is 0; raise one".into());
-            }
-            if !(1..=MAX_SEEDS).contains(&rec.top_preferences) {
-                return bad("recommend.top_preferences", format!("must be between 1 and {MAX_SEEDS}"));
-            }
-            for (key, decay, example, alike) in [
-                ("recommend.recency_decay", rec.recency_decay, 0.8, "weights all seeds alike"),
-                ("recommend.pair_decay", rec.pair_decay, 0.95, "counts every pair alike"),
-            ] {
-                if !(decay > 0.0 && decay <= 1.0) {
-                    return bad(
-                        key,
-                        format!("{decay} is not a decay; use a number in (0, 1], such as {example} (1 {alike})"),
-                    );
-                }
-            }
-            if rec.history < 2 && rec.co_occurrence == CoOccurrence::History {
-                return bad(
-                    "recommend.history",
-                    "co-occurrence within a history needs at least 2 items per user".into(),
-                );
-            }
-            if rec.pair_decay != 1.0 && rec.co_occurrence == CoOccurrence::History {
-                return bad(
-                    "recommend.pair_decay",
-                    "weights pairs by how far apart they entered, which only co_occurrence = \"horizon\" counts; set that or remove pair_decay".into(),
-                );
-            }
-            if rec.history == 0 {
-                return bad(
-                    "recommend.history",
-                    "an item must pair with at least the one entered before it; use 1 or more".into(),
-                );
-            }
-            if rec.similarity.neighbours == 0 {
-                return bad("recommend.similarity.neighbours", "must be at least 1".into());
-            }
-            if rec.similarity.min_support == 0 {
-                return bad("recommend.similarity.min_support", "must be at least 1".into());
-            }
-            if rec.similarity.refresh.millis() == 0 || !rec.similarity.refresh.millis().is_multiple_of(tick) {
-                return bad(
-                    "recommend.similarity.refresh",
-                    format!("must be a positive multiple of time.tick ({}), such as \"60s\"", self.time.tick),
-                );
-            }
-            if rec.popular_window.millis() == 0 {
-                return bad("recommend.popular_window", "must be positive, such as \"1h\"".into());
-            }
-            if !(rec.popularity_prior.is_finite() && (0.0..=1000.0).contains(&rec.popularity_prior)) {
-                return bad(
-                    "recommend.popularity_prior",
-                    format!(
-                        "{} is not a prior weight; use a number between 0 and 1000, such as 0.1",
-                        rec.popularity_prior
-                    ),
-                );
-            }
-            if !(rec.diversity >= 0.0 && rec.diversity < 1.0) {
-                return bad(
-                    "recommend.diversity",
-                    format!(
-                        "{} is not a trade-off in [0, 1); 0 ranks by score alone, 0.3 trades some score for variety",
-                        rec.diversity
-                    ),
-                );
-            }
-            if !(rec.long_tail >= 0.0 && rec.long_tail <= 1.0) {
-                return bad(
-                    "recommend.long_tail",
-                    format!(
-                        "{} is not a share in [0, 1]; 0 changes nothing, 0.5 halves the top item's score",
-                        rec.long_tail
-                    ),
-                );
-            }
-            rec.similarity.validate_shape(origin)?;
-        }
-        if let Some(hot) = &self.hot_items {
-            if hot.actions.is_empty() {
-                return bad("hot_items.actions", "lists no action; use e.g. [\"view\"]".into());
-            }
-            if hot.slide.millis() == 0 || !hot.slide.millis().is_multiple_of(tick) {
-                return bad(
-                    "hot_items.slide",
-                    format!("must be a positive multiple of time.tick ({}), such as \"5m\"", self.time.tick),
-                );
-            }
-            if hot.size.millis() < hot.slide.millis() || !hot.size.millis().is_multiple_of(hot.slide.millis()) {
-                return bad(
-                    "hot_items.size",
-                    format!("must be a whole multiple of slide ({}); got {}", hot.slide, hot.size),
-                );
-            }
-            if hot.size.millis() / hot.slide.millis() > 10_000 {
-                return bad("hot_items.size", "more than 10000 slides per window; raise slide".into());
-            }
-            if hot.top_n == 0 {
-                return bad("hot_items.top_n", "must be at least 1".into());
-            }
-        }
-        if self.output.path.is_empty() {
-            return bad("output.path", "is empty; use a file path or \"-\" for standard output".into());
-        }
-        for (key, destination) in [("output.path", &self.output.path), ("output.dead_letter", &self.output.dead_letter)]
-        {
-            if destination.starts_with(SCHEME) {
-                if let Err(problem) = KafkaAddress::parse(destination) {
-                    return bad(key, problem);
-                }
-            }
-        }
-        if let Some(problem) = reserved_option(&self.output.kafka_options, Role::Producer) {
-            return bad("output.kafka_options", problem);
-        }
-        if let Some(share) = self.output.max_rejected_share.filter(|share| !(*share > 0.0 && *share <= 1.0)) {
-            return bad(
-                "output.max_rejected_share",
-                format!(
-                    "{share} is not a share of the records; use a number in (0, 1], such as 0.05 to fail a run \
-                     that rejects more than 5% of its records, or remove the key to never fail for rejections"
-                ),
-            );
-        }
+        self.output.validate(origin)?;
         if let Some(serve) = &self.serve {
             serve.validate(origin)?;
         }
         Ok(())
     }
+}
+
+/// The error of the sections' checks: `rejecting(origin)(key, problem)` says that `key` of the
+/// pipeline `origin` is unusable, and `problem` why and what to write instead.
+fn rejecting(origin: &str) -> impl Fn(&str, String) -> Result<(), SpecError> + '_ {
+    move |key, problem| Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
 }
 
 #[cfg(test)]
