@@ -11,6 +11,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use recflow::kafka::produce::{ProduceFormat, ProduceOptions};
 use recflow::kafka::{self, subscribe::SubscribeOptions};
 use recflow::source::{InputAddress, InputForms, SynthSource};
+use recflow::spec::kafka_address::KafkaAddress;
 use recflow::spec::{Format, Pipeline, SourceKind, SourceSpec};
 use recflow::RunOptions;
 
@@ -372,7 +373,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Gen(args) => generate(args)?,
         Command::Produce(args) => {
-            let to = kafka::KafkaAddress::parse(&args.to).map_err(anyhow::Error::msg).context("--to")?;
+            let to = KafkaAddress::parse(&args.to).map_err(anyhow::Error::msg).context("--to")?;
             let layout = match &args.pipeline {
                 Some(path) => load_ignoring_source_kind(path)?.source,
                 None => SourceSpec::default(),
@@ -396,7 +397,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
         }
         Command::Subscribe(args) => {
-            let from = kafka::KafkaAddress::parse(&args.topic).map_err(anyhow::Error::msg).context("TOPIC")?;
+            let from = KafkaAddress::parse(&args.topic).map_err(anyhow::Error::msg).context("TOPIC")?;
             let options = SubscribeOptions {
                 from,
                 key: args.user,

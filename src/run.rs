@@ -22,6 +22,7 @@ use crate::sink::{self, write_changelog, write_dead_letters, Output, ServeFeed, 
 use crate::source::{
     ingest, post_channel, Bounded, EventSource, FileSource, KafkaSource, PostReceiver, SynthSource, WithPosted,
 };
+use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Pipeline, SourceKind};
 
 /// How to run a pipeline, beyond its file.
@@ -240,7 +241,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
             }
         }
         for path in [&output_path, &dead_letter_path] {
-            if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(crate::kafka::SCHEME) {
+            if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(SCHEME) {
                 std::fs::File::create(path).map_err(|source| RunError::Output {
                     pipeline: pipeline.name.clone(),
                     path: path.clone(),

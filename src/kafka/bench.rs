@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 use thiserror::Error;
 
-use super::{client_config, KafkaAddress, KafkaSetupError};
+use super::{client_config, KafkaSetupError};
 use crate::event::{Event, Millis};
 use crate::event_time::ceil_to;
 use crate::metrics::Metrics;
 use crate::run::{run, RunError, RunOptions};
 use crate::sink::{KafkaDestination, SinkError};
 use crate::source::SynthSource;
+use crate::spec::kafka_address::KafkaAddress;
 use crate::spec::{Payload, Pipeline, SourceKind, StartFrom};
 
 /// What to measure.

@@ -1,10 +1,10 @@
-//! What recflow's Kafka source, sinks and tools share: `kafka://HOST:PORT/TOPIC` addresses, client
-//! configuration with pass-through librdkafka options, and creating topics.
+//! What recflow's Kafka source, sinks and tools share: client configuration with pass-through
+//! librdkafka options, and creating topics. `kafka://HOST:PORT/TOPIC` addresses and the options
+//! recflow reserves are part of the pipeline's settings ([`crate::spec::kafka_address`]).
 //!
 //! The source lives in [`crate::source`], the sinks in [`crate::sink`]; [`produce`] and
 //! [`subscribe`] are the `recflow produce` and `recflow subscribe` commands.
 
-pub mod address;
 pub mod bench;
 pub mod produce;
 pub mod subscribe;
@@ -21,7 +21,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 
-pub use address::{reserved_option, KafkaAddress, Role, SCHEME};
+/// Kafka addresses and reserved options belong to the pipeline's settings, which check them; they
+/// are re-exported here so that paths such as `recflow::kafka::KafkaAddress` keep working.
+pub use crate::spec::kafka_address::{reserved_option, KafkaAddress, Role, SCHEME};
 
 /// How long metadata and admin requests may take before recflow gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

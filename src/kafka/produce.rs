@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::KafkaAddress;
 use crate::decode::Decoder;
 use crate::event::{Event, THOUSANDTHS_PER_UNIT};
 use crate::metrics::Metrics;
 use crate::sink::{KafkaDestination, SinkError};
+use crate::spec::kafka_address::KafkaAddress;
 use crate::spec::{Format, Payload, SourceSpec};
 
 /// How each line becomes a message payload.

@@ -5,6 +5,7 @@
 //! them, parses the TOML and has each section check itself.
 
 mod hot_items;
+pub mod kafka_address;
 mod output;
 mod recommend;
 mod serve;

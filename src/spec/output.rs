@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::kafka_address::{reserved_option, KafkaAddress, Role, SCHEME};
 use super::{rejecting, SpecError};
-use crate::kafka::address::{reserved_option, KafkaAddress, Role, SCHEME};
 
 /// The `[output]` table.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::kafka_address::{reserved_option, Role};
 use super::{rejecting, Span, SpecError};
 use crate::event::Action;
-use crate::kafka::address::{reserved_option, Role};
 
 /// Which way events arrive.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
