@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use recflow::kafka::produce::{ProduceFormat, ProduceOptions};
 use recflow::kafka::{self, subscribe::SubscribeOptions};
+use recflow::pipeline_file;
 use recflow::source::{InputAddress, InputForms, SynthSource};
 use recflow::spec::kafka_address::KafkaAddress;
 use recflow::spec::{Format, Pipeline, SourceKind, SourceSpec};
@@ -335,7 +336,7 @@ fn one_line(error: &anyhow::Error) -> String {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
-            let mut pipeline = Pipeline::read(&args.pipeline)?;
+            let mut pipeline = pipeline_file::read(&args.pipeline)?;
             let config = timely_config(&args.workers)?;
             let input = replace_source(&mut pipeline, args.input.as_deref())?;
             if args.bounded {
@@ -366,7 +367,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             recflow::run(pipeline, options, config)?;
         }
         Command::Validate { pipeline } => {
-            let spec = Pipeline::load(&pipeline)?;
+            let spec = pipeline_file::load(&pipeline)?;
             let resolved = toml::to_string_pretty(&spec).context("printing the resolved pipeline")?;
             // A closed pipe (`| head`) is not an error worth reporting.
             let _ = writeln!(std::io::stdout(), "{}: ok\n{resolved}", pipeline.display());
@@ -459,7 +460,7 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 /// pipeline reading Kafka without brokers configured (they come from `--input`), or a file
 /// pipeline without a path, still loads. Its source keeps its kind.
 fn load_ignoring_source_kind(path: &std::path::Path) -> Result<Pipeline> {
-    let pipeline = Pipeline::read(path)?;
+    let pipeline = pipeline_file::read(path)?;
     let mut checked = pipeline.clone();
     checked.source.kind = SourceKind::Synth;
     checked.validate(&path.display().to_string())?;
@@ -467,7 +468,7 @@ fn load_ignoring_source_kind(path: &std::path::Path) -> Result<Pipeline> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let pipeline = Pipeline::load(&args.pipeline)?;
+    let pipeline = pipeline_file::load(&args.pipeline)?;
     let input = match (&args.input, &pipeline.source.path) {
         (Some(input), _) => parse_file_input(input)?,
         (None, Some(path)) if pipeline.source.kind == recflow::spec::SourceKind::File => path.clone(),
@@ -475,7 +476,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     };
     let mut compare = Vec::new();
     for path in &args.compare {
-        let other = Pipeline::load(path)?;
+        let other = pipeline_file::load(path)?;
         if other.source != pipeline.source || other.time != pipeline.time {
             eprintln!(
                 "recflow: --compare {}: replayed with the [source] and [time] of {} (its own are not used)",
@@ -550,7 +551,7 @@ fn generate(args: GenArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let mut pipeline = Pipeline::read(&args.pipeline)?;
+    let mut pipeline = pipeline_file::read(&args.pipeline)?;
     let synth = &mut pipeline.source.synth;
     if let Some(rate) = args.rate {
         synth.rate = rate;

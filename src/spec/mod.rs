@@ -27,8 +27,6 @@ pub use span::Span;
 pub use time::{FutureBound, TimeSpec};
 pub use weights::{to_thousandths, Weights, MAX_WEIGHT};
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -102,27 +100,17 @@ impl Pipeline {
         self.serve.as_ref().is_some_and(|spec| spec.explain)
     }
 
-    /// Reads and validates a pipeline file.
-    pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
-        let pipeline = Pipeline::read(path)?;
-        pipeline.validate(&path.display().to_string())?;
-        Ok(pipeline)
-    }
-
-    /// Reads a pipeline file without validating it, for callers that override settings first
-    /// (such as `--input kafka://...`) and then call [`Pipeline::validate`].
-    pub fn read(path: &Path) -> Result<Pipeline, SpecError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: shown.clone(), source })?;
-        toml::from_str(&text).map_err(|e| SpecError::Parse { path: shown, message: e.to_string() })
-    }
-
     /// Parses and validates pipeline TOML; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Pipeline, SpecError> {
-        let pipeline: Pipeline =
-            toml::from_str(text).map_err(|e| SpecError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let pipeline = Pipeline::parse(text, origin)?;
         pipeline.validate(origin)?;
         Ok(pipeline)
+    }
+
+    /// Parses pipeline TOML without validating it, for callers that override settings first and
+    /// then call [`Pipeline::validate`]; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Pipeline, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse { path: origin.to_string(), message: e.to_string() })
     }
 
     /// Rejects settings that parse but make no sense, naming the key and the fix. Each section
