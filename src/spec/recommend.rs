@@ -5,8 +5,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{rejecting, SimilaritySpec, Span, SpecError};
 
-/// The largest number of seeds per user (`recommend.top_preferences`); with
-/// [`crate::dataflow::preference::MAX_SEED_WEIGHT`] it bounds every score.
+/// The largest number of seeds per user (`recommend.top_preferences`); with the dataflow's largest
+/// seed weight (`MAX_SEED_WEIGHT` in `dataflow::preference`) it bounds every score.
 pub const MAX_SEEDS: usize = 10_000;
 
 /// The short-term window over which recent preferences are summed.

@@ -16,7 +16,7 @@ pub struct TimeSpec {
     /// How far behind the watermark an event may still arrive and update results.
     pub allowed_lateness: Span,
     /// How far beyond the largest event time seen an event may lie before it must be confirmed
-    /// by the records after it (see [`crate::event_time::FutureHold`]).
+    /// by the records after it (`FutureHold` in `event_time` holds it until then).
     pub max_future: FutureBound,
 }
 
