@@ -4,7 +4,8 @@
 //! validated [`event::Event`]s) → [`event_time`] (watermark, lateness, dataflow time) →
 //! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
 //! dead letters, and [`serve`]: HTTP point queries and Server-Sent Events subscriptions). [`run`](mod@run)
-//! wires them together on timely workers; [`spec`] is the pipeline file.
+//! wires them together on timely workers; [`spec`] is the pipeline file, which [`pipeline_file`]
+//! reads from disk.
 //! [`metrics`] counts what happens, and [`status`] turns the counts into `GET /v1/status`.
 //! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
 
@@ -18,6 +19,7 @@ pub mod event_time;
 pub mod fatal;
 pub mod kafka;
 pub mod metrics;
+pub mod pipeline_file;
 pub mod progress;
 pub mod rejections;
 pub mod results;

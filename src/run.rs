@@ -30,6 +30,7 @@ use crate::source::{
     ingest, post_channel, EventSource, FileSource, IngestSettings, Input, KafkaSource, PostReceiver, Posted,
     SynthSource,
 };
+use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Pipeline, SourceKind};
 
 /// How to run a pipeline, beyond its file.
@@ -326,7 +327,7 @@ fn check_paths(pipeline: &Pipeline, options: &RunOptions, outputs: [&String; 2])
         }
     }
     for path in outputs {
-        if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(crate::kafka::SCHEME) {
+        if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(SCHEME) {
             std::fs::File::create(path).map_err(|source| RunError::Output {
                 pipeline: pipeline.name.clone(),
                 path: path.clone(),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use common::kafka::Broker;
 use common::scratch_dir;
 use recflow::cli::produce::{produce, ProduceFormat, ProduceOptions};
-use recflow::kafka::KafkaAddress;
+use recflow::spec::kafka_address::KafkaAddress;
 use recflow::spec::{Format, SourceSpec, TimeUnit};
 use recflow::{Pipeline, RunOptions};
 

@@ -8,7 +8,7 @@ use common::kafka::{unique_topic, Broker};
 use common::scratch_dir;
 use common::serve::{get, wait_for, Running};
 use recflow::cli::produce::{produce, ProduceFormat, ProduceOptions};
-use recflow::kafka::KafkaAddress;
+use recflow::spec::kafka_address::KafkaAddress;
 use recflow::spec::{Format, SourceKind, SourceSpec, StartFrom};
 use recflow::{Pipeline, RunOptions};
 

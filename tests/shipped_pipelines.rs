@@ -6,7 +6,7 @@ fn every_shipped_pipeline_validates() {
     for entry in std::fs::read_dir("pipelines").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            recflow::Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            recflow::pipeline_file::load(&path).unwrap_or_else(|e| panic!("{e}"));
             checked += 1;
         }
     }

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::{parse_file_input, timely_config, WorkerArgs};
-use crate::spec::{Pipeline, SourceKind};
+use crate::pipeline_file;
+use crate::spec::SourceKind;
 
 /// `recflow eval`'s arguments.
 #[derive(Args)]
@@ -47,7 +48,7 @@ pub struct EvalArgs {
 
 /// Replays the input test-then-learn, prints the table and writes the CSV files and plots.
 pub fn main(args: EvalArgs) -> Result<()> {
-    let pipeline = Pipeline::load(&args.pipeline)?;
+    let pipeline = pipeline_file::load(&args.pipeline)?;
     let input = match (&args.input, &pipeline.source.path) {
         (Some(input), _) => parse_file_input(input)?,
         (None, Some(path)) if pipeline.source.kind == SourceKind::File => path.clone(),
@@ -55,7 +56,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
     };
     let mut compare = Vec::new();
     for path in &args.compare {
-        let other = Pipeline::load(path)?;
+        let other = pipeline_file::load(path)?;
         if other.source != pipeline.source || other.time != pipeline.time {
             eprintln!(
                 "recflow: --compare {}: replayed with the [source] and [time] of {} (its own are not used)",

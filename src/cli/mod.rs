@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args};
 
+use crate::pipeline_file;
 use crate::source::{InputAddress, InputForms};
 use crate::spec::{Pipeline, SourceKind};
 
@@ -102,7 +103,7 @@ pub fn parse_file_input(text: &str) -> Result<PathBuf> {
 /// pipeline reading Kafka without brokers configured (they come from `--input`), or a file
 /// pipeline without a path, still loads. Its source keeps its kind.
 pub fn load_ignoring_source_kind(path: &Path) -> Result<Pipeline> {
-    let pipeline = Pipeline::read(path)?;
+    let pipeline = pipeline_file::read(path)?;
     let mut checked = pipeline.clone();
     checked.source.kind = SourceKind::Synth;
     checked.validate(&path.display().to_string())?;

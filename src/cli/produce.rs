@@ -13,9 +13,9 @@ use thiserror::Error;
 use super::{load_ignoring_source_kind, parse_file_input};
 use crate::decode::Decoder;
 use crate::event::{Event, THOUSANDTHS_PER_UNIT};
-use crate::kafka::KafkaAddress;
 use crate::metrics::Metrics;
 use crate::sink::{KafkaDestination, SinkError};
+use crate::spec::kafka_address::KafkaAddress;
 use crate::spec::{Format, Payload, SourceSpec};
 
 /// How each line becomes a message payload.

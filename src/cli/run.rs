@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::{timely_config, WorkerArgs};
+use crate::pipeline_file;
 use crate::source::{InputAddress, InputForms};
 use crate::spec::{Linger, Pipeline, SourceKind};
 use crate::RunOptions;
@@ -53,7 +54,7 @@ pub struct RunArgs {
 
 /// Runs the pipeline `args` name, with their overrides applied and checked.
 pub fn main(args: RunArgs) -> Result<()> {
-    let mut pipeline = Pipeline::read(&args.pipeline)?;
+    let mut pipeline = pipeline_file::read(&args.pipeline)?;
     let config = timely_config(&args.workers)?;
     let input = replace_source(&mut pipeline, args.input.as_deref())?;
     if args.bounded {

@@ -12,7 +12,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use crate::kafka::{client_config, partition_count, KafkaAddress, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
+use crate::kafka::{client_config, partition_count, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
+use crate::spec::kafka_address::KafkaAddress;
 
 /// What to follow.
 #[derive(Clone, Debug)]

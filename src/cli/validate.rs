@@ -6,11 +6,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::spec::Pipeline;
+use crate::pipeline_file;
 
 /// Checks the pipeline file at `pipeline` and prints `PATH: ok` and its resolved settings.
 pub fn main(pipeline: &Path) -> Result<()> {
-    let spec = Pipeline::load(pipeline)?;
+    let spec = pipeline_file::load(pipeline)?;
     let resolved = toml::to_string_pretty(&spec).context("printing the resolved pipeline")?;
     // A closed pipe (`| head`) is not an error worth reporting.
     let _ = writeln!(std::io::stdout(), "{}: ok\n{resolved}", pipeline.display());

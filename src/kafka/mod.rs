@@ -1,10 +1,9 @@
-//! What recflow's Kafka source, sinks and tools share: `kafka://HOST:PORT/TOPIC` addresses, client
-//! configuration with pass-through librdkafka options, and creating topics.
+//! What recflow's Kafka source, sinks and tools share: client configuration with pass-through
+//! librdkafka options, and creating topics. `kafka://HOST:PORT/TOPIC` addresses and the options
+//! recflow reserves are part of the pipeline's settings ([`crate::spec::kafka_address`]).
 //!
 //! The client layer alone: the source lives in [`crate::source`], the sinks in [`crate::sink`],
 //! and the Kafka commands (`recflow produce`, `subscribe`, `bench --kafka`) in `crate::cli`.
-
-pub mod address;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 
-pub use address::{reserved_option, KafkaAddress, Role, SCHEME};
+use crate::spec::kafka_address::KafkaAddress;
 
 /// How long metadata and admin requests may take before recflow gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

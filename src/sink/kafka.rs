@@ -26,9 +26,10 @@ use rdkafka::ClientContext;
 
 use super::{Destination, SinkError};
 use crate::event::{DeadLetter, Millis, HOT_ITEMS_KEY_PREFIX};
-use crate::kafka::{client_config, KafkaAddress, ReportLimiter};
+use crate::kafka::{client_config, ReportLimiter};
 use crate::metrics::Metrics;
 use crate::results::ChangeRecord;
+use crate::spec::kafka_address::KafkaAddress;
 
 /// Deliveries of one message before it is given up, loudly.
 pub const MAX_ATTEMPTS: u32 = 10;

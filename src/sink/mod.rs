@@ -24,8 +24,8 @@ use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::event::Millis;
 use crate::fatal::Fatal;
-use crate::kafka::{KafkaAddress, SCHEME};
 use crate::metrics::Metrics;
+use crate::spec::kafka_address::{KafkaAddress, SCHEME};
 
 pub use self::changelog::write_changelog;
 pub use self::dead_letter::write_dead_letters;

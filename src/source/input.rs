@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::kafka::{KafkaAddress, SCHEME};
+use crate::spec::kafka_address::{KafkaAddress, SCHEME};
 
 /// Where events come from, as `--input` names it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,8 +21,9 @@ use rustc_hash::FxHashMap as HashMap;
 use super::{Arrival, EventSource, Poll, Position};
 use crate::decode::Decoder;
 use crate::event::{DeadLetter, RejectReason};
-use crate::kafka::{client_config, KafkaAddress, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
+use crate::kafka::{client_config, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
+use crate::spec::kafka_address::KafkaAddress;
 use crate::spec::{KafkaSourceSpec, SourceSpec, StartFrom};
 
 /// How often acknowledged offsets are committed while the stream runs.

@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use recflow::kafka::KafkaAddress;
+use recflow::spec::kafka_address::KafkaAddress;
 
 use super::scratch_dir;
 

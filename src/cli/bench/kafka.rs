@@ -23,11 +23,12 @@ use crate::cli::stats::{median, peak_memory_mib, quantile};
 use crate::cli::timely_config;
 use crate::event::{Event, Millis};
 use crate::event_time::ceil_to;
-use crate::kafka::{self, client_config, KafkaAddress, KafkaSetupError};
+use crate::kafka::{self, client_config, KafkaSetupError};
 use crate::metrics::Metrics;
 use crate::run::{run, RunError, RunOptions};
 use crate::sink::{KafkaDestination, SinkError};
 use crate::source::SynthSource;
+use crate::spec::kafka_address::KafkaAddress;
 use crate::spec::{Payload, Pipeline, SourceKind, StartFrom};
 
 /// What to measure.

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::{parse_file_input, WorkerArgs};
+use crate::pipeline_file;
 use crate::spec::{Pipeline, SourceKind, Span};
 
 /// `recflow bench`'s arguments.
@@ -89,7 +90,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
 /// The pipeline as benchmarked: the generator's overrides applied, reading `--input` or the
 /// generator, without a server; and the file it reads, if any.
 fn benchmarked(args: &BenchArgs) -> Result<(Pipeline, Option<PathBuf>)> {
-    let mut pipeline = Pipeline::read(&args.pipeline)?;
+    let mut pipeline = pipeline_file::read(&args.pipeline)?;
     let synth = &mut pipeline.source.synth;
     if let Some(rate) = args.rate {
         synth.rate = rate;
