@@ -373,8 +373,9 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     };
     worker.dataflow::<Time, _, _>(|scope| {
         let ingested = ingest(scope, input, settings);
-        let forgets = forgets_users(pipeline).then_some(ingested.forgets);
-        let results = dataflow::build(ingested.events, forgets, pipeline, &driver.end);
+        let control =
+            dataflow::Control { forgets: forgets_users(pipeline).then_some(ingested.forgets), restored: None };
+        let results = dataflow::build(ingested.events, control, pipeline, &driver.end);
         let (changelog_out, dead_letter_out) = outputs.unzip();
         let unit = pipeline.source.timestamp_unit.scale();
         let (hopping, end, metrics) = (dataflow::hopping(pipeline), driver.end.clone(), Arc::clone(&shared.metrics));

@@ -42,6 +42,9 @@ pub struct Influence {
     long_term: Option<crate::spec::Horizon>,
     /// The hot-items windows.
     hop: Option<Hopping>,
+    /// The similarity's refresh cadence: a window expiry reaches the similarity rows only once
+    /// they have settled after it.
+    refresh: Option<Time>,
     tick: Time,
 }
 
@@ -66,6 +69,7 @@ impl Influence {
             short_term: pipeline.recommend.as_ref().map(|spec| spec.short_term),
             long_term: pipeline.recommend.as_ref().map(|spec| spec.long_term),
             hop: hopping(pipeline),
+            refresh: pipeline.recommend.as_ref().map(|spec| spec.similarity.refresh.millis()),
             tick,
         }
     }
@@ -74,11 +78,12 @@ impl Influence {
     pub fn ends(&self, event: &Event) -> Option<Time> {
         let (ts, tick) = (event.ts, self.tick);
         let mut end = ts.saturating_add(self.reach?);
+        let settle = |expiry: Time| self.refresh.map_or(expiry, |refresh| crate::progress::settled(expiry, refresh));
         if let Some(window) = self.short_term {
-            end = end.max(short_term_expiry(window, ts, tick).unwrap_or(0));
+            end = end.max(settle(short_term_expiry(window, ts, tick).unwrap_or(0)));
         }
         if let Some(horizon) = self.long_term {
-            end = end.max(horizon_expiry(horizon, ts, tick)?);
+            end = end.max(settle(horizon_expiry(horizon, ts, tick)?));
         }
         if let Some(hop) = self.hop {
             let last_window = hop.pane_end(ts) + hop.size - hop.slide;

@@ -19,6 +19,7 @@ use crate::progress::StreamEnd;
 use crate::results::{ResultKey, ResultValue};
 use crate::spec::Pipeline;
 use crate::window::Hopping;
+pub use recommend::Control;
 
 /// The hopping-window layout of a pipeline's hot items.
 pub fn hopping(pipeline: &Pipeline) -> Option<Hopping> {
@@ -32,16 +33,17 @@ pub fn hopping(pipeline: &Pipeline) -> Option<Hopping> {
 
 /// Builds every result the pipeline asks for from its accepted events.
 ///
-/// `forgets`, when given, are users to forget, each at the time of the request: their events up
-/// to then are retracted from everything ([`forget`]). `end` is where a finite input ended, once
+/// `control.forgets`, when given, are users to forget, each at the time of the request: their
+/// events up to then are retracted from everything ([`forget`]). `control.restored` are users'
+/// lists as they stood at a restored cut ([`Control`]). `end` is where a finite input ended, once
 /// it has: recommendation updates after it are dropped.
 pub fn build<'scope>(
     events: Coll<'scope, Event>,
-    forgets: Option<Coll<'scope, Id>>,
+    control: Control<'scope>,
     pipeline: &Pipeline,
     end: &StreamEnd,
 ) -> Coll<'scope, (ResultKey, ResultValue)> {
-    build_sharing(events, forgets, pipeline, end, &mut Shared::default())
+    build_sharing(events, control, pipeline, end, &mut Shared::default())
 }
 
 /// Parts of the dataflow that several pipelines built on the same events can share: the
@@ -86,7 +88,7 @@ impl<'scope> Shared<'scope> {
 /// same `events` (the evaluator's variants).
 pub fn build_sharing<'scope>(
     events: Coll<'scope, Event>,
-    forgets: Option<Coll<'scope, Id>>,
+    control: Control<'scope>,
     pipeline: &Pipeline,
     end: &StreamEnd,
     shared: &mut Shared<'scope>,
@@ -96,6 +98,7 @@ pub fn build_sharing<'scope>(
     // Everything per event below (preference parts and their expiries, touches, popularity and
     // pane counts) runs on the worker that owns the event's user, not all on the reading worker.
     // Hot items alone need no spreading: panes are counted before they are exchanged.
+    let forgets = control.forgets.clone();
     let events = if pipeline.recommend.is_some() || forgets.is_some() { spread_by_user(events) } else { events };
     let events = match &forgets {
         Some(forgets) => forget::forgettable(events, forgets.clone(), forget::Influence::of(pipeline)),
@@ -120,7 +123,7 @@ pub fn build_sharing<'scope>(
             lateness: pipeline.time.allowed_lateness.millis(),
             end: end.clone(),
         };
-        let recs = recommend::recommendations(events, contributions, similar, forgets, settings)
+        let recs = recommend::recommendations(events, contributions, similar, control, settings)
             .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
         results.push(recs);
     }

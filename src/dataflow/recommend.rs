@@ -71,6 +71,8 @@ enum UserInput {
     /// Re-score every user (on every worker): a user was forgotten, and the similarity table and
     /// popular pool no longer hold what their events gave them.
     RescoreAll,
+    /// A user's list as it stood at a restored cut: it replaces the list last reported.
+    Restore(Id, Vec<RecItem>),
 }
 
 /// Which of a user's items seed their scores, and with what weight.
@@ -141,6 +143,18 @@ impl Sessions {
     }
 }
 
+/// What reaches the users operator besides events and similarity.
+#[derive(Clone, Default)]
+pub struct Control<'scope> {
+    /// Users forgotten, each at the time its retraction is due: every user is re-scored once
+    /// the similarity and popular pool have taken it in.
+    pub forgets: Option<Coll<'scope, Id>>,
+    /// Lists as they stood at a restored cut, each at a time before the cut: they replace what
+    /// the users operator reported, which it computed from only part of the history (a list is
+    /// scored against the similarity as of the user's last change).
+    pub restored: Option<Coll<'scope, (Id, Vec<RecItem>)>>,
+}
+
 /// How [`recommendations`] scores and ranks, and the pipeline's timing it runs by: everything
 /// but the collections it reads.
 #[derive(Clone, Debug)]
@@ -159,7 +173,7 @@ pub struct RecommendSettings<'a> {
 }
 
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
-/// table and the popular pool. After each forgotten user in `forgets`, every user is re-scored
+/// table and the popular pool. After each forgotten user in `control.forgets`, every user is re-scored
 /// once the forgotten user's events are out of the table and the pool ([`settled`]).
 /// With `settings.explain`, each scored item carries the seeds that lead to it
 /// ([`RecItem::because`]).
@@ -169,7 +183,7 @@ pub struct RecommendSettings<'a> {
 ///
 /// use differential_dataflow::input::Input;
 /// use recflow::dataflow::preference::contributions;
-/// use recflow::dataflow::recommend::{recommendations, RecommendSettings};
+/// use recflow::dataflow::recommend::{recommendations, Control, RecommendSettings};
 /// use recflow::progress::StreamEnd;
 /// use recflow::results::RecItem;
 /// use recflow::spec::{RecommendSpec, Weights};
@@ -189,7 +203,7 @@ pub struct RecommendSettings<'a> {
 ///     let end = StreamEnd::default();
 ///     let parts = contributions(events.clone(), &spec, &Weights::default(), 1_000, end.clone());
 ///     let settings = RecommendSettings { spec: &spec, explain: false, tick: 1_000, lateness: 0, end };
-///     recommendations(events, parts, rows.inner, None, settings).inner.capture()
+///     recommendations(events, parts, rows.inner, Control::default(), settings).inner.capture()
 /// });
 /// // Each list as it is set, by time and user (the retractions of replaced lists left out).
 /// let updates = captured.extract().into_iter().flat_map(|(_, updates)| updates);
@@ -211,23 +225,25 @@ pub fn recommendations<'scope>(
     events: Coll<'scope, Event>,
     contributions: Coll<'scope, (Id, Contribution)>,
     similar: super::similarity::RowUpserts<'scope>,
-    forgets: Option<Coll<'scope, Id>>,
+    control: Control<'scope>,
     settings: RecommendSettings<'_>,
 ) -> Coll<'scope, (Id, Vec<RecItem>)> {
     let RecommendSettings { spec, explain, tick, lateness, end } = settings;
+    let Control { forgets, restored } = control;
     let refresh = spec.similarity.refresh.millis();
     let rescore = forgets.map(|forgets| {
         super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |_, t| settled(t, refresh), end.clone())
     });
     let pool_spec = PoolSpec { window: spec.popular_window.millis(), refresh, tick, size: spec.k * POOL_PER_K };
     let pool = popular_pool(events, pool_spec, end);
-    let per_user = contributions
-        .map(|(user, contribution)| UserInput::Contribution(user, contribution))
-        .inner
-        .exchange(|(input, _, _): &(UserInput, Time, isize)| match input {
-            UserInput::Contribution(user, _) | UserInput::Wake(user) => user.hashed(),
-            _ => 0,
-        });
+    let mut per_user = contributions.map(|(user, contribution)| UserInput::Contribution(user, contribution));
+    if let Some(restored) = restored {
+        per_user = per_user.concat(restored.map(|(user, list)| UserInput::Restore(user, list)));
+    }
+    let per_user = per_user.inner.exchange(|(input, _, _): &(UserInput, Time, isize)| match input {
+        UserInput::Contribution(user, _) | UserInput::Wake(user) | UserInput::Restore(user, _) => user.hashed(),
+        _ => 0,
+    });
     use timely::dataflow::operators::vec::Map;
     let mut shared = similar
         .map(|((item, neighbours), time, diff)| (UserInput::Similar(item, neighbours), time, diff))
@@ -458,6 +474,7 @@ fn score_users(
         similar: HashMap::default(),
         pool: BTreeMap::new(),
         per_user: HashMap::default(),
+        restored: Vec::new(),
     };
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
@@ -468,6 +485,14 @@ fn score_users(
                 while let Some(Due { time, capability, updates }) = users.inbox.next_complete(frontier) {
                     let (touched, rescore_all) = users.apply(updates);
                     let mut session = output.session(&capability);
+                    for (user, old, list) in users.restored.drain(..) {
+                        if !old.is_empty() {
+                            session.give(((user.clone(), old), time, -1));
+                        }
+                        if !list.is_empty() {
+                            session.give(((user, list), time, 1));
+                        }
+                    }
                     for (user, exclusions_changed) in touched {
                         let force = exclusions_changed || rescore_all;
                         let Some((old, list)) = users.rescore(&user, force, time, &capability) else { continue };
@@ -501,6 +526,8 @@ struct Users {
     pool: Pool,
     /// The worker's users.
     per_user: HashMap<Id, UserState>,
+    /// Restored lists not yet reported, with the lists they replace: `(user, old, new)`.
+    restored: Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
 }
 
 impl Users {
@@ -530,6 +557,12 @@ impl Users {
                     touched.entry(user).or_default();
                 }
                 UserInput::RescoreAll => rescore_all = true,
+                UserInput::Restore(user, list) if diff > 0 => {
+                    let state = self.per_user.entry(user.clone()).or_default();
+                    let old = std::mem::replace(&mut state.reported, list.clone());
+                    self.restored.push((user, old, list));
+                }
+                UserInput::Restore(..) => {}
             }
         }
         if rescore_all {

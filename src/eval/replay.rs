@@ -252,8 +252,13 @@ fn replay_worker(worker: &mut Worker, shared: &ReplayShared) -> Option<Scored> {
         let mut built = dataflow::Shared::default();
         for (index, variant) in shared.variants.iter().enumerate() {
             if let Model::Dataflow(variant_spec) = &variant.model {
-                let variant_results =
-                    dataflow::build_sharing(ingested.events.clone(), None, variant_spec, &driver.end, &mut built);
+                let variant_results = dataflow::build_sharing(
+                    ingested.events.clone(),
+                    dataflow::Control::default(),
+                    variant_spec,
+                    &driver.end,
+                    &mut built,
+                );
                 results.push(variant_results.map(move |(key, value)| (index, key, value)));
             }
         }
