@@ -293,35 +293,36 @@ impl Input {
     /// Appends the source's next arrivals to `out`, then what was posted, and the requests to
     /// forget a user to `forgets`.
     fn poll(&mut self, out: &mut Vec<Arrival>, forgets: &mut Vec<ForgetRequest>) -> Poll {
-        let mut poll = match self.max_records {
-            Some(0) => Poll::Done,
-            left => {
-                let want = left.map_or(BATCH, |left| BATCH.min(left.min(usize::MAX as u64) as usize));
-                let before = out.len();
-                let poll = self.source.poll(want, out);
-                match &mut self.max_records {
-                    Some(left) => {
-                        *left -= (out.len() - before) as u64;
-                        if *left == 0 {
-                            Poll::Done
-                        } else {
-                            poll
-                        }
-                    }
-                    None => poll,
-                }
+        let poll = self.poll_source(out);
+        let Some(posted) = &mut self.posted else { return poll };
+        posted.follow(out);
+        let taken = posted.take(self.source.as_ref(), out, forgets);
+        match poll {
+            Poll::Done => {
+                posted.close();
+                Poll::Done
             }
-        };
-        if let Some(posted) = &mut self.posted {
-            posted.follow(out);
-            let taken = posted.take(self.source.as_ref(), out, forgets);
-            match poll {
-                Poll::Done => posted.close(),
-                Poll::Idle if taken > 0 => poll = Poll::Ready,
-                _ => {}
-            }
+            Poll::Idle if taken > 0 => Poll::Ready,
+            other => other,
         }
-        poll
+    }
+
+    /// Appends the source's next arrivals to `out`, at most what is left of `max_records`; the
+    /// source is done once none is left.
+    fn poll_source(&mut self, out: &mut Vec<Arrival>) -> Poll {
+        let Some(left) = self.max_records else { return self.source.poll(BATCH, out) };
+        if left == 0 {
+            return Poll::Done;
+        }
+        let before = out.len();
+        let poll = self.source.poll(BATCH.min(left.min(usize::MAX as u64) as usize), out);
+        let left = left - (out.len() - before) as u64;
+        self.max_records = Some(left);
+        if left == 0 {
+            Poll::Done
+        } else {
+            poll
+        }
     }
 }
 
