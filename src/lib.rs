@@ -9,6 +9,7 @@
 //! [`metrics`] counts what happens, and [`status`] turns the counts into `GET /v1/status`.
 //! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod dataflow;
 pub mod decode;
