@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs recflow's whole test suite on a fresh machine: formatting, lints, unit, integration and
-# doc tests. Everything it needs comes from crates.io, except Chromium, from Debian. The Kafka
-# tests talk to a real Kafka-compatible broker, Tansu; it is installed here the first time (a
-# 10-30 minute build on two cores) and started by the tests themselves on free localhost ports.
+# doc tests, and the API documentation's links. Everything it needs comes from crates.io,
+# except Chromium, from Debian. The Kafka tests talk to a real Kafka-compatible broker, Tansu;
+# it is installed here the first time (a 10-30 minute build on two cores) and started by the
+# tests themselves on free localhost ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 cargo test --doc --locked
+# The API documentation builds without a broken or private link (renames leave stale ones).
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked

@@ -8,7 +8,7 @@
 //! seed weights), and then loses `long_tail · count / top_count` of its score ([`demote`]).
 //!
 //! Ranking: scored items by score desc, then item asc (with `diversity`, re-ranked by maximal
-//! marginal relevance among the `4k` best, [`diversify`]); then, for users with fewer than `k`
+//! marginal relevance among the `4k` best, `diversify`); then, for users with fewer than `k`
 //! scored candidates, fill-ins from the windowed popular items (a pool of `4k`, refreshed with the
 //! similarity cadence) by popularity (count desc, then item asc), skipping items already listed
 //! or excluded.

@@ -12,7 +12,7 @@
 //! - [`prequential`]: scoring each time's events against the lists from before it, then learning;
 //! - [`baseline`]: the popularity baselines and exclusions the evaluator keeps itself;
 //! - [`knn`]: the item-kNN baselines, exact over everything learned so far;
-//! - [`metrics`]: HR@k, NDCG@k, MRR, coverage and fallback shares;
+//! - [`quality`]: HR@k, NDCG@k, MRR, coverage, fallback shares, diversity, novelty and exposure;
 //! - [`report`] and [`plot`]: the table, the CSV and the SVG chart.
 //!
 //! The metrics are a function of the input and the pipeline only: the same for any number of
