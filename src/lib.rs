@@ -2,12 +2,15 @@
 //!
 //! Events flow one way: [`source`] (file, stdin, synthetic) → [`decode`] (CSV/TSV/JSON lines into
 //! validated [`event::Event`]s) → [`event_time`] (watermark, lateness, dataflow time) →
-//! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines changelog,
-//! dead letters, and [`serve`]: HTTP point queries and Server-Sent Events subscriptions). [`run`](mod@run)
-//! wires them together on timely workers; [`spec`] is the pipeline file, which [`pipeline_file`]
-//! reads from disk.
+//! [`dataflow`] (preferences, similarity, top-k, hot items) → [`sink`] (JSON-lines or Kafka
+//! changelog, dead letters, and the feed of [`serve`]: HTTP point queries and Server-Sent Events
+//! subscriptions). [`run`](mod@run) wires them together on timely workers, each driven by
+//! [`driver`]; [`spec`] is the pipeline file, which [`pipeline_file`] reads from disk. [`kafka`]
+//! is the Kafka client layer the source and sinks share.
 //! [`metrics`] counts what happens, and [`status`] turns the counts into `GET /v1/status`.
 //! [`eval`] replays a file through the same dataflow test-then-learn and measures its lists.
+//! [`cli`] holds the `recflow` subcommands, which use all of this and which nothing here uses.
+//! [`checkpoint`] is so far the store checkpoints will be kept in.
 
 pub mod checkpoint;
 pub mod cli;
