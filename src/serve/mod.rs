@@ -197,24 +197,11 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
-impl Server {
-    /// Binds `spec.addr` and starts serving `pipeline`'s results on a thread of its own;
-    /// `inlets` says where `POST /v1/events` and `DELETE /v1/users/{user}` send their requests.
-    pub fn start(
-        spec: &ServeSpec,
-        pipeline: &Pipeline,
-        metrics: Arc<Metrics>,
-        inlets: Inlets,
-    ) -> Result<Server, ServeError> {
-        let token = spec.resolve_token().map_err(ServeError::Token)?;
-        let read_token = spec.resolve_read_token().map_err(ServeError::Token)?;
-        connections::make_room_for(spec.max_connections);
-        let listener = std::net::TcpListener::bind(&spec.addr)
-            .map_err(|source| ServeError::Bind { addr: spec.addr.clone(), source })?;
-        let addr = listener.local_addr().map_err(ServeError::Start)?;
-        listener.set_nonblocking(true).map_err(ServeError::Start)?;
+impl Shared {
+    /// What the server's tasks share for `pipeline`, served under `spec` with `settings`.
+    fn new(spec: &ServeSpec, pipeline: &Pipeline, metrics: Arc<Metrics>, inlets: Inlets, settings: Settings) -> Shared {
         let (updates, _) = broadcast::channel(spec.client_buffer.max(1));
-        let shared = Arc::new(Shared {
+        Shared {
             state: Mutex::new(Served::new(pipeline.source.timestamp_unit.scale(), spec.hot_windows)),
             updates,
             subscribers: AtomicUsize::new(0),
@@ -222,25 +209,7 @@ impl Server {
             forgets: std::sync::atomic::AtomicU64::new(0),
             connections: Arc::default(),
             metrics,
-            settings: Settings {
-                token,
-                read_token,
-                max_body_bytes: spec.max_body_bytes,
-                progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
-                client_buffer: spec.client_buffer,
-                max_subscribers: spec.max_subscribers,
-                local_hosts: addr.ip().is_loopback().then(|| {
-                    let bound = match addr.ip() {
-                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                        ip => ip.to_string(),
-                    };
-                    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
-                    if !names.contains(&bound) {
-                        names.push(bound);
-                    }
-                    names
-                }),
-            },
+            settings,
             inlets,
             refresh: pipeline.recommend.as_ref().map(|r| r.similarity.refresh.millis()),
             explain: pipeline.explains() && pipeline.recommend.is_some(),
@@ -254,7 +223,52 @@ impl Server {
                 started: Instant::now(),
             },
             history: Mutex::new(History::default()),
-        });
+        }
+    }
+}
+
+/// The `Host` names a server bound to a loopback `addr` answers to (`None` when it is bound to
+/// another address: then any host is accepted).
+fn local_host_names(addr: SocketAddr) -> Option<Vec<String>> {
+    addr.ip().is_loopback().then(|| {
+        let bound = match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+        if !names.contains(&bound) {
+            names.push(bound);
+        }
+        names
+    })
+}
+
+impl Server {
+    /// Binds `spec.addr` and starts serving `pipeline`'s results on a thread of its own;
+    /// `inlets` says where `POST /v1/events` and `DELETE /v1/users/{user}` send their requests.
+    pub fn start(
+        spec: &ServeSpec,
+        pipeline: &Pipeline,
+        metrics: Arc<Metrics>,
+        inlets: Inlets,
+    ) -> Result<Server, ServeError> {
+        let (token, read_token) = (spec.resolve_token(), spec.resolve_read_token());
+        let (token, read_token) = (token.map_err(ServeError::Token)?, read_token.map_err(ServeError::Token)?);
+        connections::make_room_for(spec.max_connections);
+        let listener = std::net::TcpListener::bind(&spec.addr)
+            .map_err(|source| ServeError::Bind { addr: spec.addr.clone(), source })?;
+        let addr = listener.local_addr().map_err(ServeError::Start)?;
+        listener.set_nonblocking(true).map_err(ServeError::Start)?;
+        let settings = Settings {
+            token,
+            read_token,
+            max_body_bytes: spec.max_body_bytes,
+            progress_interval: Duration::from_millis(spec.progress_interval.millis().max(1)),
+            client_buffer: spec.client_buffer,
+            max_subscribers: spec.max_subscribers,
+            local_hosts: local_host_names(addr),
+        };
+        let shared = Arc::new(Shared::new(spec, pipeline, metrics, inlets, settings));
         let mailbox = Arc::new(Mailbox::new(spec.hot_windows));
         let feed = Arc::clone(&mailbox);
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
