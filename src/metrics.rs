@@ -376,6 +376,15 @@ impl PrometheusText {
     }
 }
 
+/// One sample per entry of `by_key`, labelled `{label="KEY"}`.
+fn labelled<K: std::fmt::Display, V>(
+    label: &str,
+    by_key: &BTreeMap<K, V>,
+    value: impl Fn(&V) -> f64,
+) -> Vec<(String, f64)> {
+    by_key.iter().map(|(key, v)| (format!("{{{label}=\"{key}\"}}"), value(v))).collect()
+}
+
 impl Metrics {
     /// Writes this process's counters and gauges to `out`.
     pub fn write_prometheus(&self, out: &mut PrometheusText) {
@@ -405,24 +414,20 @@ impl Metrics {
             snapshot.late as f64,
         );
         let marks = self.watermarks();
-        let watermarks: Vec<(String, f64)> =
-            marks.iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), *ms as f64)).collect();
+        let watermarks = labelled("worker", &marks, |ms| *ms as f64);
         out.family("recflow_watermark_ms", "gauge", "Each reading worker's watermark (event time, ms).", &watermarks);
         let now = std::time::SystemTime::now();
-        let lag: Vec<(String, f64)> =
-            marks.iter().map(|(w, ms)| (format!("{{worker=\"{w}\"}}"), watermark_lag_seconds(now, *ms))).collect();
+        let lag = labelled("worker", &marks, |ms| watermark_lag_seconds(now, *ms));
         out.family("recflow_watermark_lag_seconds", "gauge", "Wall clock minus each reading worker's watermark.", &lag);
         let readers = self.reader_progress();
-        let frontiers: Vec<(String, f64)> =
-            readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.frontier as f64)).collect();
+        let frontiers = labelled("worker", &readers, |p| p.frontier as f64);
         out.family(
             "recflow_worker_input_frontier_ms",
             "gauge",
             "Each reading worker's input frontier (event time, ms), of every process when several workers read.",
             &frontiers,
         );
-        let read: Vec<(String, f64)> =
-            readers.iter().map(|(w, p)| (format!("{{worker=\"{w}\"}}"), p.records as f64)).collect();
+        let read = labelled("worker", &readers, |p| p.records as f64);
         out.family(
             "recflow_worker_records_read_total",
             "counter",
@@ -463,8 +468,7 @@ impl Metrics {
             "Kafka messages whose delivery failed and that were sent again.",
             self.delivery_retries.load(Ordering::Relaxed) as f64,
         );
-        let consumer_lag: Vec<(String, f64)> =
-            self.consumer_lag().iter().map(|(p, lag)| (format!("{{partition=\"{p}\"}}"), *lag as f64)).collect();
+        let consumer_lag = labelled("partition", &self.consumer_lag(), |lag| *lag as f64);
         out.family(
             "recflow_kafka_consumer_lag",
             "gauge",
@@ -477,6 +481,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Per-worker and per-partition families carry one labelled sample each, in key order.
+    #[test]
+    fn prometheus_families_label_each_worker_and_partition() {
+        let metrics = Metrics::default();
+        metrics.set_watermark(1, 7_000);
+        metrics.set_watermark(0, 5_000);
+        metrics.set_reader_progress(0, ReaderProgress { frontier: 4_000, records: 12 });
+        metrics.set_consumer_lag(3, 42);
+        let mut out = PrometheusText::default();
+        metrics.write_prometheus(&mut out);
+        let text = out.into_string();
+        for line in [
+            "recflow_watermark_ms{worker=\"0\"} 5000\nrecflow_watermark_ms{worker=\"1\"} 7000\n",
+            "recflow_worker_input_frontier_ms{worker=\"0\"} 4000\n",
+            "recflow_worker_records_read_total{worker=\"0\"} 12\n",
+            "recflow_kafka_consumer_lag{partition=\"3\"} 42\n",
+            "# TYPE recflow_watermark_lag_seconds gauge\nrecflow_watermark_lag_seconds{worker=\"0\"} ",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn latency_quantiles_are_within_a_bucket() {
