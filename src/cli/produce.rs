@@ -223,48 +223,6 @@ pub fn produce(input: &Path, layout: &SourceSpec, options: &ProduceOptions) -> R
     Ok(ProduceReport { delivered: sent, undecodable, seconds: started.elapsed().as_secs_f64() })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::{SourceKind, SourceSpec};
-
-    fn file(format: Format) -> SourceSpec {
-        SourceSpec { kind: SourceKind::File, format, ..SourceSpec::default() }
-    }
-
-    #[test]
-    fn the_default_format_is_what_the_pipeline_reads_from_kafka() {
-        assert_eq!(ProduceFormat::expected_by(&file(Format::Csv)), ProduceFormat::Raw);
-        assert_eq!(ProduceFormat::expected_by(&file(Format::Jsonl)), ProduceFormat::Raw);
-        assert_eq!(ProduceFormat::expected_by(&SourceSpec::default()), ProduceFormat::Json);
-        let mut kafka = SourceSpec { kind: SourceKind::Kafka, ..SourceSpec::default() };
-        assert_eq!(ProduceFormat::expected_by(&kafka), ProduceFormat::Json);
-        kafka.kafka.payload = Some(Payload::Tsv);
-        assert_eq!(ProduceFormat::expected_by(&kafka), ProduceFormat::Tsv);
-        let mut csv_file_to_json = file(Format::Csv);
-        csv_file_to_json.kafka.payload = Some(Payload::Json);
-        assert_eq!(ProduceFormat::expected_by(&csv_file_to_json), ProduceFormat::Json);
-    }
-
-    #[test]
-    fn re_encoded_events_decode_as_the_pipeline_reads_them() {
-        let mut layout = file(Format::Jsonl);
-        layout.columns = ["ts", "_", "user", "item", "value", "action"].map(String::from).to_vec();
-        layout.fields.user = "uid".into();
-        let line = br#"{"uid":"a,\"b\"","item":7,"value":2.5,"action":"buy","ts":1700000000}"#.to_vec();
-        let event = Decoder::new(&layout).decode_bytes(&line).unwrap();
-        for (format, payload) in [
-            (ProduceFormat::Json, Payload::Json),
-            (ProduceFormat::Csv, Payload::Csv),
-            (ProduceFormat::Tsv, Payload::Tsv),
-        ] {
-            let encoded = format.encode(&event, line.clone(), &layout).unwrap();
-            let decoded = Decoder::for_payload(&layout, payload).decode_bytes(&encoded);
-            assert_eq!(decoded, Ok(event.clone()), "{}", String::from_utf8_lossy(&encoded));
-        }
-    }
-}
-
 /// `recflow produce`'s arguments.
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -305,13 +263,56 @@ pub fn main(args: ProduceArgs) -> anyhow::Result<()> {
     let options =
         ProduceOptions { to, partitions: args.partitions.max(1), rate: args.rate, format, progress: !args.quiet };
     let report = produce(&parse_file_input(&args.input)?, &layout, &options)?;
+    let rate = report.delivered as f64 / report.seconds.max(1e-9);
     eprintln!(
-                "recflow produce: {} messages delivered in {:.2}s ({:.0}/s) as {} payloads; {} lines did not decode and were sent as they are",
-                report.delivered,
-                report.seconds,
-                report.delivered as f64 / report.seconds.max(1e-9),
-                format.name(),
-                report.undecodable
-            );
+        "recflow produce: {} messages delivered in {:.2}s ({rate:.0}/s) as {} payloads; \
+         {} lines did not decode and were sent as they are",
+        report.delivered,
+        report.seconds,
+        format.name(),
+        report.undecodable
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{SourceKind, SourceSpec};
+
+    fn file(format: Format) -> SourceSpec {
+        SourceSpec { kind: SourceKind::File, format, ..SourceSpec::default() }
+    }
+
+    #[test]
+    fn the_default_format_is_what_the_pipeline_reads_from_kafka() {
+        assert_eq!(ProduceFormat::expected_by(&file(Format::Csv)), ProduceFormat::Raw);
+        assert_eq!(ProduceFormat::expected_by(&file(Format::Jsonl)), ProduceFormat::Raw);
+        assert_eq!(ProduceFormat::expected_by(&SourceSpec::default()), ProduceFormat::Json);
+        let mut kafka = SourceSpec { kind: SourceKind::Kafka, ..SourceSpec::default() };
+        assert_eq!(ProduceFormat::expected_by(&kafka), ProduceFormat::Json);
+        kafka.kafka.payload = Some(Payload::Tsv);
+        assert_eq!(ProduceFormat::expected_by(&kafka), ProduceFormat::Tsv);
+        let mut csv_file_to_json = file(Format::Csv);
+        csv_file_to_json.kafka.payload = Some(Payload::Json);
+        assert_eq!(ProduceFormat::expected_by(&csv_file_to_json), ProduceFormat::Json);
+    }
+
+    #[test]
+    fn re_encoded_events_decode_as_the_pipeline_reads_them() {
+        let mut layout = file(Format::Jsonl);
+        layout.columns = ["ts", "_", "user", "item", "value", "action"].map(String::from).to_vec();
+        layout.fields.user = "uid".into();
+        let line = br#"{"uid":"a,\"b\"","item":7,"value":2.5,"action":"buy","ts":1700000000}"#.to_vec();
+        let event = Decoder::new(&layout).decode_bytes(&line).unwrap();
+        for (format, payload) in [
+            (ProduceFormat::Json, Payload::Json),
+            (ProduceFormat::Csv, Payload::Csv),
+            (ProduceFormat::Tsv, Payload::Tsv),
+        ] {
+            let encoded = format.encode(&event, line.clone(), &layout).unwrap();
+            let decoded = Decoder::for_payload(&layout, payload).decode_bytes(&encoded);
+            assert_eq!(decoded, Ok(event.clone()), "{}", String::from_utf8_lossy(&encoded));
+        }
+    }
 }

@@ -346,15 +346,16 @@ pub fn main(pipeline: &Pipeline, args: &BenchArgs) -> anyhow::Result<()> {
     };
     let figures = bench_serve(pipeline, &bench, timely_config(&args.workers)?)?;
     println!(
-            "{} point queries in {}s from {} connections = {:.0} queries/s ({} with a list); latency p50 {:.2} ms, p99 {:.2} ms",
-            figures.queries,
-            args.seconds,
-            args.clients,
-            figures.queries_per_second,
-            figures.found,
-            figures.query_ms.0,
-            figures.query_ms.1
-        );
+        "{} point queries in {}s from {} connections = {:.0} queries/s ({} with a list); \
+         latency p50 {:.2} ms, p99 {:.2} ms",
+        figures.queries,
+        args.seconds,
+        args.clients,
+        figures.queries_per_second,
+        figures.found,
+        figures.query_ms.0,
+        figures.query_ms.1
+    );
     if args.subscribers > 0 {
         println!(
             "{} subscriptions held open during the queries; {} still open at the end",
