@@ -148,23 +148,23 @@ fn reads_in_parallel(pipeline: &Pipeline, options: &RunOptions) -> bool {
     pipeline.source.kind == SourceKind::Kafka && options.input.is_none()
 }
 
-/// Opens what this worker reads, if it reads anything: its source, at most `--max-events` of
-/// it, and on worker 0 the posted records. `input_partitions` is the Kafka input topic's
-/// partition count when every worker reads its own partitions.
-fn open_input(run: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Input>, RunError> {
-    let (pipeline, options) = (&run.pipeline, &run.options);
-    let source: Box<dyn EventSource> = if let Some(count) = run.input_partitions {
+/// Opens what this worker reads, if it reads anything: its own Kafka partitions when every worker
+/// reads its share, else (worker 0 only) the file, standard input or generator; at most
+/// `--max-events` of it, and on worker 0 the posted records.
+fn open_input(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Input>, RunError> {
+    let (pipeline, options) = (&shared.pipeline, &shared.options);
+    let source: Box<dyn EventSource> = if let Some(count) = shared.input_partitions {
         let spec = &pipeline.source.kafka;
-        let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(&run.metrics))
+        let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(&shared.metrics))
             .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
         Box::new(kafka)
     } else if worker != 0 {
         return Ok(None);
     } else {
-        open_single_source(pipeline, options, &run.fatal)?
+        open_single_source(pipeline, options, &shared.fatal)?
     };
     // Posted events and forget requests go to worker 0.
-    let posted = if worker == 0 { run.posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+    let posted = if worker == 0 { shared.posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
     Ok(Some(Input {
         source,
         posted: posted.map(|receiver| Posted::new(receiver, pipeline.time.max_future.millis())),
@@ -361,11 +361,12 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let parallel = reads_in_parallel(pipeline, &shared.options);
     let input = open_input(shared, index, peers)?;
     let outputs = (index == 0).then(|| open_outputs(shared)).transpose()?;
+    let (hopping, unit) = (dataflow::hopping(pipeline), pipeline.source.timestamp_unit.scale());
     let driver = WorkerDriver::new(worker);
     let settings = IngestSettings {
         readers: if parallel { peers } else { 1 },
         clock: EventClock::new(&pipeline.time),
-        end_rule: EndRule::of(pipeline, dataflow::hopping(pipeline)),
+        end_rule: EndRule::of(pipeline, hopping),
         metrics: Arc::clone(&shared.metrics),
         end: driver.end.clone(),
         completed: driver.completed.clone(),
@@ -377,15 +378,13 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
             dataflow::Control { forgets: forgets_users(pipeline).then_some(ingested.forgets), restored: None };
         let results = dataflow::build(ingested.events, control, pipeline, &driver.end);
         let (changelog_out, dead_letter_out) = outputs.unzip();
-        let unit = pipeline.source.timestamp_unit.scale();
-        let (hopping, end, metrics) = (dataflow::hopping(pipeline), driver.end.clone(), Arc::clone(&shared.metrics));
+        let (end, metrics) = (driver.end.clone(), Arc::clone(&shared.metrics));
         write_changelog(results, changelog_out, hopping, unit, end, metrics, &driver.completed);
         write_dead_letters(ingested.dead_letters, dead_letter_out, &driver.completed);
     });
     let interval = Duration::from_secs(pipeline.output.status_interval_secs);
     // Each process reports its own partitions when they are read in parallel.
     let reports = if parallel { index % shared.local_workers == 0 } else { index == 0 };
-    let unit = pipeline.source.timestamp_unit.scale();
     let mut status = Status::new(shared.options.status && reports && !interval.is_zero(), interval, unit);
     let mut alarm = AlarmWatch::new(reports, pipeline);
     let (end, metrics) = (driver.end.clone(), &shared.metrics);

@@ -8,9 +8,9 @@
 //! that has finished (a bounded read reached its end) or has been idle for the source's idle
 //! timeout does not hold it back.
 //!
-//! A request to forget a user (posted over HTTP, taken through [`Posted`]) leaves as a `forgets` update at the
-//! latest dataflow time this worker has given any event, so it covers every event of the user
-//! read before it; the requester is told that time.
+//! A request to forget a user (posted over HTTP, taken through [`Posted`]) leaves as a `forgets`
+//! update at the latest dataflow time this worker has given any event, so it covers every event
+//! of the user read before it; the requester is told that time.
 //!
 //! Once the results depending on a batch of records are all written (the `completed` probe has
 //! passed them), the source is told, so Kafka can commit those offsets.
@@ -240,6 +240,12 @@ struct Progress {
     reading: bool,
     /// Records it has read.
     records: u64,
+}
+
+impl From<Progress> for ReaderProgress {
+    fn from(progress: Progress) -> ReaderProgress {
+        ReaderProgress { frontier: progress.frontier, records: progress.records }
+    }
 }
 
 /// The latest [`Progress`] of every other reading worker.
@@ -545,8 +551,7 @@ impl Reader {
 
     /// Records this worker's progress; returns it when the other readers have to hear of it.
     fn announce(&mut self, progress: Progress) -> Option<Progress> {
-        let report = ReaderProgress { frontier: progress.frontier, records: progress.records };
-        self.settings.metrics.set_reader_progress(self.worker, report);
+        self.settings.metrics.set_reader_progress(self.worker, progress.into());
         let news = self.settings.readers > 1 && self.announced != Some(progress);
         news.then(|| {
             self.announced = Some(progress);
@@ -620,8 +625,7 @@ fn follow_peers_progress(progress: Stream<'_, Millis, Vec<Progress>>, peers: Pee
         input.for_each(|_time, data| {
             let mut seen = peers.0.borrow_mut();
             for progress in data.drain(..) {
-                let report = ReaderProgress { frontier: progress.frontier, records: progress.records };
-                metrics.set_reader_progress(progress.worker, report);
+                metrics.set_reader_progress(progress.worker, progress.into());
                 seen.insert(progress.worker, progress);
             }
         });
