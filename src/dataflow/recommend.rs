@@ -485,23 +485,22 @@ fn score_users(
                 while let Some(Due { time, capability, updates }) = users.inbox.next_complete(frontier) {
                     let (touched, rescore_all) = users.apply(updates);
                     let mut session = output.session(&capability);
-                    for (user, old, list) in users.restored.drain(..) {
-                        if !old.is_empty() {
-                            session.give(((user.clone(), old), time, -1));
-                        }
-                        if !list.is_empty() {
-                            session.give(((user, list), time, 1));
-                        }
-                    }
-                    for (user, exclusions_changed) in touched {
-                        let force = exclusions_changed || rescore_all;
-                        let Some((old, list)) = users.rescore(&user, force, time, &capability) else { continue };
+                    // A user's list replaced: the old one out, the new one in (an empty list is none).
+                    let mut replace = |user: &Id, old: Vec<RecItem>, list: Vec<RecItem>| {
                         if !old.is_empty() {
                             session.give(((user.clone(), old), time, -1));
                         }
                         if !list.is_empty() {
                             session.give(((user.clone(), list), time, 1));
                         }
+                    };
+                    for (user, old, list) in users.restored.drain(..) {
+                        replace(&user, old, list);
+                    }
+                    for (user, exclusions_changed) in touched {
+                        let force = exclusions_changed || rescore_all;
+                        let Some((old, list)) = users.rescore(&user, force, time, &capability) else { continue };
+                        replace(&user, old, list);
                     }
                 }
             }
