@@ -46,7 +46,7 @@ pub fn ceil_to(t: Millis, step: Millis) -> Millis {
 }
 
 /// Tracks the watermark of one ordered stream of events and classifies each arrival.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EventClock {
     tick: Millis,
     out_of_orderness: Millis,
@@ -143,7 +143,7 @@ pub const FUTURE_CONFIRMATIONS: usize = 2;
 ///
 /// Records are held only while consecutive records of the lane are too far ahead, so a lane
 /// holds at most `FUTURE_CONFIRMATIONS` of them.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct FutureHold<T> {
     held: Vec<(Millis, T)>,
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use timely::worker::Worker;
 
+use crate::checkpoint::worker_state;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::driver::{is_first_process, Driven, WorkerDriver};
@@ -27,8 +28,8 @@ use crate::sink::{
     Tee,
 };
 use crate::source::{
-    ingest, post_channel, EventSource, FileSource, IngestSettings, Input, KafkaSource, PostReceiver, Posted,
-    SynthSource,
+    ingest, post_channel, CutSettings, EventSource, FileSource, IngestSettings, Input, KafkaSource, NoSource,
+    PostReceiver, Posted, SynthSource, WorkerCut,
 };
 use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Pipeline, SourceKind};
@@ -49,11 +50,36 @@ pub struct RunOptions {
     /// Raised to end the input early (for example on Ctrl-C): the run then finishes like a
     /// finite input, writing final results and committing offsets.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Take checkpoints: every worker's state at consistent cuts.
+    pub checkpoints: Option<Checkpoints>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { input: None, output: None, dead_letter: None, max_events: None, status: true, stop: None }
+        RunOptions {
+            input: None,
+            output: None,
+            dead_letter: None,
+            max_events: None,
+            status: true,
+            stop: None,
+            checkpoints: None,
+        }
+    }
+}
+
+/// How a run takes checkpoints.
+#[derive(Clone)]
+pub struct Checkpoints {
+    /// The wall-clock time from the end of one checkpoint to the start of the next.
+    pub interval: Duration,
+    /// Takes each worker's part of each checkpoint, on that worker's thread.
+    pub save: Arc<dyn Fn(Result<WorkerCut, bincode::Error>) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints").field("interval", &self.interval).finish_non_exhaustive()
     }
 }
 
@@ -158,6 +184,9 @@ fn open_input(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Op
         let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(&shared.metrics))
             .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
         Box::new(kafka)
+    } else if worker != 0 && shared.options.checkpoints.is_some() {
+        // Every worker takes part in checkpoints, reading or not.
+        return Ok(Some(Input::new(Box::new(NoSource))));
     } else if worker != 0 {
         return Ok(None);
     } else {
@@ -363,14 +392,19 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let outputs = (index == 0).then(|| open_outputs(shared)).transpose()?;
     let (hopping, unit) = (dataflow::hopping(pipeline), pipeline.source.timestamp_unit.scale());
     let driver = WorkerDriver::new(worker);
+    let checkpoints = shared.options.checkpoints.as_ref().map(|options| {
+        let save = Arc::clone(&options.save);
+        CutSettings { interval: options.interval, state: worker_state::install(), save: Box::new(move |cut| save(cut)) }
+    });
     let settings = IngestSettings {
-        readers: if parallel { peers } else { 1 },
+        readers: if parallel || checkpoints.is_some() { peers } else { 1 },
         clock: EventClock::new(&pipeline.time),
         end_rule: EndRule::of(pipeline, hopping),
         metrics: Arc::clone(&shared.metrics),
         end: driver.end.clone(),
         completed: driver.completed.clone(),
         stop: shared.options.stop.clone(),
+        checkpoints,
     };
     worker.dataflow::<Time, _, _>(|scope| {
         let ingested = ingest(scope, input, settings);
@@ -397,6 +431,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
             status.maybe_print(metrics, alarm.raised());
         },
     );
+    worker_state::uninstall();
     if driven == Driven::Complete {
         alarm.check(metrics, true);
         status.finish(metrics, alarm.raised());

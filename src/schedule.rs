@@ -7,9 +7,12 @@
 //! one only when the input frontier reaches its time, so arrangements only see updates that are
 //! about to be sealed. The collection is unchanged: the same updates at the same times.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use serde::Serialize;
 use timely::communication::Pull;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::channels::Message;
@@ -17,8 +20,13 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
+use crate::checkpoint::cut::Holding;
+use crate::checkpoint::worker_state;
 use crate::event_time::Time;
 use crate::progress::StreamEnd;
+
+/// A time's updates of one collection, each with its difference.
+type Updates<D> = Vec<(D, isize)>;
 
 /// Defers future-dated updates of a collection until they are due.
 pub trait ReleaseWhenDue<'scope, D> {
@@ -46,15 +54,18 @@ pub trait ReleaseWhenDue<'scope, D> {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self;
 }
 
-impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
+impl<'scope, D: Clone + Serialize + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self {
-        let mut due_work: DueWork<Vec<(D, isize)>> = DueWork::default();
         self.inner
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
                 Pipeline,
                 &format!("ReleaseWhenDue: {name}"),
-                move |_capability, _info| {
+                move |_capability, info| {
+                    let due_work: Rc<RefCell<DueWork<Updates<D>>>> = Rc::default();
+                    let saved = Rc::clone(&due_work);
+                    worker_state::register(&info.address, Box::new(move || saved.borrow().save()));
                     move |(input, frontier), output| {
+                        let mut due_work = due_work.borrow_mut();
                         input.for_each(|cap, data| {
                             let Some(&now) = cap.least() else { return };
                             let mut session = output.session(&cap);
@@ -86,14 +97,19 @@ impl<'scope, D: Clone + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'sc
 /// carry their times in their data, and a message's time need only not be later. So a run through
 /// many due times sends all its messages at one time, and progress tracking sees one time per run
 /// instead of one per due time.
+///
+/// While a checkpoint is under way ([`Holding`]), work is due only once the frontier has
+/// *passed* its time, so that nothing is sent that the checkpoint's saved state would miss; the
+/// results are the same, since a time's work is still out before the frontier passes it.
 pub struct DueWork<W> {
     work: BTreeMap<Time, W>,
     held: Option<Capability<Time>>,
+    holding: Holding,
 }
 
 impl<W> Default for DueWork<W> {
     fn default() -> Self {
-        DueWork { work: BTreeMap::new(), held: None }
+        DueWork { work: BTreeMap::new(), held: None, holding: worker_state::holding() }
     }
 }
 
@@ -114,11 +130,25 @@ impl<W: Default> DueWork<W> {
     ) -> Option<(Time, Capability<Time>, W)> {
         let entry = self.work.first_entry()?;
         let time = *entry.key();
-        if frontier.less_than(&time) {
+        let due = if self.holding.get() { !frontier.less_equal(&time) } else { !frontier.less_than(&time) };
+        if !due {
             return None;
         }
         let capability = self.held.clone()?;
         Some((time, capability, entry.remove()))
+    }
+
+    /// The work not yet due, serialised.
+    pub fn save(&self) -> Result<Vec<u8>, bincode::Error>
+    where
+        W: Serialize,
+    {
+        bincode::serialize(&self.work)
+    }
+
+    /// The work not yet due, by time.
+    pub fn pending(&self) -> impl Iterator<Item = (Time, &W)> {
+        self.work.iter().map(|(time, work)| (*time, work))
     }
 
     /// Drops all work due after `time`.

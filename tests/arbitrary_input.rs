@@ -167,6 +167,7 @@ fn a_run_on_arbitrary_lines_accounts_for_every_record() {
                 max_events: None,
                 status: false,
                 stop: None,
+                checkpoints: None,
             };
             let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
             let metrics = recflow::run(pipeline.clone(), options, config).expect("the run succeeds");

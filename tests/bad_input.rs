@@ -94,6 +94,7 @@ status_interval_secs = 0
         max_events: None,
         status: false,
         stop: None,
+        checkpoints: None,
     };
     let metrics = recflow::run(pipeline, options, timely::Config::thread()).unwrap();
     let dead = common::parse_lines(&std::fs::read_to_string(&dead).unwrap());

@@ -87,6 +87,7 @@ slide = "1m"
         max_events: None,
         status: false,
         stop: None,
+        checkpoints: None,
     };
     let metrics = recflow::run(pipeline, run, timely::Config::process(2)).expect("the pipeline runs");
 

@@ -47,6 +47,7 @@ fn run_bounded(broker: &Broker, topic: &str, group: &str, start: StartFrom) -> u
         max_events: None,
         status: false,
         stop: None,
+        checkpoints: None,
     };
     recflow::run(pipeline, options, timely::Config::process(2)).expect("the run succeeds").records_in
 }

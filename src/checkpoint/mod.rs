@@ -2,6 +2,8 @@
 //! store alone: checkpoints on disk, each whole or absent, with damaged ones detected and passed
 //! over ([`store`]). Nothing writes checkpoints yet.
 
+pub mod cut;
 pub mod store;
+pub mod worker_state;
 
 pub use self::store::{CheckpointStore, Damage, FileEntry, Manifest, Newest, StoreError};

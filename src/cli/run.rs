@@ -80,6 +80,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         max_events: args.max_events,
         status: !args.quiet,
         stop: Some(stop_on_signals()?),
+        checkpoints: None,
     };
     crate::run(pipeline, options, config)?;
     Ok(())

@@ -245,6 +245,7 @@ fn replay_worker(worker: &mut Worker, shared: &ReplayShared) -> Option<Scored> {
         end: driver.end.clone(),
         completed: driver.completed.clone(),
         stop: None,
+        checkpoints: None,
     };
     worker.dataflow::<Time, _, _>(|scope| {
         let ingested = ingest(scope, input, settings);

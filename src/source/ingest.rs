@@ -20,6 +20,7 @@
 //! just past the time by which every result is final, so the run can stop there instead of
 //! computing window expiries far past the end of the data.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,8 @@ use timely::dataflow::operators::{probe, Capability};
 use timely::dataflow::{Scope, Stream};
 
 use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted};
+use crate::checkpoint::cut::{CutNews, CutProtocol, CutStep};
+use crate::checkpoint::worker_state::{SavedOperator, WorkerState};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, EventClock, FutureHold, Settled};
 use crate::metrics::{Metrics, ReaderProgress};
@@ -128,10 +131,12 @@ pub struct Ingested<'scope> {
 }
 
 /// The watermarks of a source's lanes.
+#[derive(Serialize)]
 struct Lanes {
     clocks: Vec<EventClock>,
     /// Per lane, the events too far ahead of its clock that wait for confirmation.
     holds: Vec<FutureHold<(Position, Event)>>,
+    #[serde(skip)]
     last_arrival: Vec<Instant>,
 }
 
@@ -240,6 +245,8 @@ struct Progress {
     reading: bool,
     /// Records it has read.
     records: u64,
+    /// Where it stands in the checkpoint protocol.
+    cut: CutNews,
 }
 
 impl From<Progress> for ReaderProgress {
@@ -349,6 +356,54 @@ pub struct IngestSettings {
     pub completed: probe::Handle<Millis>,
     /// Raised to end the input as if every source were exhausted.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Checkpoints, when the run takes them: then every worker has an input (one that reads
+    /// nothing, where it reads no source) and `readers` counts them all.
+    pub checkpoints: Option<CutSettings>,
+}
+
+/// How a worker takes part in checkpoints ([`crate::checkpoint::cut`]).
+pub struct CutSettings {
+    /// How long worker 0 waits after one checkpoint before starting the next.
+    pub interval: Duration,
+    /// This worker's registered operator state ([`crate::checkpoint::worker_state::install`]).
+    pub state: Rc<RefCell<WorkerState>>,
+    /// Takes what this worker saved at each checkpoint.
+    pub save: Box<dyn FnMut(Result<WorkerCut, bincode::Error>)>,
+}
+
+/// What one worker saved at a checkpoint.
+#[derive(Debug)]
+pub struct WorkerCut {
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// The worker.
+    pub worker: usize,
+    /// The cut every reader crossed: what was read before it went out at earlier times.
+    pub cut: Millis,
+    /// Where every frontier stood while the state was saved.
+    pub frontier: Millis,
+    /// How many records this worker had read.
+    pub records_read: u64,
+    /// The ingest operator's state: its lanes' clocks, its capability and counters.
+    pub reader: Vec<u8>,
+    /// Every registered operator's state.
+    pub operators: Vec<SavedOperator>,
+}
+
+/// The ingest operator's state at a checkpoint.
+#[derive(Serialize)]
+struct ReaderCut<'a> {
+    capability: Millis,
+    lanes: &'a Lanes,
+    latest_given: Millis,
+    records_read: u64,
+}
+
+/// A worker's side of the checkpoint protocol, with what it needs to save.
+struct Checkpointing {
+    protocol: CutProtocol,
+    settings: CutSettings,
+    last_finished: Instant,
 }
 
 /// What the ingest operator does next.
@@ -377,11 +432,22 @@ struct Reader {
     /// The latest dataflow time given to an event: where forgets go.
     latest_given: Millis,
     records_read: u64,
+    /// Whether a lane was live at the last advance.
+    live: bool,
+    checkpointing: Option<Checkpointing>,
 }
 
 impl Reader {
-    fn new(input: Input, worker: usize, settings: IngestSettings, peers: Peers) -> Reader {
+    fn new(input: Input, worker: usize, workers: usize, mut settings: IngestSettings, peers: Peers) -> Reader {
         let lanes = Lanes::new(input.source.lanes(), &settings.clock);
+        let checkpointing = settings.checkpoints.take().map(|cut| {
+            let holding = cut.state.borrow().holding();
+            Checkpointing {
+                protocol: CutProtocol::new(worker, workers, holding),
+                settings: cut,
+                last_finished: Instant::now(),
+            }
+        });
         Reader {
             input,
             worker,
@@ -395,6 +461,65 @@ impl Reader {
             announced: None,
             latest_given: 0,
             records_read: 0,
+            live: false,
+            checkpointing,
+        }
+    }
+
+    /// What the checkpoint protocol has this worker do now; worker 0 starts a checkpoint once
+    /// its interval has passed, and none is taken once the end of the stream is known.
+    fn cut_step(&mut self, capability: Millis) -> CutStep {
+        let Some(checkpointing) = self.checkpointing.as_mut() else { return CutStep::Run };
+        let protocol = &mut checkpointing.protocol;
+        if self.settings.end.get().is_some() {
+            protocol.abandon();
+            return CutStep::Run;
+        }
+        let due = checkpointing.last_finished.elapsed() >= checkpointing.settings.interval;
+        if self.worker == 0 && !protocol.busy() && due {
+            protocol.start(capability);
+        }
+        let news: Vec<Option<CutNews>> = {
+            let seen = self.peers.0.borrow();
+            let workers = seen.keys().max().map_or(0, |w| w + 1);
+            (0..workers).map(|w| seen.get(&w).map(|p| p.cut)).collect()
+        };
+        let completed = &self.settings.completed;
+        let was_busy = protocol.busy();
+        let step = protocol.step(capability, &news, |frontier| !completed.less_than(&frontier));
+        if was_busy && !protocol.busy() {
+            checkpointing.last_finished = Instant::now();
+        }
+        step
+    }
+
+    /// Saves this worker's state for `checkpoint` and hands it on.
+    fn save_cut(&mut self, checkpoint: u64, cut: Millis, frontier: Millis, capability: Millis) {
+        let Some(checkpointing) = self.checkpointing.as_mut() else { return };
+        let reader = ReaderCut {
+            capability,
+            lanes: &self.lanes,
+            latest_given: self.latest_given,
+            records_read: self.records_read,
+        };
+        let saved = bincode::serialize(&reader).and_then(|reader| {
+            let operators = checkpointing.settings.state.borrow().save()?;
+            let records_read = self.records_read;
+            Ok(WorkerCut { checkpoint, worker: self.worker, cut, frontier, records_read, reader, operators })
+        });
+        (checkpointing.settings.save)(saved);
+        checkpointing.protocol.saved();
+    }
+
+    /// How this worker stands, for its peers.
+    fn progress(&self, capability: Millis) -> Progress {
+        Progress {
+            worker: self.worker,
+            frontier: capability,
+            live: self.live,
+            reading: self.phase == Phase::Reading,
+            records: self.records_read,
+            cut: self.checkpointing.as_ref().map(|c| c.protocol.news()).unwrap_or_default(),
         }
     }
 
@@ -512,24 +637,20 @@ impl Reader {
     }
 
     /// After a batch read at `cap`'s time: moves the capability to the lanes' watermark (or, at
-    /// the end of this worker's part, just past where its results are final) and says how this
-    /// worker now stands for its peers.
-    fn advance(&mut self, cap: &mut Capability<Millis>, poll: Poll) -> (Next, Progress) {
+    /// the end of this worker's part, just past where its results are final).
+    fn advance(&mut self, cap: &mut Capability<Millis>, poll: Poll) -> Next {
         let now = *cap.time();
-        let mut progress =
-            Progress { worker: self.worker, frontier: now, live: false, reading: true, records: self.records_read };
-        let next = match poll {
+        match poll {
             Poll::Done => {
                 // Hold the input open just past this part's completion until the stream's end is
                 // known; the run stops there.
                 cap.downgrade(&self.settings.end_rule.ends(self.lanes.max_seen(), now).complete);
                 self.phase = Phase::Ended { global_end_known: false };
-                progress.reading = false;
                 Next::Now
             }
             Poll::Ready | Poll::Idle => {
                 let frontiers = self.lanes.frontiers(self.input.source.as_ref());
-                progress.live = frontiers.live.is_some();
+                self.live = frontiers.live.is_some();
                 // With every lane idle, follow the live workers; if none is live, the idle lanes'
                 // least watermark lets a quiet stream complete as far as every partition has
                 // gone, so that none of their events turns late when they resume (a broker
@@ -544,9 +665,7 @@ impl Reader {
                     Next::Soon
                 }
             }
-        };
-        progress.frontier = *cap.time();
-        (next, progress)
+        }
     }
 
     /// Records this worker's progress; returns it when the other readers have to hear of it.
@@ -573,7 +692,8 @@ pub fn ingest<'scope>(
     settings.end.set_drained(input.is_none());
     let (readers, end, metrics) = (settings.readers, settings.end.clone(), Arc::clone(&settings.metrics));
     let peers = Peers::default();
-    let mut reader = input.map(|input| Reader::new(input, scope.index(), settings, peers.clone()));
+    let workers = scope.peers();
+    let mut reader = input.map(|input| Reader::new(input, scope.index(), workers, settings, peers.clone()));
     let stream: Stream<'scope, Millis, Vec<(Ingest, Millis, isize)>> =
         source_operator::<_, timely::container::CapacityContainerBuilder<Vec<_>>, _, _>(
             scope,
@@ -586,19 +706,33 @@ pub fn ingest<'scope>(
                         return;
                     };
                     stepped.acknowledge();
-                    let next = if stepped.phase != Phase::Reading {
-                        stepped.follow_peers(cap)
-                    } else if stepped.held_back(cap.time()) {
-                        Next::Soon
-                    } else {
-                        let (poll, records) = stepped.read_batch(*cap.time());
-                        output.session(&*cap).give_iterator(records.into_iter());
-                        let (next, progress) = stepped.advance(cap, poll);
-                        if let Some(progress) = stepped.announce(progress) {
-                            output.session(&*cap).give((Ingest::Progress(progress), progress.frontier, 1));
+                    let next = match stepped.cut_step(*cap.time()) {
+                        CutStep::Wait => Next::Soon,
+                        CutStep::Save { checkpoint, cut, frontier } => {
+                            stepped.save_cut(checkpoint, cut, frontier, *cap.time());
+                            Next::Now
                         }
-                        next
+                        // A worker that reads nothing sends nothing: it crosses at once.
+                        CutStep::CrossTo { cut } if stepped.phase != Phase::Reading => {
+                            let cut = cut.max(*cap.time());
+                            cap.downgrade(&cut);
+                            Next::Now
+                        }
+                        CutStep::Run | CutStep::CrossTo { .. } => {
+                            if stepped.phase != Phase::Reading {
+                                stepped.follow_peers(cap)
+                            } else if stepped.held_back(cap.time()) {
+                                Next::Soon
+                            } else {
+                                let (poll, records) = stepped.read_batch(*cap.time());
+                                output.session(&*cap).give_iterator(records.into_iter());
+                                stepped.advance(cap, poll)
+                            }
+                        }
                     };
+                    if let Some(progress) = stepped.announce(stepped.progress(*cap.time())) {
+                        output.session(&*cap).give((Ingest::Progress(progress), progress.frontier, 1));
+                    }
                     match next {
                         Next::Now => activator.activate(),
                         Next::Soon => activator.activate_after(Duration::from_millis(1)),

@@ -15,14 +15,32 @@ use std::time::Duration;
 use crate::event::{DeadLetter, Event, RejectReason};
 
 pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, StdinLines};
-pub use self::ingest::{ingest, IngestSettings, Ingested, Input};
+pub use self::ingest::{ingest, CutSettings, IngestSettings, Ingested, Input, WorkerCut};
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
 pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostRefused, PostSender, Posted, PostedRecord};
 pub use self::synth::SynthSource;
 
+/// A source with nothing to read: a worker that reads no source but takes part in checkpoints
+/// reads this, and its part of the stream has ended at once.
+pub struct NoSource;
+
+impl EventSource for NoSource {
+    fn poll(&mut self, _max: usize, _out: &mut Vec<Arrival>) -> Poll {
+        Poll::Done
+    }
+
+    fn name(&self) -> String {
+        "nothing".into()
+    }
+
+    fn lanes(&self) -> usize {
+        0
+    }
+}
+
 /// Where a record sits in its source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     /// The independently ordered part of the source it came from: a Kafka partition this worker
     /// reads (numbered from 0 in the order [`EventSource::lanes`] lists them), 0 for a file.

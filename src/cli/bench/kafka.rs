@@ -123,6 +123,7 @@ pub fn bench_kafka(
         max_events: None,
         status: false,
         stop,
+        checkpoints: None,
     };
     let Some(rate) = bench.rate else {
         produce(&input, &events, bench.partitions, None)?;

@@ -22,6 +22,7 @@ pub fn main(pipeline: &Pipeline, input: Option<PathBuf>, args: &BenchArgs) -> Re
             max_events: Some(args.events),
             status: false,
             stop: None,
+            checkpoints: None,
         };
         let started = std::time::Instant::now();
         let counters = crate::run(pipeline.clone(), options, timely_config(&args.workers)?)?;
