@@ -1,9 +1,13 @@
-//! Checkpoints of a running pipeline (the design: `docs/design/checkpoints.md`). So far the
-//! store alone: checkpoints on disk, each whole or absent, with damaged ones detected and passed
-//! over ([`store`]). Nothing writes checkpoints yet.
+//! Checkpoints of a running pipeline (the design: `docs/design/checkpoints.md`). Built so far:
+//! how the workers agree on consistent cuts and save their operators' state there ([`cut`],
+//! [`worker_state`]); the store, checkpoints on disk, each whole or absent, with damaged ones
+//! detected and passed over ([`store`]); and which pipeline changes a checkpoint survives
+//! ([`compatible`]). A run does not write checkpoints to the store or restore from them yet.
 
+pub mod compatible;
 pub mod cut;
 pub mod store;
 pub mod worker_state;
 
+pub use self::compatible::{check_compatible, IncompatibleSettings};
 pub use self::store::{CheckpointStore, Damage, FileEntry, Manifest, Newest, StoreError};

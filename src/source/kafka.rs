@@ -6,6 +6,11 @@
 //!
 //! A bounded read (`--bounded`) looks up each partition's end offset at start and finishes a
 //! partition once it has read up to there.
+//!
+//! Each partition starts at an offset resolved when the source opens (`earliest` is the
+//! partition's first offset then, `latest` its end then), never at a symbolic one the consumer
+//! resolves later: so the source always knows each partition's next offset, even before it has
+//! read anything there, and a resume point ([`KafkaResume`]) names every partition it reads.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +23,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Arrival, EventSource, Poll, Position};
+use super::{Arrival, EventSource, KafkaResume, Poll, Position, ResumePoint};
 use crate::decode::Decoder;
 use crate::event::{DeadLetter, RejectReason};
 use crate::kafka::{client_config, KafkaSetupError, ReportLimiter, REQUEST_TIMEOUT};
@@ -29,17 +34,6 @@ use crate::spec::{KafkaSourceSpec, SourceSpec, StartFrom};
 /// How often acknowledged offsets are committed while the stream runs.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Where a partition's consumer lag is counted from: the offset this run last committed or,
-/// before its first commit, the offset it started reading at.
-#[derive(Clone, Copy)]
-enum LagBase {
-    Offset(i64),
-    /// The partition's first offset, as librdkafka's statistics report it.
-    LowWatermark,
-    /// Reading starts at the end, an offset only known once something is committed.
-    Unknown,
-}
-
 /// Receives librdkafka's statistics and keeps the consumer lag per partition (end offset minus
 /// committed offset) in the metrics. The lag is computed here rather than taken from the
 /// statistics: librdkafka's own figure needs committed offsets it learns from the group, which
@@ -47,19 +41,16 @@ enum LagBase {
 struct SourceContext {
     topic: String,
     metrics: Arc<Metrics>,
-    lag_base: Mutex<HashMap<i32, LagBase>>,
+    /// Per partition, where its consumer lag is counted from: the offset this run last committed
+    /// or, before its first commit, the offset it started reading at.
+    lag_base: Mutex<HashMap<i32, i64>>,
 }
 
 impl SourceContext {
     fn lag(&self, partition: i32, stats: &rdkafka::statistics::Partition) -> i64 {
         // The last stable offset is the end for the default `isolation.level = read_committed`.
         let end = if stats.ls_offset >= 0 { stats.ls_offset } else { stats.hi_offset };
-        let base = match self.lag_base.lock().unwrap_or_else(|e| e.into_inner()).get(&partition) {
-            Some(LagBase::Offset(n)) => Some(*n),
-            Some(LagBase::LowWatermark) => (stats.lo_offset >= 0).then_some(stats.lo_offset),
-            Some(LagBase::Unknown) | None => None,
-        };
-        match base {
+        match self.lag_base.lock().unwrap_or_else(|e| e.into_inner()).get(&partition).copied() {
             Some(base) if end >= 0 => (end - base).max(0),
             _ => -1,
         }
@@ -100,6 +91,8 @@ pub struct KafkaSource {
     idle_timeout: Duration,
     /// Each lane's acknowledged next offset not yet committed.
     to_commit: Vec<Option<i64>>,
+    /// Each lane's offset after the last message delivered or, before the first, its start.
+    next_offsets: Vec<i64>,
     last_commit: Instant,
     reports: ReportLimiter,
     metrics: Arc<Metrics>,
@@ -119,7 +112,8 @@ impl KafkaSource {
     }
 
     /// Connects to the topic `spec` names, which has `count` partitions, and assigns this worker
-    /// its partitions: those `p` with `p mod workers == worker`.
+    /// its partitions: those `p` with `p mod workers == worker`, each starting where
+    /// `[source.kafka] start` says.
     pub fn open(
         source: &SourceSpec,
         spec: &KafkaSourceSpec,
@@ -128,7 +122,28 @@ impl KafkaSource {
         workers: usize,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaSource, KafkaSetupError> {
+        KafkaSource::open_at(source, spec, count, worker, workers, metrics, &KafkaResume::default())
+    }
+
+    /// Like [`KafkaSource::open`], but each partition `resume` names starts at its offset there
+    /// (the partitions it does not name start where `start` says). Fails when `resume` names a
+    /// partition the topic does not have.
+    pub fn open_at(
+        source: &SourceSpec,
+        spec: &KafkaSourceSpec,
+        count: usize,
+        worker: usize,
+        workers: usize,
+        metrics: Arc<Metrics>,
+        resume: &KafkaResume,
+    ) -> Result<KafkaSource, KafkaSetupError> {
         let address = KafkaAddress { brokers: spec.brokers.clone(), topic: spec.topic.clone() };
+        if let Some(missing) = resume.next_offsets.keys().find(|p| !(0..count as i32).contains(p)) {
+            return Err(KafkaSetupError::new(
+                &address,
+                format!("the resume point names partition {missing}, but the topic has {count} partitions"),
+            ));
+        }
         let mut config = client_config(&spec.brokers, &spec.options);
         config
             .set("group.id", &spec.group)
@@ -149,54 +164,21 @@ impl KafkaSource {
             .create_with_context(context)
             .map_err(|e| KafkaSetupError::new(&address, format!("cannot create a consumer: {e}")))?;
         let partitions: Vec<i32> = (0..count as i32).filter(|p| *p as usize % workers == worker).collect();
+        let bounds = start_offsets(&consumer, spec, &address, &partitions, resume)?;
         let mut assignment = TopicPartitionList::new();
-        for &partition in &partitions {
-            assignment.add_partition(&spec.topic, partition);
-        }
-        let committed = match spec.start {
-            StartFrom::Committed if !partitions.is_empty() => Some(
-                consumer
-                    .committed_offsets(assignment.clone(), REQUEST_TIMEOUT)
-                    .map_err(|e| KafkaSetupError::new(&address, format!("cannot read committed offsets: {e}")))?,
-            ),
-            _ => None,
-        };
-        let mut end_offsets = spec.bounded.then(Vec::new);
-        let mut finished = Vec::new();
-        for &partition in &partitions {
-            let stored = committed.as_ref().and_then(|c| match c.find_partition(&spec.topic, partition)?.offset() {
-                Offset::Offset(n) => Some(n),
-                _ => None,
-            });
-            let start = match (spec.start, stored) {
-                (StartFrom::Latest, _) => Offset::End,
-                (StartFrom::Committed, Some(n)) => Offset::Offset(n),
-                _ => Offset::Beginning,
-            };
-            let base = match start {
-                Offset::Offset(n) => LagBase::Offset(n),
-                Offset::End => LagBase::Unknown,
-                _ => LagBase::LowWatermark,
-            };
-            consumer.context().lag_base.lock().unwrap_or_else(|e| e.into_inner()).insert(partition, base);
+        for (&partition, bound) in partitions.iter().zip(&bounds) {
             assignment
-                .set_partition_offset(&spec.topic, partition, start)
+                .add_partition_offset(&spec.topic, partition, Offset::Offset(bound.start))
                 .map_err(|e| KafkaSetupError::new(&address, format!("cannot set the start offset: {e}")))?;
-            let mut done = false;
-            if let Some(ends) = end_offsets.as_mut() {
-                let (low, high) = consumer.fetch_watermarks(&spec.topic, partition, REQUEST_TIMEOUT).map_err(|e| {
-                    KafkaSetupError::new(&address, format!("cannot read the end of partition {partition}: {e}"))
-                })?;
-                let first = match start {
-                    Offset::End => high,
-                    Offset::Offset(n) => n.max(low),
-                    _ => low,
-                };
-                ends.push(high);
-                done = first >= high;
-            }
-            finished.push(done);
         }
+        consumer
+            .context()
+            .lag_base
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(partitions.iter().zip(&bounds).map(|(&partition, bound)| (partition, bound.start)));
+        let end_offsets = spec.bounded.then(|| bounds.iter().map(|bound| bound.high).collect::<Vec<i64>>());
+        let finished = bounds.iter().map(|bound| spec.bounded && bound.start.max(bound.low) >= bound.high).collect();
         consumer
             .assign(&assignment)
             .map_err(|e| KafkaSetupError::new(&address, format!("cannot assign partitions: {e}")))?;
@@ -212,6 +194,7 @@ impl KafkaSource {
             finished,
             idle_timeout: Duration::from_millis(spec.idle_timeout.millis()),
             to_commit: vec![None; lanes],
+            next_offsets: bounds.iter().map(|bound| bound.start).collect(),
             last_commit: Instant::now(),
             reports: ReportLimiter::default(),
             metrics,
@@ -255,7 +238,7 @@ impl KafkaSource {
                 let mut bases = self.consumer.context().lag_base.lock().unwrap_or_else(|e| e.into_inner());
                 for committed in offsets.elements() {
                     if let Offset::Offset(n) = committed.offset() {
-                        bases.insert(committed.partition(), LagBase::Offset(n));
+                        bases.insert(committed.partition(), n);
                     }
                 }
             }
@@ -297,6 +280,7 @@ impl EventSource for KafkaSource {
                 }
             }
             produced += 1;
+            self.next_offsets[lane] = offset + 1;
             let at = Position { lane, offset: offset as u64 };
             let record = match message.payload() {
                 Some(payload) => {
@@ -367,4 +351,62 @@ impl EventSource for KafkaSource {
     fn finish(&mut self) {
         self.commit(CommitMode::Sync);
     }
+
+    fn resume_point(&self) -> Option<ResumePoint> {
+        let next_offsets = self.partitions.iter().copied().zip(self.next_offsets.iter().copied()).collect();
+        Some(ResumePoint::Kafka(KafkaResume { next_offsets }))
+    }
+}
+
+/// Where a partition starts, with its first and end offsets as they were then.
+struct PartitionBounds {
+    start: i64,
+    low: i64,
+    high: i64,
+}
+
+/// Where each of `partitions` starts: its offset in `resume` if it has one; otherwise, by
+/// `spec.start`, its first offset, its end offset, or the consumer group's committed offset
+/// (its first where the group has none).
+fn start_offsets(
+    consumer: &BaseConsumer<SourceContext>,
+    spec: &KafkaSourceSpec,
+    address: &KafkaAddress,
+    partitions: &[i32],
+    resume: &KafkaResume,
+) -> Result<Vec<PartitionBounds>, KafkaSetupError> {
+    let needs_committed = partitions.iter().any(|p| !resume.next_offsets.contains_key(p));
+    let committed = match spec.start {
+        StartFrom::Committed if needs_committed => {
+            let mut asked = TopicPartitionList::new();
+            for &partition in partitions {
+                asked.add_partition(&spec.topic, partition);
+            }
+            Some(
+                consumer
+                    .committed_offsets(asked, REQUEST_TIMEOUT)
+                    .map_err(|e| KafkaSetupError::new(address, format!("cannot read committed offsets: {e}")))?,
+            )
+        }
+        _ => None,
+    };
+    let committed_offset = |partition: i32| match committed.as_ref()?.find_partition(&spec.topic, partition)?.offset() {
+        Offset::Offset(n) => Some(n),
+        _ => None,
+    };
+    partitions
+        .iter()
+        .map(|&partition| {
+            let (low, high) = consumer.fetch_watermarks(&spec.topic, partition, REQUEST_TIMEOUT).map_err(|e| {
+                KafkaSetupError::new(address, format!("cannot read the offsets of partition {partition}: {e}"))
+            })?;
+            let start = match (resume.next_offsets.get(&partition), spec.start) {
+                (Some(&next), _) => next,
+                (None, StartFrom::Latest) => high,
+                (None, StartFrom::Committed) => committed_offset(partition).unwrap_or(low),
+                (None, StartFrom::Earliest) => low,
+            };
+            Ok(PartitionBounds { start, low, high })
+        })
+        .collect()
 }

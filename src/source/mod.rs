@@ -10,7 +10,10 @@ mod kafka;
 pub mod posted;
 pub mod synth;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::event::{DeadLetter, Event, RejectReason};
 
@@ -19,7 +22,7 @@ pub use self::ingest::{ingest, CutSettings, IngestSettings, Ingested, Input, Wor
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
 pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostRefused, PostSender, Posted, PostedRecord};
-pub use self::synth::SynthSource;
+pub use self::synth::{SynthResume, SynthSource};
 
 /// A source with nothing to read: a worker that reads no source but takes part in checkpoints
 /// reads this, and its part of the stream has ended at once.
@@ -47,6 +50,41 @@ pub struct Position {
     pub lane: usize,
     /// Its place in the lane: line or sequence number from 1, or Kafka offset.
     pub offset: u64,
+}
+
+/// Where a source continues reading after everything it has delivered: what a checkpoint keeps of
+/// a source, and what a restored run opens its source at ([`FileSource::open_at`],
+/// [`SynthSource::resume`], [`KafkaSource::open_at`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ResumePoint {
+    /// A file: where its next unread line starts.
+    File(FileResume),
+    /// The generator: its state after the events it produced.
+    Synth(SynthResume),
+    /// A Kafka topic: each partition's next offset.
+    Kafka(KafkaResume),
+}
+
+/// Where a file source continues: the byte offset of its next unread line, and how many lines it
+/// has read before it (so line numbers, and with them positions and dead letters' origins, go on
+/// counting where they left off). The default is the top of the file.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileResume {
+    /// The byte offset in the file of the first line not yet read.
+    pub next_byte: u64,
+    /// The lines read before it: header, blank and rejected lines included.
+    pub lines_read: u64,
+}
+
+/// Where a Kafka source continues: the next offset to read of each partition, keyed by partition
+/// number (not by lane, since which worker reads a partition depends on the worker count). The
+/// points of all the workers reading a topic merge into one by joining their maps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct KafkaResume {
+    /// Partition number to the offset of the first message not yet delivered, for every
+    /// partition the source reads, even one it has delivered nothing of. A partition a restored
+    /// source finds absent (one added to the topic since) starts where `start` says.
+    pub next_offsets: BTreeMap<i32, i64>,
 }
 
 /// A record from a source: a decoded event, or the reason it could not become one.
@@ -109,4 +147,10 @@ pub trait EventSource {
 
     /// The input has ended and every result is written: a last chance to record progress.
     fn finish(&mut self) {}
+
+    /// Where this source would continue reading after every record it has delivered so far, in
+    /// every lane it reads; `None` when it cannot be reopened there (standard input).
+    fn resume_point(&self) -> Option<ResumePoint> {
+        None
+    }
 }

@@ -13,7 +13,9 @@
 
 use std::time::Instant;
 
-use super::{Arrival, EventSource, Poll, Position};
+use serde::{Deserialize, Serialize};
+
+use super::{Arrival, EventSource, Poll, Position, ResumePoint};
 use crate::event::{Action, Event, Id, Millis};
 use crate::spec::SynthSpec;
 
@@ -48,7 +50,7 @@ impl SplitMix {
 }
 
 /// A session in progress.
-#[derive(Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Session {
     user: u64,
     category: u64,
@@ -66,7 +68,26 @@ pub struct SynthSource {
     zipf_cdf: Vec<f64>,
     sessions: Vec<Session>,
     produced: u64,
-    started: Option<Instant>,
+    /// With a `rate`: when the first poll came, and how many events had been produced before it
+    /// (more than none when the generator was resumed).
+    paced_from: Option<(Instant, u64)>,
+}
+
+/// The generator's state after the events it produced: with the same `[source.synth]` settings,
+/// [`SynthSource::resume`] goes on producing exactly the events that would have come next. The
+/// world (items per category, popularity) is not kept: the seed rebuilds it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SynthResume {
+    produced: u64,
+    random_state: u64,
+    sessions: Vec<Session>,
+}
+
+impl SynthResume {
+    /// How many events the generator had produced.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
 }
 
 /// Concurrent sessions the generator interleaves.
@@ -100,8 +121,19 @@ impl SynthSource {
             zipf_cdf,
             sessions: Vec::new(),
             produced: 0,
-            started: None,
+            paced_from: None,
         }
+    }
+
+    /// The generator for `spec` in the state `resume` recorded, which must have been taken with
+    /// the same settings (a `rate` may differ: it paces the events, it does not choose them). A
+    /// rate counts from the resumed events on.
+    pub fn resume(spec: &SynthSpec, resume: &SynthResume) -> SynthSource {
+        let mut source = SynthSource::new(spec);
+        source.rng = SplitMix(resume.random_state);
+        source.sessions = resume.sessions.clone();
+        source.produced = resume.produced;
+        source
     }
 
     /// The taste cluster of a user.
@@ -195,8 +227,8 @@ impl EventSource for SynthSource {
         let allowed = if self.spec.rate == 0 {
             max
         } else {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let due = (started.elapsed().as_secs_f64() * self.spec.rate as f64) as u64;
+            let (started, produced_before) = *self.paced_from.get_or_insert((Instant::now(), self.produced));
+            let due = produced_before + (started.elapsed().as_secs_f64() * self.spec.rate as f64) as u64;
             (due.saturating_sub(self.produced)).min(max as u64) as usize
         };
         if allowed == 0 {
@@ -212,11 +244,73 @@ impl EventSource for SynthSource {
     fn name(&self) -> String {
         format!("synth:seed={}", self.spec.seed)
     }
+
+    fn resume_point(&self) -> Option<ResumePoint> {
+        Some(ResumePoint::Synth(SynthResume {
+            produced: self.produced,
+            random_state: self.rng.0,
+            sessions: self.sessions.clone(),
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::spec::Span;
+
+    /// Polls `source` until it has delivered `count` arrivals, asking for at most `per_poll` at a
+    /// time.
+    fn take(source: &mut SynthSource, count: usize, per_poll: usize) -> Vec<Arrival> {
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            if source.poll(per_poll.min(count - out.len()), &mut out) == Poll::Idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        out
+    }
+
+    /// The generator's resume point, as a checkpoint would store and load it.
+    fn stored_resume_point(source: &SynthSource) -> SynthResume {
+        let Some(ResumePoint::Synth(point)) = source.resume_point() else { panic!("the generator can always resume") };
+        serde_json::from_str(&serde_json::to_string(&point).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_resumed_generator_produces_what_it_would_have_produced() {
+        const TOTAL: usize = 3_000;
+        for seed in [1, 42, 7_777] {
+            for jitter in [Span(0), Span(2_000)] {
+                let spec = SynthSpec { seed, jitter, session_events: 3, ..SynthSpec::default() };
+                let straight = take(&mut SynthSource::new(&spec), TOTAL, TOTAL);
+                for split in [0, 1, 31, 1_000, TOTAL - 1] {
+                    let mut first = SynthSource::new(&spec);
+                    let mut arrivals = take(&mut first, split, 97);
+                    let point = stored_resume_point(&first);
+                    assert_eq!(point.produced(), split as u64);
+                    arrivals.extend(take(&mut SynthSource::resume(&spec, &point), TOTAL - split, 256));
+                    assert!(arrivals == straight, "seed {seed}, jitter {jitter}: resumed after {split} events");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rate_paces_a_resumed_generator_from_where_it_resumed() {
+        let unpaced = SynthSpec::default();
+        let mut first = SynthSource::new(&unpaced);
+        let mut arrivals = take(&mut first, 50_000, 4_096);
+        let point = stored_resume_point(&first);
+        // Counted from its first event, a generator at 2,000 events/s would owe none for 25 s.
+        let paced = SynthSpec { rate: 2_000, ..unpaced.clone() };
+        let resumed_at = Instant::now();
+        arrivals.extend(take(&mut SynthSource::resume(&paced, &point), 200, 200));
+        assert!(resumed_at.elapsed() < Duration::from_secs(5), "took {:?}", resumed_at.elapsed());
+        assert!(arrivals == take(&mut SynthSource::new(&unpaced), 50_200, 4_096));
+    }
 
     #[test]
     fn same_seed_same_events_and_taste_is_planted() {

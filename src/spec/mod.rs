@@ -146,3 +146,31 @@ impl Pipeline {
 fn rejecting(origin: &str) -> impl Fn(&str, String) -> Result<(), SpecError> + '_ {
     move |key, problem| Err(SpecError::Invalid { path: origin.to_string(), key: key.to_string(), problem })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint keeps a copy of the pipeline it was taken with, so a serialised pipeline must
+    /// read back as the same pipeline, in JSON and in TOML.
+    #[test]
+    fn every_shipped_pipeline_reads_back_from_its_serialised_form() {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|extension| extension != "toml") {
+                continue;
+            }
+            let origin = path.display().to_string();
+            let mut pipeline = Pipeline::from_toml(&std::fs::read_to_string(&path).unwrap(), &origin).unwrap();
+            pipeline.serve.get_or_insert_with(ServeSpec::default);
+            let json = serde_json::to_value(&pipeline).unwrap();
+            assert_eq!(serde_json::from_value::<Pipeline>(json).unwrap(), pipeline, "{origin} through JSON");
+            let toml = toml::to_string(&pipeline).unwrap();
+            assert_eq!(Pipeline::from_toml(&toml, &origin).unwrap(), pipeline, "{origin} through TOML:\n{toml}");
+            read += 1;
+        }
+        assert!(read >= 5, "only {read} pipelines in {}", shipped.display());
+    }
+}

@@ -1,7 +1,7 @@
 //! `[recommend]`: personalised recommendations, from the preference windows and blend to the
 //! co-occurring pairs and the ranking of each list.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{rejecting, SimilaritySpec, Span, SpecError};
 
@@ -32,12 +32,22 @@ pub enum ShortTermWindow {
 }
 
 /// The long-term horizon.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Horizon {
     /// Everything ever seen.
     All,
     /// Events younger than this.
     Retention(Span),
+}
+
+impl Serialize for Horizon {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let retention = match self {
+            Horizon::All => None,
+            Horizon::Retention(span) => Some(*span),
+        };
+        Span::serialize_or(retention, "all", serializer)
+    }
 }
 
 impl<'de> Deserialize<'de> for Horizon {

@@ -2,12 +2,12 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::event::Millis;
 
 /// A span of time written as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `7d`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span(pub Millis);
 
 impl Span {
@@ -23,6 +23,18 @@ impl Span {
             return Ok(None);
         }
         Span::parse(&text).map(Some).map_err(|e| serde::de::Error::custom(format!("{e}, or `{word}`")))
+    }
+
+    /// Serialises a span, or the keyword `word` for `None`: what [`Span::parse_or`] reads back.
+    pub(super) fn serialize_or<S: Serializer>(
+        span: Option<Span>,
+        word: &str,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match span {
+            Some(span) => span.serialize(serializer),
+            None => serializer.serialize_str(word),
+        }
     }
 
     /// Parses `500ms`, `30s`, `5m`, `1h` or `7d`.
@@ -61,6 +73,13 @@ impl fmt::Display for Span {
             }
         }
         write!(f, "{ms}ms")
+    }
+}
+
+/// A span serialises as a pipeline file writes it (`"5m"`), so a serialised pipeline reads back.
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `[time]`: ticks, watermark, lateness and how far ahead an event may jump.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{rejecting, Span, SpecError, TimeUnit};
 use crate::event::Millis;
@@ -51,7 +51,7 @@ impl TimeSpec {
 }
 
 /// `time.max_future`: `off`, or how far ahead an event may jump without confirmation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FutureBound {
     /// Any timestamp moves the watermark at once.
     Off,
@@ -66,6 +66,12 @@ impl FutureBound {
             FutureBound::Off => None,
             FutureBound::Ahead(span) => Some(span.millis()),
         }
+    }
+}
+
+impl Serialize for FutureBound {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Span::serialize_or(self.millis().map(Span), "off", serializer)
     }
 }
 
