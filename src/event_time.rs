@@ -143,7 +143,7 @@ pub const FUTURE_CONFIRMATIONS: usize = 2;
 ///
 /// Records are held only while consecutive records of the lane are too far ahead, so a lane
 /// holds at most `FUTURE_CONFIRMATIONS` of them.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FutureHold<T> {
     held: Vec<(Millis, T)>,
 }

@@ -394,7 +394,12 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let driver = WorkerDriver::new(worker);
     let checkpoints = shared.options.checkpoints.as_ref().map(|options| {
         let save = Arc::clone(&options.save);
-        CutSettings { interval: options.interval, state: worker_state::install(), save: Box::new(move |cut| save(cut)) }
+        CutSettings {
+            interval: options.interval,
+            state: worker_state::install(Vec::new()),
+            save: Box::new(move |cut| save(cut)),
+            restore: None,
+        }
     });
     let settings = IngestSettings {
         readers: if parallel || checkpoints.is_some() { peers } else { 1 },

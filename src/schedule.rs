@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::communication::Pull;
 use timely::dataflow::channels::pact::Pipeline;
@@ -54,14 +55,19 @@ pub trait ReleaseWhenDue<'scope, D> {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self;
 }
 
-impl<'scope, D: Clone + Serialize + 'static> ReleaseWhenDue<'scope, D> for VecCollection<'scope, Time, D, isize> {
+impl<'scope, D: Clone + Serialize + DeserializeOwned + 'static> ReleaseWhenDue<'scope, D>
+    for VecCollection<'scope, Time, D, isize>
+{
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self {
         self.inner
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, isize)>>, _, _, _>(
                 Pipeline,
                 &format!("ReleaseWhenDue: {name}"),
-                move |_capability, info| {
+                move |capability, info| {
                     let due_work: Rc<RefCell<DueWork<Updates<D>>>> = Rc::default();
+                    if let Some(work) = worker_state::restored(&info.address) {
+                        due_work.borrow_mut().restore(work, &capability);
+                    }
                     let saved = Rc::clone(&due_work);
                     worker_state::register(&info.address, Box::new(move || saved.borrow().save()));
                     move |(input, frontier), output| {
@@ -144,6 +150,13 @@ impl<W: Default> DueWork<W> {
         W: Serialize,
     {
         bincode::serialize(&self.work)
+    }
+
+    /// Takes back `work` saved at a checkpoint ([`DueWork::save`]), holding a capability for it
+    /// derived from `capability` (the operator's initial one).
+    pub fn restore(&mut self, work: BTreeMap<Time, W>, capability: &Capability<Time>) {
+        self.work = work;
+        self.held = self.work.keys().next().map(|first| capability.delayed(first));
     }
 
     /// The work not yet due, by time.

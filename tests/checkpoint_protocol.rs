@@ -26,7 +26,10 @@ use recflow::metrics::Metrics;
 use recflow::progress::EndRule;
 use recflow::run::Checkpoints;
 use recflow::schedule::DueWork;
-use recflow::source::{ingest, CutSettings, IngestSettings, Input, NoSource, SynthSource, WorkerCut};
+use recflow::source::{
+    ingest, CutSettings, EventSource, IngestSettings, Input, NoSource, RestoredReader, ResumePoint, SynthSource,
+    WorkerCut,
+};
 use recflow::{Event, Pipeline, RunOptions};
 use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
@@ -66,34 +69,55 @@ fn check_complete(saved: &[WorkerCut], workers: usize) -> u64 {
     last
 }
 
-/// A counter one operator keeps and registers for checkpoints.
-fn registered_counter(address: &[usize], count: impl Fn() -> u64 + 'static) {
-    worker_state::register(address, Box::new(move || bincode::serialize(&count())));
+/// Records not yet released by the hold-back stage, by due time: its saved state.
+type HeldBack = BTreeMap<Time, Vec<Event>>;
+
+/// What a run of [`run_counting`] left: every worker's cuts, and the count each worker's
+/// counter ended with.
+struct Counted {
+    cuts: Vec<WorkerCut>,
+    counted: u64,
+    /// The address of the counter (the other registered operator is the hold-back stage).
+    counter: Vec<usize>,
 }
 
-/// Reads `events` generated events (on worker 0, or on every worker with `all_read`) on
-/// `workers` workers through a stage that holds each event
-/// back until a later time (due work, as windows' expiries are) and a stage, on another worker,
-/// that counts what reaches it; both register their counts. Returns every worker's cuts.
-fn run_counting(events: u64, workers: usize, all_read: bool) -> Vec<WorkerCut> {
+/// The generator worker `worker` reads: worker 0 always; with `all_read` every worker reads its
+/// own, whose event time runs at its own pace, so the workers' capabilities drift apart.
+fn generator(pipeline: &Pipeline, worker: usize, all_read: bool) -> Option<recflow::spec::SynthSpec> {
+    let mut spec = pipeline.source.synth.clone();
+    spec.seed += worker as u64;
+    spec.spacing.0 = spec.spacing.0 * (4 + worker as u64) / 4;
+    (worker == 0 || all_read).then_some(spec)
+}
+
+/// Reads `events` generated events per reading worker on `workers` workers through a stage that
+/// holds each record back until the next tick (due work, as windows' expiries are) and a stage,
+/// on other workers, that counts what reaches it; both register their state. With `restore`
+/// (every worker's part of one checkpoint), every worker starts from its part instead.
+fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[WorkerCut]>) -> Counted {
     let pipeline = Pipeline::from_toml(SMALL_WORLD, "small.toml").unwrap();
     let (saved, save) = collector();
+    let counted: Arc<Mutex<BTreeMap<usize, u64>>> = Arc::default();
+    let counter: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let restore: Option<Vec<WorkerCut>> = restore.map(|cuts| cuts.iter().map(clone_cut).collect());
+    let (counts, counter_address) = (Arc::clone(&counted), Arc::clone(&counter));
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
     timely::execute(config, move |worker| {
-        let state = worker_state::install();
+        let index = worker.index();
+        let part = restore.as_ref().map(|cuts| cuts.iter().find(|c| c.worker == index).expect("every worker's part"));
+        let state = worker_state::install(part.map(|p| p.operators.clone()).unwrap_or_default());
         let driver = WorkerDriver::new(worker);
         let tick = pipeline.time.tick.millis();
-        // Worker 0 always reads; with `all_read`, every worker reads its own generator, whose
-        // event time runs at its own pace, so their capabilities drift apart.
-        let source: Box<dyn recflow::source::EventSource> = if worker.index() == 0 || all_read {
-            let mut spec = pipeline.source.synth.clone();
-            spec.seed += worker.index() as u64;
-            spec.spacing.0 = spec.spacing.0 * (4 + worker.index() as u64) / 4;
-            Box::new(SynthSource::new(&spec))
-        } else {
-            Box::new(NoSource)
+        let source: Box<dyn EventSource> = match (generator(&pipeline, index, all_read), part) {
+            (Some(spec), Some(part)) => match &part.source {
+                Some(ResumePoint::Synth(at)) => Box::new(SynthSource::resume(&spec, at)),
+                other => panic!("a generator's resume point, not {other:?}"),
+            },
+            (Some(spec), None) => Box::new(SynthSource::new(&spec)),
+            (None, _) => Box::new(NoSource),
         };
-        let input = Input { source, posted: None, max_records: Some(events) };
+        let max_records = part.map_or(Some(events), |p| p.max_records_left);
+        let input = Input { source, posted: None, max_records };
         let save = Arc::clone(&save);
         let settings = IngestSettings {
             readers: worker.peers(),
@@ -103,21 +127,27 @@ fn run_counting(events: u64, workers: usize, all_read: bool) -> Vec<WorkerCut> {
             end: driver.end.clone(),
             completed: driver.completed.clone(),
             stop: None,
-            checkpoints: Some(CutSettings { interval: Duration::ZERO, state, save: Box::new(move |cut| save(cut)) }),
+            checkpoints: Some(CutSettings {
+                interval: Duration::ZERO,
+                state: Rc::clone(&state),
+                save: Box::new(move |cut| save(cut)),
+                restore: part.map(|p| RestoredReader::from_bytes(&p.reader).expect("the reader's state reads back")),
+            }),
         };
+        let (counts, counter_address) = (Arc::clone(&counts), Arc::clone(&counter_address));
         worker.dataflow::<Time, _, _>(|scope| {
             let events = ingest(scope, Some(input), settings).events.inner;
             let held = events
                 .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(Event, Time, isize)>>, _, _, _>(
                     Local,
                     "HoldBack",
-                    |_capability, info| {
+                    |capability, info| {
                         let work: Rc<RefCell<DueWork<Vec<Event>>>> = Rc::default();
+                        if let Some(saved) = worker_state::restored::<HeldBack>(&info.address) {
+                            work.borrow_mut().restore(saved, &capability);
+                        }
                         let pending = Rc::clone(&work);
-                        registered_counter(&info.address, move || {
-                            // Everything not yet released, whatever its time.
-                            pending.borrow().pending().map(|(_, events)| events.len() as u64).sum()
-                        });
+                        worker_state::register(&info.address, Box::new(move || pending.borrow().save()));
                         move |(input, frontier), output| {
                             let mut work = work.borrow_mut();
                             input.for_each(|capability, data| {
@@ -139,15 +169,18 @@ fn run_counting(events: u64, workers: usize, all_read: bool) -> Vec<WorkerCut> {
                 Exchange::new(|(event, _, _): &(Event, Time, isize)| event.user.hashed()),
                 "Count",
                 |_capability, info| {
-                    let counted: Rc<RefCell<u64>> = Rc::default();
+                    let counted: Rc<RefCell<u64>> =
+                        Rc::new(RefCell::new(worker_state::restored(&info.address).unwrap_or(0)));
                     let count = Rc::clone(&counted);
-                    registered_counter(&info.address, move || *count.borrow());
+                    worker_state::register(&info.address, Box::new(move || bincode::serialize(&*count.borrow())));
+                    *counter_address.lock().unwrap() = info.address.to_vec();
                     let activator = scope.activator_for(info.address);
                     let mut runs = 0u64;
                     move |input, _output| {
                         runs += 1;
                         if runs.is_multiple_of(2) {
                             input.for_each(|_, data| *counted.borrow_mut() += data.len() as u64);
+                            counts.lock().unwrap().insert(index, *counted.borrow());
                         } else {
                             activator.activate();
                         }
@@ -156,31 +189,76 @@ fn run_counting(events: u64, workers: usize, all_read: bool) -> Vec<WorkerCut> {
             )
             .probe_with(&driver.completed);
         });
+        assert!(state.borrow().problems().is_empty(), "{:?}", state.borrow().problems());
         driver.until_complete(worker, || false, || {});
         worker_state::uninstall();
     })
     .unwrap();
-    Arc::try_unwrap(saved).ok().unwrap().into_inner().unwrap()
+    let cuts = Arc::try_unwrap(saved).ok().unwrap().into_inner().unwrap();
+    let counted = counted.lock().unwrap().values().sum();
+    let counter = counter.lock().unwrap().clone();
+    Counted { cuts, counted, counter }
+}
+
+fn clone_cut(cut: &WorkerCut) -> WorkerCut {
+    WorkerCut {
+        checkpoint: cut.checkpoint,
+        worker: cut.worker,
+        cut: cut.cut,
+        frontier: cut.frontier,
+        records_read: cut.records_read,
+        source: cut.source.clone(),
+        max_records_left: cut.max_records_left,
+        reader: cut.reader.clone(),
+        operators: cut.operators.clone(),
+    }
+}
+
+/// What the operators of one worker's cut hold: records held back plus records counted.
+fn held(cut: &WorkerCut, counter: &[usize]) -> u64 {
+    let held = |(address, bytes): &(Vec<usize>, Vec<u8>)| -> u64 {
+        if address == counter {
+            bincode::deserialize::<u64>(bytes).unwrap()
+        } else {
+            bincode::deserialize::<HeldBack>(bytes).unwrap().values().map(|events| events.len() as u64).sum()
+        }
+    };
+    cut.operators.iter().map(held).sum()
 }
 
 #[test]
 fn at_every_cut_what_was_read_is_exactly_what_the_operators_hold() {
     for (workers, all_read) in [(1, true), (3, false), (3, true)] {
-        let saved = run_counting(150_000, workers, all_read);
-        let checkpoints = check_complete(&saved, workers);
+        let Counted { cuts, counter, .. } = run_counting(150_000, workers, all_read, None);
+        let checkpoints = check_complete(&cuts, workers);
         // Readers whose event times run at different paces cut less often: each cut waits for
         // the slower ones to reach the fastest one's time.
         let least = if all_read && workers > 1 { 3 } else { 5 };
         assert!(checkpoints >= least, "{workers} workers: only {checkpoints} checkpoints");
         for n in 1..checkpoints {
-            let cuts: Vec<&WorkerCut> = saved.iter().filter(|c| c.checkpoint == n).collect();
-            let read: u64 = cuts.iter().map(|c| c.records_read).sum();
-            let held: u64 = cuts
-                .iter()
-                .flat_map(|c| &c.operators)
-                .map(|(_, bytes)| bincode::deserialize::<u64>(bytes).unwrap())
-                .sum();
+            let parts: Vec<&WorkerCut> = cuts.iter().filter(|c| c.checkpoint == n).collect();
+            let read: u64 = parts.iter().map(|c| c.records_read).sum();
+            let held: u64 = parts.iter().map(|c| held(c, &counter)).sum();
             assert_eq!(held, read, "{workers} workers, checkpoint {n}: read {read}, held {held}");
+        }
+    }
+}
+
+/// A run restored from any of its checkpoints ends where the run that took it did: every
+/// record read once, none lost in the state saved, none read twice.
+#[test]
+fn a_run_restored_from_a_cut_ends_as_the_run_that_took_it() {
+    for (workers, all_read) in [(1, true), (3, true)] {
+        let events = 150_000;
+        let readers = if all_read { workers as u64 } else { 1 };
+        let undisturbed = run_counting(events, workers, all_read, None);
+        assert_eq!(undisturbed.counted, events * readers);
+        let checkpoints = check_complete(&undisturbed.cuts, workers);
+        assert!(checkpoints >= 3, "{workers} workers: only {checkpoints} checkpoints");
+        for n in [1, checkpoints / 2, checkpoints - 1] {
+            let parts: Vec<WorkerCut> = undisturbed.cuts.iter().filter(|c| c.checkpoint == n).map(clone_cut).collect();
+            let restored = run_counting(events, workers, all_read, Some(&parts));
+            assert_eq!(restored.counted, events * readers, "{workers} workers, restored from checkpoint {n}");
         }
     }
 }

@@ -1,15 +1,19 @@
-//! The operators' state a worker saves at a checkpoint, and the signal that a checkpoint is
-//! under way.
+//! The operators' state a worker saves at a checkpoint and restores from, and the signal that a
+//! checkpoint is under way.
 //!
 //! Operators are built deep inside the dataflow, far from the run that decides whether it takes
 //! checkpoints, and every timely worker runs on a thread of its own. So the run installs one
 //! [`WorkerState`] per worker thread before it builds the dataflow ([`install`]), and each
 //! stateful operator registers what it keeps under its timely address, which is the same in
-//! every run of the same pipeline. A worker thread without one (the evaluator, tests that build
-//! operators directly) registers nothing and never holds due work back.
+//! every run of the same pipeline, and takes back what a restored checkpoint saved under that
+//! address. A worker thread without one (the evaluator, tests that build operators directly)
+//! registers nothing, restores nothing and never holds due work back.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
 
 use super::cut::Holding;
 
@@ -24,16 +28,22 @@ pub type SavedOperator = (Vec<usize>, Vec<u8>);
 pub struct WorkerState {
     holding: Holding,
     savers: Vec<(Vec<usize>, Saver)>,
+    /// Saved state not yet taken back by the operator at its address.
+    restored: HashMap<Vec<usize>, Vec<u8>>,
+    /// Saved state an operator could not read back, with why.
+    unreadable: Vec<(Vec<usize>, String)>,
 }
 
 thread_local! {
     static WORKER: RefCell<Option<Rc<RefCell<WorkerState>>>> = const { RefCell::new(None) };
 }
 
-/// Makes this worker thread take part in checkpoints: operators built from now on register
-/// their state with the returned handle, and their due work follows its [`Holding`].
-pub fn install() -> Rc<RefCell<WorkerState>> {
-    let state = Rc::new(RefCell::new(WorkerState::default()));
+/// Makes this worker thread take part in checkpoints, restoring its operators from `restored`
+/// (empty for a fresh start): operators built from now on register their state with the
+/// returned handle, take their saved state back, and their due work follows its [`Holding`].
+pub fn install(restored: Vec<SavedOperator>) -> Rc<RefCell<WorkerState>> {
+    let state = WorkerState { restored: restored.into_iter().collect(), ..WorkerState::default() };
+    let state = Rc::new(RefCell::new(state));
     WORKER.with(|worker| *worker.borrow_mut() = Some(Rc::clone(&state)));
     state
 }
@@ -46,17 +56,34 @@ pub fn uninstall() {
 /// Whether due work on this worker waits for the frontier to pass its time: a handle that is
 /// never raised unless checkpoints are installed.
 pub fn holding() -> Holding {
-    WORKER.with(|worker| worker.borrow().as_ref().map(|state| state.borrow().holding.clone()).unwrap_or_default())
+    with_state(|state| state.holding.clone()).unwrap_or_default()
 }
 
 /// Registers the operator at `address` to be saved with `save`, when this worker takes
 /// checkpoints; otherwise does nothing.
 pub fn register(address: &[usize], save: Saver) {
-    WORKER.with(|worker| {
-        if let Some(state) = worker.borrow().as_ref() {
-            state.borrow_mut().savers.push((address.to_vec(), save));
+    with_state(|state| state.savers.push((address.to_vec(), save)));
+}
+
+/// The state saved for the operator at `address`, when this worker restores a checkpoint that
+/// holds one. State that cannot be read back is recorded ([`WorkerState::problems`]) and
+/// treated as absent.
+pub fn restored<T: DeserializeOwned>(address: &[usize]) -> Option<T> {
+    with_state(|state| {
+        let bytes = state.restored.remove(address)?;
+        match bincode::deserialize(&bytes) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                state.unreadable.push((address.to_vec(), e.to_string()));
+                None
+            }
         }
-    });
+    })
+    .flatten()
+}
+
+fn with_state<R>(f: impl FnOnce(&mut WorkerState) -> R) -> Option<R> {
+    WORKER.with(|worker| worker.borrow().as_ref().map(|state| f(&mut state.borrow_mut())))
 }
 
 impl WorkerState {
@@ -68,5 +95,21 @@ impl WorkerState {
     /// Every registered operator's state, serialised, in the order they were built.
     pub fn save(&self) -> Result<Vec<SavedOperator>, bincode::Error> {
         self.savers.iter().map(|(address, save)| Ok((address.clone(), save()?))).collect()
+    }
+
+    /// Once the dataflow is built: what kept the restore from being whole, one line each (saved
+    /// state no operator took back, since the dataflow differs from the one that saved it, or
+    /// could not read back).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .unreadable
+            .iter()
+            .map(|(address, e)| format!("operator {address:?}: cannot read its state: {e}"))
+            .collect();
+        let mut unclaimed: Vec<&Vec<usize>> = self.restored.keys().collect();
+        unclaimed.sort();
+        problems
+            .extend(unclaimed.into_iter().map(|address| format!("no operator at {address:?} takes its saved state")));
+        problems
     }
 }

@@ -35,7 +35,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::{probe, Capability};
 use timely::dataflow::{Scope, Stream};
 
-use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted};
+use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted, ResumePoint};
 use crate::checkpoint::cut::{CutNews, CutProtocol, CutStep};
 use crate::checkpoint::worker_state::{SavedOperator, WorkerState};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
@@ -131,7 +131,7 @@ pub struct Ingested<'scope> {
 }
 
 /// The watermarks of a source's lanes.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct Lanes {
     clocks: Vec<EventClock>,
     /// Per lane, the events too far ahead of its clock that wait for confirmation.
@@ -369,6 +369,9 @@ pub struct CutSettings {
     pub state: Rc<RefCell<WorkerState>>,
     /// Takes what this worker saved at each checkpoint.
     pub save: Box<dyn FnMut(Result<WorkerCut, bincode::Error>)>,
+    /// The state to start from, saved at a checkpoint; the source must be opened at the
+    /// checkpoint's resume point ([`WorkerCut::source`]).
+    pub restore: Option<RestoredReader>,
 }
 
 /// What one worker saved at a checkpoint.
@@ -384,6 +387,10 @@ pub struct WorkerCut {
     pub frontier: Millis,
     /// How many records this worker had read.
     pub records_read: u64,
+    /// Where its source continues: where to open it on restore (`None`: it cannot resume).
+    pub source: Option<ResumePoint>,
+    /// How many records it had left to read (`--max-events`), if it was limited.
+    pub max_records_left: Option<u64>,
     /// The ingest operator's state: its lanes' clocks, its capability and counters.
     pub reader: Vec<u8>,
     /// Every registered operator's state.
@@ -391,12 +398,22 @@ pub struct WorkerCut {
 }
 
 /// The ingest operator's state at a checkpoint.
-#[derive(Serialize)]
-struct ReaderCut<'a> {
+#[derive(Serialize, Deserialize)]
+struct ReaderState {
     capability: Millis,
-    lanes: &'a Lanes,
+    lanes: Lanes,
     latest_given: Millis,
     records_read: u64,
+}
+
+/// A worker's ingest state as a checkpoint saved it ([`WorkerCut::reader`]).
+pub struct RestoredReader(ReaderState);
+
+impl RestoredReader {
+    /// Reads back what [`WorkerCut::reader`] holds.
+    pub fn from_bytes(bytes: &[u8]) -> Result<RestoredReader, bincode::Error> {
+        bincode::deserialize(bytes).map(RestoredReader)
+    }
 }
 
 /// A worker's side of the checkpoint protocol, with what it needs to save.
@@ -435,11 +452,21 @@ struct Reader {
     /// Whether a lane was live at the last advance.
     live: bool,
     checkpointing: Option<Checkpointing>,
+    /// Where a restored reader's capability stood at the checkpoint.
+    restored_capability: Option<Millis>,
 }
 
 impl Reader {
     fn new(input: Input, worker: usize, workers: usize, mut settings: IngestSettings, peers: Peers) -> Reader {
-        let lanes = Lanes::new(input.source.lanes(), &settings.clock);
+        let mut lanes = Lanes::new(input.source.lanes(), &settings.clock);
+        let restored = settings.checkpoints.as_mut().and_then(|cut| cut.restore.take());
+        let (mut latest_given, mut records_read, mut restored_capability) = (0, 0, None);
+        if let Some(RestoredReader(state)) = restored {
+            let arrivals = vec![Instant::now(); state.lanes.clocks.len()];
+            lanes = Lanes { last_arrival: arrivals, ..state.lanes };
+            (latest_given, records_read, restored_capability) =
+                (state.latest_given, state.records_read, Some(state.capability));
+        }
         let checkpointing = settings.checkpoints.take().map(|cut| {
             let holding = cut.state.borrow().holding();
             Checkpointing {
@@ -459,10 +486,11 @@ impl Reader {
             in_flight: VecDeque::new(),
             peers,
             announced: None,
-            latest_given: 0,
-            records_read: 0,
+            latest_given,
+            records_read,
             live: false,
             checkpointing,
+            restored_capability,
         }
     }
 
@@ -496,16 +524,25 @@ impl Reader {
     /// Saves this worker's state for `checkpoint` and hands it on.
     fn save_cut(&mut self, checkpoint: u64, cut: Millis, frontier: Millis, capability: Millis) {
         let Some(checkpointing) = self.checkpointing.as_mut() else { return };
-        let reader = ReaderCut {
+        let reader = ReaderState {
             capability,
-            lanes: &self.lanes,
+            lanes: self.lanes.clone(),
             latest_given: self.latest_given,
             records_read: self.records_read,
         };
         let saved = bincode::serialize(&reader).and_then(|reader| {
             let operators = checkpointing.settings.state.borrow().save()?;
-            let records_read = self.records_read;
-            Ok(WorkerCut { checkpoint, worker: self.worker, cut, frontier, records_read, reader, operators })
+            Ok(WorkerCut {
+                checkpoint,
+                worker: self.worker,
+                cut,
+                frontier,
+                records_read: self.records_read,
+                source: self.input.source.resume_point(),
+                max_records_left: self.input.max_records,
+                reader,
+                operators,
+            })
         });
         (checkpointing.settings.save)(saved);
         checkpointing.protocol.saved();
@@ -700,7 +737,13 @@ pub fn ingest<'scope>(
             "Ingest",
             move |capability, info| {
                 let activator = scope.activator_for(info.address);
-                let mut capability = reader.as_ref().map(|_| capability);
+                let mut capability = reader.as_ref().map(|reader| {
+                    let mut capability = capability;
+                    if let Some(restored) = reader.restored_capability {
+                        capability.downgrade(&restored);
+                    }
+                    capability
+                });
                 move |output| {
                     let (Some(cap), Some(stepped)) = (capability.as_mut(), reader.as_mut()) else {
                         return;
