@@ -3,6 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +29,8 @@ use crate::sink::{
     Tee,
 };
 use crate::source::{
-    ingest, post_channel, CutSettings, EventSource, FileSource, IngestSettings, Input, KafkaSource, NoSource,
-    PostReceiver, Posted, SynthSource, WorkerCut,
+    ingest, post_channel, CutSettings, EventSource, FileResume, FileSource, IngestSettings, Input, KafkaResume,
+    KafkaSource, NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
 };
 use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Pipeline, SourceKind};
@@ -75,6 +76,10 @@ pub struct Checkpoints {
     pub interval: Duration,
     /// Takes each worker's part of each checkpoint, on that worker's thread.
     pub save: Arc<dyn Fn(Result<WorkerCut, bincode::Error>) + Send + Sync>,
+    /// Every worker's part of the checkpoint to start from, if any: the run then goes on from
+    /// where that checkpoint's run stood, on the same number of workers, and writes only the
+    /// changes after its cut.
+    pub restore: Option<Arc<Vec<WorkerCut>>>,
 }
 
 impl std::fmt::Debug for Checkpoints {
@@ -109,6 +114,14 @@ pub enum RunError {
     /// The source cannot be opened (for example, the Kafka topic does not exist).
     #[error("pipeline {pipeline}: cannot open the source: {message}")]
     Source {
+        /// The pipeline name.
+        pipeline: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// A checkpoint cannot be restored.
+    #[error("pipeline {pipeline}: cannot restore the checkpoint: {message}")]
+    Restore {
         /// The pipeline name.
         pipeline: String,
         /// What went wrong and what to do.
@@ -177,12 +190,20 @@ fn reads_in_parallel(pipeline: &Pipeline, options: &RunOptions) -> bool {
 /// Opens what this worker reads, if it reads anything: its own Kafka partitions when every worker
 /// reads its share, else (worker 0 only) the file, standard input or generator; at most
 /// `--max-events` of it, and on worker 0 the posted records.
-fn open_input(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Input>, RunError> {
+fn open_input(
+    shared: &WorkerShared,
+    worker: usize,
+    workers: usize,
+    restoring: Option<&WorkerCut>,
+) -> Result<Option<Input>, RunError> {
     let (pipeline, options) = (&shared.pipeline, &shared.options);
+    let source_error = |message: String| RunError::Source { pipeline: pipeline.name.clone(), message };
     let source: Box<dyn EventSource> = if let Some(count) = shared.input_partitions {
         let spec = &pipeline.source.kafka;
-        let kafka = KafkaSource::open(&pipeline.source, spec, count, worker, workers, Arc::clone(&shared.metrics))
-            .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
+        let metrics = Arc::clone(&shared.metrics);
+        let resume = kafka_resume(shared);
+        let kafka = KafkaSource::open_at(&pipeline.source, spec, count, worker, workers, metrics, &resume)
+            .map_err(|e| source_error(e.to_string()))?;
         Box::new(kafka)
     } else if worker != 0 && shared.options.checkpoints.is_some() {
         // Every worker takes part in checkpoints, reading or not.
@@ -190,32 +211,59 @@ fn open_input(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Op
     } else if worker != 0 {
         return Ok(None);
     } else {
-        open_single_source(pipeline, options, &shared.fatal)?
+        open_single_source(pipeline, options, &shared.fatal, restoring.and_then(|part| part.source.as_ref()))?
     };
     // Posted events and forget requests go to worker 0.
     let posted = if worker == 0 { shared.posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
     Ok(Some(Input {
         source,
         posted: posted.map(|receiver| Posted::new(receiver, pipeline.time.max_future.millis())),
-        max_records: options.max_events,
+        max_records: restoring.map_or(options.max_events, |part| part.max_records_left),
     }))
+}
+
+/// Where each Kafka partition resumes: the restored checkpoint's offsets from every worker's part
+/// (each worker takes its own partitions), or nothing on a fresh start.
+fn kafka_resume(shared: &WorkerShared) -> KafkaResume {
+    let mut resume = KafkaResume::default();
+    let parts = shared.options.checkpoints.as_ref().and_then(|c| c.restore.as_deref());
+    for part in parts.into_iter().flatten() {
+        if let Some(ResumePoint::Kafka(point)) = &part.source {
+            resume.next_offsets.extend(point.next_offsets.iter().map(|(p, o)| (*p, *o)));
+        }
+    }
+    resume
 }
 
 fn open_single_source(
     pipeline: &Pipeline,
     options: &RunOptions,
     fatal: &Fatal,
+    resume: Option<&ResumePoint>,
 ) -> Result<Box<dyn EventSource>, RunError> {
+    let cannot_resume = |what: &str| RunError::Restore {
+        pipeline: pipeline.name.clone(),
+        message: format!("the checkpoint's source position is not {what}'s; restore with the source it was taken with"),
+    };
     Ok(match input_path(pipeline, options) {
         Some(path) => {
             let decoder = Decoder::new(&pipeline.source);
             let skip_header = pipeline.source.header && decoder.is_delimited();
-            let file = FileSource::open(&path, decoder, skip_header, fatal.clone()).map_err(|source| {
+            let at = match resume {
+                None => FileResume::default(),
+                Some(ResumePoint::File(at)) => *at,
+                Some(_) => return Err(cannot_resume("a file")),
+            };
+            let file = FileSource::open_at(&path, decoder, skip_header, fatal.clone(), at).map_err(|source| {
                 RunError::Input { pipeline: pipeline.name.clone(), path: path.display().to_string(), source }
             })?;
             Box::new(file)
         }
-        None => Box::new(SynthSource::new(&pipeline.source.synth)),
+        None => match resume {
+            None => Box::new(SynthSource::new(&pipeline.source.synth)),
+            Some(ResumePoint::Synth(at)) => Box::new(SynthSource::resume(&pipeline.source.synth, at)),
+            Some(_) => return Err(cannot_resume("the generator")),
+        },
     })
 }
 
@@ -388,19 +436,26 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let (index, peers) = (worker.index(), worker.peers());
     let pipeline = &shared.pipeline;
     let parallel = reads_in_parallel(pipeline, &shared.options);
-    let input = open_input(shared, index, peers)?;
+    let restoring = restored_part(shared, index, peers)?;
+    let input = open_input(shared, index, peers, restoring)?;
     let outputs = (index == 0).then(|| open_outputs(shared)).transpose()?;
     let (hopping, unit) = (dataflow::hopping(pipeline), pipeline.source.timestamp_unit.scale());
     let driver = WorkerDriver::new(worker);
+    let restore_error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
+    let reader = restoring
+        .map(|part| RestoredReader::from_bytes(&part.reader))
+        .transpose()
+        .map_err(|e| restore_error(format!("worker {index}'s reader state cannot be read: {e}")))?;
     let checkpoints = shared.options.checkpoints.as_ref().map(|options| {
         let save = Arc::clone(&options.save);
         CutSettings {
             interval: options.interval,
-            state: worker_state::install(Vec::new()),
+            state: worker_state::install(restoring.map(|part| part.operators.clone()).unwrap_or_default()),
             save: Box::new(move |cut| save(cut)),
-            restore: None,
+            restore: reader,
         }
     });
+    let state = checkpoints.as_ref().map(|c| Rc::clone(&c.state));
     let settings = IngestSettings {
         readers: if parallel || checkpoints.is_some() { peers } else { 1 },
         clock: EventClock::new(&pipeline.time),
@@ -421,6 +476,11 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
         write_changelog(results, changelog_out, hopping, unit, end, metrics, &driver.completed);
         write_dead_letters(ingested.dead_letters, dead_letter_out, &driver.completed);
     });
+    let problems = state.map(|state| state.borrow().problems()).unwrap_or_default();
+    if !problems.is_empty() {
+        worker_state::uninstall();
+        return Err(restore_error(problems.join("; ")));
+    }
     let interval = Duration::from_secs(pipeline.output.status_interval_secs);
     // Each process reports its own partitions when they are read in parallel.
     let reports = if parallel { index % shared.local_workers == 0 } else { index == 0 };
@@ -442,6 +502,23 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
         status.finish(metrics, alarm.raised());
     }
     Ok(())
+}
+
+/// This worker's part of the checkpoint the run restores, if it restores one; the checkpoint
+/// must have been taken on as many workers.
+fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<&WorkerCut>, RunError> {
+    let Some(parts) = shared.options.checkpoints.as_ref().and_then(|c| c.restore.as_deref()) else { return Ok(None) };
+    let taken_on = parts.iter().map(|part| part.worker + 1).max().unwrap_or(0);
+    let mine = parts.iter().find(|part| part.worker == worker);
+    match mine {
+        Some(part) if taken_on == workers => Ok(Some(part)),
+        _ => Err(RunError::Restore {
+            pipeline: shared.pipeline.name.clone(),
+            message: format!(
+                "it was taken on {taken_on} workers and this run has {workers}; restore it on {taken_on} workers"
+            ),
+        }),
+    }
 }
 
 /// Opens worker 0's outputs: the changelog (teed into the server's feed when serving) and the

@@ -7,13 +7,11 @@
 //! one only when the input frontier reaches its time, so arrangements only see updates that are
 //! about to be sealed. The collection is unchanged: the same updates at the same times.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use timely::communication::Pull;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::channels::Message;
@@ -64,12 +62,8 @@ impl<'scope, D: Clone + Serialize + DeserializeOwned + 'static> ReleaseWhenDue<'
                 Pipeline,
                 &format!("ReleaseWhenDue: {name}"),
                 move |capability, info| {
-                    let due_work: Rc<RefCell<DueWork<Updates<D>>>> = Rc::default();
-                    if let Some(work) = worker_state::restored(&info.address) {
-                        due_work.borrow_mut().restore(work, &capability);
-                    }
-                    let saved = Rc::clone(&due_work);
-                    worker_state::register(&info.address, Box::new(move || saved.borrow().save()));
+                    let due_work = worker_state::keep(&info.address, DueWork::<Updates<D>>::default);
+                    due_work.borrow_mut().hold_from(&capability);
                     move |(input, frontier), output| {
                         let mut due_work = due_work.borrow_mut();
                         input.for_each(|cap, data| {
@@ -144,18 +138,9 @@ impl<W: Default> DueWork<W> {
         Some((time, capability, entry.remove()))
     }
 
-    /// The work not yet due, serialised.
-    pub fn save(&self) -> Result<Vec<u8>, bincode::Error>
-    where
-        W: Serialize,
-    {
-        bincode::serialize(&self.work)
-    }
-
-    /// Takes back `work` saved at a checkpoint ([`DueWork::save`]), holding a capability for it
-    /// derived from `capability` (the operator's initial one).
-    pub fn restore(&mut self, work: BTreeMap<Time, W>, capability: &Capability<Time>) {
-        self.work = work;
+    /// Holds a capability for the work present, derived from `capability` (the operator's
+    /// initial one): for work restored from a checkpoint, which comes back without one.
+    pub fn hold_from(&mut self, capability: &Capability<Time>) {
         self.held = self.work.keys().next().map(|first| capability.delayed(first));
     }
 
@@ -172,6 +157,20 @@ impl<W: Default> DueWork<W> {
     /// Releases the capability down to the earliest remaining work.
     pub fn settle(&mut self) {
         settle(&mut self.held, self.work.keys().next());
+    }
+}
+
+/// A checkpoint saves the work alone; a restored one holds its capability again through
+/// [`DueWork::hold_from`].
+impl<W: Serialize> Serialize for DueWork<W> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.work.serialize(serializer)
+    }
+}
+
+impl<'de, W: Deserialize<'de>> Deserialize<'de> for DueWork<W> {
+    fn deserialize<E: serde::Deserializer<'de>>(deserializer: E) -> Result<Self, E::Error> {
+        Ok(DueWork { work: BTreeMap::deserialize(deserializer)?, held: None, holding: worker_state::holding() })
     }
 }
 
@@ -243,6 +242,12 @@ impl<D> Inbox<D> {
         });
     }
 
+    /// Holds a capability for the pending updates, derived from `capability` (the operator's
+    /// initial one): for an inbox restored from a checkpoint, which comes back without one.
+    pub fn hold_from(&mut self, capability: &Capability<Time>) {
+        self.held = self.pending.keys().next().map(|first| capability.delayed(first));
+    }
+
     /// The earliest time with updates held.
     pub fn first_time(&self) -> Option<Time> {
         self.pending.keys().next().copied()
@@ -266,6 +271,20 @@ impl<D> Inbox<D> {
     /// pending: without this, a held capability would stop the frontier for ever.
     pub fn settle(&mut self) {
         settle(&mut self.held, self.pending.keys().next());
+    }
+}
+
+/// A checkpoint saves the pending updates alone; a restored inbox holds its capability again
+/// through [`Inbox::hold_from`].
+impl<D: Serialize> Serialize for Inbox<D> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.pending.serialize(serializer)
+    }
+}
+
+impl<'de, D: Deserialize<'de>> Deserialize<'de> for Inbox<D> {
+    fn deserialize<E: serde::Deserializer<'de>>(deserializer: E) -> Result<Self, E::Error> {
+        Ok(Inbox { pending: BTreeMap::deserialize(deserializer)?, held: None })
     }
 }
 

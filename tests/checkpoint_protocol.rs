@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -142,12 +141,8 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
                     Local,
                     "HoldBack",
                     |capability, info| {
-                        let work: Rc<RefCell<DueWork<Vec<Event>>>> = Rc::default();
-                        if let Some(saved) = worker_state::restored::<HeldBack>(&info.address) {
-                            work.borrow_mut().restore(saved, &capability);
-                        }
-                        let pending = Rc::clone(&work);
-                        worker_state::register(&info.address, Box::new(move || pending.borrow().save()));
+                        let work = worker_state::keep(&info.address, DueWork::<Vec<Event>>::default);
+                        work.borrow_mut().hold_from(&capability);
                         move |(input, frontier), output| {
                             let mut work = work.borrow_mut();
                             input.for_each(|capability, data| {
@@ -169,10 +164,7 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
                 Exchange::new(|(event, _, _): &(Event, Time, isize)| event.user.hashed()),
                 "Count",
                 |_capability, info| {
-                    let counted: Rc<RefCell<u64>> =
-                        Rc::new(RefCell::new(worker_state::restored(&info.address).unwrap_or(0)));
-                    let count = Rc::clone(&counted);
-                    worker_state::register(&info.address, Box::new(move || bincode::serialize(&*count.borrow())));
+                    let counted = worker_state::keep(&info.address, || 0u64);
                     *counter_address.lock().unwrap() = info.address.to_vec();
                     let activator = scope.activator_for(info.address);
                     let mut runs = 0u64;
@@ -263,18 +255,28 @@ fn a_run_restored_from_a_cut_ends_as_the_run_that_took_it() {
     }
 }
 
-/// The changelog of a run of the small world's generator, and the cuts it saved.
-fn run_pipeline(workers: usize, checkpoints: bool) -> (String, Vec<WorkerCut>) {
+/// The changelog of a run of the small world's generator on `workers` workers, taking a
+/// checkpoint as often as it can when `checkpoints`, starting from `restore` if given; and the
+/// cuts it saved, each with the changelog's length when worker 0 saved it.
+fn run_pipeline(workers: usize, checkpoints: bool, restore: Option<&[WorkerCut]>) -> (String, Vec<(WorkerCut, u64)>) {
     let pipeline = Pipeline::from_toml(SMALL_WORLD, "small.toml").unwrap();
     let dir = scratch_dir("protocol");
     let output = dir.join("changelog.jsonl");
-    let (saved, save) = collector();
+    let saved: Arc<Mutex<Vec<(WorkerCut, u64)>>> = Arc::default();
+    let (sink, written) = (Arc::clone(&saved), output.clone());
+    let save: Save = Arc::new(move |cut| {
+        let cut = cut.expect("a worker's state serialises");
+        // Worker 0 writes the changelog: what it holds when worker 0 saves is what precedes the cut.
+        let length = if cut.worker == 0 { std::fs::metadata(&written).unwrap().len() } else { 0 };
+        sink.lock().unwrap().push((cut, length));
+    });
+    let restore = restore.map(|parts| Arc::new(parts.iter().map(clone_cut).collect::<Vec<_>>()));
     let options = RunOptions {
         output: Some(output.display().to_string()),
         dead_letter: Some(dir.join("dead.jsonl").display().to_string()),
         max_events: Some(50_000),
         status: false,
-        checkpoints: checkpoints.then_some(Checkpoints { interval: Duration::ZERO, save }),
+        checkpoints: checkpoints.then_some(Checkpoints { interval: Duration::ZERO, save, restore }),
         ..RunOptions::default()
     };
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
@@ -286,14 +288,38 @@ fn run_pipeline(workers: usize, checkpoints: bool) -> (String, Vec<WorkerCut>) {
 
 #[test]
 fn taking_checkpoints_changes_no_result() {
-    let (undisturbed, none) = run_pipeline(1, false);
+    let (undisturbed, none) = run_pipeline(1, false, None);
     assert!(none.is_empty());
     assert!(undisturbed.lines().count() > 1_000, "a run with results to compare");
     for workers in [1, 3] {
-        let (changelog, saved) = run_pipeline(workers, true);
-        let checkpoints = check_complete(&saved, workers);
+        let (changelog, saved) = run_pipeline(workers, true, None);
+        let cuts: Vec<WorkerCut> = saved.into_iter().map(|(cut, _)| cut).collect();
+        let checkpoints = check_complete(&cuts, workers);
         assert!(checkpoints >= 5, "{workers} workers: only {checkpoints} checkpoints");
-        assert!(saved.iter().any(|cut| !cut.operators.is_empty()), "operators registered state");
+        assert!(cuts.iter().any(|cut| !cut.operators.is_empty()), "operators registered state");
         assert!(changelog == undisturbed, "{workers} workers: the changelog differs from an undisturbed run's");
+    }
+}
+
+/// A pipeline (recommendations, similarity, popular fallback, hot items) restored from any of
+/// its checkpoints writes exactly what the run that took it wrote after the cut, byte for byte.
+#[test]
+fn a_pipeline_restored_from_a_cut_writes_what_the_undisturbed_run_wrote_after_it() {
+    for workers in [1, 3] {
+        let (undisturbed, saved) = run_pipeline(workers, true, None);
+        let cuts: Vec<WorkerCut> = saved.iter().map(|(cut, _)| clone_cut(cut)).collect();
+        let checkpoints = check_complete(&cuts, workers);
+        for n in [1, checkpoints / 2, checkpoints - 1] {
+            let parts: Vec<WorkerCut> = cuts.iter().filter(|c| c.checkpoint == n).map(clone_cut).collect();
+            let written = saved.iter().find(|(cut, _)| cut.checkpoint == n && cut.worker == 0).unwrap().1;
+            let (after, _) = run_pipeline(workers, true, Some(&parts));
+            let expected = &undisturbed[written as usize..];
+            assert!(
+                after == expected,
+                "{workers} workers, restored from checkpoint {n} (after {written} bytes): {} lines written, {} expected",
+                after.lines().count(),
+                expected.lines().count()
+            );
+        }
     }
 }

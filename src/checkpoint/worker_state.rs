@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::cut::Holding;
 
@@ -69,17 +70,25 @@ pub fn register(address: &[usize], save: Saver) {
 /// holds one. State that cannot be read back is recorded ([`WorkerState::problems`]) and
 /// treated as absent.
 pub fn restored<T: DeserializeOwned>(address: &[usize]) -> Option<T> {
-    with_state(|state| {
-        let bytes = state.restored.remove(address)?;
-        match bincode::deserialize(&bytes) {
-            Ok(value) => Some(value),
-            Err(e) => {
-                state.unreadable.push((address.to_vec(), e.to_string()));
-                None
-            }
+    let bytes = with_state(|state| state.restored.remove(address)).flatten()?;
+    // Read outside the borrow: what is read may ask for the worker's state too.
+    match bincode::deserialize(&bytes) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            with_state(|state| state.unreadable.push((address.to_vec(), e.to_string())));
+            None
         }
-    })
-    .flatten()
+    }
+}
+
+/// The state of the operator at `address`: restored from the checkpoint this worker restores,
+/// if it holds one, or else `fresh()`; registered to be saved at every checkpoint. Without
+/// checkpoints on this worker, simply `fresh()`.
+pub fn keep<S: Serialize + DeserializeOwned + 'static>(address: &[usize], fresh: impl FnOnce() -> S) -> Rc<RefCell<S>> {
+    let state = Rc::new(RefCell::new(restored(address).unwrap_or_else(fresh)));
+    let saved = Rc::clone(&state);
+    register(address, Box::new(move || bincode::serialize(&*saved.borrow())));
+    state
 }
 
 fn with_state<R>(f: impl FnOnce(&mut WorkerState) -> R) -> Option<R> {

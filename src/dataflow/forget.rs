@@ -19,12 +19,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 
 use differential_dataflow::{AsCollection, Hashable};
 use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{hopping, Coll, Time};
+use crate::checkpoint::worker_state;
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::schedule::{Due, Inbox};
@@ -94,6 +96,7 @@ impl Influence {
 }
 
 /// An event kept in case its user is forgotten.
+#[derive(Serialize, Deserialize)]
 struct KeptEvent {
     event: Event,
     /// Its dataflow time.
@@ -104,7 +107,7 @@ struct KeptEvent {
 }
 
 /// Events one worker keeps for the users it owns.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Kept {
     /// Each user's events in arrival order.
     by_user: HashMap<Id, VecDeque<KeptEvent>>,
@@ -164,6 +167,14 @@ impl Kept {
     }
 }
 
+/// What the forget operator keeps on one worker.
+#[derive(Default, Serialize, Deserialize)]
+struct ForgetState {
+    kept: Kept,
+    /// Forget requests waiting for every event up to their time.
+    pending: Inbox<Id>,
+}
+
 /// The accepted events, less those of each user in `forgets` up to the forget's time. The
 /// events must already be spread by user ([`super::spread_by_user`]); forgets go to the worker
 /// their user hashes to.
@@ -191,8 +202,6 @@ pub fn forgettable<'scope>(
     forgets: Coll<'scope, Id>,
     influence: Influence,
 ) -> Coll<'scope, Event> {
-    let mut kept = Kept::default();
-    let mut pending: Inbox<Id> = Inbox::default();
     events
         .inner
         .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<(Event, Time, isize)>>, _, _, _, _>(
@@ -200,8 +209,11 @@ pub fn forgettable<'scope>(
             Local,
             Exchange::new(|(user, _, _): &(Id, Time, isize)| user.hashed()),
             "Forget: Events",
-            move |_capability, _info| {
+            move |capability, info| {
+                let state = worker_state::keep(&info.address, ForgetState::default);
+                state.borrow_mut().pending.hold_from(&capability);
                 move |(events, events_frontier), (requests, requests_frontier), output| {
+                    let ForgetState { kept, pending } = &mut *state.borrow_mut();
                     events.for_each(|capability, data| {
                         for (event, time, diff) in data.iter() {
                             kept.keep(event.clone(), *time, *diff, influence.ends(event));

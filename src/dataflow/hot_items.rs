@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 
 use differential_dataflow::{AsCollection, Hashable};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -30,6 +31,7 @@ use timely::dataflow::Stream;
 
 use super::ranking::keep_best;
 use super::{Coll, Time};
+use crate::checkpoint::worker_state;
 use crate::event::{Event, Id, Millis};
 use crate::schedule::{Due, DueWork, Inbox};
 use crate::spec::HotItemsSpec;
@@ -48,7 +50,7 @@ type PaneKey = (Millis, Option<Id>, Id);
 type ListUpdate = ((HotWindow, Vec<(Id, i64)>), Time, isize);
 
 /// What the top-N stage keeps per window: each worker's candidates and the list last reported.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct MergedWindow {
     per_worker: BTreeMap<usize, Vec<(Id, i64)>>,
     reported: Vec<(Id, i64)>,
@@ -109,12 +111,14 @@ fn count_panes<'scope>(
 ) -> Stream<'scope, Time, Vec<PaneCount>> {
     let actions = spec.actions.clone();
     let per_category = spec.per_category;
-    let mut due_work: DueWork<HashMap<PaneKey, i64>> = DueWork::default();
     events.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<PaneCount>>, _, _, _>(
         Pipeline,
         "HotItems: Panes",
-        move |_capability, _info| {
+        move |capability, info| {
+            let due_work = worker_state::keep(&info.address, DueWork::<HashMap<PaneKey, i64>>::default);
+            due_work.borrow_mut().hold_from(&capability);
             move |(input, frontier), output| {
+                let mut due_work = due_work.borrow_mut();
                 input.for_each(|capability, data| {
                     for (event, time, diff) in data.drain(..) {
                         if !actions.contains(&event.action) {
@@ -137,14 +141,14 @@ fn count_panes<'scope>(
 }
 
 /// The counts of one window on one worker, and the candidates it last sent.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct WindowCounts {
     counts: HashMap<Id, i64>,
     sent: Vec<(Id, i64)>,
 }
 
 /// Work due at one time on a windows worker.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct WindowWork {
     counts: Vec<(Millis, Option<Id>, Id, i64)>,
     evaluate: BTreeSet<HotWindow>,
@@ -156,14 +160,15 @@ fn window_candidates<'scope>(
     top_n: usize,
     hop: Hopping,
 ) -> Stream<'scope, Time, Vec<(Candidates, Time, isize)>> {
-    let mut due_work: DueWork<WindowWork> = DueWork::default();
-    let mut windows: BTreeMap<HotWindow, WindowCounts> = BTreeMap::new();
     let worker = panes.scope().index();
     panes.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(Candidates, Time, isize)>>, _, _, _>(
         Exchange::new(|((_, _, item), _, _): &PaneCount| item.hashed()),
         "HotItems: Windows",
-        move |_capability, _info| {
+        move |capability, info| {
+            let state = worker_state::keep(&info.address, WindowsState::default);
+            state.borrow_mut().due_work.hold_from(&capability);
             move |(input, frontier), output| {
+                let WindowsState { due_work, windows } = &mut *state.borrow_mut();
                 input.for_each(|capability, data| {
                     for ((pane_end, category, item), time, count) in data.drain(..) {
                         for end in hop.open_window_ends(pane_end, time) {
@@ -196,10 +201,24 @@ fn window_candidates<'scope>(
                     }
                 }
                 due_work.settle();
-                forget_purged(&mut windows, frontier, hop);
+                forget_purged(windows, frontier, hop);
             }
         },
     )
+}
+
+/// What the windows stage keeps on one worker.
+#[derive(Default, Serialize, Deserialize)]
+struct WindowsState {
+    due_work: DueWork<WindowWork>,
+    windows: BTreeMap<HotWindow, WindowCounts>,
+}
+
+/// What the top-N stage keeps on one worker.
+#[derive(Default, Serialize, Deserialize)]
+struct TopState {
+    inbox: Inbox<Candidates>,
+    windows: BTreeMap<HotWindow, MergedWindow>,
 }
 
 /// Stage 3: the window's top-N from all workers' candidates.
@@ -208,13 +227,14 @@ fn merge_candidates<'scope>(
     top_n: usize,
     hop: Hopping,
 ) -> Stream<'scope, Time, Vec<ListUpdate>> {
-    let mut inbox: Inbox<Candidates> = Inbox::default();
-    let mut windows: BTreeMap<HotWindow, MergedWindow> = BTreeMap::new();
     candidates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Exchange::new(|(((window, _), _), _, _): &(Candidates, Time, isize)| window.hashed()),
         "HotItems: TopN",
-        move |_capability, _info| {
+        move |capability, info| {
+            let state = worker_state::keep(&info.address, TopState::default);
+            state.borrow_mut().inbox.hold_from(&capability);
             move |(input, frontier), output| {
+                let TopState { inbox, windows } = &mut *state.borrow_mut();
                 inbox.absorb(input);
                 while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     let mut touched = BTreeSet::new();
@@ -240,7 +260,7 @@ fn merge_candidates<'scope>(
                         }
                     }
                 }
-                forget_purged(&mut windows, frontier, hop);
+                forget_purged(windows, frontier, hop);
             }
         },
     )

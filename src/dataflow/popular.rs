@@ -11,12 +11,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 
 use differential_dataflow::AsCollection;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{Coll, Time};
+use crate::checkpoint::worker_state;
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
@@ -68,12 +70,14 @@ pub fn popular_pool<'scope>(
         [(event.item.clone(), 0, 1), (event.item, end, -1)]
     });
     let changes = super::retime(windowed, "PopularRefresh", move |_, t| ceil_to(t, refresh), end);
-    let mut due_work: DueWork<HashMap<Id, i64>> = DueWork::default();
     let counts = changes.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "PopularPool: Counts",
-        move |_capability, _info| {
+        move |capability, info| {
+            let due_work = worker_state::keep(&info.address, DueWork::<HashMap<Id, i64>>::default);
+            due_work.borrow_mut().hold_from(&capability);
             move |(input, frontier), output| {
+                let mut due_work = due_work.borrow_mut();
                 input.for_each(|capability, data| {
                     for (item, time, diff) in data.drain(..) {
                         *due_work.at(time, &capability).entry(item).or_default() += diff as i64;
@@ -91,16 +95,15 @@ pub fn popular_pool<'scope>(
             }
         },
     );
-    let mut inbox: Inbox<Id> = Inbox::default();
-    let mut count_of: HashMap<Id, i64> = HashMap::default();
-    let mut ranked: BTreeSet<(i64, Id)> = BTreeSet::new();
-    let mut emitted: Vec<(Id, i64)> = Vec::new();
     counts
         .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
             Exchange::new(|_: &(Id, Time, isize)| 0),
             "PopularPool: Pool",
-            move |_capability, _info| {
+            move |capability, info| {
+                let state = worker_state::keep(&info.address, PoolState::default);
+                state.borrow_mut().inbox.hold_from(&capability);
                 move |(input, frontier), output| {
+                    let PoolState { inbox, count_of, ranked, emitted } = &mut *state.borrow_mut();
                     inbox.absorb(input);
                     while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                         for (item, diff) in updates {
@@ -120,9 +123,9 @@ pub fn popular_pool<'scope>(
                         }
                         let pool: Vec<(Id, i64)> =
                             ranked.iter().take(spec.size).map(|(count, item)| (item.clone(), -count)).collect();
-                        if pool != emitted {
+                        if pool != *emitted {
                             let mut session = output.session(&capability);
-                            let old = std::mem::replace(&mut emitted, pool);
+                            let old = std::mem::replace(emitted, pool);
                             let changed = |list: &[(Id, i64)], other: &[(Id, i64)]| -> BTreeMap<usize, (Id, i64)> {
                                 list.iter()
                                     .enumerate()
@@ -130,10 +133,10 @@ pub fn popular_pool<'scope>(
                                     .map(|(rank, entry)| (rank, entry.clone()))
                                     .collect()
                             };
-                            for (rank, (item, count)) in changed(&old, &emitted) {
+                            for (rank, (item, count)) in changed(&old, emitted) {
                                 session.give(((rank, item, count), time, -1));
                             }
-                            for (rank, (item, count)) in changed(&emitted, &old) {
+                            for (rank, (item, count)) in changed(emitted, &old) {
                                 session.give(((rank, item, count), time, 1));
                             }
                         }
@@ -142,6 +145,17 @@ pub fn popular_pool<'scope>(
             },
         )
         .as_collection()
+}
+
+/// What the pool operator keeps (on worker 0).
+#[derive(Default, Serialize, Deserialize)]
+struct PoolState {
+    inbox: Inbox<Id>,
+    count_of: HashMap<Id, i64>,
+    /// Items by count desc, then item asc.
+    ranked: BTreeSet<(i64, Id)>,
+    /// The pool last emitted.
+    emitted: Vec<(Id, i64)>,
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@
 //! preferences, exclusions, top preferences and last list. The similarity rows and the popular
 //! pool are small (`items × N` and `4k`), so every worker keeps a full copy of them.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -40,6 +42,7 @@ use super::preference::{decay_factors, saturating_i64, seed_weight, Contribution
 use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::similarity::Neighbours;
 use super::{Coll, Time};
+use crate::checkpoint::worker_state;
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::progress::settled;
@@ -267,7 +270,7 @@ pub fn recommendations<'scope>(
 }
 
 /// What the users operator keeps per user.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct UserState {
     /// Blended preference per item, in millionths (without session parts).
     preferences: HashMap<Id, i128>,
@@ -479,8 +482,16 @@ fn score_users(
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "Users",
-        move |_capability, _info| {
+        move |capability, info| {
+            if let Some(saved) = worker_state::restored::<SavedUsers>(&info.address) {
+                users.take_saved(saved);
+            }
+            users.inbox.hold_from(&capability);
+            let users = Rc::new(RefCell::new(users));
+            let saved = Rc::clone(&users);
+            worker_state::register(&info.address, Box::new(move || saved.borrow().save()));
             move |(input, frontier), output| {
+                let users = &mut *users.borrow_mut();
                 users.inbox.absorb(input);
                 while let Some(Due { time, capability, updates }) = users.inbox.next_complete(frontier) {
                     let (touched, rescore_all) = users.apply(updates);
@@ -529,7 +540,43 @@ struct Users {
     restored: Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
 }
 
+/// What a checkpoint saves of the users operator: its state, not how it scores.
+#[derive(Serialize)]
+struct UsersToSave<'a> {
+    inbox: &'a Inbox<UserInput>,
+    similar: &'a HashMap<Id, Neighbours>,
+    pool: &'a Pool,
+    per_user: &'a HashMap<Id, UserState>,
+    restored: &'a Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
+}
+
+/// [`UsersToSave`] read back: the same fields in the same order.
+#[derive(Deserialize)]
+struct SavedUsers {
+    inbox: Inbox<UserInput>,
+    similar: HashMap<Id, Neighbours>,
+    pool: Pool,
+    per_user: HashMap<Id, UserState>,
+    restored: Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
+}
+
 impl Users {
+    fn save(&self) -> Result<Vec<u8>, bincode::Error> {
+        bincode::serialize(&UsersToSave {
+            inbox: &self.inbox,
+            similar: &self.similar,
+            pool: &self.pool,
+            per_user: &self.per_user,
+            restored: &self.restored,
+        })
+    }
+
+    fn take_saved(&mut self, saved: SavedUsers) {
+        let SavedUsers { inbox, similar, pool, per_user, restored } = saved;
+        (self.inbox, self.similar, self.pool, self.per_user, self.restored) =
+            (inbox, similar, pool, per_user, restored);
+    }
+
     /// Applies one time's updates. Returns the users to look at again, in order, each with whether
     /// their exclusions changed, and whether every user is to be re-scored.
     fn apply(&mut self, updates: Vec<(UserInput, isize)>) -> (Vec<(Id, bool)>, bool) {

@@ -11,11 +11,13 @@ use std::sync::Arc;
 
 use differential_dataflow::Hashable;
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
+use crate::checkpoint::worker_state;
 use crate::event::Millis;
 use crate::event_time::{Coll, Time};
 use crate::metrics::Metrics;
@@ -28,10 +30,13 @@ use crate::window::Hopping;
 pub type Change = (ResultKey, Option<ResultValue>);
 
 /// The accumulated current value of every key, turning completed updates into changes.
+#[derive(Serialize, Deserialize)]
 pub struct Changelog {
     current: HashMap<ResultKey, ResultValue>,
     /// Hot-items windows with a value, by window end, so they can be forgotten once purged.
     windows: std::collections::BTreeSet<(Millis, ResultKey)>,
+    /// A setting of the pipeline, not state: not saved with a checkpoint.
+    #[serde(skip)]
     hopping: Option<Hopping>,
 }
 
@@ -178,13 +183,16 @@ fn find_changes<'scope>(
     changelog: Changelog,
     end: StreamEnd,
 ) -> Changes<'scope> {
-    let mut changelog = changelog;
-    let mut inbox: Inbox<(ResultKey, ResultValue)> = Inbox::default();
     results.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Exchange::new(|((key, _), _, _): &((ResultKey, ResultValue), Time, isize)| owner(key)),
         "Sink: Changes",
-        move |_capability, _info| {
+        move |capability, info| {
+            let hopping = changelog.hopping;
+            let state = worker_state::keep(&info.address, || ChangesState { inbox: Inbox::default(), changelog });
+            state.borrow_mut().changelog.hopping = hopping;
+            state.borrow_mut().inbox.hold_from(&capability);
             move |(input, frontier), output| {
+                let ChangesState { inbox, changelog } = &mut *state.borrow_mut();
                 inbox.absorb(input);
                 while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     let changes = changelog.apply(time, updates, end.get().map(|ends| ends.results));
@@ -193,6 +201,13 @@ fn find_changes<'scope>(
             }
         },
     )
+}
+
+/// What the change finder keeps on one worker: pending updates and every key's current value.
+#[derive(Serialize, Deserialize)]
+struct ChangesState {
+    inbox: Inbox<(ResultKey, ResultValue)>,
+    changelog: Changelog,
 }
 
 /// The worker a result key's changes are found on: a user's lists where the users operator
@@ -212,7 +227,6 @@ fn write_changes<'scope>(
     metrics: Arc<Metrics>,
 ) -> timely::dataflow::Stream<'scope, Time, Vec<()>> {
     let mut output = output;
-    let mut pending: BTreeMap<Time, Vec<Change>> = BTreeMap::new();
     let mut hold = Hold::default();
     let mut failed = false;
     // The input frontier last reported to the destination, so progress is told once per move.
@@ -222,8 +236,11 @@ fn write_changes<'scope>(
         Exchange::new(|_: &(Change, Time)| 0u64),
         "Sink: Changelog",
         move |_capability, info| {
+            // Changes of times not yet complete; none are, when a checkpoint is taken.
+            let pending = worker_state::keep(&info.address, BTreeMap::<Time, Vec<Change>>::new);
             let activator = scope.activator_for(info.address);
             move |(input, frontier), _output| {
+                let pending = &mut *pending.borrow_mut();
                 input.for_each(|batch, data| {
                     hold.keep(&batch);
                     for (change, time) in data.drain(..) {
@@ -240,7 +257,7 @@ fn write_changes<'scope>(
                     hold.settle(None);
                     return;
                 };
-                if let Err(e) = write_complete(&mut pending, frontier, out.destination.as_mut(), &format, &metrics) {
+                if let Err(e) = write_complete(pending, frontier, out.destination.as_mut(), &format, &metrics) {
                     out.fail(&e);
                     failed = true;
                     pending.clear();

@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 
 use differential_dataflow::Hashable;
 use timely::dataflow::channels::pact::Exchange;
@@ -40,6 +41,7 @@ use timely::dataflow::Stream;
 use super::preference::{decay_factors, Touches};
 use super::ranking::keep_best;
 use super::{Coll, Time};
+use crate::checkpoint::worker_state;
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
@@ -235,7 +237,7 @@ pub fn item_similarity<'scope>(
 }
 
 /// What the histories operator keeps per user.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct UserHistory {
     /// The user's touches.
     touches: Touches,
@@ -348,15 +350,23 @@ fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(
     }
 }
 
+/// What the histories operator keeps on one worker.
+#[derive(Default, Serialize, Deserialize)]
+struct HistoriesState {
+    inbox: Inbox<(Id, (Id, u64))>,
+    users: HashMap<Id, UserHistory>,
+}
+
 /// Stage 1: per user, histories from touches, and the pair and item-count changes they cause.
 fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, pairing: Pairing) -> Updates<'_, RowInput> {
-    let mut inbox: Inbox<(Id, (Id, u64))> = Inbox::default();
-    let mut users: HashMap<Id, UserHistory> = HashMap::default();
     touches.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Exchange::new(|((user, _), _, _): &((Id, (Id, u64)), Time, isize)| user.hashed()),
         "Similarity: Histories",
-        move |_capability, _info| {
+        move |capability, info| {
+            let state = worker_state::keep(&info.address, HistoriesState::default);
+            state.borrow_mut().inbox.hold_from(&capability);
             move |(input, frontier), output| {
+                let HistoriesState { inbox, users } = &mut *state.borrow_mut();
                 inbox.absorb(input);
                 while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
                     let mut touched: Vec<Id> = Vec::with_capacity(updates.len());

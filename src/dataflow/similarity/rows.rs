@@ -15,6 +15,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
+use crate::checkpoint::worker_state;
 use crate::dataflow::ranking::keep_best_by;
 use crate::dataflow::slots::{Slot, Slots};
 use crate::dataflow::Time;
@@ -39,7 +40,7 @@ pub(super) enum RowInput {
 }
 
 /// What the rows operator keeps about one item's row.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Row {
     /// `c(i, j)` for every `j` co-occurring with `i` fewer than `min_support` times.
     weak: HashMap<Slot, i64>,
@@ -87,7 +88,7 @@ impl Row {
 }
 
 /// Everything the rows operator keeps, by slot.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct RowTable {
     items: Slots<Id>,
     /// `n` per slot: how many users' histories hold the item.
@@ -208,14 +209,16 @@ fn best_first(ids: &[Id], a: &(Slot, i64), b: &(Slot, i64)) -> Ordering {
 /// Co-occurrence counts are in `unit`s: `unit` is what one user's pair counts.
 pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time, unit: i64) -> RowUpserts<'_> {
     let refresh = spec.refresh.millis();
-    let mut inbox: Inbox<RowInput> = Inbox::default();
-    let mut table = RowTable { unit, ..RowTable::default() };
     let min_support = spec.min_support as i64 * unit;
     inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
         "Similarity: Rows",
-        move |_capability, _info| {
+        move |capability, info| {
+            let fresh = || RowsState { inbox: Inbox::default(), table: RowTable { unit, ..RowTable::default() } };
+            let state = worker_state::keep(&info.address, fresh);
+            state.borrow_mut().inbox.hold_from(&capability);
             move |(input, frontier), output| {
+                let RowsState { inbox, table } = &mut *state.borrow_mut();
                 inbox.absorb(input);
                 while let Some(Due { time, capability, updates: batch }) = inbox.next_complete(frontier) {
                     let mut dirty: HashSet<Slot> = HashSet::default();
@@ -302,7 +305,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     due.dedup();
                     let mut session = output.session(&capability);
                     for i in due {
-                        let best = rank_row(i, &table, &spec);
+                        let best = rank_row(i, table, &spec);
                         if best != table.rows[i as usize].emitted {
                             let ids = table.items.ids();
                             let neighbours =
@@ -321,6 +324,13 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
             }
         },
     )
+}
+
+/// What the rows operator keeps on one worker.
+#[derive(Serialize, Deserialize)]
+struct RowsState {
+    inbox: Inbox<RowInput>,
+    table: RowTable,
 }
 
 /// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
