@@ -98,7 +98,7 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
     let (saved, save) = collector();
     let counted: Arc<Mutex<BTreeMap<usize, u64>>> = Arc::default();
     let counter: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let restore: Option<Vec<WorkerCut>> = restore.map(|cuts| cuts.iter().map(clone_cut).collect());
+    let restore: Option<Vec<WorkerCut>> = restore.map(|cuts| cuts.iter().cloned().collect());
     let (counts, counter_address) = (Arc::clone(&counted), Arc::clone(&counter));
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
     timely::execute(config, move |worker| {
@@ -192,20 +192,6 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
     Counted { cuts, counted, counter }
 }
 
-fn clone_cut(cut: &WorkerCut) -> WorkerCut {
-    WorkerCut {
-        checkpoint: cut.checkpoint,
-        worker: cut.worker,
-        cut: cut.cut,
-        frontier: cut.frontier,
-        records_read: cut.records_read,
-        source: cut.source.clone(),
-        max_records_left: cut.max_records_left,
-        reader: cut.reader.clone(),
-        operators: cut.operators.clone(),
-    }
-}
-
 /// What the operators of one worker's cut hold: records held back plus records counted.
 fn held(cut: &WorkerCut, counter: &[usize]) -> u64 {
     let held = |(address, bytes): &(Vec<usize>, Vec<u8>)| -> u64 {
@@ -248,7 +234,7 @@ fn a_run_restored_from_a_cut_ends_as_the_run_that_took_it() {
         let checkpoints = check_complete(&undisturbed.cuts, workers);
         assert!(checkpoints >= 3, "{workers} workers: only {checkpoints} checkpoints");
         for n in [1, checkpoints / 2, checkpoints - 1] {
-            let parts: Vec<WorkerCut> = undisturbed.cuts.iter().filter(|c| c.checkpoint == n).map(clone_cut).collect();
+            let parts: Vec<WorkerCut> = undisturbed.cuts.iter().filter(|c| c.checkpoint == n).cloned().collect();
             let restored = run_counting(events, workers, all_read, Some(&parts));
             assert_eq!(restored.counted, events * readers, "{workers} workers, restored from checkpoint {n}");
         }
@@ -270,7 +256,7 @@ fn run_pipeline(workers: usize, checkpoints: bool, restore: Option<&[WorkerCut]>
         let length = if cut.worker == 0 { std::fs::metadata(&written).unwrap().len() } else { 0 };
         sink.lock().unwrap().push((cut, length));
     });
-    let restore = restore.map(|parts| Arc::new(parts.iter().map(clone_cut).collect::<Vec<_>>()));
+    let restore = restore.map(|parts| Arc::new(parts.iter().cloned().collect::<Vec<_>>()));
     let options = RunOptions {
         output: Some(output.display().to_string()),
         dead_letter: Some(dir.join("dead.jsonl").display().to_string()),
@@ -307,10 +293,10 @@ fn taking_checkpoints_changes_no_result() {
 fn a_pipeline_restored_from_a_cut_writes_what_the_undisturbed_run_wrote_after_it() {
     for workers in [1, 3] {
         let (undisturbed, saved) = run_pipeline(workers, true, None);
-        let cuts: Vec<WorkerCut> = saved.iter().map(|(cut, _)| clone_cut(cut)).collect();
+        let cuts: Vec<WorkerCut> = saved.iter().map(|(cut, _)| cut.clone()).collect();
         let checkpoints = check_complete(&cuts, workers);
         for n in [1, checkpoints / 2, checkpoints - 1] {
-            let parts: Vec<WorkerCut> = cuts.iter().filter(|c| c.checkpoint == n).map(clone_cut).collect();
+            let parts: Vec<WorkerCut> = cuts.iter().filter(|c| c.checkpoint == n).cloned().collect();
             let written = saved.iter().find(|(cut, _)| cut.checkpoint == n && cut.worker == 0).unwrap().1;
             let (after, _) = run_pipeline(workers, true, Some(&parts));
             let expected = &undisturbed[written as usize..];

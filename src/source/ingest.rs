@@ -375,7 +375,7 @@ pub struct CutSettings {
 }
 
 /// What one worker saved at a checkpoint.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerCut {
     /// The checkpoint.
     pub checkpoint: u64,
