@@ -98,7 +98,7 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
     let (saved, save) = collector();
     let counted: Arc<Mutex<BTreeMap<usize, u64>>> = Arc::default();
     let counter: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let restore: Option<Vec<WorkerCut>> = restore.map(|cuts| cuts.iter().cloned().collect());
+    let restore: Option<Vec<WorkerCut>> = restore.map(|cuts| cuts.to_vec());
     let (counts, counter_address) = (Arc::clone(&counted), Arc::clone(&counter));
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
     timely::execute(config, move |worker| {
@@ -256,7 +256,7 @@ fn run_pipeline(workers: usize, checkpoints: bool, restore: Option<&[WorkerCut]>
         let length = if cut.worker == 0 { std::fs::metadata(&written).unwrap().len() } else { 0 };
         sink.lock().unwrap().push((cut, length));
     });
-    let restore = restore.map(|parts| Arc::new(parts.iter().cloned().collect::<Vec<_>>()));
+    let restore = restore.map(|parts| Arc::new(parts.to_vec()));
     let options = RunOptions {
         output: Some(output.display().to_string()),
         dead_letter: Some(dir.join("dead.jsonl").display().to_string()),
