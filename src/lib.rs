@@ -17,6 +17,7 @@ pub mod cli;
 pub mod dataflow;
 pub mod decode;
 pub mod driver;
+pub mod durable;
 pub mod eval;
 pub mod event;
 pub mod event_time;

@@ -12,9 +12,11 @@ use thiserror::Error;
 use timely::worker::Worker;
 
 use crate::checkpoint::worker_state;
+use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{self, Time};
 use crate::decode::Decoder;
 use crate::driver::{is_first_process, Driven, WorkerDriver};
+use crate::durable;
 use crate::event::DeadLetter;
 use crate::event_time::EventClock;
 use crate::fatal::{panic_message, watch_connections, Fatal, InjectedPanic};
@@ -51,8 +53,23 @@ pub struct RunOptions {
     /// Raised to end the input early (for example on Ctrl-C): the run then finishes like a
     /// finite input, writing final results and committing offsets.
     pub stop: Option<Arc<AtomicBool>>,
-    /// Take checkpoints: every worker's state at consistent cuts.
+    /// Take checkpoints: every worker's state at consistent cuts, handed to a function.
     pub checkpoints: Option<Checkpoints>,
+    /// Take checkpoints into a directory, and restore from the newest there.
+    pub checkpoint_dir: Option<CheckpointDir>,
+}
+
+/// Checkpoints kept in a directory (`--checkpoint DIR`).
+#[derive(Clone, Debug)]
+pub struct CheckpointDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The wall-clock time from the end of one checkpoint to the start of the next.
+    pub interval: Duration,
+    /// How many of the newest checkpoints to keep.
+    pub keep: usize,
+    /// Start over, ignoring the checkpoints there (`--fresh`).
+    pub fresh: bool,
 }
 
 impl Default for RunOptions {
@@ -65,6 +82,7 @@ impl Default for RunOptions {
             status: true,
             stop: None,
             checkpoints: None,
+            checkpoint_dir: None,
         }
     }
 }
@@ -321,17 +339,27 @@ struct WorkerShared {
     /// Posted records, taken by worker 0.
     posted: Mutex<Option<PostReceiver>>,
     injected: InjectedPanic,
+    /// Whether file outputs are written on at their end: a restored run continues them.
+    append_outputs: bool,
 }
 
 /// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
 /// counters. With `[serve]`, process 0 serves the results over HTTP while the run lasts, and
 /// for `serve.linger` after a finite input ended.
 pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> Result<Snapshot, RunError> {
+    let mut options = options;
     let output_path = options.output.clone().unwrap_or_else(|| pipeline.output.path.clone());
     let dead_letter_path = options.dead_letter.clone().unwrap_or_else(|| pipeline.output.dead_letter.clone());
     let first_process = is_first_process(&config);
+    let restored = options.checkpoint_dir.as_ref().map(|dir| newest_checkpoint(&pipeline, dir)).transpose()?.flatten();
     if first_process {
-        check_paths(&pipeline, &options, [&output_path, &dead_letter_path])?;
+        check_paths(&pipeline, &options, [&output_path, &dead_letter_path], restored.is_none())?;
+        if let Some((_, restored)) = &restored {
+            durable::cut_back_outputs(&restored.meta).map_err(|e| RunError::Restore {
+                pipeline: pipeline.name.clone(),
+                message: format!("cannot cut the outputs back to the checkpoint: {e}"),
+            })?;
+        }
     }
     let local_workers = match &config.communication {
         timely::CommunicationConfig::Process(threads) => *threads,
@@ -354,6 +382,23 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         fatal.end_process_on_report();
         watch_connections(fatal.clone());
     }
+    let append_outputs = restored.is_some();
+    let files = [&output_path, &dead_letter_path].into_iter().filter(|p| is_file_path(p)).cloned().collect();
+    let workers = total_workers(&config);
+    let writer = match (&options.checkpoint_dir, restored) {
+        (Some(dir), restored) => {
+            let writer = start_writer(&pipeline, dir, workers, first_process, files, &fatal, restored.as_ref())?;
+            let (save_to, report) = (Arc::clone(&writer), fatal.clone());
+            let save = Arc::new(move |cut: Result<WorkerCut, bincode::Error>| match cut {
+                Ok(cut) => save_to.save(cut),
+                Err(e) => report.report("checkpoint", e),
+            });
+            let restore = restored.map(|(_, restored)| Arc::new(restored.parts));
+            options.checkpoints = Some(Checkpoints { interval: dir.interval, save, restore });
+            Some(writer)
+        }
+        (None, _) => None,
+    };
     let shared = WorkerShared {
         pipeline,
         options,
@@ -366,10 +411,14 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         feed: server.as_ref().map(Server::feed),
         posted: Mutex::new(posted),
         injected: InjectedPanic::from_env(),
+        append_outputs,
     };
     let guards = timely::execute(config, move |worker| run_worker_guarded(worker, &shared))
         .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
     let results = guards.join();
+    if let Some(writer) = writer {
+        writer.finish();
+    }
     if let Some(message) = fatal.get() {
         return Err(RunError::Fatal { pipeline: pipeline_name, message: message.to_string() });
     }
@@ -393,7 +442,12 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
 
 /// Fails before starting workers when the input is missing (only process 0 reads it) or an
 /// output file cannot be created.
-fn check_paths(pipeline: &Pipeline, options: &RunOptions, outputs: [&String; 2]) -> Result<(), RunError> {
+fn check_paths(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    outputs: [&String; 2],
+    create_outputs: bool,
+) -> Result<(), RunError> {
     if let Some(path) = input_path(pipeline, options) {
         if path.as_os_str() != "-" {
             std::fs::File::open(&path).map_err(|source| RunError::Input {
@@ -403,8 +457,8 @@ fn check_paths(pipeline: &Pipeline, options: &RunOptions, outputs: [&String; 2])
             })?;
         }
     }
-    for path in outputs {
-        if !matches!(path.as_str(), "-" | "stdout" | "stderr") && !path.starts_with(SCHEME) {
+    for path in outputs.into_iter().filter(|_| create_outputs) {
+        if is_file_path(path) {
             std::fs::File::create(path).map_err(|source| RunError::Output {
                 pipeline: pipeline.name.clone(),
                 path: path.clone(),
@@ -413,6 +467,68 @@ fn check_paths(pipeline: &Pipeline, options: &RunOptions, outputs: [&String; 2])
         }
     }
     Ok(())
+}
+
+/// Whether an output path names a file (not a standard stream or a Kafka topic).
+fn is_file_path(path: &str) -> bool {
+    !matches!(path, "-" | "stdout" | "stderr") && !path.starts_with(SCHEME)
+}
+
+/// How many workers the run has in all its processes.
+fn total_workers(config: &timely::Config) -> usize {
+    match &config.communication {
+        timely::CommunicationConfig::Process(threads) => *threads,
+        timely::CommunicationConfig::Cluster { threads, addresses, .. } => threads * addresses.len(),
+        _ => 1,
+    }
+}
+
+/// The checkpoint store in `dir`, and its newest whole checkpoint unless starting fresh; newer
+/// damaged ones are reported on standard error.
+fn newest_checkpoint(
+    pipeline: &Pipeline,
+    dir: &CheckpointDir,
+) -> Result<Option<(CheckpointStore, durable::Restored)>, RunError> {
+    let error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
+    let store = CheckpointStore::open(&dir.dir, dir.keep).map_err(|e| error(e.to_string()))?;
+    if dir.fresh {
+        return Ok(None);
+    }
+    let Some(restored) = durable::newest(&store, pipeline).map_err(|e| error(e.to_string()))? else { return Ok(None) };
+    for damage in &restored.damaged {
+        eprintln!("recflow: passing over a damaged checkpoint: {damage}");
+    }
+    eprintln!("recflow: restoring checkpoint {} from {}", restored.manifest.id, dir.dir.display());
+    Ok(Some((store, restored)))
+}
+
+/// Starts this process's checkpoint writer into `dir`; numbers continue after the newest
+/// checkpoint there.
+fn start_writer(
+    pipeline: &Pipeline,
+    dir: &CheckpointDir,
+    workers: usize,
+    first_process: bool,
+    file_outputs: Vec<String>,
+    fatal: &Fatal,
+    restored: Option<&(CheckpointStore, durable::Restored)>,
+) -> Result<Arc<durable::Writer>, RunError> {
+    let error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
+    if let Some((_, restored)) = restored {
+        if restored.meta.workers != workers {
+            return Err(error(format!(
+                "it was taken on {} workers and this run has {workers}; restore it on {} workers, or start over \
+                 with --fresh",
+                restored.meta.workers, restored.meta.workers
+            )));
+        }
+    }
+    let store = CheckpointStore::open(&dir.dir, dir.keep).map_err(|e| error(e.to_string()))?;
+    let first_id = store.last_id().map_err(|e| error(e.to_string()))?;
+    let meta = durable::CheckpointMeta { pipeline: pipeline.clone(), workers, outputs: Vec::new() };
+    let settings =
+        durable::WriterSettings { store, meta, first_id, commits: first_process, file_outputs, fatal: fatal.clone() };
+    Ok(durable::Writer::start(settings))
 }
 
 /// Runs one worker. A panic on one worker would leave the others waiting for it for ever: it
@@ -548,7 +664,7 @@ where
     KafkaDestination: Destination<R>,
 {
     let (pipeline, partitions) = (&shared.pipeline, shared.input_partitions.unwrap_or(1));
-    sink::open(path, &pipeline.output.kafka_options, partitions, &shared.metrics)
+    sink::open_continuing(path, &pipeline.output.kafka_options, partitions, &shared.metrics, shared.append_outputs)
         .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })
 }
 

@@ -168,6 +168,7 @@ fn a_run_on_arbitrary_lines_accounts_for_every_record() {
                 status: false,
                 stop: None,
                 checkpoints: None,
+                checkpoint_dir: None,
             };
             let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
             let metrics = recflow::run(pipeline.clone(), options, config).expect("the run succeeds");

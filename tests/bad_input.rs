@@ -95,6 +95,7 @@ status_interval_secs = 0
         status: false,
         stop: None,
         checkpoints: None,
+        checkpoint_dir: None,
     };
     let metrics = recflow::run(pipeline, options, timely::Config::thread()).unwrap();
     let dead = common::parse_lines(&std::fs::read_to_string(&dead).unwrap());

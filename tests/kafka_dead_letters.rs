@@ -88,6 +88,7 @@ slide = "1m"
         status: false,
         stop: None,
         checkpoints: None,
+        checkpoint_dir: None,
     };
     let metrics = recflow::run(pipeline, run, timely::Config::process(2)).expect("the pipeline runs");
 

@@ -48,6 +48,7 @@ fn run_bounded(broker: &Broker, topic: &str, group: &str, start: StartFrom) -> u
         status: false,
         stop: None,
         checkpoints: None,
+        checkpoint_dir: None,
     };
     recflow::run(pipeline, options, timely::Config::process(2)).expect("the run succeeds").records_in
 }

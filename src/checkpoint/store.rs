@@ -252,6 +252,16 @@ impl CheckpointStore {
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| self.io("syncing the directory", e))
     }
 
+    /// Where the data file `name` is (or would be).
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.data_dir().join(name)
+    }
+
+    /// The newest checkpoint's number, whole or not; 0 when there is none.
+    pub fn last_id(&self) -> Result<u64, StoreError> {
+        Ok(self.manifest_ids()?.into_iter().max().unwrap_or(0))
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }

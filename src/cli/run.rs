@@ -10,8 +10,9 @@ use clap::Args;
 
 use super::{timely_config, WorkerArgs};
 use crate::pipeline_file;
+use crate::run::CheckpointDir;
 use crate::source::{InputAddress, InputForms};
-use crate::spec::{Linger, Pipeline, SourceKind};
+use crate::spec::{Linger, Pipeline, SourceKind, Span};
 use crate::RunOptions;
 
 /// `recflow run`'s arguments.
@@ -47,6 +48,20 @@ pub struct RunArgs {
     /// (until Ctrl-C); overrides `serve.linger`.
     #[arg(long = "serve-linger", value_name = "DURATION")]
     pub serve_linger: Option<String>,
+    /// Take checkpoints into DIR and, when it holds one, restore the newest first: the run goes
+    /// on where the checkpoint's run stood, and its file outputs continue where they were at the
+    /// checkpoint (needs a file, the generator or Kafka as the source).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+    /// Wall-clock time between checkpoints, such as `10s`.
+    #[arg(long = "checkpoint-interval", value_name = "DURATION", default_value = "10s", requires = "checkpoint")]
+    pub checkpoint_interval: String,
+    /// How many of the newest checkpoints to keep.
+    #[arg(long = "checkpoint-keep", value_name = "N", default_value_t = 2, requires = "checkpoint")]
+    pub checkpoint_keep: usize,
+    /// Ignore the checkpoints in the `--checkpoint` directory and start over.
+    #[arg(long, requires = "checkpoint")]
+    pub fresh: bool,
     /// timely's worker flags (`-w`, `-n`, `-p`, `-h`).
     #[command(flatten)]
     pub workers: WorkerArgs,
@@ -57,6 +72,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     let mut pipeline = pipeline_file::read(&args.pipeline)?;
     let config = timely_config(&args.workers)?;
     let input = replace_source(&mut pipeline, args.input.as_deref())?;
+    let checkpoint_dir = checkpoint_dir(&args, &pipeline)?;
     if args.bounded {
         if pipeline.source.kind != SourceKind::Kafka {
             bail!("--bounded applies to Kafka sources; files and --max-events are bounded already");
@@ -81,9 +97,32 @@ pub fn main(args: RunArgs) -> Result<()> {
         status: !args.quiet,
         stop: Some(stop_on_signals()?),
         checkpoints: None,
+        checkpoint_dir,
     };
     crate::run(pipeline, options, config)?;
     Ok(())
+}
+
+/// The checkpoint settings of `run --checkpoint`, checked.
+fn checkpoint_dir(args: &RunArgs, pipeline: &Pipeline) -> Result<Option<CheckpointDir>> {
+    let Some(dir) = &args.checkpoint else { return Ok(None) };
+    if pipeline.source.kind == SourceKind::Stdin {
+        bail!(
+            "--checkpoint needs a source a restored run can resume: a file, the generator or Kafka, not standard input"
+        );
+    }
+    let interval = Span::parse(&args.checkpoint_interval)
+        .map_err(anyhow::Error::msg)
+        .context("--checkpoint-interval (a duration such as 10s)")?;
+    if args.checkpoint_keep == 0 {
+        bail!("--checkpoint-keep must be at least 1");
+    }
+    Ok(Some(CheckpointDir {
+        dir: dir.clone(),
+        interval: std::time::Duration::from_millis(interval.millis()),
+        keep: args.checkpoint_keep,
+        fresh: args.fresh,
+    }))
 }
 
 /// Points the pipeline at `run --input` (a file, standard input or a Kafka topic), if given;

@@ -8,12 +8,27 @@ use super::{Destination, SinkError};
 use crate::event::{DeadLetter, Millis};
 use crate::results::ChangeRecord;
 
-/// Opens an output destination: `-` is standard output, `stderr` standard error, else a file.
+/// Opens an output destination: `-` is standard output, `stderr` standard error, else a file,
+/// created empty.
 pub fn open_destination(path: &str) -> std::io::Result<Box<dyn Write>> {
+    open_file_or_stream(path, false)
+}
+
+/// Like [`open_destination`], but a file is written on at its end (a restored run continues
+/// the file its checkpoint's run wrote).
+pub fn open_destination_appending(path: &str) -> std::io::Result<Box<dyn Write>> {
+    open_file_or_stream(path, true)
+}
+
+fn open_file_or_stream(path: &str, append: bool) -> std::io::Result<Box<dyn Write>> {
     Ok(match path {
         "-" | "stdout" => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
         "stderr" => Box::new(std::io::stderr()),
-        path => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path)?)),
+        path => {
+            let file =
+                std::fs::OpenOptions::new().write(true).create(true).append(append).truncate(!append).open(path)?;
+            Box::new(std::io::BufWriter::with_capacity(1 << 16, file))
+        }
     })
 }
 

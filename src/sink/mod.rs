@@ -29,7 +29,7 @@ use crate::spec::kafka_address::{KafkaAddress, SCHEME};
 
 pub use self::changelog::write_changelog;
 pub use self::dead_letter::write_dead_letters;
-pub use self::jsonl::{open_destination, JsonLines};
+pub use self::jsonl::{open_destination, open_destination_appending, JsonLines};
 pub use self::kafka::KafkaDestination;
 pub use self::serve::ServeFeed;
 
@@ -146,13 +146,29 @@ where
     JsonLines: Destination<R>,
     KafkaDestination: Destination<R>,
 {
+    open_continuing(destination, options, partitions, metrics, false)
+}
+
+/// [`open`], but a file is written on at its end when `append` (a restored run).
+pub fn open_continuing<R>(
+    destination: &str,
+    options: &BTreeMap<String, String>,
+    partitions: usize,
+    metrics: &Arc<Metrics>,
+    append: bool,
+) -> Result<Box<dyn Destination<R>>, SinkError>
+where
+    JsonLines: Destination<R>,
+    KafkaDestination: Destination<R>,
+{
     if destination.starts_with(SCHEME) {
         let address = KafkaAddress::parse(destination)
             .map_err(|message| SinkError::Open { destination: destination.to_string(), message })?;
         Ok(Box::new(KafkaDestination::open(&address, options, partitions, Arc::clone(metrics))?))
     } else {
-        let out = open_destination(destination)
-            .map_err(|e| SinkError::Open { destination: destination.to_string(), message: e.to_string() })?;
+        let opened = if append { open_destination_appending(destination) } else { open_destination(destination) };
+        let out =
+            opened.map_err(|e| SinkError::Open { destination: destination.to_string(), message: e.to_string() })?;
         Ok(Box::new(JsonLines::new(out)))
     }
 }

@@ -50,6 +50,7 @@ pub fn run_lines(pipeline: &Pipeline, lines: &[String], workers: usize) -> RunOu
         status: false,
         stop: None,
         checkpoints: None,
+        checkpoint_dir: None,
     };
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
     let metrics = recflow::run(pipeline.clone(), options, config).expect("pipeline runs");

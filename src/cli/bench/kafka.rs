@@ -124,6 +124,7 @@ pub fn bench_kafka(
         status: false,
         stop,
         checkpoints: None,
+        checkpoint_dir: None,
     };
     let Some(rate) = bench.rate else {
         produce(&input, &events, bench.partitions, None)?;

@@ -23,6 +23,7 @@ pub fn main(pipeline: &Pipeline, input: Option<PathBuf>, args: &BenchArgs) -> Re
             status: false,
             stop: None,
             checkpoints: None,
+            checkpoint_dir: None,
         };
         let started = std::time::Instant::now();
         let counters = crate::run(pipeline.clone(), options, timely_config(&args.workers)?)?;

@@ -1,0 +1,247 @@
+//! A run's checkpoints on disk. Each worker hands its part of a checkpoint ([`WorkerCut`]) to
+//! its process's writer thread, which writes it into the store as a data file; process 0's
+//! writer commits the checkpoint's manifest once every worker's part is there (those of other
+//! processes too, in the same directory), so a checkpoint is whole or absent. On start, the
+//! newest whole checkpoint is read back ([`newest`]) and the file outputs are cut back to what
+//! they held at its cut.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::store::{CheckpointStore, FileEntry, Manifest, Newest, StoreError};
+use crate::checkpoint::{check_compatible, IncompatibleSettings};
+use crate::fatal::Fatal;
+use crate::source::WorkerCut;
+use crate::spec::Pipeline;
+
+/// What a manifest records beside the parts' files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CheckpointMeta {
+    /// The pipeline the checkpoint was taken with, to refuse a changed one on restore.
+    pub pipeline: Pipeline,
+    /// The number of workers it was taken on.
+    pub workers: usize,
+    /// Each file output's path and length at the cut: restore cuts it back to that length.
+    pub outputs: Vec<(String, u64)>,
+}
+
+/// A checkpoint read back for a restore.
+pub struct Restored {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// What it was taken with.
+    pub meta: CheckpointMeta,
+    /// Every worker's part.
+    pub parts: Vec<WorkerCut>,
+    /// Newer checkpoints passed over as damaged, one line each.
+    pub damaged: Vec<String>,
+}
+
+/// Why a checkpoint cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The store cannot be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file of the newest whole checkpoint cannot be read back.
+    #[error("checkpoint {id}: {problem}")]
+    Unreadable {
+        /// The checkpoint.
+        id: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The pipeline changed in a way that changes results.
+    #[error(
+        "checkpoint {id} was taken with other settings: {changed}; run with the settings it was taken with, or \
+         with --fresh to start over"
+    )]
+    Changed {
+        /// The checkpoint.
+        id: u64,
+        /// The changed settings.
+        changed: IncompatibleSettings,
+    },
+}
+
+/// The newest whole checkpoint in `store`, if any, checked against `pipeline`.
+pub fn newest(store: &CheckpointStore, pipeline: &Pipeline) -> Result<Option<Restored>, RestoreError> {
+    let Some(Newest { manifest, damaged }) = store.newest()? else { return Ok(None) };
+    let id = manifest.id;
+    let unreadable = |problem: String| RestoreError::Unreadable { id, problem };
+    let meta: CheckpointMeta = serde_json::from_value(manifest.meta.clone()).map_err(|e| unreadable(e.to_string()))?;
+    check_compatible(&meta.pipeline, pipeline).map_err(|changed| RestoreError::Changed { id, changed })?;
+    let mut parts = Vec::with_capacity(manifest.files.len());
+    for entry in &manifest.files {
+        let bytes = store.read_file(id, entry).map_err(|damage| unreadable(damage.to_string()))?;
+        parts.push(bincode::deserialize(&bytes).map_err(|e| unreadable(format!("{}: {e}", entry.name)))?);
+    }
+    let damaged = damaged.iter().map(ToString::to_string).collect();
+    Ok(Some(Restored { manifest, meta, parts, damaged }))
+}
+
+/// Cuts each file output back to the length it had at the checkpoint's cut.
+pub fn cut_back_outputs(meta: &CheckpointMeta) -> std::io::Result<()> {
+    for (path, len) in &meta.outputs {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        if file.metadata()?.len() < *len {
+            return Err(std::io::Error::other(format!(
+                "{path} is shorter than at the checkpoint ({len} bytes): it was changed since"
+            )));
+        }
+        file.set_len(*len)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A worker's part on its way to the writer, with the file outputs' lengths when worker 0
+/// saved it (every result before the cut written and flushed by then).
+struct Part {
+    cut: WorkerCut,
+    outputs: Vec<(String, u64)>,
+}
+
+/// How the writer of one process runs.
+pub struct WriterSettings {
+    /// The store.
+    pub store: CheckpointStore,
+    /// What the manifests record, less the outputs' lengths (taken at each cut).
+    pub meta: CheckpointMeta,
+    /// Checkpoint numbers continue from here (the newest in the store when the run started).
+    pub first_id: u64,
+    /// Whether this process commits manifests (process 0).
+    pub commits: bool,
+    /// The file outputs whose lengths the manifest records.
+    pub file_outputs: Vec<String>,
+    /// Where a write that fails is reported: the run stops.
+    pub fatal: Fatal,
+}
+
+/// The writer thread of one process.
+pub struct Writer {
+    sender: Mutex<Option<mpsc::Sender<Part>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    file_outputs: Vec<String>,
+}
+
+impl Writer {
+    /// Starts the writer.
+    pub fn start(settings: WriterSettings) -> Arc<Writer> {
+        let (sender, receiver) = mpsc::channel();
+        let file_outputs = settings.file_outputs.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint writer".into())
+            .spawn(move || write_parts(receiver, settings))
+            .expect("a thread starts");
+        Arc::new(Writer { sender: Mutex::new(Some(sender)), thread: Mutex::new(Some(thread)), file_outputs })
+    }
+
+    /// Hands a worker's part to the writer (on the worker's thread).
+    pub fn save(&self, cut: WorkerCut) {
+        let outputs = if cut.worker == 0 {
+            let length = |path: &String| std::fs::metadata(path).map(|m| (path.clone(), m.len())).ok();
+            self.file_outputs.iter().filter_map(length).collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(sender) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            // The writer only goes away once the run is over.
+            let _ = sender.send(Part { cut, outputs });
+        }
+    }
+
+    /// Writes what is queued and stops the writer; parts of checkpoints not yet whole are left
+    /// without a manifest.
+    pub fn finish(&self) {
+        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A checkpoint whose parts are being written.
+#[derive(Default)]
+struct Pending {
+    frontier: u64,
+    outputs: Vec<(String, u64)>,
+    written: BTreeMap<usize, FileEntry>,
+}
+
+fn write_parts(receiver: mpsc::Receiver<Part>, settings: WriterSettings) {
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    loop {
+        let open = match receiver.recv_timeout(Duration::from_millis(50)) {
+            Ok(part) => {
+                if let Err(e) = write_part(&settings, &mut pending, part) {
+                    settings.fatal.report("checkpoint", e);
+                }
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        };
+        if settings.commits {
+            if let Err(e) = commit_whole(&settings, &mut pending) {
+                settings.fatal.report("checkpoint", e);
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// The data file of worker `worker`'s part of checkpoint `id`.
+fn part_name(id: u64, worker: usize) -> String {
+    format!("checkpoint-{id:020}-worker-{worker}.bin")
+}
+
+fn write_part(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>, part: Part) -> Result<(), String> {
+    let id = settings.first_id + part.cut.checkpoint;
+    let bytes = bincode::serialize(&part.cut).map_err(|e| e.to_string())?;
+    let entry = settings.store.write_file(&part_name(id, part.cut.worker), &bytes).map_err(|e| e.to_string())?;
+    let checkpoint = pending.entry(id).or_default();
+    checkpoint.frontier = part.cut.frontier;
+    if part.cut.worker == 0 {
+        checkpoint.outputs = part.outputs;
+    }
+    checkpoint.written.insert(part.cut.worker, entry);
+    Ok(())
+}
+
+/// Commits, oldest first, every checkpoint whose parts are all written, reading the parts other
+/// processes wrote from the store.
+fn commit_whole(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>) -> Result<(), String> {
+    let workers = settings.meta.workers;
+    while let Some(mut entry) = pending.first_entry() {
+        let id = *entry.key();
+        let checkpoint = entry.get_mut();
+        for worker in 0..workers {
+            if checkpoint.written.contains_key(&worker) {
+                continue;
+            }
+            let name = part_name(id, worker);
+            let Ok(bytes) = std::fs::read(settings.store.data_path(&name)) else { return Ok(()) };
+            let crc32 = crc32fast::hash(&bytes);
+            checkpoint.written.insert(worker, FileEntry { name, len: bytes.len() as u64, crc32 });
+        }
+        let checkpoint = entry.remove();
+        let meta = CheckpointMeta { outputs: checkpoint.outputs, ..settings.meta.clone() };
+        let manifest = Manifest {
+            id,
+            frontier: checkpoint.frontier,
+            completed_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
+            files: checkpoint.written.into_values().collect(),
+        };
+        settings.store.commit(&manifest).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `recflow run --checkpoint DIR` survives kill -9: a run killed at random points (seeded) and
+//! started again with the same command each time ends with the same changelog, byte for byte, as
+//! a run never disturbed; a damaged newest checkpoint is passed over for the one before; a
+//! changed setting that changes results is refused, naming it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
+
+/// The small world's pipeline and `events` of its generated events in a file, in `dir`.
+fn world(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
+    let pipeline = dir.join("small.toml");
+    std::fs::write(&pipeline, SMALL_WORLD).unwrap();
+    let input = dir.join("events.csv");
+    let events = events.to_string();
+    run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", &events, "--unit", "s", "--output"]).arg(&input));
+    (pipeline, input)
+}
+
+/// `recflow run` of the world's file on two workers into `output`, with `extra` arguments.
+fn run_command(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = recflow();
+    command.arg("run").arg(pipeline).arg("--input").arg(input).arg("--output").arg(output);
+    command.arg("--dead-letter").arg(output.with_extension("dead.jsonl"));
+    command.args(["-q", "-w", "2"]).args(extra);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+/// The number of the newest checkpoint committed in `dir` so far (older ones are pruned).
+fn committed(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir.join("manifests")) else { return 0 };
+    let number = |entry: std::io::Result<std::fs::DirEntry>| {
+        entry.ok()?.file_name().to_str()?.strip_suffix(".json")?.parse::<usize>().ok()
+    };
+    entries.filter_map(number).max().unwrap_or(0)
+}
+
+/// Numbers from a fixed seed: the same kill points on every run of the test.
+struct Seeded(u64);
+
+impl Seeded {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Waits until `child` has committed checkpoint `target` in `dir`, then lets it run on for
+/// `then` and kills it with SIGKILL (returns true), unless it finishes first (returns false).
+fn kill_after(child: &mut Child, dir: &Path, target: usize, then: Duration) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the run failed: {status}");
+            return false;
+        }
+        if committed(dir) >= target {
+            std::thread::sleep(then);
+            if child.try_wait().unwrap().is_some() {
+                continue;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint {target} within 2 minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
+    let dir = scratch_dir("restart");
+    let (pipeline, input) = world(&dir, 500_000);
+    let undisturbed = dir.join("undisturbed.jsonl");
+    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    let output = dir.join("restarted.jsonl");
+    let checkpoints = dir.join("checkpoints");
+    let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    let mut seeded = Seeded(7);
+    let mut kills = 0;
+    loop {
+        let mut child = run_command(&pipeline, &input, &output, &args).spawn().unwrap();
+        // Kill it once it has committed one or two more checkpoints and written on for a while:
+        // what it wrote after its last checkpoint is written again after the restart.
+        let target = committed(&checkpoints) + 1 + seeded.below(2) as usize;
+        let then = Duration::from_millis(seeded.below(150));
+        if !kill_after(&mut child, &checkpoints, target, then) {
+            break;
+        }
+        kills += 1;
+    }
+    let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&output).unwrap());
+    assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
+    assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_passed_over_and_a_changed_window_refused() {
+    let dir = scratch_dir("restart-damage");
+    let (pipeline, input) = world(&dir, 60_000);
+    let undisturbed = dir.join("undisturbed.jsonl");
+    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    let output = dir.join("restarted.jsonl");
+    let checkpoints = dir.join("checkpoints");
+    let args =
+        ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms", "--checkpoint-keep", "3"];
+    run_ok(&mut run_command(&pipeline, &input, &output, &args));
+    assert!(committed(&checkpoints) >= 2, "two checkpoints to choose from");
+    // Damage the newest checkpoint's first data file.
+    let mut manifests: Vec<PathBuf> =
+        std::fs::read_dir(checkpoints.join("manifests")).unwrap().map(|e| e.unwrap().path()).collect();
+    manifests.sort();
+    let newest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifests.last().unwrap()).unwrap()).unwrap();
+    let first_file = newest["manifest"]["files"][0]["name"].as_str().unwrap();
+    let damaged = checkpoints.join("data").join(first_file);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&damaged, bytes).unwrap();
+    let stderr = run_ok(&mut run_command(&pipeline, &input, &output, &args));
+    assert!(stderr.contains("passing over a damaged checkpoint"), "{stderr}");
+    assert!(std::fs::read(&undisturbed).unwrap() == std::fs::read(&output).unwrap(), "restored from the one before");
+    // A changed window size changes results: refused, naming the key.
+    let changed = dir.join("changed.toml");
+    std::fs::write(&changed, SMALL_WORLD.replace("size = \"2m\"", "size = \"3m\"")).unwrap();
+    let refused = run_command(&changed, &input, &output, &args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("hot_items.size"), "{stderr}");
+    // A changed server address does not.
+    let serving = dir.join("serving.toml");
+    let serve = "[serve]\naddr = \"127.0.0.1:0\"\nforget = false\nexplain = false\n";
+    std::fs::write(&serving, format!("{SMALL_WORLD}\n{serve}")).unwrap();
+    let mut child = run_command(&serving, &input, &output, &args).spawn().unwrap();
+    assert!(wait_for_exit(&mut child, Duration::from_secs(120)).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
