@@ -112,22 +112,10 @@ impl KafkaSource {
     }
 
     /// Connects to the topic `spec` names, which has `count` partitions, and assigns this worker
-    /// its partitions: those `p` with `p mod workers == worker`, each starting where
-    /// `[source.kafka] start` says.
-    pub fn open(
-        source: &SourceSpec,
-        spec: &KafkaSourceSpec,
-        count: usize,
-        worker: usize,
-        workers: usize,
-        metrics: Arc<Metrics>,
-    ) -> Result<KafkaSource, KafkaSetupError> {
-        KafkaSource::open_at(source, spec, count, worker, workers, metrics, &KafkaResume::default())
-    }
-
-    /// Like [`KafkaSource::open`], but each partition `resume` names starts at its offset there
-    /// (the partitions it does not name start where `start` says). Fails when `resume` names a
-    /// partition the topic does not have.
+    /// its partitions: those `p` with `p mod workers == worker`. Each partition `resume` names
+    /// starts at its offset there, the others where `[source.kafka] start` says (an empty
+    /// `resume` for a fresh start). Fails when `resume` names a partition the topic does not
+    /// have.
     pub fn open_at(
         source: &SourceSpec,
         spec: &KafkaSourceSpec,
