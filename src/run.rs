@@ -31,8 +31,8 @@ use crate::sink::{
     Tee,
 };
 use crate::source::{
-    ingest, post_channel, CutSettings, EventSource, FileResume, FileSource, IngestSettings, Input, KafkaResume,
-    KafkaSource, NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
+    ingest, post_channel, CutSettings, EventSource, FileSource, IngestSettings, Input, KafkaResume, KafkaSource,
+    NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
 };
 use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Pipeline, SourceKind};
@@ -267,13 +267,15 @@ fn open_single_source(
         Some(path) => {
             let decoder = Decoder::new(&pipeline.source);
             let skip_header = pipeline.source.header && decoder.is_delimited();
-            let at = match resume {
-                None => FileResume::default(),
-                Some(ResumePoint::File(at)) => *at,
+            let opened = match resume {
+                None => FileSource::open(&path, decoder, skip_header, fatal.clone()),
+                Some(ResumePoint::File(at)) => FileSource::open_at(&path, decoder, skip_header, fatal.clone(), *at),
                 Some(_) => return Err(cannot_resume("a file")),
             };
-            let file = FileSource::open_at(&path, decoder, skip_header, fatal.clone(), at).map_err(|source| {
-                RunError::Input { pipeline: pipeline.name.clone(), path: path.display().to_string(), source }
+            let file = opened.map_err(|source| RunError::Input {
+                pipeline: pipeline.name.clone(),
+                path: path.display().to_string(),
+                source,
             })?;
             Box::new(file)
         }
