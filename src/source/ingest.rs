@@ -19,6 +19,12 @@
 //! once all have, each worker knows the stream's end ([`StreamEnd`]) and holds its capability
 //! just past the time by which every result is final, so the run can stop there instead of
 //! computing window expiries far past the end of the data.
+//!
+//! With checkpoints, every worker runs one (a worker that reads nothing reads [`super::NoSource`]),
+//! and the ingest operators carry the checkpoint protocol on their progress broadcast
+//! ([`crate::checkpoint::cut`]): they stop reading, cross one cut time, and each saves its
+//! worker's state ([`WorkerCut`]) once nothing read before the cut is still on its way. A
+//! restored worker starts from its saved lanes, counters and capability.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
