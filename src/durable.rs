@@ -26,7 +26,8 @@ pub struct CheckpointMeta {
     pub pipeline: Pipeline,
     /// The number of workers it was taken on.
     pub workers: usize,
-    /// Each file output's path and length at the cut: restore cuts it back to that length.
+    /// Each output that is a regular file, with its length at the cut: restore cuts it back to
+    /// that length.
     pub outputs: Vec<(String, u64)>,
 }
 
@@ -145,7 +146,11 @@ impl Writer {
     /// Hands a worker's part to the writer (on the worker's thread).
     pub fn save(&self, cut: WorkerCut) {
         let outputs = if cut.worker == 0 {
-            let length = |path: &String| std::fs::metadata(path).map(|m| (path.clone(), m.len())).ok();
+            // Only regular files can be cut back (not `/dev/null` or a pipe).
+            let length = |path: &String| {
+                let metadata = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
+                Some((path.clone(), metadata.len()))
+            };
             self.file_outputs.iter().filter_map(length).collect()
         } else {
             Vec::new()

@@ -34,6 +34,11 @@ enum Command {
     Subscribe(SubscribeArgs),
     /// Replay a file test-then-learn and measure the recommendations: HR@k, NDCG, MRR, coverage.
     Eval(EvalArgs),
+    /// List the checkpoints `run --checkpoint DIR` took, newest first.
+    Checkpoints {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
 }
 
 /// jemalloc instead of the system allocator: with two workers, glibc's malloc spent about a
@@ -77,5 +82,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Subscribe(args) => cli::subscribe::main(args),
         Command::Bench(args) => cli::bench::main(args),
         Command::Eval(args) => cli::eval::main(args),
+        Command::Checkpoints { dir } => cli::checkpoints::main(&dir),
     }
 }

@@ -1,7 +1,8 @@
 //! `recflow run --checkpoint DIR` survives kill -9: a run killed at random points (seeded) and
 //! started again with the same command each time ends with the same changelog, byte for byte, as
-//! a run never disturbed; a damaged newest checkpoint is passed over for the one before; a
-//! changed setting that changes results is refused, naming it.
+//! a run never disturbed; a damaged newest checkpoint is passed over for the one before (and
+//! `recflow checkpoints` shows it damaged); a changed setting that changes results is refused,
+//! naming it.
 
 mod common;
 
@@ -25,7 +26,12 @@ fn world(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
 fn run_command(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
     let mut command = recflow();
     command.arg("run").arg(pipeline).arg("--input").arg(input).arg("--output").arg(output);
-    command.arg("--dead-letter").arg(output.with_extension("dead.jsonl"));
+    let null = Path::new("/dev/null");
+    command.arg("--dead-letter").arg(if output == null {
+        null.to_path_buf()
+    } else {
+        output.with_extension("dead.jsonl")
+    });
     command.args(["-q", "-w", "2"]).args(extra);
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     command
@@ -124,6 +130,11 @@ fn a_damaged_newest_checkpoint_is_passed_over_and_a_changed_window_refused() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xFF;
     std::fs::write(&damaged, bytes).unwrap();
+    // `recflow checkpoints` lists the damaged one with what is wrong, and the whole ones.
+    let listing = recflow().arg("checkpoints").arg(&checkpoints).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().next().is_some_and(|first| first.starts_with("damaged:")), "{listing}");
+    assert!(listing.contains("2 workers, source at line "), "{listing}");
     let stderr = run_ok(&mut run_command(&pipeline, &input, &output, &args));
     assert!(stderr.contains("passing over a damaged checkpoint"), "{stderr}");
     assert!(std::fs::read(&undisturbed).unwrap() == std::fs::read(&output).unwrap(), "restored from the one before");
@@ -139,5 +150,20 @@ fn a_damaged_newest_checkpoint_is_passed_over_and_a_changed_window_refused() {
     std::fs::write(&serving, format!("{SMALL_WORLD}\n{serve}")).unwrap();
     let mut child = run_command(&serving, &input, &output, &args).spawn().unwrap();
     assert!(wait_for_exit(&mut child, Duration::from_secs(120)).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_output_that_is_no_regular_file_is_left_alone_on_restore() {
+    let dir = scratch_dir("restart-devnull");
+    let (pipeline, input) = world(&dir, 60_000);
+    let checkpoints = dir.join("checkpoints");
+    let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    let null = Path::new("/dev/null");
+    run_ok(&mut run_command(&pipeline, &input, null, &args));
+    assert!(committed(&checkpoints) >= 1);
+    // The second run restores; /dev/null cannot be cut back, and need not be.
+    let stderr = run_ok(&mut run_command(&pipeline, &input, null, &args));
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,6 +5,7 @@
 //! [`stats`] holds the figures the benchmarks share (percentiles, medians, peak memory).
 
 pub mod bench;
+pub mod checkpoints;
 pub mod eval;
 pub mod gen;
 pub mod produce;
