@@ -22,6 +22,16 @@ fn world(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
     (pipeline, input)
 }
 
+/// The world of `events` events in a fresh scratch directory, and the changelog of a run of it
+/// that nothing disturbs: `(dir, pipeline, input, changelog)`.
+fn undisturbed_run(tag: &str, events: u64) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let dir = scratch_dir(tag);
+    let (pipeline, input) = world(&dir, events);
+    let undisturbed = dir.join("undisturbed.jsonl");
+    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    (dir, pipeline, input, undisturbed)
+}
+
 /// `recflow run` of the world's file on two workers into `output`, with `extra` arguments.
 fn run_command(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
     let mut command = recflow();
@@ -81,10 +91,7 @@ fn kill_after(child: &mut Child, dir: &Path, target: usize, then: Duration) -> b
 
 #[test]
 fn a_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
-    let dir = scratch_dir("restart");
-    let (pipeline, input) = world(&dir, 500_000);
-    let undisturbed = dir.join("undisturbed.jsonl");
-    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    let (dir, pipeline, input, undisturbed) = undisturbed_run("restart", 500_000);
     let output = dir.join("restarted.jsonl");
     let checkpoints = dir.join("checkpoints");
     let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
@@ -109,10 +116,7 @@ fn a_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
 
 #[test]
 fn a_damaged_newest_checkpoint_is_passed_over_and_a_changed_window_refused() {
-    let dir = scratch_dir("restart-damage");
-    let (pipeline, input) = world(&dir, 60_000);
-    let undisturbed = dir.join("undisturbed.jsonl");
-    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-damage", 60_000);
     let output = dir.join("restarted.jsonl");
     let checkpoints = dir.join("checkpoints");
     let args =
