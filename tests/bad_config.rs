@@ -68,6 +68,10 @@ fn unknown_and_invalid_keys_are_named() {
         ("[hot_items]\n[output]\nmax_rejected_share = 0.0", "output.max_rejected_share"),
         ("[hot_items]\n[output]\nmax_rejected_share = 1.5", "in (0, 1]"),
         ("[hot_items]\n[output]\nmax_rejected_share = nan", "output.max_rejected_share"),
+        ("[hot_items]\n[checkpoint]\ndir = \"ckpt\"\nkeep = 0", "checkpoint.keep"),
+        ("[hot_items]\n[checkpoint]\ndir = \"\"", "checkpoint.dir"),
+        ("[hot_items]\n[checkpoint]\ninterval = \"10s\"", "dir"),
+        ("[hot_items]\n[checkpoint]\ndir = \"ckpt\"\nevery = \"10s\"", "every"),
     ];
     for (toml, key) in cases {
         let message = error_of(toml);

@@ -157,12 +157,16 @@ fn a_damaged_newest_checkpoint_is_passed_over_and_a_changed_window_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Also: the checkpoint settings can come from the pipeline's `[checkpoint]` table.
 #[test]
 fn an_output_that_is_no_regular_file_is_left_alone_on_restore() {
     let dir = scratch_dir("restart-devnull");
-    let (pipeline, input) = world(&dir, 60_000);
+    let (_, input) = world(&dir, 60_000);
     let checkpoints = dir.join("checkpoints");
-    let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    let pipeline = dir.join("checkpointed.toml");
+    let table = format!("[checkpoint]\ndir = {:?}\ninterval = \"20ms\"\n", checkpoints.to_str().unwrap());
+    std::fs::write(&pipeline, format!("{SMALL_WORLD}\n{table}")).unwrap();
+    let args: [&str; 0] = [];
     let null = Path::new("/dev/null");
     run_ok(&mut run_command(&pipeline, &input, null, &args));
     assert!(committed(&checkpoints) >= 1);

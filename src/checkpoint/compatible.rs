@@ -8,7 +8,7 @@
 //! Every setting counts as changing results unless [`HARMLESS`] lists it. The comparison walks
 //! the two pipelines' serialised forms, so a setting added to the pipeline later is compared
 //! without anyone having to remember this module; only a setting known to be harmless needs an
-//! entry (a `[checkpoint]` section, once the pipeline has one, belongs there).
+//! entry.
 //!
 //! Among the settings that count, some deserve a word:
 //! - `source.path`: a file's resume point is a byte offset into the file it was taken from, which
@@ -32,6 +32,7 @@ use crate::spec::Pipeline;
 /// for itself and everything under it.
 pub const HARMLESS: &[(&str, &str)] = &[
     ("name", "names the run in logs and metrics"),
+    ("checkpoint", "where and how often checkpoints are taken, not what they hold"),
     ("output.path", "where results are written, not what they are"),
     ("output.dead_letter", "where rejected records are written"),
     ("output.status_interval_secs", "how often the status line is printed"),

@@ -13,7 +13,7 @@ use crate::pipeline_file;
 use crate::run::CheckpointDir;
 use crate::source::{InputAddress, InputForms};
 use crate::spec::kafka_address::SCHEME;
-use crate::spec::{Linger, Pipeline, SourceKind, Span};
+use crate::spec::{Linger, Pipeline, SourceKind, Span, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_KEEP};
 use crate::RunOptions;
 
 /// `recflow run`'s arguments.
@@ -49,19 +49,19 @@ pub struct RunArgs {
     /// (until Ctrl-C); overrides `serve.linger`.
     #[arg(long = "serve-linger", value_name = "DURATION")]
     pub serve_linger: Option<String>,
-    /// Take checkpoints into DIR and, when it holds one, restore the newest first: the run goes
-    /// on where the checkpoint's run stood, and its file outputs continue where they were at the
-    /// checkpoint (needs a file, the generator or Kafka as the source).
+    /// Take checkpoints into DIR (overrides `checkpoint.dir`) and, when it holds one, restore
+    /// the newest first: the run goes on where the checkpoint's run stood, and its file outputs
+    /// continue where they were at the checkpoint (needs a file or the generator as the source).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: Option<PathBuf>,
-    /// Wall-clock time between checkpoints, such as `10s`.
-    #[arg(long = "checkpoint-interval", value_name = "DURATION", default_value = "10s", requires = "checkpoint")]
-    pub checkpoint_interval: String,
-    /// How many of the newest checkpoints to keep.
-    #[arg(long = "checkpoint-keep", value_name = "N", default_value_t = 2, requires = "checkpoint")]
-    pub checkpoint_keep: usize,
-    /// Ignore the checkpoints in the `--checkpoint` directory and start over.
-    #[arg(long, requires = "checkpoint")]
+    /// Wall-clock time between checkpoints, such as `10s` (overrides `checkpoint.interval`).
+    #[arg(long = "checkpoint-interval", value_name = "DURATION")]
+    pub checkpoint_interval: Option<String>,
+    /// How many of the newest checkpoints to keep (overrides `checkpoint.keep`).
+    #[arg(long = "checkpoint-keep", value_name = "N")]
+    pub checkpoint_keep: Option<usize>,
+    /// Ignore the checkpoints in the checkpoint directory and start over.
+    #[arg(long)]
     pub fresh: bool,
     /// timely's worker flags (`-w`, `-n`, `-p`, `-h`).
     #[command(flatten)]
@@ -107,7 +107,13 @@ pub fn main(args: RunArgs) -> Result<()> {
 /// The checkpoint settings of `run --checkpoint`, checked: so far for a file or the generator,
 /// writing to files (or standard streams, which cannot be cut back), on one process.
 fn checkpoint_dir(args: &RunArgs, pipeline: &Pipeline, config: &timely::Config) -> Result<Option<CheckpointDir>> {
-    let Some(dir) = &args.checkpoint else { return Ok(None) };
+    let spec = pipeline.checkpoint.as_ref();
+    let Some(dir) = args.checkpoint.clone().or_else(|| spec.map(|spec| spec.dir.clone())) else {
+        if args.fresh || args.checkpoint_interval.is_some() || args.checkpoint_keep.is_some() {
+            bail!("--fresh, --checkpoint-interval and --checkpoint-keep need --checkpoint DIR or a [checkpoint] table");
+        }
+        return Ok(None);
+    };
     match pipeline.source.kind {
         SourceKind::File | SourceKind::Synth => {}
         SourceKind::Stdin => bail!("--checkpoint needs a source a restored run can resume, not standard input"),
@@ -121,16 +127,20 @@ fn checkpoint_dir(args: &RunArgs, pipeline: &Pipeline, config: &timely::Config) 
     if matches!(config.communication, timely::CommunicationConfig::Cluster { .. }) {
         bail!("--checkpoint works on one process so far (with any number of workers, -w); drop -n, -p and -h");
     }
-    let interval = Span::parse(&args.checkpoint_interval)
-        .map_err(anyhow::Error::msg)
-        .context("--checkpoint-interval (a duration such as 10s)")?;
-    if args.checkpoint_keep == 0 {
+    let interval = match &args.checkpoint_interval {
+        Some(text) => {
+            Span::parse(text).map_err(anyhow::Error::msg).context("--checkpoint-interval (a duration such as 10s)")?
+        }
+        None => spec.map_or(DEFAULT_CHECKPOINT_INTERVAL, |spec| spec.interval),
+    };
+    let keep = args.checkpoint_keep.or(spec.map(|spec| spec.keep)).unwrap_or(DEFAULT_CHECKPOINT_KEEP);
+    if keep == 0 {
         bail!("--checkpoint-keep must be at least 1");
     }
     Ok(Some(CheckpointDir {
-        dir: dir.clone(),
+        dir,
         interval: std::time::Duration::from_millis(interval.millis()),
-        keep: args.checkpoint_keep,
+        keep,
         fresh: args.fresh,
     }))
 }

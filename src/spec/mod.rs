@@ -4,6 +4,7 @@
 //! Each section has a file of its own with its structs, defaults and checks; [`Pipeline`] gathers
 //! them, parses the TOML and has each section check itself.
 
+mod checkpoint;
 mod hot_items;
 pub mod kafka_address;
 mod output;
@@ -15,6 +16,7 @@ mod span;
 mod time;
 mod weights;
 
+pub use checkpoint::{CheckpointSpec, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_KEEP};
 pub use hot_items::HotItemsSpec;
 pub use output::OutputSpec;
 pub use recommend::{CoOccurrence, Exclude, Horizon, RecommendSpec, Seeds, ShortTermWindow, MAX_SEEDS};
@@ -55,6 +57,8 @@ pub struct Pipeline {
     pub output: OutputSpec,
     /// The HTTP/SSE server inside `recflow run`; absent means no server (unless `--serve`).
     pub serve: Option<ServeSpec>,
+    /// Checkpoints of `recflow run`; absent means none (unless `--checkpoint`).
+    pub checkpoint: Option<CheckpointSpec>,
 }
 
 fn default_name() -> String {
@@ -136,6 +140,9 @@ impl Pipeline {
         self.output.validate(origin)?;
         if let Some(serve) = &self.serve {
             serve.validate(origin)?;
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            checkpoint.validate(origin)?;
         }
         Ok(())
     }
