@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::store::{CheckpointStore, FileEntry, Manifest, Newest, StoreError};
 use crate::checkpoint::{check_compatible, IncompatibleSettings};
 use crate::fatal::Fatal;
+use crate::metrics::{CheckpointFigures, Metrics};
 use crate::source::WorkerCut;
 use crate::spec::Pipeline;
 
@@ -122,6 +123,8 @@ pub struct WriterSettings {
     pub file_outputs: Vec<String>,
     /// Where a write that fails is reported: the run stops.
     pub fatal: Fatal,
+    /// Where the last committed checkpoint's figures go (status line, `/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The writer thread of one process.
@@ -172,8 +175,9 @@ impl Writer {
 }
 
 /// A checkpoint whose parts are being written.
-#[derive(Default)]
 struct Pending {
+    /// When its first part reached the writer.
+    started: Instant,
     frontier: u64,
     outputs: Vec<(String, u64)>,
     written: BTreeMap<usize, FileEntry>,
@@ -212,7 +216,8 @@ fn write_part(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>, p
     let id = settings.first_id + part.cut.checkpoint;
     let bytes = bincode::serialize(&part.cut).map_err(|e| e.to_string())?;
     let entry = settings.store.write_file(&part_name(id, part.cut.worker), &bytes).map_err(|e| e.to_string())?;
-    let checkpoint = pending.entry(id).or_default();
+    let fresh = || Pending { started: Instant::now(), frontier: 0, outputs: Vec::new(), written: BTreeMap::new() };
+    let checkpoint = pending.entry(id).or_insert_with(fresh);
     checkpoint.frontier = part.cut.frontier;
     if part.cut.worker == 0 {
         checkpoint.outputs = part.outputs;
@@ -247,6 +252,12 @@ fn commit_whole(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>)
             files: checkpoint.written.into_values().collect(),
         };
         settings.store.commit(&manifest).map_err(|e| e.to_string())?;
+        settings.metrics.set_last_checkpoint(CheckpointFigures {
+            id,
+            completed_ms: manifest.completed_ms,
+            bytes: manifest.files.iter().map(|f| f.len).sum(),
+            write_ms: checkpoint.started.elapsed().as_millis() as u64,
+        });
     }
     Ok(())
 }

@@ -47,6 +47,21 @@ pub struct Metrics {
     recent_dead_letters: Mutex<VecDeque<DeadLetterSample>>,
     /// The run's fatal fault, once one happened: the process is stopping (`/healthz` says so).
     pub fatal: crate::fatal::Fatal,
+    /// The last checkpoint this process committed, when it takes checkpoints.
+    last_checkpoint: Mutex<Option<CheckpointFigures>>,
+}
+
+/// What the status line and `/metrics` show of the last checkpoint committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointFigures {
+    /// Its number.
+    pub id: u64,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub completed_ms: u64,
+    /// The bytes of its data files.
+    pub bytes: u64,
+    /// From its first part reaching the writer to its manifest being written, in milliseconds.
+    pub write_ms: u64,
 }
 
 /// A dead letter as `/v1/status` shows it: enough to see what is wrong, never the whole record.
@@ -386,6 +401,16 @@ fn labelled<K: std::fmt::Display, V>(
 }
 
 impl Metrics {
+    /// Records the last checkpoint committed.
+    pub fn set_last_checkpoint(&self, figures: CheckpointFigures) {
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(figures);
+    }
+
+    /// The last checkpoint committed, if any.
+    pub fn last_checkpoint(&self) -> Option<CheckpointFigures> {
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Writes this process's counters and gauges to `out`.
     pub fn write_prometheus(&self, out: &mut PrometheusText) {
         let snapshot = self.snapshot();
@@ -475,12 +500,78 @@ impl Metrics {
             "End offset minus committed offset, per partition this process reads.",
             &consumer_lag,
         );
+        if let Some(checkpoint) = self.last_checkpoint() {
+            write_checkpoint(out, &checkpoint, std::time::SystemTime::now());
+        }
     }
+}
+
+/// The last checkpoint's figures, as of `now`.
+fn write_checkpoint(out: &mut PrometheusText, checkpoint: &CheckpointFigures, now: std::time::SystemTime) {
+    let completed_s = checkpoint.completed_ms as f64 / 1e3;
+    let now_s = now.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    out.single(
+        "recflow_checkpoint_last_id",
+        "gauge",
+        "The number of the last checkpoint committed.",
+        checkpoint.id as f64,
+    );
+    out.single(
+        "recflow_checkpoint_last_completed_timestamp_seconds",
+        "gauge",
+        "When the last checkpoint was committed (Unix time).",
+        completed_s,
+    );
+    out.single(
+        "recflow_checkpoint_last_age_seconds",
+        "gauge",
+        "Seconds since the last checkpoint was committed.",
+        (now_s - completed_s).max(0.0),
+    );
+    out.single(
+        "recflow_checkpoint_last_bytes",
+        "gauge",
+        "The size of the last checkpoint's data files.",
+        checkpoint.bytes as f64,
+    );
+    out.single(
+        "recflow_checkpoint_last_write_seconds",
+        "gauge",
+        "From the last checkpoint's first part reaching the writer to its manifest being written.",
+        checkpoint.write_ms as f64 / 1e3,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last checkpoint's figures appear once one is committed, its age as of the moment
+    /// the text is written.
+    #[test]
+    fn prometheus_shows_the_last_checkpoint_once_there_is_one() {
+        let metrics = Metrics::default();
+        let mut out = PrometheusText::default();
+        metrics.write_prometheus(&mut out);
+        assert!(!out.0.contains("recflow_checkpoint"), "no checkpoint yet: {}", out.0);
+        let figures = CheckpointFigures { id: 7, completed_ms: 1_000_000, bytes: 2_500, write_ms: 1_500 };
+        let mut out = PrometheusText::default();
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_030);
+        write_checkpoint(&mut out, &figures, now);
+        for line in [
+            "recflow_checkpoint_last_id 7",
+            "recflow_checkpoint_last_completed_timestamp_seconds 1000",
+            "recflow_checkpoint_last_age_seconds 30",
+            "recflow_checkpoint_last_bytes 2500",
+            "recflow_checkpoint_last_write_seconds 1.5",
+        ] {
+            assert!(out.0.lines().any(|l| l == line), "missing {line:?} in\n{}", out.0);
+        }
+        metrics.set_last_checkpoint(figures);
+        let mut out = PrometheusText::default();
+        metrics.write_prometheus(&mut out);
+        assert!(out.0.contains("recflow_checkpoint_last_id 7"), "{}", out.0);
+    }
 
     /// Per-worker and per-partition families carry one labelled sample each, in key order.
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use timely::worker::Worker;
@@ -389,7 +389,8 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let workers = total_workers(&config);
     let writer = match (&options.checkpoint_dir, restored) {
         (Some(dir), restored) => {
-            let writer = start_writer(&pipeline, dir, workers, first_process, files, &fatal, restored.as_ref())?;
+            let reporting = (&fatal, &metrics);
+            let writer = start_writer(&pipeline, dir, workers, first_process, files, reporting, restored.as_ref())?;
             let (save_to, report) = (Arc::clone(&writer), fatal.clone());
             let save = Arc::new(move |cut: Result<WorkerCut, bincode::Error>| match cut {
                 Ok(cut) => save_to.save(cut),
@@ -512,7 +513,7 @@ fn start_writer(
     workers: usize,
     first_process: bool,
     file_outputs: Vec<String>,
-    fatal: &Fatal,
+    (fatal, metrics): (&Fatal, &Arc<Metrics>),
     restored: Option<&(CheckpointStore, durable::Restored)>,
 ) -> Result<Arc<durable::Writer>, RunError> {
     let error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
@@ -528,8 +529,15 @@ fn start_writer(
     let store = CheckpointStore::open(&dir.dir, dir.keep).map_err(|e| error(e.to_string()))?;
     let first_id = store.last_id().map_err(|e| error(e.to_string()))?;
     let meta = durable::CheckpointMeta { pipeline: pipeline.clone(), workers, outputs: Vec::new() };
-    let settings =
-        durable::WriterSettings { store, meta, first_id, commits: first_process, file_outputs, fatal: fatal.clone() };
+    let settings = durable::WriterSettings {
+        store,
+        meta,
+        first_id,
+        commits: first_process,
+        file_outputs,
+        fatal: fatal.clone(),
+        metrics: Arc::clone(metrics),
+    };
     Ok(durable::Writer::start(settings))
 }
 
@@ -737,8 +745,18 @@ impl Status {
             let parts: Vec<String> = lag.iter().map(|(p, l)| format!("p{p}={l}")).collect();
             format!(", consumer lag {}", parts.join(" "))
         };
+        let checkpoint = metrics.last_checkpoint().map_or_else(String::new, |c| {
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let age = now_ms.saturating_sub(c.completed_ms) as f64 / 1e3;
+            format!(
+                ", checkpoint {} {age:.0}s ago ({:.0} MB, written in {:.1}s)",
+                c.id,
+                c.bytes as f64 / 1e6,
+                c.write_ms as f64 / 1e3
+            )
+        });
         eprintln!(
-            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} in flight, {} output records, memory {} MiB{lag}{}",
+            "recflow: {} records ({:.0}/s), watermark {}, late {}, rejected {}, {} in flight, {} output records, memory {} MiB{lag}{checkpoint}{}",
             snapshot.records_in,
             rate,
             snapshot.watermark / self.unit,
