@@ -266,7 +266,9 @@ fn run_pipeline(workers: usize, checkpoints: bool, restore: Option<&[WorkerCut]>
         ..RunOptions::default()
     };
     let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
-    recflow::run(pipeline, options, config).expect("the run succeeds");
+    let metrics = recflow::run(pipeline, options, config).expect("the run succeeds");
+    // Workers that read nothing have no watermark to hold the run's down.
+    assert!(metrics.watermark > 0, "{workers} workers: the run's watermark is 0");
     let changelog = std::fs::read_to_string(&output).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (changelog, Arc::try_unwrap(saved).ok().unwrap().into_inner().unwrap())

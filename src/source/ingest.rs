@@ -671,7 +671,11 @@ impl Reader {
             records.push((Ingest::End(self.settings.end_rule.ends(self.lanes.max_seen(), now)), now, 1));
         }
         metrics.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
-        metrics.set_watermark(self.worker, self.lanes.watermark());
+        // A worker with no lane (one that reads nothing, or has no partition) has no watermark to
+        // report: a 0 would hold the process's least watermark down.
+        if !self.lanes.clocks.is_empty() {
+            metrics.set_watermark(self.worker, self.lanes.watermark());
+        }
         if !batch.positions.is_empty() {
             metrics.in_flight.fetch_add(batch.accepted, Ordering::Relaxed);
             self.in_flight.push_back(batch);
