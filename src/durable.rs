@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::store::{CheckpointStore, FileEntry, Manifest, Newest, StoreError};
 use crate::checkpoint::{check_compatible, IncompatibleSettings};
+use crate::event_time::wall_clock_ms;
 use crate::fatal::Fatal;
 use crate::metrics::{CheckpointFigures, Metrics};
 use crate::source::WorkerCut;
@@ -247,7 +248,7 @@ fn commit_whole(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>)
         let manifest = Manifest {
             id,
             frontier: checkpoint.frontier,
-            completed_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            completed_ms: wall_clock_ms(),
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
             files: checkpoint.written.into_values().collect(),
         };

@@ -175,3 +175,21 @@ fn an_output_that_is_no_regular_file_is_left_alone_on_restore() {
     assert!(stderr.contains("restoring checkpoint"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn checkpoints_are_refused_where_a_restart_could_not_continue_exactly() {
+    let dir = scratch_dir("restart-refused");
+    let (pipeline, input) = world(&dir, 1_000);
+    let checkpoints = dir.join("checkpoints");
+    let refused = |extra: &[&str], expected: &str| {
+        let mut command = recflow();
+        command.arg("run").arg(&pipeline).args(["-q", "--checkpoint", checkpoints.to_str().unwrap()]).args(extra);
+        let output = command.stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(expected), "{extra:?}: {stderr}");
+    };
+    refused(&["--input", "-"], "standard input cannot resume");
+    let file = ["--input", input.to_str().unwrap()];
+    refused(&[&file[..], &["--output", "kafka://127.0.0.1:1/recs"]].concat(), "Kafka outputs are not continued");
+    let _ = std::fs::remove_dir_all(&dir);
+}

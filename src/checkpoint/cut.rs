@@ -110,18 +110,10 @@ impl CutProtocol {
         self.news
     }
 
-    /// Whether a checkpoint is under way on this worker.
+    /// Whether a checkpoint is under way on this worker: it holds due work back from the stop
+    /// until it resumes (or abandons the checkpoint).
     pub fn busy(&self) -> bool {
-        self.news.checkpoint > 0 && !self.finished(&self.news)
-    }
-
-    /// The last checkpoint this worker finished (saved and resumed from, or abandoned).
-    pub fn last_finished(&self) -> u64 {
-        if self.busy() {
-            self.news.checkpoint - 1
-        } else {
-            self.news.checkpoint
-        }
+        self.holding.get()
     }
 
     /// Worker 0 starts the next checkpoint at its capability `at` (when its interval has passed
@@ -197,10 +189,6 @@ impl CutProtocol {
         self.news = CutNews { checkpoint, stopped_at: at, crossed_at: None, saved: false };
         self.cut = None;
         self.holding.set(true);
-    }
-
-    fn finished(&self, news: &CutNews) -> bool {
-        news.saved && self.cut.is_none() && !self.holding.get()
     }
 
     /// Whether every worker's news satisfies `check`; a worker not heard from yet does not.

@@ -4,12 +4,12 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
 use crate::checkpoint::store::{CheckpointStore, Damage, Manifest};
 use crate::durable::CheckpointMeta;
+use crate::event_time::wall_clock_ms;
 use crate::source::{ResumePoint, WorkerCut};
 
 /// Lists the checkpoints in `dir`.
@@ -53,8 +53,7 @@ fn describe(store: &CheckpointStore, manifest: &Manifest) -> Result<String, Dama
         positions.extend(part.source.map(|at| position(&at)));
     }
     let positions = if positions.is_empty() { "none".to_string() } else { positions.join(", ") };
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let age_s = now_ms.saturating_sub(manifest.completed_ms) / 1000;
+    let age_s = wall_clock_ms().saturating_sub(manifest.completed_ms) / 1000;
     Ok(format!(
         "checkpoint {}: frontier {} ms, taken {} s ago, {:.1} MB in {} files, {} workers, source at {}",
         manifest.id,

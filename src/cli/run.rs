@@ -12,7 +12,6 @@ use super::{timely_config, WorkerArgs};
 use crate::pipeline_file;
 use crate::run::CheckpointDir;
 use crate::source::{InputAddress, InputForms};
-use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Linger, Pipeline, SourceKind, Span, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_KEEP};
 use crate::RunOptions;
 
@@ -73,7 +72,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     let mut pipeline = pipeline_file::read(&args.pipeline)?;
     let config = timely_config(&args.workers)?;
     let input = replace_source(&mut pipeline, args.input.as_deref())?;
-    let checkpoint_dir = checkpoint_dir(&args, &pipeline, &config)?;
+    let checkpoint_dir = checkpoint_dir(&args, &pipeline)?;
     if args.bounded {
         if pipeline.source.kind != SourceKind::Kafka {
             bail!("--bounded applies to Kafka sources; files and --max-events are bounded already");
@@ -104,9 +103,9 @@ pub fn main(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint settings of `run --checkpoint`, checked: so far for a file or the generator,
-/// writing to files (or standard streams, which cannot be cut back), on one process.
-fn checkpoint_dir(args: &RunArgs, pipeline: &Pipeline, config: &timely::Config) -> Result<Option<CheckpointDir>> {
+/// The checkpoint settings of `run --checkpoint` and the pipeline's `[checkpoint]` table (the run
+/// refuses what it cannot checkpoint yet).
+fn checkpoint_dir(args: &RunArgs, pipeline: &Pipeline) -> Result<Option<CheckpointDir>> {
     let spec = pipeline.checkpoint.as_ref();
     let Some(dir) = args.checkpoint.clone().or_else(|| spec.map(|spec| spec.dir.clone())) else {
         if args.fresh || args.checkpoint_interval.is_some() || args.checkpoint_keep.is_some() {
@@ -114,19 +113,6 @@ fn checkpoint_dir(args: &RunArgs, pipeline: &Pipeline, config: &timely::Config) 
         }
         return Ok(None);
     };
-    match pipeline.source.kind {
-        SourceKind::File | SourceKind::Synth => {}
-        SourceKind::Stdin => bail!("--checkpoint needs a source a restored run can resume, not standard input"),
-        SourceKind::Kafka => bail!("--checkpoint works with a file or the generator as the source so far, not Kafka"),
-    }
-    let output = args.output.as_ref().unwrap_or(&pipeline.output.path);
-    let dead_letter = args.dead_letter.as_ref().unwrap_or(&pipeline.output.dead_letter);
-    if let Some(kafka) = [output, dead_letter].into_iter().find(|path| path.starts_with(SCHEME)) {
-        bail!("--checkpoint continues file outputs exactly so far, not Kafka topics ({kafka})");
-    }
-    if matches!(config.communication, timely::CommunicationConfig::Cluster { .. }) {
-        bail!("--checkpoint works on one process so far (with any number of workers, -w); drop -n, -p and -h");
-    }
     let interval = match &args.checkpoint_interval {
         Some(text) => {
             Span::parse(text).map_err(anyhow::Error::msg).context("--checkpoint-interval (a duration such as 10s)")?
