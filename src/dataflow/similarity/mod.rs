@@ -86,7 +86,7 @@ pub fn similarity(spec: &SimilaritySpec, both: f64, users_i: i64, users_j: i64) 
     if spec.shrinkage > 0.0 {
         value *= both / (both + spec.shrinkage);
     }
-    (value * SCORE_SCALE as f64).round() as i64
+    crate::dataflow::ranking::round_to_i64(value * SCORE_SCALE as f64)
 }
 
 /// Whether items `i` and `j` co-occur (`both`, in users, possibly weighted) more than chance
