@@ -173,8 +173,8 @@ impl RowTable {
         spec.min_llr > 0.0 && tested_population(population_before) != tested_population(self.population)
     }
 
-    /// Replaces row `i`'s emitted neighbours, keeping the references right; the old neighbours,
-    /// whose references shrank, go to `shrunk`.
+    /// Replaces row `i`'s emitted neighbours, keeping the references right; the old neighbours
+    /// that nothing refers to any more go to `shrunk` (only those can be released).
     fn set_emitted(&mut self, i: Slot, neighbours: Vec<(Slot, i64)>, shrunk: &mut Vec<Slot>) {
         for &(j, _) in &neighbours {
             self.references[j as usize] += 1;
@@ -182,7 +182,9 @@ impl RowTable {
         let old = std::mem::replace(&mut self.rows[i as usize].emitted, neighbours);
         for (j, _) in old {
             self.references[j as usize] -= 1;
-            shrunk.push(j);
+            if self.references[j as usize] == 0 {
+                shrunk.push(j);
+            }
         }
     }
 
