@@ -56,7 +56,11 @@ pub const POOL_PER_K: usize = 4;
 
 /// The term one preferred item contributes to a candidate's score, in millionths.
 pub fn score_term(preference: i64, similarity: i64) -> i64 {
-    ((preference as i128 * similarity as i128) / SCORE_SCALE as i128) as i64
+    // The product fits in 64 bits nearly always, and a 128-bit division is a slow library call.
+    match preference.checked_mul(similarity) {
+        Some(product) => product / SCORE_SCALE,
+        None => ((preference as i128 * similarity as i128) / SCORE_SCALE as i128) as i64,
+    }
 }
 
 /// One input of the users operator.
@@ -735,9 +739,10 @@ fn rank_for_user(
     let k = scoring.k;
     let rows: Vec<(i64, &Neighbours)> =
         state.seeds.iter().filter_map(|(item, preference)| Some((*preference, similar.get(item)?))).collect();
-    // Sized for every neighbour at once: growing through 100 entries would rehash five times.
-    let mut scores: HashMap<&Id, (i64, i64)> =
-        HashMap::with_capacity_and_hasher(rows.iter().map(|(_, row)| row.len()).sum(), Default::default());
+    // Sized for a quarter of the terms: seeds' rows overlap, and a table sized for every term
+    // is mostly empty and too large for the cache.
+    let terms: usize = rows.iter().map(|(_, row)| row.len()).sum();
+    let mut scores: HashMap<&Id, (i64, i64)> = HashMap::with_capacity_and_hasher(terms / 4, Default::default());
     for (preference, row) in rows {
         for (neighbour, similarity) in row.iter() {
             scores.entry(neighbour).or_default().0 += score_term(preference, *similarity);
