@@ -46,8 +46,9 @@ pub struct ItemKnn {
     users: HashMap<Id, Touched>,
     /// Touches learned: the next sequence number.
     touches: u64,
-    /// Scratch space for scoring: per item, both variants' partial scores.
-    partial: Vec<[f64; 2]>,
+    /// Scratch space for scoring: per item, each variant's partial score (zero between lists).
+    plain: Vec<f64>,
+    recent: Vec<f64>,
     candidates: Vec<u32>,
 }
 
@@ -103,7 +104,8 @@ impl ItemKnn {
             rows: Vec::new(),
             users: HashMap::default(),
             touches: 0,
-            partial: Vec::new(),
+            plain: Vec::new(),
+            recent: Vec::new(),
             candidates: Vec::new(),
         }
     }
@@ -117,7 +119,8 @@ impl ItemKnn {
         self.ids.push(item.clone());
         self.users_of.push(0);
         self.rows.push(Row::Sparse(HashMap::default()));
-        self.partial.push([0.0; 2]);
+        self.plain.push(0.0);
+        self.recent.push(0.0);
         number
     }
 
@@ -174,34 +177,14 @@ impl ItemKnn {
     /// `skip` is true.
     pub fn lists(&mut self, user: &Id, k: usize, mut skip: impl FnMut(&Id) -> bool) -> KnnLists {
         let Some(touched) = self.users.get(user) else { return KnnLists::default() };
-        self.candidates.clear();
-        let mut weight = 1.0;
-        for &seed in touched.order.values().rev().take(self.seeds) {
-            let norm = f64::from(self.users_of[seed as usize]).sqrt();
-            let mut add = |candidate: u32, both: u32| {
-                let partial = &mut self.partial[candidate as usize];
-                if *partial == [0.0; 2] {
-                    self.candidates.push(candidate);
-                }
-                let term = f64::from(both) / norm;
-                partial[0] += term;
-                partial[1] += weight * term;
-            };
-            match &self.rows[seed as usize] {
-                Row::Sparse(counts) => counts.iter().for_each(|(&candidate, &both)| add(candidate, both)),
-                Row::Dense(counts) => {
-                    for (candidate, &both) in counts.iter().enumerate().filter(|(_, both)| **both != 0) {
-                        add(candidate as u32, both);
-                    }
-                }
-            }
-            weight *= RECENCY_DECAY;
-        }
+        let seeds: Vec<u32> = touched.order.values().rev().take(self.seeds).copied().collect();
+        self.add_seed_rows(&seeds);
         let mut plain: Vec<(i64, u32)> = Vec::with_capacity(self.candidates.len());
         let mut recent: Vec<(i64, u32)> = Vec::with_capacity(self.candidates.len());
         for &candidate in &self.candidates {
-            let [sum, weighted] = std::mem::take(&mut self.partial[candidate as usize]);
-            let norm = f64::from(self.users_of[candidate as usize]).sqrt();
+            let at = candidate as usize;
+            let (sum, weighted) = (std::mem::take(&mut self.plain[at]), std::mem::take(&mut self.recent[at]));
+            let norm = f64::from(self.users_of[at]).sqrt();
             plain.push((fixed(sum / norm), candidate));
             recent.push((fixed(weighted / norm), candidate));
         }
@@ -210,12 +193,55 @@ impl ItemKnn {
             recent: best(&mut recent, k, &self.ids, &mut skip),
         }
     }
+
+    /// Adds every seed's row into the partial scores, most recent seed first, and lists the items
+    /// that got a score in `candidates`.
+    ///
+    /// An array row is added whole, zeros included (adding `0.0` leaves a sum as it is), in a
+    /// loop without branches; the candidates are then found by one pass over the catalogue, which
+    /// is at most 8 times as long as that row's co-occurring items. A map row adds its entries
+    /// and notes their items as it goes.
+    fn add_seed_rows(&mut self, seeds: &[u32]) {
+        self.candidates.clear();
+        let mut any_array = false;
+        let mut weight = 1.0;
+        for &seed in seeds {
+            let norm = f64::from(self.users_of[seed as usize]).sqrt();
+            match &self.rows[seed as usize] {
+                Row::Sparse(counts) => {
+                    for (&candidate, &both) in counts {
+                        let at = candidate as usize;
+                        if self.plain[at] == 0.0 {
+                            self.candidates.push(candidate);
+                        }
+                        let term = f64::from(both) / norm;
+                        self.plain[at] += term;
+                        self.recent[at] += weight * term;
+                    }
+                }
+                Row::Dense(counts) => {
+                    any_array = true;
+                    for ((&both, plain), recent) in counts.iter().zip(&mut self.plain).zip(&mut self.recent) {
+                        let term = f64::from(both) / norm;
+                        *plain += term;
+                        *recent += weight * term;
+                    }
+                }
+            }
+            weight *= RECENCY_DECAY;
+        }
+        if any_array {
+            self.candidates.clear();
+            let scored = self.plain.iter().enumerate().filter(|(_, sum)| **sum != 0.0);
+            self.candidates.extend(scored.map(|(candidate, _)| candidate as u32));
+        }
+    }
 }
 
 /// A score in billionths: scores that are equal but for rounding in the last bits of a float
 /// (summed in another order) tie, and the tie goes to the smaller item.
 fn fixed(score: f64) -> i64 {
-    (score * SCORE_UNITS).round() as i64
+    crate::dataflow::ranking::round_to_i64(score * SCORE_UNITS)
 }
 
 /// Units of a score in [`fixed`].
