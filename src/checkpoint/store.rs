@@ -7,6 +7,13 @@
 //! incremental checkpoint names the files of the one before it that still hold current state);
 //! a data file is deleted once no kept manifest names it.
 //!
+//! Several processes may write into one store (each its workers' data files, one of them the
+//! manifests). Writers name data files so that a later checkpoint's names sort after an earlier
+//! one's: pruning then keeps every file that sorts after the newest manifest's, which may be a
+//! later checkpoint's part still being written elsewhere. Only the process that commits removes
+//! the temporary files a crashed writer left behind ([`CheckpointStore::remove_leftovers`]), and
+//! only before any checkpoint of its run is taken.
+//!
 //! Reading takes the newest checkpoint whose manifest parses, matches its own checksum, and whose
 //! files all exist with the length and checksum it names; newer damaged ones are reported, not
 //! restored.
@@ -118,20 +125,28 @@ pub struct CheckpointStore {
 
 impl CheckpointStore {
     /// The store in `dir`, created if missing, keeping the `keep` newest checkpoints (at least
-    /// one). Temporary files a crashed writer left behind are removed.
+    /// one).
     pub fn open(dir: &Path, keep: usize) -> Result<CheckpointStore, StoreError> {
         let store = CheckpointStore { dir: dir.to_path_buf(), keep: keep.max(1) };
         for sub in [store.data_dir(), store.manifest_dir()] {
             fs::create_dir_all(&sub).map_err(|e| store.io("creating it", e))?;
-            for entry in fs::read_dir(&sub).map_err(|e| store.io("listing it", e))? {
-                let entry = entry.map_err(|e| store.io("listing it", e))?;
+        }
+        Ok(store)
+    }
+
+    /// Removes the temporary files a crashed writer left behind. Only for the process that
+    /// commits, before its run takes a checkpoint: another process's writer may be writing one.
+    pub fn remove_leftovers(&self) -> Result<(), StoreError> {
+        for sub in [self.data_dir(), self.manifest_dir()] {
+            for entry in fs::read_dir(&sub).map_err(|e| self.io("listing it", e))? {
+                let entry = entry.map_err(|e| self.io("listing it", e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') && name.ends_with(".tmp") {
-                    fs::remove_file(entry.path()).map_err(|e| store.io("removing a temporary file", e))?;
+                    fs::remove_file(entry.path()).map_err(|e| self.io("removing a temporary file", e))?;
                 }
             }
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Writes a data file durably; returns its entry for the manifest.
@@ -153,7 +168,7 @@ impl CheckpointStore {
         let stored = Stored { manifest: manifest.clone(), crc32: crc32fast::hash(text.as_bytes()) };
         let bytes = serde_json::to_vec_pretty(&stored).expect("a manifest is plain data");
         self.write_durably(&self.manifest_dir(), &manifest_name(manifest.id), &bytes)?;
-        self.prune()
+        self.prune(manifest)
     }
 
     /// Every checkpoint, newest first, as it reads.
@@ -204,8 +219,10 @@ impl CheckpointStore {
     }
 
     /// Deletes the manifests beyond the `keep` newest, then every data file that no remaining
-    /// manifest names (a manifest that does not read names nothing).
-    fn prune(&self) -> Result<(), StoreError> {
+    /// manifest names (a manifest that does not read names nothing) and that sorts before the
+    /// last name `newest` names: what sorts after it belongs to a later checkpoint, possibly
+    /// still being written by another process.
+    fn prune(&self, newest: &Manifest) -> Result<(), StoreError> {
         let ids = self.manifest_ids()?;
         let dropped = ids.len().saturating_sub(self.keep);
         for &id in &ids[..dropped] {
@@ -217,11 +234,12 @@ impl CheckpointStore {
             .filter_map(|&id| self.read_manifest(id).ok())
             .flat_map(|manifest| manifest.files.into_iter().map(|entry| entry.name))
             .collect();
+        let Some(last) = newest.files.iter().map(|entry| entry.name.as_str()).max() else { return Ok(()) };
         let data = fs::read_dir(self.data_dir()).map_err(|e| self.io("listing data files", e))?;
         for file in data {
             let file = file.map_err(|e| self.io("listing data files", e))?;
             let name = file.file_name().to_string_lossy().into_owned();
-            if !named.contains(&name) && !name.starts_with('.') {
+            if !named.contains(&name) && !name.starts_with('.') && name.as_str() < last {
                 fs::remove_file(file.path()).map_err(|e| self.io("removing an unused data file", e))?;
             }
         }
@@ -325,6 +343,22 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Another process may have written its part of the next checkpoint before this one is
+    /// committed: pruning keeps it, and drops the parts of a checkpoint that was never committed.
+    #[test]
+    fn pruning_keeps_a_later_checkpoints_parts_written_elsewhere() {
+        let dir = scratch("later");
+        let store = CheckpointStore::open(&dir, 1).unwrap();
+        checkpoint(&store, 1);
+        // Checkpoint 2 was never committed (its run crashed); another process has already
+        // written its part of checkpoint 4 while 3 commits.
+        store.write_file("part-2", b"orphan").unwrap();
+        store.write_file("part-4", b"state 4").unwrap();
+        checkpoint(&store, 3);
+        assert_eq!(data_files(&dir), ["part-1", "part-3", "part-4"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_damaged_newest_checkpoint_falls_back_to_the_one_before() {
         let dir = scratch("damage");
@@ -359,8 +393,11 @@ mod tests {
         fs::write(dir.join("manifests").join(format!(".{}.tmp", manifest_name(2))), b"{\"manif").unwrap();
         let newest = store.newest().unwrap().unwrap();
         assert_eq!((newest.manifest.id, newest.damaged.len()), (1, 0));
-        // Opened again (a restarted run), the leftover is gone.
-        CheckpointStore::open(&dir, 2).unwrap();
+        // Opened again, for a listing, the leftover stays (a run may be writing it); the
+        // committing process of a restarted run removes it.
+        let reopened = CheckpointStore::open(&dir, 2).unwrap();
+        assert_eq!(fs::read_dir(dir.join("manifests")).unwrap().count(), 2);
+        reopened.remove_leftovers().unwrap();
         assert_eq!(fs::read_dir(dir.join("manifests")).unwrap().count(), 1);
         assert!(matches!(store.write_file("../escape", b""), Err(StoreError::BadName(_))));
         fs::remove_dir_all(&dir).unwrap();
