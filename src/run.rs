@@ -364,8 +364,8 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let outputs = [&output_path, &dead_letter_path];
     let checkpoints = match &options.checkpoint_dir {
         Some(dir) => {
-            refuse_unsupported_checkpoints(&pipeline, &options, outputs, &config)?;
-            Some(open_checkpoints(&pipeline, dir)?)
+            refuse_unsupported_checkpoints(&pipeline, &options, outputs)?;
+            Some(open_checkpoints(&pipeline, dir, first_process)?)
         }
         None => None,
     };
@@ -502,13 +502,18 @@ fn total_workers(config: &timely::Config) -> usize {
 }
 
 /// The checkpoint store in `dir`, and its newest whole checkpoint unless starting fresh; newer
-/// damaged ones are reported on standard error.
+/// damaged ones are reported on standard error. The first process, which commits, removes what
+/// a crashed writer left half-written.
 fn open_checkpoints(
     pipeline: &Pipeline,
     dir: &CheckpointDir,
+    first_process: bool,
 ) -> Result<(CheckpointStore, Option<durable::Restored>), RunError> {
     let error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
     let store = CheckpointStore::open(&dir.dir, dir.keep).map_err(|e| error(e.to_string()))?;
+    if first_process {
+        store.remove_leftovers().map_err(|e| error(e.to_string()))?;
+    }
     if dir.fresh {
         return Ok((store, None));
     }
@@ -548,12 +553,11 @@ fn start_writer(
 
 /// Refuses checkpoints where a restore could not yet give exactly the results of a run that
 /// never stopped: a source that cannot resume or is not yet tested with restarts (standard
-/// input, Kafka), a Kafka output (it would stay at-least-once), several processes.
+/// input, Kafka), a Kafka output (it would stay at-least-once).
 fn refuse_unsupported_checkpoints(
     pipeline: &Pipeline,
     options: &RunOptions,
     outputs: [&String; 2],
-    config: &timely::Config,
 ) -> Result<(), RunError> {
     let refuse =
         |message: &str| Err(RunError::Checkpoints { pipeline: pipeline.name.clone(), message: message.into() });
@@ -565,9 +569,6 @@ fn refuse_unsupported_checkpoints(
     }
     if outputs.iter().any(|path| path.starts_with(SCHEME)) {
         return refuse("Kafka outputs are not continued exactly yet; write the changelog and dead letters to files");
-    }
-    if matches!(config.communication, timely::CommunicationConfig::Cluster { .. }) {
-        return refuse("several processes are not supported with checkpoints yet; run one (any number of workers, -w)");
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
+use common::{free_ports, recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
 
 /// The small world's pipeline and `events` of its generated events in a file, in `dir`.
 fn world(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
@@ -66,22 +66,39 @@ impl Seeded {
     }
 }
 
-/// Waits until `child` has committed checkpoint `target` in `dir`, then lets it run on for
-/// `then` and kills it with SIGKILL (returns true), unless it finishes first (returns false).
-fn kill_after(child: &mut Child, dir: &Path, target: usize, then: Duration) -> bool {
+/// Waits until `children` (one run's processes) have committed checkpoint `target` in `dir`,
+/// then lets them run on for `then` and kills them all with SIGKILL (returns true), unless they
+/// finish first (returns false). Fails if any of them fails.
+fn kill_after(children: &mut [Child], dir: &Path, target: usize, then: Duration) -> bool {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "the run failed: {status}");
+        let mut running = 0;
+        for child in children.iter_mut() {
+            match child.try_wait().unwrap() {
+                Some(status) if !status.success() => {
+                    let mut stderr = String::new();
+                    let _ = child.stderr.take().map(|mut e| std::io::Read::read_to_string(&mut e, &mut stderr));
+                    panic!("the run failed: {status}\n{stderr}");
+                }
+                Some(_) => {}
+                None => running += 1,
+            }
+        }
+        if running == 0 {
             return false;
         }
         if committed(dir) >= target {
             std::thread::sleep(then);
-            if child.try_wait().unwrap().is_some() {
+            if children.iter_mut().any(|child| child.try_wait().unwrap().is_some()) {
+                // Finishing: let the others finish too.
                 continue;
             }
-            child.kill().unwrap();
-            child.wait().unwrap();
+            for child in children.iter_mut() {
+                child.kill().unwrap();
+            }
+            for child in children.iter_mut() {
+                child.wait().unwrap();
+            }
             return true;
         }
         assert!(Instant::now() < deadline, "no checkpoint {target} within 2 minutes");
@@ -103,12 +120,50 @@ fn a_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
         // what it wrote after its last checkpoint is written again after the restart.
         let target = committed(&checkpoints) + 1 + seeded.below(2) as usize;
         let then = Duration::from_millis(seeded.below(150));
-        if !kill_after(&mut child, &checkpoints, target, then) {
+        if !kill_after(std::slice::from_mut(&mut child), &checkpoints, target, then) {
             break;
         }
         kills += 1;
     }
     let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&output).unwrap());
+    assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
+    assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two processes of two workers each (`-n 2`) with one checkpoint directory, both killed with
+/// SIGKILL at random points (seeded) and started again each time, end with the changelog of an
+/// undisturbed run on one process: every process writes its workers' parts, process 0 commits
+/// and writes the changelog.
+#[test]
+fn two_processes_killed_at_random_points_end_with_the_undisturbed_changelog() {
+    let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-2proc", 500_000);
+    let checkpoints = dir.join("checkpoints");
+    let outputs = [dir.join("restarted.jsonl"), dir.join("process-1.jsonl")];
+    let mut seeded = Seeded(11);
+    let mut kills = 0;
+    loop {
+        // New ports every time: the killed run's may not be free again yet.
+        let ports = free_ports(2);
+        let hostfile = dir.join("hosts.txt");
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+        let mut processes: Vec<Child> = (0..2)
+            .map(|process| {
+                let process = process.to_string();
+                let cluster = ["-n", "2", "-p", &process, "-h", hostfile.to_str().unwrap()];
+                let checkpointing = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+                let extra = [&cluster[..], &checkpointing[..]].concat();
+                run_command(&pipeline, &input, &outputs[process.parse::<usize>().unwrap()], &extra).spawn().unwrap()
+            })
+            .collect();
+        let target = committed(&checkpoints) + 1 + seeded.below(2) as usize;
+        let then = Duration::from_millis(seeded.below(150));
+        if !kill_after(&mut processes, &checkpoints, target, then) {
+            break;
+        }
+        kills += 1;
+    }
+    let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&outputs[0]).unwrap());
     assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
     assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");
     let _ = std::fs::remove_dir_all(&dir);
