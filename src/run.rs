@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use timely::worker::Worker;
 
+use crate::checkpoint::post_log::{LoggedPost, PostLog};
 use crate::checkpoint::worker_state;
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{self, Time};
@@ -239,11 +240,12 @@ fn open_input(
     } else {
         open_single_source(pipeline, options, &shared.fatal, restoring.and_then(|part| part.source.as_ref()))?
     };
-    // Posted events and forget requests go to worker 0.
+    // Posted events and forget requests go to worker 0, which counts on from its checkpoint.
     let posted = if worker == 0 { shared.posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+    let before = restoring.map(|part| part.posted).unwrap_or_default();
     Ok(Some(Input {
         source,
-        posted: posted.map(|receiver| Posted::new(receiver, pipeline.time.max_future.millis())),
+        posted: posted.map(|receiver| Posted::new(receiver, pipeline.time.max_future.millis()).resuming(before)),
         max_records: restoring.map_or(options.max_events, |part| part.max_records_left),
     }))
 }
@@ -301,9 +303,14 @@ fn start_server(
     pipeline: &Pipeline,
     options: &RunOptions,
     metrics: &Arc<Metrics>,
+    post_log: Option<(PostLog, Vec<LoggedPost>)>,
 ) -> Result<(Option<Server>, Option<PostReceiver>), RunError> {
     let Some(spec) = &pipeline.serve else { return Ok((None, None)) };
-    let (sender, receiver) = post_channel(spec.max_queued_events);
+    let (mut sender, receiver) = post_channel(spec.max_queued_events);
+    if let Some((log, again)) = post_log {
+        sender.post_again(again);
+        sender = sender.logging_to(Arc::new(log));
+    }
     let events = if reads_in_parallel(pipeline, options) {
         Posting::Unsupported(
             "POST /v1/events is not available with a Kafka source: produce the events to the input topic",
@@ -321,6 +328,31 @@ fn start_server(
         .map_err(|source| RunError::Serve { pipeline: pipeline.name.clone(), source })?;
     eprintln!("recflow: serving on http://{}", server.addr());
     Ok((Some(server), receiver))
+}
+
+/// The log of posted records in the checkpoint directory, and what of it to post again: the
+/// records after those the restored checkpoint had taken (all of them without a checkpoint; none
+/// with `--fresh`, which empties it).
+fn open_post_log(
+    pipeline: &Pipeline,
+    dir: &CheckpointDir,
+    restored: Option<&durable::Restored>,
+) -> Result<(PostLog, Vec<LoggedPost>), RunError> {
+    let path = dir.dir.join("posted.log");
+    let error = |e: std::io::Error| RunError::Restore {
+        pipeline: pipeline.name.clone(),
+        message: format!("the log of posted records {}: {e}", path.display()),
+    };
+    if dir.fresh {
+        return Ok((PostLog::open_empty(&path).map_err(error)?, Vec::new()));
+    }
+    let taken = restored.and_then(|r| r.parts.iter().find(|part| part.worker == 0)).map_or(0, |part| part.posted.taken);
+    let (log, again) = PostLog::open(&path, taken).map_err(error)?;
+    if !again.is_empty() {
+        let since = restored.map_or("the start".to_string(), |r| format!("checkpoint {}", r.manifest.id));
+        eprintln!("recflow: posting again {} records posted after {since}", again.len());
+    }
+    Ok((log, again))
 }
 
 /// Whether the dataflow keeps what it needs to forget users (`DELETE /v1/users/{user}`). Every
@@ -391,7 +423,12 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         .transpose()
         .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
     let metrics = Arc::new(Metrics::default());
-    let (server, posted) = if first_process { start_server(&pipeline, &options, &metrics)? } else { (None, None) };
+    let post_log = match (&options.checkpoint_dir, first_process && pipeline.serve.is_some()) {
+        (Some(dir), true) => Some(open_post_log(&pipeline, dir, restored)?),
+        _ => None,
+    };
+    let (server, posted) =
+        if first_process { start_server(&pipeline, &options, &metrics, post_log)? } else { (None, None) };
     let (pipeline_name, judged, stop) = (pipeline.name.clone(), pipeline.clone(), options.stop.clone());
     let linger = pipeline.serve.as_ref().map(|s| s.linger);
     // The server's /healthz reads the same fault from the metrics.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::{agent, reply, wait_for, Running};
 use common::{free_ports, recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
 
 /// The small world's pipeline and `events` of its generated events in a file, in `dir`.
@@ -246,5 +247,72 @@ fn checkpoints_are_refused_where_a_restart_could_not_continue_exactly() {
     refused(&["--input", "-"], "standard input cannot resume");
     let file = ["--input", input.to_str().unwrap()];
     refused(&[&file[..], &["--output", "kafka://127.0.0.1:1/recs"]].concat(), "Kafka outputs are not continued");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The posted records the newest whole checkpoint in `dir` had taken, as `recflow checkpoints`
+/// lists them.
+fn posted_taken(dir: &Path) -> u64 {
+    let output = recflow().arg("checkpoints").arg(dir).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let newest = text.lines().next().unwrap_or_default();
+    newest.split(", ").find_map(|part| part.strip_suffix(" posted records taken")?.parse().ok()).unwrap_or(0)
+}
+
+/// Posts `users`' views of item 1 to the run; returns the answer's body.
+fn post_views(run: &Running, users: &[u64]) -> serde_json::Value {
+    let lines: Vec<String> =
+        users.iter().map(|user| format!(r#"{{"user":{user},"item":1,"category":1,"action":"view"}}"#)).collect();
+    let (status, body) = reply(
+        agent().post(&run.url("/v1/events")).set("Content-Type", "application/x-ndjson").send_string(&lines.join("\n")),
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Events posted over HTTP while a run takes checkpoints are answered `durable`, and survive
+/// kill -9: the restarted run posts again exactly those its checkpoint had not taken.
+#[test]
+fn posted_events_answered_durable_survive_a_kill() {
+    let dir = scratch_dir("restart-posted");
+    let pipeline = dir.join("live.toml");
+    let world = SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 4000");
+    std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n")).unwrap();
+    let (output, checkpoints) = (dir.join("out.jsonl"), dir.join("checkpoints"));
+    let args = [
+        "-q",
+        "--max-events",
+        "40000",
+        "--output",
+        output.to_str().unwrap(),
+        "--dead-letter",
+        "/dev/null",
+        "--checkpoint",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval",
+        "200ms",
+    ];
+    let run = Running::start(&pipeline, &args, &[]);
+    // Three users' first events, taken and then in a checkpoint...
+    let answer = post_views(&run, &[990001, 990002, 990003]);
+    assert_eq!(answer["durable"], true, "{answer}");
+    wait_for(60, "a checkpoint holding the first posts", || posted_taken(&checkpoints) >= 3);
+    // ...and two more, answered and then killed at once.
+    post_views(&run, &[990004, 990005]);
+    drop(run);
+    let taken = posted_taken(&checkpoints);
+    let mut restart = recflow();
+    restart.arg("run").arg(&pipeline).args(args).stdin(Stdio::null()).stdout(Stdio::null());
+    let stderr = run_ok(&mut restart);
+    if taken < 5 {
+        let again = format!("posting again {} records posted after checkpoint", 5 - taken);
+        assert!(stderr.contains(&again), "{taken} taken: {stderr}");
+    } else {
+        assert!(!stderr.contains("posting again"), "{stderr}");
+    }
+    let changelog = std::fs::read_to_string(&output).unwrap();
+    for user in 990001..=990005 {
+        assert!(changelog.contains(&format!("\"user\":{user},")), "user {user}'s posted event is lost");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

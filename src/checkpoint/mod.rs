@@ -1,11 +1,13 @@
 //! Checkpoints of a running pipeline (the design: `docs/design/checkpoints.md`). Built so far:
 //! how the workers agree on consistent cuts and save their operators' state there ([`cut`],
 //! [`worker_state`]); the store, checkpoints on disk, each whole or absent, with damaged ones
-//! detected and passed over ([`store`]); and which pipeline changes a checkpoint survives
-//! ([`compatible`]). A run does not write checkpoints to the store or restore from them yet.
+//! detected and passed over ([`store`]); which pipeline changes a checkpoint survives
+//! ([`compatible`]); and the log that makes what is posted over HTTP durable before it is
+//! answered ([`post_log`]). The run writes and restores checkpoints in `crate::durable`.
 
 pub mod compatible;
 pub mod cut;
+pub mod post_log;
 pub mod store;
 pub mod worker_state;
 

@@ -42,6 +42,7 @@ fn describe(store: &CheckpointStore, manifest: &Manifest) -> Result<String, Dama
     let bytes: u64 = manifest.files.iter().map(|f| f.len).sum();
     let workers = serde_json::from_value::<CheckpointMeta>(manifest.meta.clone()).map_or(0, |meta| meta.workers);
     let mut positions: Vec<String> = Vec::new();
+    let mut posted = 0;
     for entry in &manifest.files {
         let part = store.read_file(manifest.id, entry)?;
         let unreadable = |e: bincode::Error| Damage::File {
@@ -51,8 +52,12 @@ fn describe(store: &CheckpointStore, manifest: &Manifest) -> Result<String, Dama
         };
         let part: WorkerCut = bincode::deserialize(&part).map_err(unreadable)?;
         positions.extend(part.source.map(|at| position(&at)));
+        posted += part.posted.taken;
     }
-    let positions = if positions.is_empty() { "none".to_string() } else { positions.join(", ") };
+    let mut positions = if positions.is_empty() { "none".to_string() } else { positions.join(", ") };
+    if posted > 0 {
+        positions.push_str(&format!(", {posted} posted records taken"));
+    }
     let age_s = wall_clock_ms().saturating_sub(manifest.completed_ms) / 1000;
     Ok(format!(
         "checkpoint {}: frontier {} ms, taken {} s ago, {:.1} MB in {} files, {} workers, source at {}",

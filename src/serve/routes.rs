@@ -31,10 +31,14 @@ use crate::source::{ForgetRequest, PostRefused, PostedRecord};
 const POST_RETRY_AFTER_S: u32 = 1;
 
 /// The answer to posted records the source would not take: 409 with `ended` once the input has
-/// ended, 503 with `Retry-After` while too many wait.
+/// ended, 503 with `Retry-After` while too many wait, 500 when they cannot be made durable.
 fn refused_post(refused: PostRefused, ended: &str) -> ApiError {
     match refused {
         PostRefused::Ended => ApiError::new(StatusCode::CONFLICT, ended),
+        PostRefused::NotLogged(why) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the records could not be written to the log of posted records, so none was taken: {why}"),
+        ),
         PostRefused::Full { limit } => ApiError::busy(
             format!(
                 "{limit} posted records wait for the pipeline already (serve.max_queued_events); try again shortly"
@@ -391,10 +395,12 @@ async fn post_events(
     sender
         .send(posted)
         .map_err(|refused| refused_post(refused, "the input has ended; events can no longer be posted"))?;
+    // With checkpoints the records are on disk by now, and a restart takes them again.
+    let durable = sender.durable();
     if rejected.is_empty() {
-        Ok((StatusCode::OK, Json(json!({ "accepted": accepted }))))
+        Ok((StatusCode::OK, Json(json!({ "accepted": accepted, "durable": durable }))))
     } else {
-        Ok((StatusCode::BAD_REQUEST, Json(json!({ "accepted": accepted, "rejected": rejected }))))
+        Ok((StatusCode::BAD_REQUEST, Json(json!({ "accepted": accepted, "durable": durable, "rejected": rejected }))))
     }
 }
 

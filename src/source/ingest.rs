@@ -41,7 +41,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::{probe, Capability};
 use timely::dataflow::{Scope, Stream};
 
-use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted, ResumePoint};
+use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted, PostedPosition, ResumePoint};
 use crate::checkpoint::cut::{CutNews, CutProtocol, CutStep};
 use crate::checkpoint::worker_state::{SavedOperator, WorkerState};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
@@ -397,6 +397,9 @@ pub struct WorkerCut {
     pub source: Option<ResumePoint>,
     /// How many records it had left to read (`--max-events`), if it was limited.
     pub max_records_left: Option<u64>,
+    /// Where the records posted over HTTP stood (on the worker that takes them; nothing taken on
+    /// the others): a restore posts the logged ones after those taken again.
+    pub posted: PostedPosition,
     /// The ingest operator's state: its lanes' clocks, its capability and counters.
     pub reader: Vec<u8>,
     /// Every registered operator's state.
@@ -546,6 +549,7 @@ impl Reader {
                 records_read: self.records_read,
                 source: self.input.source.resume_point(),
                 max_records_left: self.input.max_records,
+                posted: self.input.posted.as_ref().map(Posted::position).unwrap_or_default(),
                 reader,
                 operators,
             })

@@ -21,7 +21,9 @@ pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, S
 pub use self::ingest::{ingest, CutSettings, IngestSettings, Ingested, Input, RestoredReader, WorkerCut};
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
-pub use self::posted::{post_channel, ForgetRequest, PostReceiver, PostRefused, PostSender, Posted, PostedRecord};
+pub use self::posted::{
+    post_channel, ForgetRequest, PostReceiver, PostRefused, PostSender, Posted, PostedPosition, PostedRecord,
+};
 pub use self::synth::{SynthResume, SynthSource};
 
 /// A source with nothing to read: a worker that reads no source but takes part in checkpoints

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Arrival, EventSource, Position};
+use crate::checkpoint::post_log::{LoggedPost, PostLog};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, wall_clock_ms};
 
@@ -43,6 +46,28 @@ pub enum PostedRecord {
     Forget(ForgetRequest),
 }
 
+impl PostedRecord {
+    /// The record as the log of posted records keeps it.
+    fn logged(&self) -> LoggedPost {
+        match self {
+            PostedRecord::Event { event, ts_given } => LoggedPost::Event { event: event.clone(), ts_given: *ts_given },
+            PostedRecord::Rejected(dead) => LoggedPost::Rejected(dead.clone()),
+            PostedRecord::Forget(request) => LoggedPost::Forget(request.user.clone()),
+        }
+    }
+
+    /// A logged record posted again; a request to forget gets an answer nobody waits for.
+    fn from_log(post: LoggedPost) -> PostedRecord {
+        match post {
+            LoggedPost::Event { event, ts_given } => PostedRecord::Event { event, ts_given },
+            LoggedPost::Rejected(dead) => PostedRecord::Rejected(dead),
+            LoggedPost::Forget(user) => {
+                PostedRecord::Forget(ForgetRequest { user, reply: tokio::sync::oneshot::channel().0 })
+            }
+        }
+    }
+}
+
 /// The server's end of the channel.
 #[derive(Clone, Debug)]
 pub struct PostSender {
@@ -52,6 +77,8 @@ pub struct PostSender {
     /// Set when the receiver is gone (the input has ended).
     closed: Arc<AtomicBool>,
     limit: usize,
+    /// With checkpoints: the log every request is written to before it is handed on.
+    log: Option<Arc<PostLog>>,
 }
 
 /// Why posted records were not taken.
@@ -64,6 +91,8 @@ pub enum PostRefused {
         /// The most records that may wait.
         limit: usize,
     },
+    /// They could not be written to the log of posted records, so they were not taken.
+    NotLogged(String),
 }
 
 impl PostSender {
@@ -80,10 +109,41 @@ impl PostSender {
             self.queued.fetch_sub(count, Ordering::SeqCst);
             return Err(PostRefused::Full { limit: self.limit });
         }
-        self.sender.send(records).map_err(|_| {
+        let logged: Option<Vec<LoggedPost>> =
+            self.log.as_ref().map(|_| records.iter().map(PostedRecord::logged).collect());
+        let hand_on = || self.sender.send(records).map_err(|_| PostRefused::Ended);
+        let sent = match (&self.log, logged) {
+            (Some(log), Some(logged)) => {
+                log.append(&logged, hand_on).unwrap_or_else(|e| Err(PostRefused::NotLogged(e.to_string())))
+            }
+            _ => hand_on(),
+        };
+        if sent.is_err() {
             self.queued.fetch_sub(count, Ordering::SeqCst);
-            PostRefused::Ended
-        })
+        }
+        sent
+    }
+
+    /// With `log`, every request is written to it and synced before it is handed on (and
+    /// answered).
+    pub fn logging_to(mut self, log: Arc<PostLog>) -> PostSender {
+        self.log = Some(log);
+        self
+    }
+
+    /// Whether what is sent is on disk before [`PostSender::send`] returns.
+    pub fn durable(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Hands on records the log already holds (a restored run's posts after its checkpoint),
+    /// whatever the limit; requests to forget get no answer.
+    pub fn post_again(&self, posts: Vec<LoggedPost>) {
+        let records: Vec<PostedRecord> = posts.into_iter().map(PostedRecord::from_log).collect();
+        self.queued.fetch_add(records.len(), Ordering::SeqCst);
+        if self.sender.send(records).is_err() {
+            self.queued.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Records waiting for the source now.
@@ -122,7 +182,7 @@ pub fn post_channel(limit: usize) -> (PostSender, PostReceiver) {
     let queued = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicBool::new(false));
     (
-        PostSender { sender, queued: Arc::clone(&queued), closed: Arc::clone(&closed), limit },
+        PostSender { sender, queued: Arc::clone(&queued), closed: Arc::clone(&closed), limit, log: None },
         PostReceiver { receiver, queued, closed },
     )
 }
@@ -138,13 +198,38 @@ pub struct Posted {
     last: Position,
     /// `time.max_future`: a posted ts further beyond the wall clock is dead-lettered as `future`.
     max_future: Option<Millis>,
+    /// How many posted records (and requests) were taken, from the start of the run or its
+    /// restored checkpoint: where the log of posted records goes on after a restore.
+    taken: u64,
+}
+
+/// Where the posted records stood at a checkpoint: how many were taken (a restore posts the
+/// logged ones after these again), and the latest event time seen, which a post without `ts`
+/// gets (a restored run has seen nothing yet when it takes what it posts again).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PostedPosition {
+    /// Records (and requests) taken.
+    pub taken: u64,
+    /// The latest event time the source or a post had given.
+    pub max_seen: Option<Millis>,
 }
 
 impl Posted {
     /// The records arriving on `receiver`, whose timestamps may lie at most `max_future` beyond
     /// the wall clock.
     pub fn new(receiver: PostReceiver, max_future: Option<Millis>) -> Posted {
-        Posted { receiver: Some(receiver), max_seen: None, last: Position { lane: 0, offset: 0 }, max_future }
+        Posted { receiver: Some(receiver), max_seen: None, last: Position { lane: 0, offset: 0 }, max_future, taken: 0 }
+    }
+
+    /// Goes on from where a restored checkpoint's posted records stood.
+    pub fn resuming(mut self, at: PostedPosition) -> Posted {
+        (self.taken, self.max_seen) = (at.taken, at.max_seen);
+        self
+    }
+
+    /// Where the posted records stand now.
+    pub fn position(&self) -> PostedPosition {
+        PostedPosition { taken: self.taken, max_seen: self.max_seen }
     }
 
     /// Notes what the source just delivered: its latest position on lane 0 and its latest event
@@ -174,6 +259,7 @@ impl Posted {
         while let Some(records) = receiver.take() {
             for record in records {
                 count += 1;
+                self.taken += 1;
                 let arrival = match record {
                     PostedRecord::Event { event, ts_given }
                         if ts_given && beyond_wall_clock(event.ts, self.max_future) =>

@@ -1,0 +1,142 @@
+//! The log of what is posted over HTTP (events, and requests to forget a user) while a run takes
+//! checkpoints: each request's records are appended and synced to disk before the request is
+//! answered, so an answered post survives a crash.
+//!
+//! The log numbers the records in the order the ingest operator takes them (a record is handed
+//! on while the log is held, so the two orders agree). A checkpoint records how many posted
+//! records its run had taken; on restore, the records after those are posted again, in their
+//! order, and the ones before are already in the restored state. A last line cut short by a
+//! crash was never answered, and is dropped.
+//!
+//! ```text
+//! {"seq":0,"post":{"Event":{"event":{...},"ts_given":true}}}
+//! {"seq":1,"post":{"Forget":{"Num":42}}}
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{DeadLetter, Event, Id};
+
+/// One posted record as the log keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum LoggedPost {
+    /// A valid event; `ts_given` is false when the poster left `ts` out.
+    Event {
+        /// The event.
+        event: Event,
+        /// Whether the poster gave its timestamp.
+        ts_given: bool,
+    },
+    /// A record that did not decode, as its dead letter.
+    Rejected(DeadLetter),
+    /// A request to forget a user.
+    Forget(Id),
+}
+
+/// One line of the log.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    seq: u64,
+    post: LoggedPost,
+}
+
+/// The log, open for appending.
+#[derive(Debug)]
+pub struct PostLog {
+    appender: Mutex<Appender>,
+}
+
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    /// The number the next record gets.
+    next: u64,
+}
+
+impl PostLog {
+    /// Opens the log at `path`, created if missing, and returns it with the records it holds
+    /// from number `from` on, in order. A last line cut short is cut off the file.
+    pub fn open(path: &Path, from: u64) -> std::io::Result<(PostLog, Vec<LoggedPost>)> {
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let (mut whole, mut next, mut after) = (0u64, 0u64, Vec::new());
+        for line in BufReader::new(&mut file).split(b'\n') {
+            let line = line?;
+            let Ok(Line { seq, post }) = serde_json::from_slice::<Line>(&line) else { break };
+            whole += line.len() as u64 + 1;
+            next = seq + 1;
+            if seq >= from {
+                after.push(post);
+            }
+        }
+        file.set_len(whole)?;
+        file.sync_all()?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok((PostLog { appender: Mutex::new(Appender { file, next }) }, after))
+    }
+
+    /// Empties the log at `path` (a run starting over) and opens it.
+    pub fn open_empty(path: &Path) -> std::io::Result<PostLog> {
+        File::create(path)?.sync_all()?;
+        Ok(PostLog::open(path, 0)?.0)
+    }
+
+    /// Appends `posts` and syncs them to disk, then calls `then` while still holding the log, so
+    /// that what `then` hands on keeps the log's order; returns what `then` returns.
+    pub fn append<T>(&self, posts: &[LoggedPost], then: impl FnOnce() -> T) -> std::io::Result<T> {
+        let mut appender = self.appender.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = Vec::new();
+        for (at, post) in posts.iter().enumerate() {
+            let line = Line { seq: appender.next + at as u64, post: post.clone() };
+            serde_json::to_writer(&mut text, &line).map_err(std::io::Error::other)?;
+            text.push(b'\n');
+        }
+        appender.file.write_all(&text)?;
+        appender.file.sync_data()?;
+        appender.next += posts.len() as u64;
+        Ok(then())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+
+    fn view(user: i64) -> LoggedPost {
+        let event =
+            Event { user: Id::Num(user), item: Id::Num(7), category: None, action: Action::View, value: None, ts: 5 };
+        LoggedPost::Event { event, ts_given: true }
+    }
+
+    #[test]
+    fn reopened_it_gives_back_what_followed_a_count_and_drops_a_torn_last_line() {
+        let dir = std::env::temp_dir().join(format!("recflow-post-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("posted.log");
+        let (log, held) = PostLog::open(&path, 0).unwrap();
+        assert!(held.is_empty());
+        assert_eq!(log.append(&[view(1), view(2)], || "handed on").unwrap(), "handed on");
+        log.append(&[LoggedPost::Forget(Id::Num(1))], || ()).unwrap();
+        drop(log);
+        // A crash in the middle of the next append.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"seq\":3,\"post\":{\"Eve").unwrap();
+        drop(file);
+        let (log, after) = PostLog::open(&path, 1).unwrap();
+        assert_eq!(after, [view(2), LoggedPost::Forget(Id::Num(1))]);
+        // Numbering goes on after the whole lines, and the torn one is gone.
+        log.append(&[view(4)], || ()).unwrap();
+        let (_, all) = PostLog::open(&path, 0).unwrap();
+        assert_eq!(all, [view(1), view(2), LoggedPost::Forget(Id::Num(1)), view(4)]);
+        let (_, last) = PostLog::open(&path, 3).unwrap();
+        assert_eq!(last, [view(4)]);
+        assert!(PostLog::open_empty(&path).is_ok());
+        assert!(PostLog::open(&path, 0).unwrap().1.is_empty(), "emptied");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
