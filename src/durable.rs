@@ -31,6 +31,10 @@ pub struct CheckpointMeta {
     /// Each output that is a regular file, with its length at the cut: restore cuts it back to
     /// that length.
     pub outputs: Vec<(String, u64)>,
+    /// How many records posted over HTTP the run had taken: the log of posted records keeps
+    /// those after the fewest any kept checkpoint took.
+    #[serde(default)]
+    pub posted_taken: u64,
 }
 
 /// A checkpoint read back for a restore.
@@ -86,6 +90,16 @@ pub fn newest(store: &CheckpointStore, pipeline: &Pipeline) -> Result<Option<Res
     }
     let damaged = damaged.iter().map(ToString::to_string).collect();
     Ok(Some(Restored { manifest, meta, parts, damaged }))
+}
+
+/// The fewest posted records any whole checkpoint in `store` had taken (0 with none): the log of
+/// posted records must keep every record from there on.
+pub fn posted_taken_by_all(store: &CheckpointStore) -> Result<u64, StoreError> {
+    let taken =
+        |manifest: Manifest| serde_json::from_value::<CheckpointMeta>(manifest.meta).ok().map(|m| m.posted_taken);
+    // A manifest that does not read could be restored by nobody; but be safe and keep all.
+    let all: Option<Vec<u64>> = store.list()?.into_iter().map(|listed| listed.ok().and_then(taken)).collect();
+    Ok(all.and_then(|counts| counts.into_iter().min()).unwrap_or(0))
 }
 
 /// Cuts each file output back to the length it had at the checkpoint's cut.
@@ -181,6 +195,7 @@ struct Pending {
     started: Instant,
     frontier: u64,
     outputs: Vec<(String, u64)>,
+    posted_taken: u64,
     written: BTreeMap<usize, FileEntry>,
 }
 
@@ -217,11 +232,17 @@ fn write_part(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>, p
     let id = settings.first_id + part.cut.checkpoint;
     let bytes = bincode::serialize(&part.cut).map_err(|e| e.to_string())?;
     let entry = settings.store.write_file(&part_name(id, part.cut.worker), &bytes).map_err(|e| e.to_string())?;
-    let fresh = || Pending { started: Instant::now(), frontier: 0, outputs: Vec::new(), written: BTreeMap::new() };
+    let fresh = || Pending {
+        started: Instant::now(),
+        frontier: 0,
+        outputs: Vec::new(),
+        posted_taken: 0,
+        written: BTreeMap::new(),
+    };
     let checkpoint = pending.entry(id).or_insert_with(fresh);
     checkpoint.frontier = part.cut.frontier;
     if part.cut.worker == 0 {
-        checkpoint.outputs = part.outputs;
+        (checkpoint.outputs, checkpoint.posted_taken) = (part.outputs, part.cut.posted.taken);
     }
     checkpoint.written.insert(part.cut.worker, entry);
     Ok(())
@@ -244,7 +265,11 @@ fn commit_whole(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>)
             checkpoint.written.insert(worker, FileEntry { name, len: bytes.len() as u64, crc32 });
         }
         let checkpoint = entry.remove();
-        let meta = CheckpointMeta { outputs: checkpoint.outputs, ..settings.meta.clone() };
+        let meta = CheckpointMeta {
+            outputs: checkpoint.outputs,
+            posted_taken: checkpoint.posted_taken,
+            ..settings.meta.clone()
+        };
         let manifest = Manifest {
             id,
             frontier: checkpoint.frontier,

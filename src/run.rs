@@ -336,7 +336,7 @@ fn start_server(
 fn open_post_log(
     pipeline: &Pipeline,
     dir: &CheckpointDir,
-    restored: Option<&durable::Restored>,
+    (store, restored): (&CheckpointStore, Option<&durable::Restored>),
 ) -> Result<(PostLog, Vec<LoggedPost>), RunError> {
     let path = dir.dir.join("posted.log");
     let error = |e: std::io::Error| RunError::Restore {
@@ -347,7 +347,8 @@ fn open_post_log(
         return Ok((PostLog::open_empty(&path).map_err(error)?, Vec::new()));
     }
     let taken = restored.and_then(|r| r.parts.iter().find(|part| part.worker == 0)).map_or(0, |part| part.posted.taken);
-    let (log, again) = PostLog::open(&path, taken).map_err(error)?;
+    let taken_by_all = durable::posted_taken_by_all(store).map_err(|e| error(std::io::Error::other(e)))?.min(taken);
+    let (log, again) = PostLog::open(&path, taken, taken_by_all).map_err(error)?;
     if !again.is_empty() {
         let since = restored.map_or("the start".to_string(), |r| format!("checkpoint {}", r.manifest.id));
         eprintln!("recflow: posting again {} records posted after {since}", again.len());
@@ -423,8 +424,10 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         .transpose()
         .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
     let metrics = Arc::new(Metrics::default());
-    let post_log = match (&options.checkpoint_dir, first_process && pipeline.serve.is_some()) {
-        (Some(dir), true) => Some(open_post_log(&pipeline, dir, restored)?),
+    let post_log = match (&options.checkpoint_dir, &checkpoints) {
+        (Some(dir), Some((store, _))) if first_process && pipeline.serve.is_some() => {
+            Some(open_post_log(&pipeline, dir, (store, restored))?)
+        }
         _ => None,
     };
     let (server, posted) =
@@ -575,7 +578,7 @@ fn start_writer(
 ) -> Result<Arc<durable::Writer>, RunError> {
     let first_id =
         store.last_id().map_err(|e| RunError::Restore { pipeline: pipeline.name.clone(), message: e.to_string() })?;
-    let meta = durable::CheckpointMeta { pipeline: pipeline.clone(), workers, outputs: Vec::new() };
+    let meta = durable::CheckpointMeta { pipeline: pipeline.clone(), workers, outputs: Vec::new(), posted_taken: 0 };
     let settings = durable::WriterSettings {
         store,
         meta,

@@ -60,10 +60,12 @@ struct Appender {
 
 impl PostLog {
     /// Opens the log at `path`, created if missing, and returns it with the records it holds
-    /// from number `from` on, in order. A last line cut short is cut off the file.
-    pub fn open(path: &Path, from: u64) -> std::io::Result<(PostLog, Vec<LoggedPost>)> {
+    /// from number `from` on, in order. The records before number `keep_from` (every kept
+    /// checkpoint has taken them) are dropped from the file, and so is a last line cut short.
+    pub fn open(path: &Path, from: u64, keep_from: u64) -> std::io::Result<(PostLog, Vec<LoggedPost>)> {
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let (mut whole, mut next, mut after) = (0u64, 0u64, Vec::new());
+        let (mut kept, mut dropped) = (Vec::new(), false);
         for line in BufReader::new(&mut file).split(b'\n') {
             let line = line?;
             let Ok(Line { seq, post }) = serde_json::from_slice::<Line>(&line) else { break };
@@ -72,17 +74,27 @@ impl PostLog {
             if seq >= from {
                 after.push(post);
             }
+            if seq >= keep_from {
+                kept.extend_from_slice(&line);
+                kept.push(b'\n');
+            } else {
+                dropped = true;
+            }
         }
-        file.set_len(whole)?;
-        file.sync_all()?;
+        if dropped {
+            rewrite(path, &kept)?;
+        } else {
+            file.set_len(whole)?;
+            file.sync_all()?;
+        }
         let file = OpenOptions::new().append(true).open(path)?;
         Ok((PostLog { appender: Mutex::new(Appender { file, next }) }, after))
     }
 
     /// Empties the log at `path` (a run starting over) and opens it.
     pub fn open_empty(path: &Path) -> std::io::Result<PostLog> {
-        File::create(path)?.sync_all()?;
-        Ok(PostLog::open(path, 0)?.0)
+        rewrite(path, &[])?;
+        Ok(PostLog::open(path, 0, 0)?.0)
     }
 
     /// Appends `posts` and syncs them to disk, then calls `then` while still holding the log, so
@@ -102,6 +114,20 @@ impl PostLog {
     }
 }
 
+/// Replaces the file at `path` with `bytes`: a synced temporary file renamed over it, so a crash
+/// leaves the old log or the new one.
+fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("log.tmp");
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +144,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("recflow-post-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("posted.log");
-        let (log, held) = PostLog::open(&path, 0).unwrap();
+        let (log, held) = PostLog::open(&path, 0, 0).unwrap();
         assert!(held.is_empty());
         assert_eq!(log.append(&[view(1), view(2)], || "handed on").unwrap(), "handed on");
         log.append(&[LoggedPost::Forget(Id::Num(1))], || ()).unwrap();
@@ -127,16 +153,22 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"seq\":3,\"post\":{\"Eve").unwrap();
         drop(file);
-        let (log, after) = PostLog::open(&path, 1).unwrap();
+        let (log, after) = PostLog::open(&path, 1, 0).unwrap();
         assert_eq!(after, [view(2), LoggedPost::Forget(Id::Num(1))]);
         // Numbering goes on after the whole lines, and the torn one is gone.
         log.append(&[view(4)], || ()).unwrap();
-        let (_, all) = PostLog::open(&path, 0).unwrap();
+        let (_, all) = PostLog::open(&path, 0, 0).unwrap();
         assert_eq!(all, [view(1), view(2), LoggedPost::Forget(Id::Num(1)), view(4)]);
-        let (_, last) = PostLog::open(&path, 3).unwrap();
+        let (_, last) = PostLog::open(&path, 3, 0).unwrap();
         assert_eq!(last, [view(4)]);
+        // Every kept checkpoint took the first two: they go, and numbering goes on.
+        let (log, after) = PostLog::open(&path, 3, 2).unwrap();
+        assert_eq!(after, [view(4)]);
+        log.append(&[view(5)], || ()).unwrap();
+        let (_, all) = PostLog::open(&path, 0, 0).unwrap();
+        assert_eq!(all, [LoggedPost::Forget(Id::Num(1)), view(4), view(5)]);
         assert!(PostLog::open_empty(&path).is_ok());
-        assert!(PostLog::open(&path, 0).unwrap().1.is_empty(), "emptied");
+        assert!(PostLog::open(&path, 0, 0).unwrap().1.is_empty(), "emptied");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
