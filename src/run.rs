@@ -543,7 +543,9 @@ fn total_workers(config: &timely::Config) -> usize {
 
 /// The checkpoint store in `dir`, and its newest whole checkpoint unless starting fresh; newer
 /// damaged ones are reported on standard error. The first process, which commits, removes what
-/// a crashed writer left half-written.
+/// a crashed writer left half-written, and with `--fresh` every checkpoint of the runs before:
+/// were this run to crash before its first checkpoint, the next start would otherwise restore
+/// one of theirs and cut this run's outputs back to their lengths.
 fn open_checkpoints(
     pipeline: &Pipeline,
     dir: &CheckpointDir,
@@ -555,6 +557,12 @@ fn open_checkpoints(
         store.remove_leftovers().map_err(|e| error(e.to_string()))?;
     }
     if dir.fresh {
+        if first_process {
+            let removed = store.remove_all().map_err(|e| error(e.to_string()))?;
+            if removed > 0 {
+                eprintln!("recflow: starting over: removed {removed} checkpoints from {}", dir.dir.display());
+            }
+        }
         return Ok((store, None));
     }
     let restored = durable::newest(&store, pipeline).map_err(|e| error(e.to_string()))?;

@@ -316,3 +316,22 @@ fn posted_events_answered_durable_survive_a_kill() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--fresh` starts over for good: it removes the checkpoints of the runs before, so a start
+/// after it (after a crash before its own first checkpoint, say) cannot restore one of theirs.
+#[test]
+fn starting_over_removes_the_checkpoints_of_the_runs_before() {
+    let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-fresh", 20_000);
+    let (output, checkpoints) = (dir.join("out.jsonl"), dir.join("checkpoints"));
+    let often = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    run_ok(&mut run_command(&pipeline, &input, &output, &often));
+    assert!(committed(&checkpoints) > 0, "the first run took checkpoints");
+    let never = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "1h"];
+    let stderr = run_ok(&mut run_command(&pipeline, &input, &output, &[&never[..], &["--fresh"]].concat()));
+    assert!(stderr.contains("starting over: removed"), "{stderr}");
+    assert_eq!(committed(&checkpoints), 0, "no checkpoint of the run before is left");
+    let stderr = run_ok(&mut run_command(&pipeline, &input, &output, &never));
+    assert!(!stderr.contains("restoring"), "{stderr}");
+    assert!(std::fs::read(&output).unwrap() == std::fs::read(&undisturbed).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}

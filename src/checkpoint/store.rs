@@ -149,6 +149,23 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// Removes every checkpoint (manifests first, so none is left half-removed and whole-looking)
+    /// and every data file; returns how many checkpoints there were. For a run that starts
+    /// over: a checkpoint of the run before must never be restored after it.
+    pub fn remove_all(&self) -> Result<usize, StoreError> {
+        let ids = self.manifest_ids()?;
+        for &id in &ids {
+            let path = self.manifest_dir().join(manifest_name(id));
+            fs::remove_file(&path).map_err(|e| self.io("removing a manifest", e))?;
+        }
+        File::open(self.manifest_dir()).and_then(|d| d.sync_all()).map_err(|e| self.io("syncing the directory", e))?;
+        for file in fs::read_dir(self.data_dir()).map_err(|e| self.io("listing data files", e))? {
+            let file = file.map_err(|e| self.io("listing data files", e))?;
+            fs::remove_file(file.path()).map_err(|e| self.io("removing a data file", e))?;
+        }
+        Ok(ids.len())
+    }
+
     /// Writes a data file durably; returns its entry for the manifest.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<FileEntry, StoreError> {
         let plain = !name.is_empty()
@@ -400,6 +417,20 @@ mod tests {
         reopened.remove_leftovers().unwrap();
         assert_eq!(fs::read_dir(dir.join("manifests")).unwrap().count(), 1);
         assert!(matches!(store.write_file("../escape", b""), Err(StoreError::BadName(_))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn starting_over_leaves_nothing_to_restore() {
+        let dir = scratch("over");
+        let store = CheckpointStore::open(&dir, 2).unwrap();
+        for id in 1..=3 {
+            checkpoint(&store, id);
+        }
+        assert_eq!(store.remove_all().unwrap(), 2);
+        assert!(store.newest().unwrap().is_none());
+        assert!(data_files(&dir).is_empty());
+        assert_eq!(store.last_id().unwrap(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
