@@ -636,8 +636,12 @@ impl Reader {
     /// writes to), while the workers that stopped at the cut wait without reading: the cut would
     /// never be reached. Records its lanes deliver later get times from the cut on, as they would
     /// after following a live peer there.
+    /// Lanes that have finished do not count as idle: their worker's part is about to end, and
+    /// its end must be worked out from its own lanes, not from the cut.
     fn follow_to_cut(&mut self, cap: &mut Capability<Millis>, cut: Millis) {
-        if self.phase == Phase::Reading && !self.live && *cap.time() < cut {
+        let source = self.input.source.as_ref();
+        let unfinished = (0..self.lanes.clocks.len()).any(|lane| !source.lane_finished(lane));
+        if self.phase == Phase::Reading && !self.live && unfinished && *cap.time() < cut {
             cap.downgrade(&cut);
         }
     }
