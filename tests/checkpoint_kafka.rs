@@ -39,7 +39,7 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     let pipeline = dir.join("pipeline.toml");
     std::fs::write(&pipeline, CSV_PIPELINE).unwrap();
     let events = dir.join("events.csv");
-    run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "300000", "--unit", "s", "--output"]).arg(&events));
+    run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "400000", "--unit", "s", "--output"]).arg(&events));
     let topic = broker.create_topic("restart", PARTITIONS);
     let input = broker.address(&topic);
     let partitions = PARTITIONS.to_string();
@@ -48,7 +48,7 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
             .args(["produce", "--partitions", &partitions, "-q", "--format", "raw", "--to", &input, "--input"])
             .arg(&events),
     );
-    assert!(stderr.contains("300000 messages delivered"), "{stderr}");
+    assert!(stderr.contains("400000 messages delivered"), "{stderr}");
 
     let undisturbed = dir.join("undisturbed.jsonl");
     let started = Instant::now();
@@ -76,6 +76,11 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     let got = std::fs::read(&output).unwrap();
     assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
     assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");
+    // Started again after finishing, it restores its last checkpoint, taken near or at the end
+    // (where readers whose part had ended saved their ends), and writes the same changelog.
+    let stderr = run_ok(&mut run_command(&checkpointed, &input, &output, &args));
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    assert!(expected == std::fs::read(&output).unwrap(), "a run restored after the end wrote another changelog");
     // The last run committed every partition's end to the group.
     let ends: Vec<Option<i64>> = (0..PARTITIONS as i32).map(|p| Some(broker.high_watermark(&topic, p))).collect();
     assert_eq!(broker.committed(&topic, PARTITIONS as i32, &group), ends);
