@@ -423,6 +423,9 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         .then(|| KafkaSource::partitions(&pipeline.source.kafka))
         .transpose()
         .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
+    if let (Some(count), Some(restored)) = (input_partitions, restored) {
+        check_restored_partitions(&pipeline, restored, count)?;
+    }
     let metrics = Arc::new(Metrics::default());
     let post_log = match (&options.checkpoint_dir, &checkpoints) {
         (Some(dir), Some((store, _))) if first_process && pipeline.serve.is_some() => {
@@ -599,9 +602,49 @@ fn start_writer(
     Ok(durable::Writer::start(settings))
 }
 
+/// Checks the Kafka input topic's `count` partitions against the ones the restored checkpoint
+/// read: a partition it read that the topic no longer has (the topic was deleted and created
+/// again with fewer) is refused, since its offsets would name other records; partitions added
+/// since are read from `[source.kafka] start`, with a warning, since the run that took the
+/// checkpoint never read them.
+fn check_restored_partitions(pipeline: &Pipeline, restored: &durable::Restored, count: usize) -> Result<(), RunError> {
+    let mut read = KafkaResume::default();
+    for part in &restored.parts {
+        if let Some(ResumePoint::Kafka(point)) = &part.source {
+            read.next_offsets.extend(point.next_offsets.iter().map(|(p, o)| (*p, *o)));
+        }
+    }
+    let topic = &pipeline.source.kafka.topic;
+    let gone: Vec<String> =
+        read.next_offsets.keys().filter(|p| **p < 0 || **p as usize >= count).map(i32::to_string).collect();
+    if !gone.is_empty() {
+        return Err(RunError::Restore {
+            pipeline: pipeline.name.clone(),
+            message: format!(
+                "checkpoint {} read partitions {} of topic {topic}, which now has {count} partitions; was the topic \
+                 created again? Start over with --fresh",
+                restored.manifest.id,
+                gone.join(", ")
+            ),
+        });
+    }
+    let added: Vec<String> =
+        (0..count as i32).filter(|p| !read.next_offsets.contains_key(p)).map(|p| p.to_string()).collect();
+    if !added.is_empty() {
+        let start = format!("{:?}", pipeline.source.kafka.start).to_lowercase();
+        eprintln!(
+            "recflow: warning: topic {topic} has partitions {} that checkpoint {} did not read (added since?); they are \
+             read from [source.kafka] start ({start}), and results from then on can differ from a run never stopped",
+            added.join(", "),
+            restored.manifest.id
+        );
+    }
+    Ok(())
+}
+
 /// Refuses checkpoints where a restore could not yet give exactly the results of a run that
-/// never stopped: a source that cannot resume or is not yet tested with restarts (standard
-/// input, Kafka), a Kafka output (it would stay at-least-once).
+/// never stopped: a source that cannot resume (standard input), a Kafka output (it would stay
+/// at-least-once).
 fn refuse_unsupported_checkpoints(
     pipeline: &Pipeline,
     options: &RunOptions,
@@ -609,9 +652,6 @@ fn refuse_unsupported_checkpoints(
 ) -> Result<(), RunError> {
     let refuse =
         |message: &str| Err(RunError::Checkpoints { pipeline: pipeline.name.clone(), message: message.into() });
-    if reads_in_parallel(pipeline, options) {
-        return refuse("a Kafka source is not supported with checkpoints yet; read a file or the generator");
-    }
     if input_path(pipeline, options).is_some_and(|path| path.as_os_str() == "-") {
         return refuse("standard input cannot resume after a restart; read a file");
     }

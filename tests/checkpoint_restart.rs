@@ -8,8 +8,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::restarts::{committed, kill_after, kill_and_restart_until_done, Kills, Seeded};
 use common::serve::{agent, reply, wait_for, Running};
 use common::{free_ports, recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
 
@@ -48,84 +49,17 @@ fn run_command(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> 
     command
 }
 
-/// The number of the newest checkpoint committed in `dir` so far (older ones are pruned).
-fn committed(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir.join("manifests")) else { return 0 };
-    let number = |entry: std::io::Result<std::fs::DirEntry>| {
-        entry.ok()?.file_name().to_str()?.strip_suffix(".json")?.parse::<usize>().ok()
-    };
-    entries.filter_map(number).max().unwrap_or(0)
-}
-
-/// Numbers from a fixed seed: the same kill points on every run of the test.
-struct Seeded(u64);
-
-impl Seeded {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
-/// Waits until `children` (one run's processes) have committed checkpoint `target` in `dir`,
-/// then lets them run on for `then` and kills them all with SIGKILL (returns true), unless they
-/// finish first (returns false). Fails if any of them fails.
-fn kill_after(children: &mut [Child], dir: &Path, target: usize, then: Duration) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut running = 0;
-        for child in children.iter_mut() {
-            match child.try_wait().unwrap() {
-                Some(status) if !status.success() => {
-                    let mut stderr = String::new();
-                    let _ = child.stderr.take().map(|mut e| std::io::Read::read_to_string(&mut e, &mut stderr));
-                    panic!("the run failed: {status}\n{stderr}");
-                }
-                Some(_) => {}
-                None => running += 1,
-            }
-        }
-        if running == 0 {
-            return false;
-        }
-        if committed(dir) >= target {
-            std::thread::sleep(then);
-            if children.iter_mut().any(|child| child.try_wait().unwrap().is_some()) {
-                // Finishing: let the others finish too.
-                continue;
-            }
-            for child in children.iter_mut() {
-                child.kill().unwrap();
-            }
-            for child in children.iter_mut() {
-                child.wait().unwrap();
-            }
-            return true;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint {target} within 2 minutes");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn a_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     let (dir, pipeline, input, undisturbed) = undisturbed_run("restart", 500_000);
     let output = dir.join("restarted.jsonl");
     let checkpoints = dir.join("checkpoints");
     let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
-    let mut seeded = Seeded(7);
-    let mut kills = 0;
-    loop {
-        let mut child = run_command(&pipeline, &input, &output, &args).spawn().unwrap();
-        // Kill it once it has committed one or two more checkpoints and written on for a while:
-        // what it wrote after its last checkpoint is written again after the restart.
-        let target = committed(&checkpoints) + 1 + seeded.below(2) as usize;
-        let then = Duration::from_millis(seeded.below(150));
-        if !kill_after(std::slice::from_mut(&mut child), &checkpoints, target, then) {
-            break;
-        }
-        kills += 1;
-    }
+    let kills = kill_and_restart_until_done(
+        || run_command(&pipeline, &input, &output, &args),
+        &checkpoints,
+        Kills { seed: 7, at_most: usize::MAX, after_progress: false },
+    );
     let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&output).unwrap());
     assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
     assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");

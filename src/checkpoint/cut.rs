@@ -21,7 +21,9 @@
 //! 4. **Resume.** Once every worker has saved, all read on.
 //!
 //! A worker that reads nothing (or whose part of the stream has ended) follows the same steps; at
-//! the cross it moves its capability straight to `C`, since it sends no records. Once the end of
+//! the cross it moves its capability straight to `C`, since it sends no records. So does a reader
+//! whose lanes are all idle (Kafka partitions without new records), as it follows live readers
+//! outside checkpoints: its lanes might never reach `C` while the stopped readers wait. Once the end of
 //! the stream is known, a checkpoint under way is abandoned: the run is about to finish.
 //!
 //! [`CutProtocol`] is that state machine for one worker, free of timely so it can be tested on

@@ -413,6 +413,9 @@ struct ReaderState {
     lanes: Lanes,
     latest_given: Millis,
     records_read: u64,
+    /// Where its part of the stream ended, once it has: a restored reader tells the others
+    /// these ends again rather than work them out anew from a capability that has moved on.
+    ended: Option<Ends>,
 }
 
 /// A worker's ingest state as a checkpoint saved it ([`WorkerCut::reader`]).
@@ -463,18 +466,29 @@ struct Reader {
     checkpointing: Option<Checkpointing>,
     /// Where a restored reader's capability stood at the checkpoint.
     restored_capability: Option<Millis>,
+    /// Where this worker's part of the stream ended, once it has.
+    ended: Option<Ends>,
+    /// Ends to tell the others before anything else: a restored reader whose part had ended.
+    resend_end: Option<Ends>,
 }
 
 impl Reader {
     fn new(input: Input, worker: usize, workers: usize, mut settings: IngestSettings, peers: Peers) -> Reader {
         let mut lanes = Lanes::new(input.source.lanes(), &settings.clock);
         let restored = settings.checkpoints.as_mut().and_then(|cut| cut.restore.take());
-        let (mut latest_given, mut records_read, mut restored_capability) = (0, 0, None);
+        let (mut latest_given, mut records_read, mut restored_capability, mut ended) = (0, 0, None, None);
         if let Some(RestoredReader(state)) = restored {
             let arrivals = vec![Instant::now(); state.lanes.clocks.len()];
-            lanes = Lanes { last_arrival: arrivals, ..state.lanes };
-            (latest_given, records_read, restored_capability) =
-                (state.latest_given, state.records_read, Some(state.capability));
+            let saved = Lanes { last_arrival: arrivals, ..state.lanes };
+            // Lanes the checkpoint did not know (partitions added to the topic since) come after
+            // the saved ones, which keep their places, and start afresh.
+            let added = Lanes::new(lanes.clocks.len().saturating_sub(saved.clocks.len()), &settings.clock);
+            lanes = saved;
+            lanes.clocks.extend(added.clocks);
+            lanes.holds.extend(added.holds);
+            lanes.last_arrival.extend(added.last_arrival);
+            (latest_given, records_read, restored_capability, ended) =
+                (state.latest_given, state.records_read, Some(state.capability), state.ended);
         }
         let checkpointing = settings.checkpoints.take().map(|cut| {
             let holding = cut.state.borrow().holding();
@@ -489,7 +503,7 @@ impl Reader {
             worker,
             settings,
             lanes,
-            phase: Phase::Reading,
+            phase: if ended.is_some() { Phase::Ended { global_end_known: false } } else { Phase::Reading },
             arrivals: Vec::with_capacity(BATCH),
             forgets: Vec::new(),
             in_flight: VecDeque::new(),
@@ -500,6 +514,8 @@ impl Reader {
             live: false,
             checkpointing,
             restored_capability,
+            ended,
+            resend_end: ended,
         }
     }
 
@@ -538,6 +554,7 @@ impl Reader {
             lanes: self.lanes.clone(),
             latest_given: self.latest_given,
             records_read: self.records_read,
+            ended: self.ended,
         };
         let saved = bincode::serialize(&reader).and_then(|reader| {
             let operators = checkpointing.settings.state.borrow().save()?;
@@ -617,6 +634,22 @@ impl Reader {
         }
     }
 
+    /// While crossing to `cut`: a worker still reading whose lanes are all idle moves its
+    /// capability straight to the cut, as it follows live peers outside a checkpoint. Its lanes'
+    /// watermarks would move only with new records, which may never come (a partition nobody
+    /// writes to), while the workers that stopped at the cut wait without reading: the cut would
+    /// never be reached. Records its lanes deliver later get times from the cut on, as they would
+    /// after following a live peer there.
+    /// Lanes that have finished do not count as idle: their worker's part is about to end, and
+    /// its end must be worked out from its own lanes, not from the cut.
+    fn follow_to_cut(&mut self, cap: &mut Capability<Millis>, cut: Millis) {
+        let source = self.input.source.as_ref();
+        let unfinished = (0..self.lanes.clocks.len()).any(|lane| !source.lane_finished(lane));
+        if self.phase == Phase::Reading && !self.live && unfinished && *cap.time() < cut {
+            cap.downgrade(&cut);
+        }
+    }
+
     /// Back-pressure: whether to wait because the dataflow lags behind what it could already
     /// complete at `now`.
     fn held_back(&self, now: &Millis) -> bool {
@@ -672,7 +705,9 @@ impl Reader {
             let _ = request.reply.send(self.latest_given);
         }
         if poll == Poll::Done {
-            records.push((Ingest::End(self.settings.end_rule.ends(self.lanes.max_seen(), now)), now, 1));
+            let ends = self.settings.end_rule.ends(self.lanes.max_seen(), now);
+            self.ended = Some(ends);
+            records.push((Ingest::End(ends), now, 1));
         }
         metrics.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
         // A worker with no lane (one that reads nothing, or has no partition) has no watermark to
@@ -695,7 +730,8 @@ impl Reader {
             Poll::Done => {
                 // Hold the input open just past this part's completion until the stream's end is
                 // known; the run stops there.
-                cap.downgrade(&self.settings.end_rule.ends(self.lanes.max_seen(), now).complete);
+                let ends = self.ended.unwrap_or_else(|| self.settings.end_rule.ends(self.lanes.max_seen(), now));
+                cap.downgrade(&ends.complete);
                 self.phase = Phase::Ended { global_end_known: false };
                 Next::Now
             }
@@ -763,6 +799,9 @@ pub fn ingest<'scope>(
                         return;
                     };
                     stepped.acknowledge();
+                    if let Some(ends) = stepped.resend_end.take() {
+                        output.session(&*cap).give((Ingest::End(ends), *cap.time(), 1));
+                    }
                     let next = match stepped.cut_step(*cap.time()) {
                         CutStep::Wait => Next::Soon,
                         CutStep::Save { checkpoint, cut, frontier } => {
@@ -775,7 +814,7 @@ pub fn ingest<'scope>(
                             cap.downgrade(&cut);
                             Next::Now
                         }
-                        CutStep::Run | CutStep::CrossTo { .. } => {
+                        step @ (CutStep::Run | CutStep::CrossTo { .. }) => {
                             if stepped.phase != Phase::Reading {
                                 stepped.follow_peers(cap)
                             } else if stepped.held_back(cap.time()) {
@@ -783,7 +822,11 @@ pub fn ingest<'scope>(
                             } else {
                                 let (poll, records) = stepped.read_batch(*cap.time());
                                 output.session(&*cap).give_iterator(records.into_iter());
-                                stepped.advance(cap, poll)
+                                let next = stepped.advance(cap, poll);
+                                if let CutStep::CrossTo { cut } = step {
+                                    stepped.follow_to_cut(cap, cut);
+                                }
+                                next
                             }
                         }
                     };

@@ -337,6 +337,12 @@ impl EventSource for KafkaSource {
     }
 
     fn finish(&mut self) {
+        // Every record delivered has its results written now, also those a run restored from a
+        // checkpoint never acknowledged itself (it may read nothing at all when the checkpoint
+        // was taken at the end), so the group's offsets end where the read did.
+        for (slot, &next) in self.to_commit.iter_mut().zip(&self.next_offsets) {
+            *slot = Some(slot.map_or(next, |n| n.max(next)));
+        }
         self.commit(CommitMode::Sync);
     }
 

@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod reference;
+pub mod restarts;
 pub mod serve;
 
 use std::collections::BTreeMap;

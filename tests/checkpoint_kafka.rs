@@ -1,0 +1,88 @@
+//! `recflow run --checkpoint DIR` reading a Kafka topic survives kill -9: a run on two workers
+//! killed at seeded points shortly after checkpoints, and started again with the same command
+//! each time, ends with the same changelog, byte for byte, as a run never disturbed. Every
+//! restart resumes each partition at the checkpoint's offsets, not at the consumer group's
+//! committed ones.
+//!
+//! The input is the Kafka test world's (`CSV_PIPELINE`): its jitter stays inside the
+//! out-of-orderness, so every event's time is its own tick whichever partition it is in and
+//! whenever it is read, and the read is bounded (`--bounded`: each partition ends at its end
+//! offset at start, and no partition is ever taken for idle), so the undisturbed run is
+//! deterministic on four partitions over two workers.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::kafka::{unique_topic, Broker, CSV_PIPELINE};
+use common::restarts::{kill_and_restart_until_done, Kills};
+use common::{recflow, run_ok, scratch_dir};
+
+const PARTITIONS: usize = 4;
+
+/// `recflow run` of the topic at `input`, bounded, on two workers into `output`, with `extra`
+/// arguments.
+fn run_command(pipeline: &Path, input: &str, output: &Path, extra: &[&str]) -> Command {
+    let mut command = recflow();
+    command.arg("run").arg(pipeline).args(["--input", input, "--bounded", "-q", "-w", "2"]);
+    command.arg("--output").arg(output).arg("--dead-letter").arg(output.with_extension("dead.jsonl"));
+    command.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
+    let broker = Broker::start();
+    let dir = scratch_dir("restart-kafka");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, CSV_PIPELINE).unwrap();
+    let events = dir.join("events.csv");
+    run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "800000", "--unit", "s", "--output"]).arg(&events));
+    let topic = broker.create_topic("restart", PARTITIONS);
+    let input = broker.address(&topic);
+    let partitions = PARTITIONS.to_string();
+    let stderr = run_ok(
+        recflow()
+            .args(["produce", "--partitions", &partitions, "-q", "--format", "raw", "--to", &input, "--input"])
+            .arg(&events),
+    );
+    assert!(stderr.contains("800000 messages delivered"), "{stderr}");
+
+    let undisturbed = dir.join("undisturbed.jsonl");
+    let started = Instant::now();
+    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    eprintln!("undisturbed run in {:.1} s", started.elapsed().as_secs_f64());
+    let expected = std::fs::read(&undisturbed).unwrap();
+    assert!(expected.len() > 100_000, "the undisturbed run wrote a changelog");
+
+    // The checkpointed runs commit their offsets to a group of their own, for monitoring only.
+    let group = unique_topic("restart-group");
+    let checkpointed = dir.join("checkpointed.toml");
+    let with_group = CSV_PIPELINE.replace("payload = \"csv\"", &format!("payload = \"csv\"\ngroup = \"{group}\""));
+    assert_ne!(with_group, CSV_PIPELINE);
+    std::fs::write(&checkpointed, with_group).unwrap();
+    let output = dir.join("restarted.jsonl");
+    let checkpoints = dir.join("checkpoints");
+    let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    let started = Instant::now();
+    let kills = kill_and_restart_until_done(
+        || run_command(&checkpointed, &input, &output, &args),
+        &checkpoints,
+        Kills { seed: 11, at_most: 6, after_progress: true },
+    );
+    eprintln!("{kills} kills and restarts in {:.1} s", started.elapsed().as_secs_f64());
+    let got = std::fs::read(&output).unwrap();
+    assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
+    assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");
+    // Started again after finishing, it restores its last checkpoint, taken near or at the end
+    // (where readers whose part had ended saved their ends), and writes the same changelog.
+    let stderr = run_ok(&mut run_command(&checkpointed, &input, &output, &args));
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    assert!(expected == std::fs::read(&output).unwrap(), "a run restored after the end wrote another changelog");
+    // The last run committed every partition's end to the group.
+    let ends: Vec<Option<i64>> = (0..PARTITIONS as i32).map(|p| Some(broker.high_watermark(&topic, p))).collect();
+    assert_eq!(broker.committed(&topic, PARTITIONS as i32, &group), ends);
+    let _ = std::fs::remove_dir_all(&dir);
+}
