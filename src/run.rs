@@ -1,6 +1,7 @@
 //! Running a pipeline on timely workers: build the source, the dataflow and the sinks on every
 //! worker, drive it to completion, report status.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use timely::worker::Worker;
 
+use crate::checkpoint::forgotten::{ForgetLedger, Forgotten};
 use crate::checkpoint::post_log::{LoggedPost, PostLog};
 use crate::checkpoint::worker_state;
 use crate::checkpoint::CheckpointStore;
@@ -32,8 +34,8 @@ use crate::sink::{
     Tee,
 };
 use crate::source::{
-    ingest, post_channel, CutSettings, EventSource, FileSource, IngestSettings, Input, KafkaResume, KafkaSource,
-    NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
+    ingest, post_channel, CutSettings, EventSource, FileSource, ForgetsKept, IngestSettings, Input, KafkaResume,
+    KafkaSource, NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
 };
 use crate::spec::kafka_address::SCHEME;
 use crate::spec::{Pipeline, SourceKind};
@@ -243,10 +245,12 @@ fn open_input(
     // Posted events and forget requests go to worker 0, which counts on from its checkpoint.
     let posted = if worker == 0 { shared.posted.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
     let before = restoring.map(|part| part.posted).unwrap_or_default();
+    let forgotten = if worker == 0 { shared.forgotten.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
     Ok(Some(Input {
         source,
         posted: posted.map(|receiver| Posted::new(receiver, pipeline.time.max_future.millis()).resuming(before)),
         max_records: restoring.map_or(options.max_events, |part| part.max_records_left),
+        forgotten,
     }))
 }
 
@@ -337,6 +341,7 @@ fn open_post_log(
     pipeline: &Pipeline,
     dir: &CheckpointDir,
     (store, restored): (&CheckpointStore, Option<&durable::Restored>),
+    in_ledger: &BTreeSet<u64>,
 ) -> Result<(PostLog, Vec<LoggedPost>), RunError> {
     let path = dir.dir.join("posted.log");
     let error = |e: std::io::Error| RunError::Restore {
@@ -349,11 +354,47 @@ fn open_post_log(
     let taken = restored.and_then(|r| r.parts.iter().find(|part| part.worker == 0)).map_or(0, |part| part.posted.taken);
     let taken_by_all = durable::posted_taken_by_all(store).map_err(|e| error(std::io::Error::other(e)))?.min(taken);
     let (log, again) = PostLog::open(&path, taken, taken_by_all).map_err(error)?;
+    let again: Vec<LoggedPost> = again
+        .into_iter()
+        .filter(|(number, post)| !(matches!(post, LoggedPost::Forget(_)) && in_ledger.contains(number)))
+        .map(|(_, post)| post)
+        .collect();
     if !again.is_empty() {
         let since = restored.map_or("the start".to_string(), |r| format!("checkpoint {}", r.manifest.id));
         eprintln!("recflow: posting again {} records posted after {since}", again.len());
     }
     Ok((log, again))
+}
+
+/// The ledger of forgotten users in the checkpoint directory, with the forgets this run takes
+/// again: those its restored checkpoint had not taken, or every one when it starts from the
+/// beginning (`--fresh`, or no checkpoint yet), which keeps them forgotten. Also returns the
+/// numbers, in the log of posted records, of every forget the ledger holds.
+fn open_forget_ledger(
+    pipeline: &Pipeline,
+    dir: &CheckpointDir,
+    restored: Option<&durable::Restored>,
+) -> Result<(ForgetsKept, Vec<u64>), RunError> {
+    let path = dir.dir.join("forgotten.log");
+    let (ledger, taken) = ForgetLedger::open(&path).map_err(|e| RunError::Restore {
+        pipeline: pipeline.name.clone(),
+        message: format!("the ledger of forgotten users {}: {e}", path.display()),
+    })?;
+    let at_cut = restored.and_then(|r| r.parts.iter().find(|part| part.worker == 0)).map(|part| &part.forgets);
+    let again: VecDeque<Forgotten> = match at_cut {
+        Some(cut) => cut.again.iter().cloned().chain(taken.iter().skip(cut.recorded as usize).cloned()).collect(),
+        None => taken.iter().cloned().collect(),
+    };
+    if !again.is_empty() {
+        eprintln!(
+            "recflow: forgetting again {} users forgotten before (the ledger in {})",
+            again.len(),
+            path.display()
+        );
+    }
+    let posts = taken.iter().filter_map(|forgotten| forgotten.post).collect();
+    let kept = ForgetsKept { ledger: Arc::new(ledger), again, recorded: taken.len() as u64 };
+    Ok((kept, posts))
 }
 
 /// Whether the dataflow keeps what it needs to forget users (`DELETE /v1/users/{user}`). Every
@@ -381,6 +422,8 @@ struct WorkerShared {
     feed: Option<Arc<Mailbox>>,
     /// Posted records, taken by worker 0.
     posted: Mutex<Option<PostReceiver>>,
+    /// The ledger of forgotten users, kept by worker 0.
+    forgotten: Mutex<Option<ForgetsKept>>,
     injected: InjectedPanic,
     /// Whether file outputs are written on at their end: a restored run continues them.
     append_outputs: bool,
@@ -427,9 +470,15 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         check_restored_partitions(&pipeline, restored, count)?;
     }
     let metrics = Arc::new(Metrics::default());
+    let forgotten = match &options.checkpoint_dir {
+        Some(dir) if first_process && forgets_users(&pipeline) => Some(open_forget_ledger(&pipeline, dir, restored)?),
+        _ => None,
+    };
+    // Forgets in the ledger are taken again from there, not from the log of posted records.
+    let in_ledger: BTreeSet<u64> = forgotten.iter().flat_map(|(_, posts)| posts.iter().copied()).collect();
     let post_log = match (&options.checkpoint_dir, &checkpoints) {
         (Some(dir), Some((store, _))) if first_process && pipeline.serve.is_some() => {
-            Some(open_post_log(&pipeline, dir, (store, restored))?)
+            Some(open_post_log(&pipeline, dir, (store, restored), &in_ledger)?)
         }
         _ => None,
     };
@@ -471,6 +520,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         fatal: fatal.clone(),
         feed: server.as_ref().map(Server::feed),
         posted: Mutex::new(posted),
+        forgotten: Mutex::new(forgotten.map(|(kept, _)| kept)),
         injected: InjectedPanic::from_env(),
         append_outputs,
     };

@@ -116,7 +116,7 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
             (None, _) => Box::new(NoSource),
         };
         let max_records = part.map_or(Some(events), |p| p.max_records_left);
-        let input = Input { source, posted: None, max_records };
+        let input = Input { source, posted: None, max_records, forgotten: None };
         let save = Arc::clone(&save);
         let settings = IngestSettings {
             readers: worker.peers(),

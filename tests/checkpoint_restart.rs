@@ -255,7 +255,9 @@ fn posted_events_answered_durable_survive_a_kill() {
 /// after it (after a crash before its own first checkpoint, say) cannot restore one of theirs.
 #[test]
 fn starting_over_removes_the_checkpoints_of_the_runs_before() {
-    let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-fresh", 20_000);
+    // Long enough to take checkpoints before its input ends (a checkpoint under way then is
+    // abandoned).
+    let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-fresh", 300_000);
     let (output, checkpoints) = (dir.join("out.jsonl"), dir.join("checkpoints"));
     let often = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
     run_ok(&mut run_command(&pipeline, &input, &output, &often));
@@ -267,5 +269,51 @@ fn starting_over_removes_the_checkpoints_of_the_runs_before() {
     let stderr = run_ok(&mut run_command(&pipeline, &input, &output, &never));
     assert!(!stderr.contains("restoring"), "{stderr}");
     assert!(std::fs::read(&output).unwrap() == std::fs::read(&undisturbed).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A user forgotten while a run takes checkpoints stays forgotten when the run starts over
+/// (`--fresh`): the ledger of forgotten users takes the forget again at the time it retracted
+/// at, so a replay of the same input ends with the same changelog, byte for byte.
+#[test]
+fn a_forgotten_user_stays_forgotten_when_the_run_starts_over() {
+    let dir = scratch_dir("restart-forgotten");
+    let pipeline = dir.join("live.toml");
+    let world = SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 4000");
+    std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n")).unwrap();
+    let checkpoints = dir.join("checkpoints");
+    let args = |output: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["-q", "--max-events", "20000", "--dead-letter", "/dev/null", "--output"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.push(output.display().to_string());
+        args.extend(
+            ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "200ms"].map(String::from),
+        );
+        args.extend(extra.iter().map(ToString::to_string));
+        args
+    };
+    let (first, again) = (dir.join("first.jsonl"), dir.join("again.jsonl"));
+    let first_args = args(&first, &[]);
+    let run = Running::start(&pipeline, &first_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    // A user with a list, forgotten while the run goes on.
+    let mut user = None;
+    wait_for(60, "a user with a list", || {
+        user =
+            (0..50).find(|u| reply(agent().get(&run.url(&format!("/v1/users/{u}/recommendations"))).call()).0 == 200);
+        user.is_some()
+    });
+    let user = user.unwrap();
+    let (status, body) = reply(agent().delete(&run.url(&format!("/v1/users/{user}"))).call());
+    assert!(status == 200 || status == 202, "{status} {body}");
+    run.wait_for_end(60);
+    let first_changelog = std::fs::read(&first).unwrap();
+    // Starting over replays the input, and the forget with it.
+    let mut restart = recflow();
+    restart.arg("run").arg(&pipeline).args(args(&again, &["--fresh"])).stdin(Stdio::null()).stdout(Stdio::null());
+    let stderr = run_ok(&mut restart);
+    assert!(stderr.contains("forgetting again 1 users"), "{stderr}");
+    assert!(first_changelog == std::fs::read(&again).unwrap(), "the replay's changelog differs: user {user} came back");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,11 +2,13 @@
 //! how the workers agree on consistent cuts and save their operators' state there ([`cut`],
 //! [`worker_state`]); the store, checkpoints on disk, each whole or absent, with damaged ones
 //! detected and passed over ([`store`]); which pipeline changes a checkpoint survives
-//! ([`compatible`]); and the log that makes what is posted over HTTP durable before it is
-//! answered ([`post_log`]). The run writes and restores checkpoints in `crate::durable`.
+//! ([`compatible`]); the log that makes what is posted over HTTP durable before it is
+//! answered ([`post_log`]); and the ledger of forgotten users a replay forgets again
+//! ([`forgotten`]). The run writes and restores checkpoints in `crate::durable`.
 
 pub mod compatible;
 pub mod cut;
+pub mod forgotten;
 pub mod post_log;
 pub mod store;
 pub mod worker_state;

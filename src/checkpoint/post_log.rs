@@ -60,9 +60,10 @@ struct Appender {
 
 impl PostLog {
     /// Opens the log at `path`, created if missing, and returns it with the records it holds
-    /// from number `from` on, in order. The records before number `keep_from` (every kept
-    /// checkpoint has taken them) are dropped from the file, and so is a last line cut short.
-    pub fn open(path: &Path, from: u64, keep_from: u64) -> std::io::Result<(PostLog, Vec<LoggedPost>)> {
+    /// from number `from` on, in order, with their numbers. The records before number
+    /// `keep_from` (every kept checkpoint has taken them) are dropped from the file, and so is a
+    /// last line cut short.
+    pub fn open(path: &Path, from: u64, keep_from: u64) -> std::io::Result<(PostLog, Vec<(u64, LoggedPost)>)> {
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let (mut whole, mut next, mut after) = (0u64, 0u64, Vec::new());
         let (mut kept, mut dropped) = (Vec::new(), false);
@@ -72,7 +73,7 @@ impl PostLog {
             whole += line.len() as u64 + 1;
             next = seq + 1;
             if seq >= from {
-                after.push(post);
+                after.push((seq, post));
             }
             if seq >= keep_from {
                 kept.extend_from_slice(&line);
@@ -154,19 +155,19 @@ mod tests {
         file.write_all(b"{\"seq\":3,\"post\":{\"Eve").unwrap();
         drop(file);
         let (log, after) = PostLog::open(&path, 1, 0).unwrap();
-        assert_eq!(after, [view(2), LoggedPost::Forget(Id::Num(1))]);
+        assert_eq!(after, [(1, view(2)), (2, LoggedPost::Forget(Id::Num(1)))]);
         // Numbering goes on after the whole lines, and the torn one is gone.
         log.append(&[view(4)], || ()).unwrap();
         let (_, all) = PostLog::open(&path, 0, 0).unwrap();
-        assert_eq!(all, [view(1), view(2), LoggedPost::Forget(Id::Num(1)), view(4)]);
+        assert_eq!(all, [(0, view(1)), (1, view(2)), (2, LoggedPost::Forget(Id::Num(1))), (3, view(4))]);
         let (_, last) = PostLog::open(&path, 3, 0).unwrap();
-        assert_eq!(last, [view(4)]);
+        assert_eq!(last, [(3, view(4))]);
         // Every kept checkpoint took the first two: they go, and numbering goes on.
         let (log, after) = PostLog::open(&path, 3, 2).unwrap();
-        assert_eq!(after, [view(4)]);
+        assert_eq!(after, [(3, view(4))]);
         log.append(&[view(5)], || ()).unwrap();
         let (_, all) = PostLog::open(&path, 0, 0).unwrap();
-        assert_eq!(all, [LoggedPost::Forget(Id::Num(1)), view(4), view(5)]);
+        assert_eq!(all, [(2, LoggedPost::Forget(Id::Num(1))), (3, view(4)), (4, view(5))]);
         assert!(PostLog::open_empty(&path).is_ok());
         assert!(PostLog::open(&path, 0, 0).unwrap().1.is_empty(), "emptied");
         std::fs::remove_dir_all(&dir).unwrap();

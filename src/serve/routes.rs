@@ -436,7 +436,7 @@ async fn forget_user(
     };
     // `42` is the number and `"42"` the text: distinct users, as everywhere.
     let (reply, answer) = oneshot::channel();
-    let request = PostedRecord::Forget(ForgetRequest { user: id.clone(), reply });
+    let request = PostedRecord::Forget(ForgetRequest { user: id.clone(), reply, post: None });
     sender
         .send(vec![request])
         .map_err(|refused| refused_post(refused, "the input has ended; nothing is read any more to forget"))?;

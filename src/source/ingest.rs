@@ -43,6 +43,7 @@ use timely::dataflow::{Scope, Stream};
 
 use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted, PostedPosition, ResumePoint};
 use crate::checkpoint::cut::{CutNews, CutProtocol, CutStep};
+use crate::checkpoint::forgotten::{ForgetLedger, Forgotten};
 use crate::checkpoint::worker_state::{SavedOperator, WorkerState};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, EventClock, FutureHold, Settled};
@@ -301,12 +302,50 @@ pub struct Input {
     pub posted: Option<Posted>,
     /// Read at most this many of the source's records (`--max-events`), then end.
     pub max_records: Option<u64>,
+    /// With checkpoints, on the worker that takes forgets: the ledger of forgotten users.
+    pub forgotten: Option<ForgetsKept>,
+}
+
+/// The ledger of forgotten users as the ingest operator keeps it: each forget it takes is
+/// recorded there, and the forgets of the ledger this run must take again (a restored or
+/// starting-over run) go out at the times they retracted at.
+pub struct ForgetsKept {
+    /// The ledger.
+    pub ledger: Arc<ForgetLedger>,
+    /// Forgets to take again, in the order taken (so by time).
+    pub again: VecDeque<Forgotten>,
+    /// How many forgets the ledger holds.
+    pub recorded: u64,
+}
+
+impl ForgetsKept {
+    /// Records a forget taken now: before it is answered, so an answered forget survives a crash.
+    fn record(&mut self, taken: &Forgotten) -> std::io::Result<()> {
+        self.ledger.record(taken)?;
+        self.recorded += 1;
+        Ok(())
+    }
+
+    /// Where the ledger stands, for a checkpoint.
+    fn at_cut(&self) -> ForgetsAtCut {
+        ForgetsAtCut { recorded: self.recorded, again: self.again.iter().cloned().collect() }
+    }
+}
+
+/// What a checkpoint keeps of the forget ledger: how many forgets it held, and those of them the
+/// run had still to take again. A restore takes these again, and the ledger's later ones.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForgetsAtCut {
+    /// How many forgets the ledger held.
+    pub recorded: u64,
+    /// Those the run had still to take again.
+    pub again: Vec<Forgotten>,
 }
 
 impl Input {
     /// `source` alone, read to its end.
     pub fn new(source: Box<dyn EventSource>) -> Input {
-        Input { source, posted: None, max_records: None }
+        Input { source, posted: None, max_records: None, forgotten: None }
     }
 
     /// Appends the source's next arrivals to `out`, then what was posted, and the requests to
@@ -315,6 +354,13 @@ impl Input {
         let poll = self.poll_source(out);
         let Some(posted) = &mut self.posted else { return poll };
         posted.follow(out);
+        if !posted.has_seen_an_event() && poll != Poll::Done && !self.source.read_live() {
+            // A post without `ts` gets the latest event time seen, or the wall clock before the
+            // first: beside a replayed source (a file, the generator), posts wait for its first
+            // event instead, since the wall clock can lie years past the replay's times and
+            // would make every later event late.
+            return poll;
+        }
         let taken = posted.take(self.source.as_ref(), out, forgets);
         match poll {
             Poll::Done => {
@@ -400,6 +446,8 @@ pub struct WorkerCut {
     /// Where the records posted over HTTP stood (on the worker that takes them; nothing taken on
     /// the others): a restore posts the logged ones after those taken again.
     pub posted: PostedPosition,
+    /// Where the ledger of forgotten users stood (on the worker that takes forgets).
+    pub forgets: ForgetsAtCut,
     /// The ingest operator's state: its lanes' clocks, its capability and counters.
     pub reader: Vec<u8>,
     /// Every registered operator's state.
@@ -567,6 +615,7 @@ impl Reader {
                 source: self.input.source.resume_point(),
                 max_records_left: self.input.max_records,
                 posted: self.input.posted.as_ref().map(Posted::position).unwrap_or_default(),
+                forgets: self.input.forgotten.as_ref().map(ForgetsKept::at_cut).unwrap_or_default(),
                 reader,
                 operators,
             })
@@ -699,8 +748,23 @@ impl Reader {
         }
         let mut records = given.records;
         self.latest_given = self.latest_given.max(batch.latest);
+        let (latest, done) = (self.latest_given, poll == Poll::Done);
+        if let Some(kept) = &mut self.input.forgotten {
+            // Forgets taken before, at the times they retracted at: every event up to that time is
+            // read once the stream has given one past it (or has ended).
+            while let Some(again) = kept.again.front().filter(|f| f.at <= latest || done) {
+                records.push((Ingest::Forget(again.user.clone()), again.at.max(now), 1));
+                kept.again.pop_front();
+            }
+        }
         for request in self.forgets.drain(..) {
-            records.push((Ingest::Forget(request.user), self.latest_given, 1));
+            records.push((Ingest::Forget(request.user.clone()), self.latest_given, 1));
+            if let Some(kept) = &mut self.input.forgotten {
+                let taken = Forgotten { user: request.user, at: self.latest_given, post: request.post };
+                if let Err(e) = kept.record(&taken) {
+                    metrics.fatal.report("the ledger of forgotten users", e);
+                }
+            }
             // A requester that gave up waiting is not an error.
             let _ = request.reply.send(self.latest_given);
         }
@@ -924,5 +988,55 @@ mod tests {
         // Following the furthest lane would make lane 0's next events late when it resumes (a
         // frozen broker, say).
         assert_eq!(frontiers.idle, Some(10_000));
+    }
+
+    /// A replayed source that has nothing on its first poll and one event of 2023 on its second.
+    struct SlowReplay(u32);
+
+    impl EventSource for SlowReplay {
+        fn poll(&mut self, _max: usize, out: &mut Vec<Arrival>) -> Poll {
+            self.0 += 1;
+            if self.0 == 2 {
+                let event = Event {
+                    user: Id::Num(1),
+                    item: Id::Num(2),
+                    category: None,
+                    action: crate::event::Action::View,
+                    value: None,
+                    ts: 1_700_000_000_000,
+                };
+                out.push((Position { lane: 0, offset: 1 }, Ok(event)));
+                return Poll::Ready;
+            }
+            Poll::Idle
+        }
+
+        fn name(&self) -> String {
+            "file:slow.csv".into()
+        }
+    }
+
+    /// Beside a replayed source, a post without `ts` waits for the source's first event and takes
+    /// its time, rather than the wall clock, years past the replay's times.
+    #[test]
+    fn beside_a_replay_posts_wait_for_its_first_event() {
+        let (sender, receiver) = super::super::post_channel(10);
+        let mut input = Input::new(Box::new(SlowReplay(0)));
+        input.posted = Some(Posted::new(receiver, None));
+        let event = Event {
+            user: Id::Num(9),
+            item: Id::Num(3),
+            category: None,
+            action: crate::event::Action::View,
+            value: None,
+            ts: 0,
+        };
+        sender.send(vec![super::super::PostedRecord::Event { event, ts_given: false }]).unwrap();
+        let (mut out, mut forgets) = (Vec::new(), Vec::new());
+        assert_eq!(input.poll(&mut out, &mut forgets), Poll::Idle);
+        assert!(out.is_empty(), "the post waits while the source has given nothing");
+        input.poll(&mut out, &mut forgets);
+        let times: Vec<Millis> = out.iter().map(|(_, arrival)| arrival.as_ref().unwrap().ts).collect();
+        assert_eq!(times, [1_700_000_000_000, 1_700_000_000_000], "the post takes the source's time");
     }
 }

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::event::{DeadLetter, Event, RejectReason};
 
 pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, StdinLines};
-pub use self::ingest::{ingest, CutSettings, IngestSettings, Ingested, Input, RestoredReader, WorkerCut};
+pub use self::ingest::{
+    ingest, CutSettings, ForgetsAtCut, ForgetsKept, IngestSettings, Ingested, Input, RestoredReader, WorkerCut,
+};
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;
 pub use self::posted::{

@@ -26,6 +26,8 @@ pub struct ForgetRequest {
     pub user: Id,
     /// Where the retraction time goes.
     pub reply: tokio::sync::oneshot::Sender<Millis>,
+    /// Its number in the log of posted records, once taken (with checkpoints).
+    pub post: Option<u64>,
 }
 
 /// One posted record: a valid event (with whether its `ts` was given), why it is not one, or a
@@ -62,7 +64,7 @@ impl PostedRecord {
             LoggedPost::Event { event, ts_given } => PostedRecord::Event { event, ts_given },
             LoggedPost::Rejected(dead) => PostedRecord::Rejected(dead),
             LoggedPost::Forget(user) => {
-                PostedRecord::Forget(ForgetRequest { user, reply: tokio::sync::oneshot::channel().0 })
+                PostedRecord::Forget(ForgetRequest { user, reply: tokio::sync::oneshot::channel().0, post: None })
             }
         }
     }
@@ -227,6 +229,11 @@ impl Posted {
         self
     }
 
+    /// Whether the source or a post has given an event time yet.
+    pub fn has_seen_an_event(&self) -> bool {
+        self.max_seen.is_some()
+    }
+
     /// Where the posted records stand now.
     pub fn position(&self) -> PostedPosition {
         PostedPosition { taken: self.taken, max_seen: self.max_seen }
@@ -259,6 +266,7 @@ impl Posted {
         while let Some(records) = receiver.take() {
             for record in records {
                 count += 1;
+                let number = self.taken;
                 self.taken += 1;
                 let arrival = match record {
                     PostedRecord::Event { event, ts_given }
@@ -276,7 +284,7 @@ impl Posted {
                     }
                     PostedRecord::Rejected(dead) => Err(dead),
                     PostedRecord::Forget(request) => {
-                        forgets.push(request);
+                        forgets.push(ForgetRequest { post: Some(number), ..request });
                         continue;
                     }
                 };

@@ -69,6 +69,19 @@ impl Running {
         format!("{}{path}", self.base)
     }
 
+    /// Waits (with a deadline of `secs` seconds) for the run to end by itself, successfully.
+    pub fn wait_for_end(mut self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "recflow ends successfully: {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "recflow did not end within {secs} s");
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits (with a deadline) for a successful exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
