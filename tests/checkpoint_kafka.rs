@@ -68,7 +68,7 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
     let started = Instant::now();
     let kills = kill_and_restart_until_done(
-        || run_command(&checkpointed, &input, &output, &args),
+        || vec![run_command(&checkpointed, &input, &output, &args)],
         &checkpoints,
         Kills { seed: 11, at_most: 6, after_progress: true },
     );

@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::restarts::{committed, kill_after, kill_and_restart_until_done, Kills, Seeded};
+use common::restarts::{committed, kill_and_restart_until_done, Kills};
 use common::serve::{agent, reply, wait_for, Running};
 use common::{free_ports, recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
 
@@ -56,7 +56,7 @@ fn a_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     let checkpoints = dir.join("checkpoints");
     let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
     let kills = kill_and_restart_until_done(
-        || run_command(&pipeline, &input, &output, &args),
+        || vec![run_command(&pipeline, &input, &output, &args)],
         &checkpoints,
         Kills { seed: 7, at_most: usize::MAX, after_progress: false },
     );
@@ -75,29 +75,25 @@ fn two_processes_killed_at_random_points_end_with_the_undisturbed_changelog() {
     let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-2proc", 500_000);
     let checkpoints = dir.join("checkpoints");
     let outputs = [dir.join("restarted.jsonl"), dir.join("process-1.jsonl")];
-    let mut seeded = Seeded(11);
-    let mut kills = 0;
-    loop {
+    let processes = || {
         // New ports every time: the killed run's may not be free again yet.
         let ports = free_ports(2);
         let hostfile = dir.join("hosts.txt");
         std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
-        let mut processes: Vec<Child> = (0..2)
+        (0..2)
             .map(|process| {
-                let process = process.to_string();
-                let cluster = ["-n", "2", "-p", &process, "-h", hostfile.to_str().unwrap()];
+                let index = process.to_string();
+                let cluster = ["-n", "2", "-p", &index, "-h", hostfile.to_str().unwrap()];
                 let checkpointing = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
-                let extra = [&cluster[..], &checkpointing[..]].concat();
-                run_command(&pipeline, &input, &outputs[process.parse::<usize>().unwrap()], &extra).spawn().unwrap()
+                run_command(&pipeline, &input, &outputs[process], &[&cluster[..], &checkpointing[..]].concat())
             })
-            .collect();
-        let target = committed(&checkpoints) + 1 + seeded.below(2) as usize;
-        let then = Duration::from_millis(seeded.below(150));
-        if !kill_after(&mut processes, &checkpoints, target, then) {
-            break;
-        }
-        kills += 1;
-    }
+            .collect()
+    };
+    let kills = kill_and_restart_until_done(
+        processes,
+        &checkpoints,
+        Kills { seed: 11, at_most: usize::MAX, after_progress: false },
+    );
     let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&outputs[0]).unwrap());
     assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
     assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");

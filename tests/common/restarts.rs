@@ -85,27 +85,29 @@ pub struct Kills {
     pub after_progress: bool,
 }
 
-/// Runs `command` (the same each time), killing it with SIGKILL once it has committed one or two
-/// more checkpoints in `dir` (or, with [`Kills::after_progress`], the first past the cut it
-/// started from) and run on for 0-150 ms (seeded), and starting it again, until a run finishes;
-/// returns the number of kills. What a killed run wrote after its last checkpoint is
-/// written again after the restart.
-pub fn kill_and_restart_until_done(mut command: impl FnMut() -> Command, dir: &Path, kills: Kills) -> usize {
+/// Runs the processes of `commands` (the same each time: one command per process), killing them
+/// all with SIGKILL once they have committed one or two more checkpoints in `dir` (or, with
+/// [`Kills::after_progress`], the first past the cut they started from) and run on for 0-150 ms
+/// (seeded), and starting them again, until a run finishes; returns the number of kills. What a
+/// killed run wrote after its last checkpoint is written again after the restart.
+pub fn kill_and_restart_until_done(mut commands: impl FnMut() -> Vec<Command>, dir: &Path, kills: Kills) -> usize {
     let mut seeded = Seeded(kills.seed);
     let mut done = 0;
     loop {
-        let mut child = command().spawn().unwrap();
+        let mut children: Vec<Child> = commands().iter_mut().map(|command| command.spawn().unwrap()).collect();
         if done == kills.at_most {
-            let status = child.wait().unwrap();
-            let stderr = child.stderr.take().map(std::io::read_to_string).and_then(Result::ok).unwrap_or_default();
-            assert!(status.success(), "the run failed: {status}\n{stderr}");
+            for child in &mut children {
+                let status = child.wait().unwrap();
+                let stderr = child.stderr.take().map(std::io::read_to_string).and_then(Result::ok).unwrap_or_default();
+                assert!(status.success(), "the run failed: {status}\n{stderr}");
+            }
             return done;
         }
         // One or two more checkpoints; with `after_progress`, the first past the start's cut.
         let mut more = 1 + seeded.below(2) as usize;
         if kills.after_progress {
             let (before, deadline) = (newest_cut(dir), Instant::now() + Duration::from_secs(120));
-            while newest_cut(dir) <= before && child.try_wait().unwrap().is_none() {
+            while newest_cut(dir) <= before && children.iter_mut().all(|child| child.try_wait().unwrap().is_none()) {
                 assert!(Instant::now() < deadline, "no checkpoint past the cut {before} within 2 minutes");
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -113,7 +115,7 @@ pub fn kill_and_restart_until_done(mut command: impl FnMut() -> Command, dir: &P
         }
         let target = committed(dir) + more;
         let then = Duration::from_millis(seeded.below(150));
-        if !kill_after(std::slice::from_mut(&mut child), dir, target, then) {
+        if !kill_after(&mut children, dir, target, then) {
             return done;
         }
         done += 1;

@@ -71,28 +71,24 @@ impl Running {
 
     /// Waits (with a deadline of `secs` seconds) for the run to end by itself, successfully.
     pub fn wait_for_end(mut self, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "recflow ends successfully: {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "recflow did not end within {secs} s");
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
+        self.exits_successfully_within(secs, "by itself");
     }
 
     /// Sends SIGTERM and waits (with a deadline) for a successful exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.exits_successfully_within(30, "on SIGTERM");
+    }
+
+    fn exits_successfully_within(&mut self, secs: u64, how: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "recflow exits cleanly on SIGTERM: {status}");
+                assert!(status.success(), "recflow exits cleanly {how}: {status}");
                 return;
             }
-            assert!(Instant::now() < deadline, "recflow did not stop within 30 s of SIGTERM");
+            assert!(Instant::now() < deadline, "recflow did not exit within {secs} s {how}");
             std::thread::park_timeout(Duration::from_millis(20));
         }
     }
