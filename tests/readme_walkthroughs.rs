@@ -130,7 +130,10 @@ struct Watched {
 
 impl Watched {
     fn spawn(command: &mut Command) -> Watched {
-        let mut child = command.stdout(Stdio::piped()).spawn().expect("the command starts");
+        // A process group of its own, as a terminal gives a command: Ctrl-C reaches every process
+        // of it (a shell that did not replace itself with the command, as well as the command).
+        use std::os::unix::process::CommandExt;
+        let mut child = command.stdout(Stdio::piped()).process_group(0).spawn().expect("the command starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
@@ -156,17 +159,18 @@ impl Watched {
         self.seen.borrow().clone()
     }
 
-    /// Ctrl-C, then the exit status (within 30 s).
+    /// Ctrl-C (to the command's process group), then the exit status (within 30 s).
     fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let group = format!("-{}", self.child.id());
+        assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
         common::wait_for_exit(&mut self.child, Duration::from_secs(30))
     }
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
