@@ -13,13 +13,13 @@
 //! {"user":{"Num":42},"at":1700000060000,"post":17}
 //! ```
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::json_lines;
 use crate::event::{Id, Millis};
 
 /// One forget taken.
@@ -43,33 +43,22 @@ impl ForgetLedger {
     /// Opens the ledger at `path`, created if missing, and returns it with every forget it
     /// holds, in the order taken. A last line cut short by a crash is cut off.
     pub fn open(path: &Path) -> std::io::Result<(ForgetLedger, Vec<Forgotten>)> {
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let (mut whole, mut taken) = (0u64, Vec::new());
-        for line in BufReader::new(&mut file).split(b'\n') {
-            let line = line?;
-            let Ok(forgotten) = serde_json::from_slice::<Forgotten>(&line) else { break };
-            whole += line.len() as u64 + 1;
-            taken.push(forgotten);
-        }
-        file.set_len(whole)?;
-        file.sync_all()?;
-        let file = OpenOptions::new().append(true).open(path)?;
+        let (file, taken) = json_lines::open(path)?;
         Ok((ForgetLedger { file: Mutex::new(file) }, taken))
     }
 
     /// Appends a forget and syncs it to disk.
     pub fn record(&self, forgotten: &Forgotten) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(forgotten).map_err(std::io::Error::other)?;
-        line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&line)?;
-        file.sync_data()
+        json_lines::append_synced(&mut file, &json_lines::lines([forgotten])?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     #[test]
     fn reopened_it_gives_back_every_forget_in_order_and_drops_a_torn_last_line() {

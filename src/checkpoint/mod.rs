@@ -9,6 +9,7 @@
 pub mod compatible;
 pub mod cut;
 pub mod forgotten;
+mod json_lines;
 pub mod post_log;
 pub mod store;
 pub mod worker_state;

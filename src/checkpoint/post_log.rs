@@ -14,12 +14,12 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::json_lines;
 use crate::event::{DeadLetter, Event, Id};
 
 /// One posted record as the log keeps it.
@@ -64,37 +64,23 @@ impl PostLog {
     /// `keep_from` (every kept checkpoint has taken them) are dropped from the file, and so is a
     /// last line cut short.
     pub fn open(path: &Path, from: u64, keep_from: u64) -> std::io::Result<(PostLog, Vec<(u64, LoggedPost)>)> {
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let (mut whole, mut next, mut after) = (0u64, 0u64, Vec::new());
-        let (mut kept, mut dropped) = (Vec::new(), false);
-        for line in BufReader::new(&mut file).split(b'\n') {
-            let line = line?;
-            let Ok(Line { seq, post }) = serde_json::from_slice::<Line>(&line) else { break };
-            whole += line.len() as u64 + 1;
-            next = seq + 1;
-            if seq >= from {
-                after.push((seq, post));
-            }
-            if seq >= keep_from {
-                kept.extend_from_slice(&line);
-                kept.push(b'\n');
-            } else {
-                dropped = true;
-            }
-        }
-        if dropped {
-            rewrite(path, &kept)?;
+        let (file, lines) = json_lines::open::<Line>(path)?;
+        let next = lines.last().map_or(0, |line| line.seq + 1);
+        let file = if lines.first().is_some_and(|line| line.seq < keep_from) {
+            let kept = json_lines::lines(lines.iter().filter(|line| line.seq >= keep_from))?;
+            drop(file);
+            json_lines::rewrite(path, &kept)?;
+            OpenOptions::new().append(true).open(path)?
         } else {
-            file.set_len(whole)?;
-            file.sync_all()?;
-        }
-        let file = OpenOptions::new().append(true).open(path)?;
+            file
+        };
+        let after = lines.into_iter().filter(|line| line.seq >= from).map(|line| (line.seq, line.post)).collect();
         Ok((PostLog { appender: Mutex::new(Appender { file, next }) }, after))
     }
 
     /// Empties the log at `path` (a run starting over) and opens it.
     pub fn open_empty(path: &Path) -> std::io::Result<PostLog> {
-        rewrite(path, &[])?;
+        json_lines::rewrite(path, &[])?;
         Ok(PostLog::open(path, 0, 0)?.0)
     }
 
@@ -102,30 +88,12 @@ impl PostLog {
     /// that what `then` hands on keeps the log's order; returns what `then` returns.
     pub fn append<T>(&self, posts: &[LoggedPost], then: impl FnOnce() -> T) -> std::io::Result<T> {
         let mut appender = self.appender.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = Vec::new();
-        for (at, post) in posts.iter().enumerate() {
-            let line = Line { seq: appender.next + at as u64, post: post.clone() };
-            serde_json::to_writer(&mut text, &line).map_err(std::io::Error::other)?;
-            text.push(b'\n');
-        }
-        appender.file.write_all(&text)?;
-        appender.file.sync_data()?;
+        let first = appender.next;
+        let numbered: Vec<Line> =
+            posts.iter().enumerate().map(|(at, post)| Line { seq: first + at as u64, post: post.clone() }).collect();
+        json_lines::append_synced(&mut appender.file, &json_lines::lines(&numbered)?)?;
         appender.next += posts.len() as u64;
         Ok(then())
-    }
-}
-
-/// Replaces the file at `path` with `bytes`: a synced temporary file renamed over it, so a crash
-/// leaves the old log or the new one.
-fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("log.tmp");
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => Ok(()),
     }
 }
 
@@ -133,6 +101,7 @@ fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::event::Action;
+    use std::io::Write;
 
     fn view(user: i64) -> LoggedPost {
         let event =
