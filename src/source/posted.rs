@@ -111,14 +111,13 @@ impl PostSender {
             self.queued.fetch_sub(count, Ordering::SeqCst);
             return Err(PostRefused::Full { limit: self.limit });
         }
-        let logged: Option<Vec<LoggedPost>> =
-            self.log.as_ref().map(|_| records.iter().map(PostedRecord::logged).collect());
-        let hand_on = || self.sender.send(records).map_err(|_| PostRefused::Ended);
-        let sent = match (&self.log, logged) {
-            (Some(log), Some(logged)) => {
+        let sent = match &self.log {
+            None => self.sender.send(records).map_err(|_| PostRefused::Ended),
+            Some(log) => {
+                let logged: Vec<LoggedPost> = records.iter().map(PostedRecord::logged).collect();
+                let hand_on = || self.sender.send(records).map_err(|_| PostRefused::Ended);
                 log.append(&logged, hand_on).unwrap_or_else(|e| Err(PostRefused::NotLogged(e.to_string())))
             }
-            _ => hand_on(),
         };
         if sent.is_err() {
             self.queued.fetch_sub(count, Ordering::SeqCst);
