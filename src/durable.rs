@@ -18,6 +18,7 @@ use crate::checkpoint::{check_compatible, IncompatibleSettings};
 use crate::event_time::wall_clock_ms;
 use crate::fatal::Fatal;
 use crate::metrics::{CheckpointFigures, Metrics};
+use crate::sink::kafka::WrittenOffsets;
 use crate::source::WorkerCut;
 use crate::spec::Pipeline;
 
@@ -35,6 +36,19 @@ pub struct CheckpointMeta {
     /// those after the fewest any kept checkpoint took.
     #[serde(default)]
     pub posted_taken: u64,
+    /// Each Kafka output with its partitions' next offsets at the cut: a restored run writes on
+    /// from there and skips what a run before it wrote after them.
+    #[serde(default)]
+    pub kafka_outputs: Vec<KafkaOutputAt>,
+}
+
+/// Where a Kafka output stood at a cut.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KafkaOutputAt {
+    /// The topic (its brokers may change between runs).
+    pub topic: String,
+    /// Every partition's next offset.
+    pub next_offsets: BTreeMap<i32, i64>,
 }
 
 /// A checkpoint read back for a restore.
@@ -117,11 +131,13 @@ pub fn cut_back_outputs(meta: &CheckpointMeta) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A worker's part on its way to the writer, with the file outputs' lengths when worker 0
-/// saved it (every result before the cut written and flushed by then).
+/// A worker's part on its way to the writer, with the file outputs' lengths and the Kafka
+/// outputs' offsets when worker 0 saved it (every result before the cut written and flushed, or
+/// acknowledged, by then).
 struct Part {
     cut: WorkerCut,
     outputs: Vec<(String, u64)>,
+    kafka_outputs: Vec<KafkaOutputAt>,
 }
 
 /// How the writer of one process runs.
@@ -147,6 +163,8 @@ pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Part>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     file_outputs: Vec<String>,
+    /// The Kafka outputs worker 0 writes, by topic.
+    kafka_outputs: Mutex<Vec<(String, WrittenOffsets)>>,
 }
 
 impl Writer {
@@ -158,24 +176,40 @@ impl Writer {
             .name("checkpoint writer".into())
             .spawn(move || write_parts(receiver, settings))
             .expect("a thread starts");
-        Arc::new(Writer { sender: Mutex::new(Some(sender)), thread: Mutex::new(Some(thread)), file_outputs })
+        let kafka_outputs = Mutex::new(Vec::new());
+        Arc::new(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            file_outputs,
+            kafka_outputs,
+        })
+    }
+
+    /// Records the offsets of the Kafka output to `topic` in every checkpoint from now on.
+    pub fn follow_kafka_output(&self, topic: &str, offsets: WrittenOffsets) {
+        self.kafka_outputs.lock().unwrap_or_else(|e| e.into_inner()).push((topic.to_string(), offsets));
     }
 
     /// Hands a worker's part to the writer (on the worker's thread).
     pub fn save(&self, cut: WorkerCut) {
-        let outputs = if cut.worker == 0 {
+        let (outputs, kafka_outputs) = if cut.worker == 0 {
             // Only regular files can be cut back (not `/dev/null` or a pipe).
             let length = |path: &String| {
                 let metadata = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
                 Some((path.clone(), metadata.len()))
             };
-            self.file_outputs.iter().filter_map(length).collect()
+            let kafka = self.kafka_outputs.lock().unwrap_or_else(|e| e.into_inner());
+            let at = |(topic, offsets): &(String, WrittenOffsets)| KafkaOutputAt {
+                topic: topic.clone(),
+                next_offsets: offsets.get(),
+            };
+            (self.file_outputs.iter().filter_map(length).collect(), kafka.iter().map(at).collect())
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         if let Some(sender) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             // The writer only goes away once the run is over.
-            let _ = sender.send(Part { cut, outputs });
+            let _ = sender.send(Part { cut, outputs, kafka_outputs });
         }
     }
 
@@ -195,6 +229,7 @@ struct Pending {
     started: Instant,
     frontier: u64,
     outputs: Vec<(String, u64)>,
+    kafka_outputs: Vec<KafkaOutputAt>,
     posted_taken: u64,
     written: BTreeMap<usize, FileEntry>,
 }
@@ -236,13 +271,15 @@ fn write_part(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>, p
         started: Instant::now(),
         frontier: 0,
         outputs: Vec::new(),
+        kafka_outputs: Vec::new(),
         posted_taken: 0,
         written: BTreeMap::new(),
     };
     let checkpoint = pending.entry(id).or_insert_with(fresh);
     checkpoint.frontier = part.cut.frontier;
     if part.cut.worker == 0 {
-        (checkpoint.outputs, checkpoint.posted_taken) = (part.outputs, part.cut.posted.taken);
+        (checkpoint.outputs, checkpoint.kafka_outputs) = (part.outputs, part.kafka_outputs);
+        checkpoint.posted_taken = part.cut.posted.taken;
     }
     checkpoint.written.insert(part.cut.worker, entry);
     Ok(())
@@ -267,6 +304,7 @@ fn commit_whole(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>)
         let checkpoint = entry.remove();
         let meta = CheckpointMeta {
             outputs: checkpoint.outputs,
+            kafka_outputs: checkpoint.kafka_outputs,
             posted_taken: checkpoint.posted_taken,
             ..settings.meta.clone()
         };

@@ -28,6 +28,7 @@ use crate::progress::EndRule;
 use crate::rejections::{excess_rejections, RejectionAlarm};
 use crate::results::ChangeRecord;
 use crate::serve::{Inlets, Posting, ServeError, Server};
+use crate::sink::kafka::Continue;
 use crate::sink::mailbox::Mailbox;
 use crate::sink::{
     self, write_changelog, write_dead_letters, Destination, JsonLines, KafkaDestination, Output, ServeFeed, SinkError,
@@ -37,7 +38,7 @@ use crate::source::{
     ingest, post_channel, CutSettings, EventSource, FileSource, ForgetsKept, IngestSettings, Input, KafkaResume,
     KafkaSource, NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
 };
-use crate::spec::kafka_address::SCHEME;
+use crate::spec::kafka_address::{KafkaAddress, SCHEME};
 use crate::spec::{Pipeline, SourceKind};
 
 /// How to run a pipeline, beyond its file.
@@ -427,6 +428,15 @@ struct WorkerShared {
     injected: InjectedPanic,
     /// Whether file outputs are written on at their end: a restored run continues them.
     append_outputs: bool,
+    /// With checkpoints: how Kafka outputs are written exactly once.
+    exact_outputs: Option<ExactOutputs>,
+}
+
+/// What a checkpointed run's Kafka outputs need: the writer that records their offsets at each
+/// cut, and where the restored checkpoint (its number) left each topic.
+struct ExactOutputs {
+    writer: Arc<durable::Writer>,
+    restored: Option<(u64, Vec<durable::KafkaOutputAt>)>,
 }
 
 /// Runs `pipeline` on the workers `config` describes until its input ends; returns this process's
@@ -446,6 +456,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         None => None,
     };
     let restored = checkpoints.as_ref().and_then(|(_, restored)| restored.as_ref());
+    let restored_kafka_outputs = restored.map(|r| (r.manifest.id, r.meta.kafka_outputs.clone()));
     if first_process {
         check_paths(&pipeline, &options, outputs, restored.is_none())?;
         if let Some(restored) = restored {
@@ -523,6 +534,9 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         forgotten: Mutex::new(forgotten.map(|(kept, _)| kept)),
         injected: InjectedPanic::from_env(),
         append_outputs,
+        exact_outputs: writer
+            .as_ref()
+            .map(|writer| ExactOutputs { writer: Arc::clone(writer), restored: restored_kafka_outputs }),
     };
     let guards = timely::execute(config, move |worker| run_worker_guarded(worker, &shared))
         .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
@@ -639,7 +653,13 @@ fn start_writer(
 ) -> Result<Arc<durable::Writer>, RunError> {
     let first_id =
         store.last_id().map_err(|e| RunError::Restore { pipeline: pipeline.name.clone(), message: e.to_string() })?;
-    let meta = durable::CheckpointMeta { pipeline: pipeline.clone(), workers, outputs: Vec::new(), posted_taken: 0 };
+    let meta = durable::CheckpointMeta {
+        pipeline: pipeline.clone(),
+        workers,
+        outputs: Vec::new(),
+        posted_taken: 0,
+        kafka_outputs: Vec::new(),
+    };
     let settings = durable::WriterSettings {
         store,
         meta,
@@ -692,9 +712,9 @@ fn check_restored_partitions(pipeline: &Pipeline, restored: &durable::Restored, 
     Ok(())
 }
 
-/// Refuses checkpoints where a restore could not yet give exactly the results of a run that
-/// never stopped: a source that cannot resume (standard input), a Kafka output (it would stay
-/// at-least-once).
+/// Refuses checkpoints where a restore could not give exactly the results of a run that never
+/// stopped: a source that cannot resume (standard input), or both outputs to one Kafka topic
+/// (their records would interleave differently on every run).
 fn refuse_unsupported_checkpoints(
     pipeline: &Pipeline,
     options: &RunOptions,
@@ -705,8 +725,9 @@ fn refuse_unsupported_checkpoints(
     if input_path(pipeline, options).is_some_and(|path| path.as_os_str() == "-") {
         return refuse("standard input cannot resume after a restart; read a file");
     }
-    if outputs.iter().any(|path| path.starts_with(SCHEME)) {
-        return refuse("Kafka outputs are not continued exactly yet; write the changelog and dead letters to files");
+    let topic = |path: &String| KafkaAddress::parse(path).ok().map(|address| address.topic);
+    if outputs[0].starts_with(SCHEME) && topic(outputs[0]) == topic(outputs[1]) {
+        return refuse("the changelog and the dead letters go to one Kafka topic; give each a topic of its own");
     }
     Ok(())
 }
@@ -845,8 +866,30 @@ where
     KafkaDestination: Destination<R>,
 {
     let (pipeline, partitions) = (&shared.pipeline, shared.input_partitions.unwrap_or(1));
+    let sink_error = |source| RunError::Sink { pipeline: pipeline.name.clone(), source };
+    if let (Some(exact), true) = (&shared.exact_outputs, path.starts_with(SCHEME)) {
+        let address = KafkaAddress::parse(path)
+            .map_err(|message| sink_error(SinkError::Open { destination: path.to_string(), message }))?;
+        let restored =
+            exact.restored.as_ref().map(|(id, outputs)| (*id, outputs.iter().find(|o| o.topic == address.topic)));
+        if let Some((id, None)) = restored {
+            eprintln!(
+                "recflow: warning: checkpoint {id} did not write to {path}; it receives the results from the cut on"
+            );
+        }
+        let resume = Continue {
+            from: restored.and_then(|(_, at)| at).map(|at| &at.next_offsets),
+            checkpoint: restored.map_or(0, |(id, _)| id),
+        };
+        let options = &pipeline.output.kafka_options;
+        let (destination, offsets) =
+            KafkaDestination::open_exactly(&address, options, partitions, Arc::clone(&shared.metrics), resume)
+                .map_err(sink_error)?;
+        exact.writer.follow_kafka_output(&address.topic, offsets);
+        return Ok(Box::new(destination));
+    }
     sink::open_continuing(path, &pipeline.output.kafka_options, partitions, &shared.metrics, shared.append_outputs)
-        .map_err(|source| RunError::Sink { pipeline: pipeline.name.clone(), source })
+        .map_err(sink_error)
 }
 
 /// Watches the first records read and warns once on standard error when one reason rejected

@@ -49,8 +49,9 @@ pub struct RunArgs {
     #[arg(long = "serve-linger", value_name = "DURATION")]
     pub serve_linger: Option<String>,
     /// Take checkpoints into DIR (overrides `checkpoint.dir`) and, when it holds one, restore
-    /// the newest first: the run goes on where the checkpoint's run stood, and its file outputs
-    /// continue where they were at the checkpoint (needs a file or the generator as the source).
+    /// the newest first: the run goes on where the checkpoint's run stood, its file outputs
+    /// continue where they were at the checkpoint, and Kafka outputs hold every record once (not
+    /// with standard input, which cannot resume).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: Option<PathBuf>,
     /// Wall-clock time between checkpoints, such as `10s` (overrides `checkpoint.interval`).

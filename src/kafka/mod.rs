@@ -19,6 +19,8 @@ use thiserror::Error;
 
 use crate::spec::kafka_address::KafkaAddress;
 
+pub mod partition;
+
 /// How long metadata and admin requests may take before recflow gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,20 +133,37 @@ pub fn ensure_topic(
 /// Every message of `address` up to the end offsets its partitions have now, each partition in
 /// offset order.
 pub fn read_to_end(address: &KafkaAddress) -> Result<Vec<OwnedMessage>, KafkaSetupError> {
-    let mut config = client_config(&address.brokers, &Default::default());
-    config.set("group.id", "recflow-reader").set("enable.auto.commit", "false");
+    let config = client_config(&address.brokers, &Default::default());
     let partitions = partition_count(address, &config)?.unwrap_or(0);
+    read_from(address, &(0..partitions as i32).map(|p| (p, Offset::Beginning)).collect())
+}
+
+/// Every message of `address`'s partitions in `starts`, from each one's start up to the end
+/// offset it has now, each partition in offset order. Only committed messages are read.
+pub fn read_from(address: &KafkaAddress, starts: &BTreeMap<i32, Offset>) -> Result<Vec<OwnedMessage>, KafkaSetupError> {
+    let mut config = client_config(&address.brokers, &Default::default());
+    config
+        .set("group.id", "recflow-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = config.create().map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
-    for partition in 0..partitions as i32 {
+    for (&partition, &start) in starts {
         let (low, high) = consumer
             .fetch_watermarks(&address.topic, partition, REQUEST_TIMEOUT)
             .map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
-        if high > low {
+        let first = match start {
+            Offset::Offset(offset) => offset.max(low),
+            _ => low,
+        };
+        if high > first {
             ends.insert(partition, high);
+            let _ = assignment.add_partition_offset(&address.topic, partition, Offset::Offset(first));
         }
-        let _ = assignment.add_partition_offset(&address.topic, partition, Offset::Beginning);
+    }
+    if ends.is_empty() {
+        return Ok(Vec::new());
     }
     consumer.assign(&assignment).map_err(|e| KafkaSetupError::new(address, e.to_string()))?;
     let mut messages = Vec::new();

@@ -26,6 +26,7 @@ use rdkafka::ClientContext;
 
 use super::{Destination, SinkError};
 use crate::event::{DeadLetter, Millis, HOT_ITEMS_KEY_PREFIX};
+use crate::kafka::partition::partition_of;
 use crate::kafka::{client_config, ReportLimiter};
 use crate::metrics::Metrics;
 use crate::results::ChangeRecord;
@@ -44,17 +45,20 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// A message on its way: owned, so it can be sent again.
 struct Outgoing {
     time: Millis,
+    /// Where recflow places it; `None` leaves it to librdkafka's partitioner.
+    partition: Option<i32>,
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     headers: Option<OwnedHeaders>,
     attempt: u32,
 }
 
-/// What the producer's delivery callback reports: the message's time and, on failure, the
-/// message to send again.
+/// What the producer's delivery callback reports: the message's time and, delivered, its
+/// partition and offset or, failed, the message to send again.
 struct Delivery {
     time: Millis,
     attempt: u32,
+    placed: Option<(i32, i64)>,
     failure: Option<(KafkaError, Outgoing)>,
 }
 
@@ -81,16 +85,18 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<(Millis, u32)>;
+    type DeliveryOpaque = Box<(Millis, u32, Option<i32>)>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
-        let (time, attempt) = *opaque;
+        let (time, attempt, partition) = *opaque;
+        let placed = result.as_ref().ok().map(|message| (message.partition(), message.offset()));
         let failure = match result {
             Ok(_) => None,
             Err((error, message)) => Some((
                 error.clone(),
                 Outgoing {
                     time,
+                    partition,
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec),
                     headers: message.headers().map(|h| h.detach()),
@@ -98,14 +104,59 @@ impl ProducerContext for DeliveryContext {
                 },
             )),
         };
-        self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(Delivery { time, attempt, failure });
+        self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(Delivery { time, attempt, placed, failure });
     }
+}
+
+/// Where a Kafka output stands, partition by partition: the offset the next record of the run's
+/// sequence goes to. Shared with the checkpoint writer, which records it at each cut, when every
+/// record before the cut has been acknowledged and none after it written.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenOffsets(Arc<Mutex<BTreeMap<i32, i64>>>);
+
+impl WrittenOffsets {
+    /// Every partition's next offset.
+    pub fn get(&self) -> BTreeMap<i32, i64> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A record's key and value as the topic holds them.
+type KeyAndValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What exactly-once output keeps: the written offsets, and the records a run before this one
+/// wrote after the restored checkpoint, which this run computes again and does not write twice.
+struct Exactly {
+    offsets: WrittenOffsets,
+    /// Per partition, the key and value of each record already in the topic after the
+    /// checkpoint's offset, in offset order.
+    written: BTreeMap<i32, VecDeque<KeyAndValue>>,
+    /// Each partition's end offset when the run started.
+    ends: BTreeMap<i32, i64>,
+}
+
+/// How a run continues a Kafka output exactly (a checkpointed run): from where the restored
+/// checkpoint's cut left each partition, or, without one, from the topic's end.
+pub struct Continue<'a> {
+    /// Each partition's next offset at the restored checkpoint's cut; `None` for a fresh run.
+    pub from: Option<&'a BTreeMap<i32, i64>>,
+    /// The checkpoint, for messages.
+    pub checkpoint: u64,
 }
 
 /// Writes records to one Kafka topic.
 pub struct KafkaDestination {
     producer: BaseProducer<DeliveryContext>,
     address: KafkaAddress,
+    /// The topic's partition count, which records are placed by.
+    partitions: i32,
+    /// Deliveries of one message before it is given up.
+    max_attempts: u32,
+    exactly: Option<Exactly>,
     /// Messages not yet acknowledged, per time.
     unacknowledged: BTreeMap<Millis, usize>,
     /// Messages waiting for room in the producer's queue, in order.
@@ -126,10 +177,52 @@ impl KafkaDestination {
         partitions: usize,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaDestination, SinkError> {
+        Self::open_with(address, options, partitions, metrics, false)
+    }
+
+    /// [`open`](Self::open) for a run whose output must hold every record exactly once across
+    /// restarts: the producer guarantees no gaps (a message it cannot deliver stops the run
+    /// rather than be sent again out of order), every partition's next offset is tracked for the
+    /// checkpoints ([`WrittenOffsets`]), and, continuing from a checkpoint, the records a run
+    /// before this one already wrote after the checkpoint's cut are read back and not written
+    /// again: this run computes exactly the same ones, in the same order, into the same
+    /// partitions. Should a record differ (the input was not replayed identically), the
+    /// partition is written on from there with a warning.
+    pub fn open_exactly(
+        address: &KafkaAddress,
+        options: &BTreeMap<String, String>,
+        partitions: usize,
+        metrics: Arc<Metrics>,
+        resume: Continue<'_>,
+    ) -> Result<(KafkaDestination, WrittenOffsets), SinkError> {
+        let mut destination = Self::open_with(address, options, partitions, metrics, true)?;
+        let exactly = destination.already_written(resume)?;
+        let offsets = exactly.offsets.clone();
+        destination.exactly = Some(exactly);
+        Ok((destination, offsets))
+    }
+
+    fn open_with(
+        address: &KafkaAddress,
+        options: &BTreeMap<String, String>,
+        partitions: usize,
+        metrics: Arc<Metrics>,
+        exactly: bool,
+    ) -> Result<KafkaDestination, SinkError> {
+        let open_error = |message: String| SinkError::Open { destination: address.to_string(), message };
+        if options.contains_key("partitioner") {
+            return Err(open_error(
+                "recflow places each record itself (the Java client's murmur2 of its key), so `partitioner` has no \
+                 effect: remove it from [output] kafka_options"
+                    .into(),
+            ));
+        }
         let mut config = client_config(&address.brokers, options);
-        crate::kafka::ensure_topic(address, &config, partitions)
-            .map_err(|e| SinkError::Open { destination: address.to_string(), message: e.message })?;
+        let partitions = crate::kafka::ensure_topic(address, &config, partitions).map_err(|e| open_error(e.message))?;
         config.set("enable.idempotence", "true");
+        if exactly {
+            config.set("enable.gapless.guarantee", "true");
+        }
         let defaults = [("linger.ms", "5"), ("compression.type", "lz4"), ("message.timeout.ms", DELIVERY_TIMEOUT_MS)];
         for (key, default) in defaults {
             if !options.contains_key(key) {
@@ -143,6 +236,9 @@ impl KafkaDestination {
         Ok(KafkaDestination {
             producer,
             address: address.clone(),
+            partitions: partitions as i32,
+            max_attempts: if exactly { 1 } else { MAX_ATTEMPTS },
+            exactly: None,
             unacknowledged: BTreeMap::new(),
             backlog: VecDeque::new(),
             metrics,
@@ -154,7 +250,88 @@ impl KafkaDestination {
 
     /// Sends one message with `key` and `payload` (a tombstone when `None`), at time 0.
     pub fn send_message(&mut self, key: Option<Vec<u8>>, payload: Option<Vec<u8>>) {
-        self.send(Outgoing { time: 0, key, payload, headers: None, attempt: 0 });
+        self.send(Outgoing { time: 0, partition: None, key, payload, headers: None, attempt: 0 });
+    }
+
+    /// The records already in the topic after `resume`'s offsets, and where each partition
+    /// stands.
+    fn already_written(&self, resume: Continue<'_>) -> Result<Exactly, SinkError> {
+        let topic = &self.address.topic;
+        let open_error = |message: String| SinkError::Open { destination: self.address.to_string(), message };
+        let mut ends = BTreeMap::new();
+        for partition in 0..self.partitions {
+            let (_, high) = self
+                .producer
+                .client()
+                .fetch_watermarks(topic, partition, crate::kafka::REQUEST_TIMEOUT)
+                .map_err(|e| open_error(format!("cannot read partition {partition}'s end offset: {e}")))?;
+            ends.insert(partition, high);
+        }
+        let Some(from) = resume.from else {
+            return Ok(Exactly {
+                offsets: WrittenOffsets(Arc::new(Mutex::new(ends.clone()))),
+                written: BTreeMap::new(),
+                ends,
+            });
+        };
+        let checkpoint = resume.checkpoint;
+        if from.keys().any(|p| *p >= self.partitions) || from.len() != ends.len() {
+            return Err(open_error(format!(
+                "the topic has {} partitions, and had {} at checkpoint {checkpoint}: records would go to other \
+                 partitions than before; restore onto a topic with as many partitions, or use --fresh",
+                self.partitions,
+                from.len()
+            )));
+        }
+        for (partition, offset) in from {
+            if ends[partition] < *offset {
+                return Err(open_error(format!(
+                    "partition {partition} ends at offset {}, before offset {offset} it had reached at checkpoint \
+                     {checkpoint}: records it held were deleted; use --fresh to start over",
+                    ends[partition]
+                )));
+            }
+        }
+        let starts = from.iter().map(|(p, o)| (*p, rdkafka::Offset::Offset(*o))).collect();
+        let messages = crate::kafka::read_from(&self.address, &starts).map_err(|e| open_error(e.message))?;
+        let mut written: BTreeMap<i32, VecDeque<_>> = BTreeMap::new();
+        for message in messages {
+            let record = (message.key().map(<[u8]>::to_vec), message.payload().map(<[u8]>::to_vec));
+            written.entry(message.partition()).or_default().push_back(record);
+        }
+        let count: usize = written.values().map(VecDeque::len).sum();
+        if count > 0 {
+            eprintln!(
+                "recflow: {}: {count} records were written after checkpoint {checkpoint} before the restart; \
+                 they are not written again",
+                self.address
+            );
+        }
+        Ok(Exactly { offsets: WrittenOffsets(Arc::new(Mutex::new(from.clone()))), written, ends })
+    }
+
+    /// Whether `message` is the next record a run before this one already wrote to its partition
+    /// (after the restored checkpoint): then it is not written again, and the partition's offset
+    /// moves past it. A record that differs from the written one ends the skipping there.
+    fn written_before(&mut self, message: &Outgoing) -> bool {
+        let (Some(exactly), Some(partition)) = (self.exactly.as_mut(), message.partition) else { return false };
+        let Some(written) = exactly.written.get_mut(&partition) else { return false };
+        let Some((key, payload)) = written.pop_front() else { return false };
+        let mut offsets = exactly.offsets.lock();
+        if key == message.key && payload == message.payload {
+            *offsets.entry(partition).or_default() += 1;
+            return true;
+        }
+        let offset = offsets.get(&partition).copied().unwrap_or_default();
+        eprintln!(
+            "recflow: warning: {}: partition {partition}'s record at offset {offset} differs from the one computed \
+             again after the restart (the input was not replayed identically); the partition holds the records \
+             written before the restart from there, followed by the ones computed now",
+            self.address
+        );
+        exactly.written.remove(&partition);
+        offsets.insert(partition, exactly.ends[&partition]);
+        false
     }
 
     /// Serves deliveries; returns how many messages are not acknowledged yet.
@@ -193,6 +370,9 @@ impl KafkaDestination {
     }
 
     fn send(&mut self, message: Outgoing) {
+        if self.written_before(&message) {
+            return;
+        }
         *self.unacknowledged.entry(message.time).or_default() += 1;
         self.backlog.push_back(message);
         self.send_backlog();
@@ -201,7 +381,11 @@ impl KafkaDestination {
     /// Hands waiting messages to the producer until its queue is full.
     fn send_backlog(&mut self) {
         while let Some(message) = self.backlog.pop_front() {
-            let mut record = BaseRecord::with_opaque_to(&self.address.topic, Box::new((message.time, message.attempt)));
+            let opaque = Box::new((message.time, message.attempt, message.partition));
+            let mut record = BaseRecord::with_opaque_to(&self.address.topic, opaque);
+            if let Some(partition) = message.partition {
+                record = record.partition(partition);
+            }
             if let Some(key) = &message.key {
                 record = record.key(key);
             }
@@ -224,7 +408,7 @@ impl KafkaDestination {
 
     fn failed_delivery(&mut self, error: KafkaError, mut message: Outgoing) {
         let timed_out = matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
-        let give_up = timed_out || message.attempt + 1 >= MAX_ATTEMPTS;
+        let give_up = timed_out || message.attempt + 1 >= self.max_attempts;
         // The first message given up is always told; the rest are counted at shutdown.
         if self.reports.due() || (give_up && self.failure.is_none()) {
             let action = if give_up { "giving it up after repeated failures" } else { "sending it again" };
@@ -235,6 +419,10 @@ impl KafkaDestination {
             self.failed += 1;
             self.failure.get_or_insert_with(|| match timed_out {
                 true => format!("a message was not delivered within message.timeout.ms: {error}"),
+                false if self.max_attempts == 1 => format!(
+                    "a message was not delivered: {error}; sending it again could put it after later ones, which \
+                     exactly-once output cannot allow: restart the run to continue from its last checkpoint"
+                ),
                 false => format!("a message was not delivered after {MAX_ATTEMPTS} attempts: {error}"),
             });
         } else {
@@ -259,7 +447,14 @@ impl KafkaDestination {
         let reports = std::mem::take(&mut *self.producer.context().reports.lock().unwrap_or_else(|e| e.into_inner()));
         for report in reports {
             match report.failure {
-                None => self.acknowledge(report.time),
+                None => {
+                    if let (Some(exactly), Some((partition, offset))) = (&self.exactly, report.placed) {
+                        let mut offsets = exactly.offsets.lock();
+                        let next = offsets.entry(partition).or_default();
+                        *next = (*next).max(offset + 1);
+                    }
+                    self.acknowledge(report.time)
+                }
                 Some((error, message)) => {
                     debug_assert_eq!(message.attempt, report.attempt);
                     self.failed_delivery(error, message)
@@ -314,7 +509,8 @@ impl ToMessage for DeadLetter {
 impl<R: ToMessage> Destination<R> for KafkaDestination {
     fn write(&mut self, time: Millis, record: &R) -> Result<(), SinkError> {
         let (key, payload, headers) = record.to_message()?;
-        self.send(Outgoing { time, key, payload, headers, attempt: 0 });
+        let partition = Some(partition_of(key.as_deref(), payload.as_deref(), self.partitions));
+        self.send(Outgoing { time, partition, key, payload, headers, attempt: 0 });
         Ok(())
     }
 
