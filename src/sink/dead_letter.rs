@@ -14,9 +14,9 @@ use crate::event::DeadLetter;
 use crate::event_time::Time;
 
 /// Writes `dead_letters` to `output` on worker 0, each time's once the input frontier has passed
-/// it, in a fixed order ([`reading_order`]), so that every run with the same input
-/// writes the same dead letters in the same order whatever the number of workers, which a
-/// restored run continuing an output relies on. `completed` is attached after it, so its
+/// it, in a fixed order (per file by line, per Kafka partition by offset), so that every run
+/// with the same input writes the same dead letters in the same order whatever the number of
+/// workers, which a restored run continuing an output relies on. `completed` is attached after it, so its
 /// frontier covers written (and, for Kafka, acknowledged) dead letters. When the destination
 /// fails, the failure is reported as the run's fatal fault and the frontier stays where it was.
 pub fn write_dead_letters(
