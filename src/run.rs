@@ -430,6 +430,8 @@ struct WorkerShared {
     append_outputs: bool,
     /// With checkpoints: how Kafka outputs are written exactly once.
     exact_outputs: Option<ExactOutputs>,
+    /// The checkpoint being restored, and when the run started restoring it.
+    restore_started: Option<(u64, Instant)>,
 }
 
 /// What a checkpointed run's Kafka outputs need: the writer that records their offsets at each
@@ -443,6 +445,7 @@ struct ExactOutputs {
 /// counters. With `[serve]`, process 0 serves the results over HTTP while the run lasts, and
 /// for `serve.linger` after a finite input ended.
 pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> Result<Snapshot, RunError> {
+    let started = Instant::now();
     let mut options = options;
     let output_path = options.output.clone().unwrap_or_else(|| pipeline.output.path.clone());
     let dead_letter_path = options.dead_letter.clone().unwrap_or_else(|| pipeline.output.dead_letter.clone());
@@ -457,6 +460,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     };
     let restored = checkpoints.as_ref().and_then(|(_, restored)| restored.as_ref());
     let restored_kafka_outputs = restored.map(|r| (r.manifest.id, r.meta.kafka_outputs.clone()));
+    let restore_started = restored.map(|r| (r.manifest.id, started));
     if first_process {
         check_paths(&pipeline, &options, outputs, restored.is_none())?;
         if let Some(restored) = restored {
@@ -537,6 +541,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         exact_outputs: writer
             .as_ref()
             .map(|writer| ExactOutputs { writer: Arc::clone(writer), restored: restored_kafka_outputs }),
+        restore_started,
     };
     let guards = timely::execute(config, move |worker| run_worker_guarded(worker, &shared))
         .map_err(|message| RunError::Workers { pipeline: pipeline_name.clone(), message })?;
@@ -797,6 +802,10 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     if !problems.is_empty() {
         worker_state::uninstall();
         return Err(restore_error(problems.join("; ")));
+    }
+    if let (0, Some((id, started))) = (index, shared.restore_started) {
+        // Every operator of this worker has its state back; the others' take about as long.
+        eprintln!("recflow: checkpoint {id} restored in {:.2} s", started.elapsed().as_secs_f64());
     }
     let interval = Duration::from_secs(pipeline.output.status_interval_secs);
     // Each process reports its own partitions when they are read in parallel.

@@ -194,7 +194,7 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
 
 /// What the operators of one worker's cut hold: records held back plus records counted.
 fn held(cut: &WorkerCut, counter: &[usize]) -> u64 {
-    let held = |(address, bytes): &(Vec<usize>, Vec<u8>)| -> u64 {
+    let held = |(address, bytes): &worker_state::SavedOperator| -> u64 {
         if address == counter {
             bincode::deserialize::<u64>(bytes).unwrap()
         } else {

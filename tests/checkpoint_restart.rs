@@ -158,7 +158,7 @@ fn an_output_that_is_no_regular_file_is_left_alone_on_restore() {
     assert!(committed(&checkpoints) >= 1);
     // The second run restores; /dev/null cannot be cut back, and need not be.
     let stderr = run_ok(&mut run_command(&pipeline, &input, null, &args));
-    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    assert!(stderr.contains("restoring checkpoint") && stderr.contains(" restored in "), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

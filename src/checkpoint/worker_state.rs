@@ -15,14 +15,16 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_bytes::ByteBuf;
 
 use super::cut::Holding;
 
 /// Saves one operator's state, serialised.
 pub type Saver = Box<dyn Fn() -> Result<Vec<u8>, bincode::Error>>;
 
-/// One operator's saved state: its timely address and its serialised state.
-pub type SavedOperator = (Vec<usize>, Vec<u8>);
+/// One operator's saved state: its timely address and its serialised state (as bytes, which
+/// bincode reads and writes whole rather than one element at a time).
+pub type SavedOperator = (Vec<usize>, ByteBuf);
 
 /// What one worker's checkpoints know of its operators.
 #[derive(Default)]
@@ -43,7 +45,8 @@ thread_local! {
 /// (empty for a fresh start): operators built from now on register their state with the
 /// returned handle, take their saved state back, and their due work follows its [`Holding`].
 pub fn install(restored: Vec<SavedOperator>) -> Rc<RefCell<WorkerState>> {
-    let state = WorkerState { restored: restored.into_iter().collect(), ..WorkerState::default() };
+    let restored = restored.into_iter().map(|(address, bytes)| (address, bytes.into_vec())).collect();
+    let state = WorkerState { restored, ..WorkerState::default() };
     let state = Rc::new(RefCell::new(state));
     WORKER.with(|worker| *worker.borrow_mut() = Some(Rc::clone(&state)));
     state
@@ -103,7 +106,7 @@ impl WorkerState {
 
     /// Every registered operator's state, serialised, in the order they were built.
     pub fn save(&self) -> Result<Vec<SavedOperator>, bincode::Error> {
-        self.savers.iter().map(|(address, save)| Ok((address.clone(), save()?))).collect()
+        self.savers.iter().map(|(address, save)| Ok((address.clone(), ByteBuf::from(save()?)))).collect()
     }
 
     /// Once the dataflow is built: what kept the restore from being whole, one line each (saved

@@ -449,6 +449,7 @@ pub struct WorkerCut {
     /// Where the ledger of forgotten users stood (on the worker that takes forgets).
     pub forgets: ForgetsAtCut,
     /// The ingest operator's state: its lanes' clocks, its capability and counters.
+    #[serde(with = "serde_bytes")]
     pub reader: Vec<u8>,
     /// Every registered operator's state.
     pub operators: Vec<SavedOperator>,
