@@ -314,3 +314,52 @@ fn a_forgotten_user_stays_forgotten_when_the_run_starts_over() {
     assert!(first_changelog == std::fs::read(&again).unwrap(), "the replay's changelog differs: user {user} came back");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A user forgotten just before the run is killed stays forgotten in the restored run: the
+/// forget was synced to the ledger before its answer, and the restored run takes it again at the
+/// time it retracted at (its checkpoint had not taken it, or had it pending), so the changelog
+/// it finishes equals, byte for byte, that of a run starting over with the same ledger (which
+/// takes every forget again at its time).
+#[test]
+fn a_user_forgotten_just_before_a_kill_stays_forgotten_in_the_restored_run() {
+    let dir = scratch_dir("restart-forgotten-kill");
+    let pipeline = dir.join("live.toml");
+    let world = SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 4000");
+    std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n")).unwrap();
+    let checkpoints = dir.join("checkpoints");
+    let args = |output: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["-q", "--max-events", "20000", "--dead-letter", "/dev/null", "--output"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.push(output.display().to_string());
+        args.extend(["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "1s"].map(String::from));
+        args.extend(extra.iter().map(ToString::to_string));
+        args
+    };
+    let (killed, fresh) = (dir.join("killed.jsonl"), dir.join("fresh.jsonl"));
+    let killed_args = args(&killed, &[]);
+    let run = Running::start(&pipeline, &killed_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let mut user = None;
+    wait_for(60, "a checkpoint and a user with a list", || {
+        user =
+            (0..50).find(|u| reply(agent().get(&run.url(&format!("/v1/users/{u}/recommendations"))).call()).0 == 200);
+        user.is_some() && committed(&checkpoints) >= 1
+    });
+    let user = user.unwrap();
+    let (status, body) = reply(agent().delete(&run.url(&format!("/v1/users/{user}"))).call());
+    assert!(status == 200 || status == 202, "{status} {body}");
+    // Killed (SIGKILL) at once, most likely before a checkpoint took the forget.
+    drop(run);
+    let mut restart = recflow();
+    restart.arg("run").arg(&pipeline).args(&killed_args).stdin(Stdio::null()).stdout(Stdio::null());
+    let stderr = run_ok(&mut restart);
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    let mut over = recflow();
+    over.arg("run").arg(&pipeline).args(args(&fresh, &["--fresh"])).stdin(Stdio::null()).stdout(Stdio::null());
+    let stderr = run_ok(&mut over);
+    assert!(stderr.contains("forgetting again 1 users"), "{stderr}");
+    let restored = std::fs::read(&killed).unwrap();
+    assert!(restored == std::fs::read(&fresh).unwrap(), "the restored run's changelog differs: user {user} came back");
+    let _ = std::fs::remove_dir_all(&dir);
+}
