@@ -1,8 +1,8 @@
-//! `recflow run --checkpoint DIR` reading a Kafka topic survives kill -9: a run on two workers
-//! killed at seeded points shortly after checkpoints, and started again with the same command
-//! each time, ends with the same changelog, byte for byte, as a run never disturbed. Every
-//! restart resumes each partition at the checkpoint's offsets, not at the consumer group's
-//! committed ones.
+//! `recflow run --checkpoint DIR` reading a Kafka topic survives kill -9: a run on two workers,
+//! and then a run of two processes, killed at seeded points shortly after checkpoints, and
+//! started again with the same commands each time, end with the same changelog, byte for byte,
+//! as a run never disturbed. Every restart resumes each partition at the checkpoint's offsets,
+//! not at the consumer group's committed ones.
 //!
 //! The input is the Kafka test world's (`CSV_PIPELINE`): its jitter stays inside the
 //! out-of-orderness, so every event's time is its own tick whichever partition it is in and
@@ -18,15 +18,20 @@ use std::time::Instant;
 
 use common::kafka::{unique_topic, Broker, CSV_PIPELINE};
 use common::restarts::{kill_and_restart_until_done, Kills};
-use common::{recflow, run_ok, scratch_dir};
+use common::{free_ports, recflow, run_ok, scratch_dir};
 
 const PARTITIONS: usize = 4;
 
 /// `recflow run` of the topic at `input`, bounded, on two workers into `output`, with `extra`
 /// arguments.
 fn run_command(pipeline: &Path, input: &str, output: &Path, extra: &[&str]) -> Command {
+    run_on(pipeline, input, output, &[&["-w", "2"], extra].concat())
+}
+
+/// `recflow run` of the topic at `input`, bounded, into `output`, with `extra` arguments.
+fn run_on(pipeline: &Path, input: &str, output: &Path, extra: &[&str]) -> Command {
     let mut command = recflow();
-    command.arg("run").arg(pipeline).args(["--input", input, "--bounded", "-q", "-w", "2"]);
+    command.arg("run").arg(pipeline).args(["--input", input, "--bounded", "-q"]);
     command.arg("--output").arg(output).arg("--dead-letter").arg(output.with_extension("dead.jsonl"));
     command.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     command
@@ -84,5 +89,35 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     // The last run committed every partition's end to the group.
     let ends: Vec<Option<i64>> = (0..PARTITIONS as i32).map(|p| Some(broker.high_watermark(&topic, p))).collect();
     assert_eq!(broker.committed(&topic, PARTITIONS as i32, &group), ends);
+
+    // Two processes of one worker each, each reading two of the partitions, killed together.
+    let checkpoints = dir.join("checkpoints-2proc");
+    let outputs = [dir.join("restarted-2proc.jsonl"), dir.join("process-1.jsonl")];
+    let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    let processes = || {
+        // New ports every time: the killed run's may not be free again yet.
+        let ports = free_ports(2);
+        let hostfile = dir.join("hosts.txt");
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+        (0..2)
+            .map(|process| {
+                let index = process.to_string();
+                let cluster = ["-w", "1", "-n", "2", "-p", &index, "-h", hostfile.to_str().unwrap()];
+                run_on(&checkpointed, &input, &outputs[process], &[&cluster[..], &args[..]].concat())
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    let kills =
+        kill_and_restart_until_done(processes, &checkpoints, Kills { seed: 13, at_most: 6, after_progress: false });
+    eprintln!("two processes: {kills} kills and restarts in {:.1} s", started.elapsed().as_secs_f64());
+    let got = std::fs::read(&outputs[0]).unwrap();
+    assert!(
+        expected == got,
+        "two processes, after {kills} kills: {} bytes written, {} expected",
+        got.len(),
+        expected.len()
+    );
+    assert!(kills >= 5, "the two-process run ended after {kills} kills: too short to test restarts");
     let _ = std::fs::remove_dir_all(&dir);
 }
