@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::kafka::{unique_topic, Broker, CSV_PIPELINE};
-use common::restarts::{kill_and_restart_until_done, Kills};
-use common::{free_ports, recflow, run_ok, scratch_dir};
+use common::restarts::{kill_and_restart_until_done, two_processes, Kills};
+use common::{recflow, run_ok, scratch_dir};
 
 const PARTITIONS: usize = 4;
 
@@ -95,17 +95,9 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     let outputs = [dir.join("restarted-2proc.jsonl"), dir.join("process-1.jsonl")];
     let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
     let processes = || {
-        // New ports every time: the killed run's may not be free again yet.
-        let ports = free_ports(2);
-        let hostfile = dir.join("hosts.txt");
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
-        (0..2)
-            .map(|process| {
-                let index = process.to_string();
-                let cluster = ["-w", "1", "-n", "2", "-p", &index, "-h", hostfile.to_str().unwrap()];
-                run_on(&checkpointed, &input, &outputs[process], &[&cluster[..], &args[..]].concat())
-            })
-            .collect()
+        two_processes(&dir, |process, cluster| {
+            run_on(&checkpointed, &input, &outputs[process], &[&["-w", "1"], cluster, &args[..]].concat())
+        })
     };
     let started = Instant::now();
     let kills =

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::restarts::{committed, kill_and_restart_until_done, Kills};
+use common::restarts::{committed, kill_and_restart_until_done, two_processes, Kills};
 use common::serve::{agent, reply, wait_for, Running};
-use common::{free_ports, recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
+use common::{recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
 
 /// The small world's pipeline and `events` of its generated events in a file, in `dir`.
 fn world(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
@@ -75,19 +75,11 @@ fn two_processes_killed_at_random_points_end_with_the_undisturbed_changelog() {
     let (dir, pipeline, input, undisturbed) = undisturbed_run("restart-2proc", 500_000);
     let checkpoints = dir.join("checkpoints");
     let outputs = [dir.join("restarted.jsonl"), dir.join("process-1.jsonl")];
+    let checkpointing = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
     let processes = || {
-        // New ports every time: the killed run's may not be free again yet.
-        let ports = free_ports(2);
-        let hostfile = dir.join("hosts.txt");
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
-        (0..2)
-            .map(|process| {
-                let index = process.to_string();
-                let cluster = ["-n", "2", "-p", &index, "-h", hostfile.to_str().unwrap()];
-                let checkpointing = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
-                run_command(&pipeline, &input, &outputs[process], &[&cluster[..], &checkpointing[..]].concat())
-            })
-            .collect()
+        two_processes(&dir, |process, cluster| {
+            run_command(&pipeline, &input, &outputs[process], &[cluster, &checkpointing[..]].concat())
+        })
     };
     let kills = kill_and_restart_until_done(
         processes,
@@ -274,45 +266,15 @@ fn starting_over_removes_the_checkpoints_of_the_runs_before() {
 /// at, so a replay of the same input ends with the same changelog, byte for byte.
 #[test]
 fn a_forgotten_user_stays_forgotten_when_the_run_starts_over() {
-    let dir = scratch_dir("restart-forgotten");
-    let pipeline = dir.join("live.toml");
-    let world = SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 4000");
-    std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n")).unwrap();
-    let checkpoints = dir.join("checkpoints");
-    let args = |output: &Path, extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["-q", "--max-events", "20000", "--dead-letter", "/dev/null", "--output"]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        args.push(output.display().to_string());
-        args.extend(
-            ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "200ms"].map(String::from),
-        );
-        args.extend(extra.iter().map(ToString::to_string));
-        args
-    };
-    let (first, again) = (dir.join("first.jsonl"), dir.join("again.jsonl"));
-    let first_args = args(&first, &[]);
-    let run = Running::start(&pipeline, &first_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-    // A user with a list, forgotten while the run goes on.
-    let mut user = None;
-    wait_for(60, "a user with a list", || {
-        user =
-            (0..50).find(|u| reply(agent().get(&run.url(&format!("/v1/users/{u}/recommendations"))).call()).0 == 200);
-        user.is_some()
-    });
-    let user = user.unwrap();
-    let (status, body) = reply(agent().delete(&run.url(&format!("/v1/users/{user}"))).call());
-    assert!(status == 200 || status == 202, "{status} {body}");
+    let world = ForgettingWorld::new("restart-forgotten", "200ms");
+    let first = world.dir.join("first.jsonl");
+    let run = world.start(&first);
+    let user = world.forget_a_user_with_a_list(&run, false);
     run.wait_for_end(60);
-    let first_changelog = std::fs::read(&first).unwrap();
     // Starting over replays the input, and the forget with it.
-    let mut restart = recflow();
-    restart.arg("run").arg(&pipeline).args(args(&again, &["--fresh"])).stdin(Stdio::null()).stdout(Stdio::null());
-    let stderr = run_ok(&mut restart);
-    assert!(stderr.contains("forgetting again 1 users"), "{stderr}");
-    assert!(first_changelog == std::fs::read(&again).unwrap(), "the replay's changelog differs: user {user} came back");
-    let _ = std::fs::remove_dir_all(&dir);
+    let again = world.start_over();
+    assert!(std::fs::read(&first).unwrap() == again, "the replay's changelog differs: user {user} came back");
+    let _ = std::fs::remove_dir_all(&world.dir);
 }
 
 /// A user forgotten just before the run is killed stays forgotten in the restored run: the
@@ -322,44 +284,86 @@ fn a_forgotten_user_stays_forgotten_when_the_run_starts_over() {
 /// takes every forget again at its time).
 #[test]
 fn a_user_forgotten_just_before_a_kill_stays_forgotten_in_the_restored_run() {
-    let dir = scratch_dir("restart-forgotten-kill");
-    let pipeline = dir.join("live.toml");
-    let world = SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 4000");
-    std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n")).unwrap();
-    let checkpoints = dir.join("checkpoints");
-    let args = |output: &Path, extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["-q", "--max-events", "20000", "--dead-letter", "/dev/null", "--output"]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        args.push(output.display().to_string());
-        args.extend(["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "1s"].map(String::from));
-        args.extend(extra.iter().map(ToString::to_string));
-        args
-    };
-    let (killed, fresh) = (dir.join("killed.jsonl"), dir.join("fresh.jsonl"));
-    let killed_args = args(&killed, &[]);
-    let run = Running::start(&pipeline, &killed_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-    let mut user = None;
-    wait_for(60, "a checkpoint and a user with a list", || {
-        user =
-            (0..50).find(|u| reply(agent().get(&run.url(&format!("/v1/users/{u}/recommendations"))).call()).0 == 200);
-        user.is_some() && committed(&checkpoints) >= 1
-    });
-    let user = user.unwrap();
-    let (status, body) = reply(agent().delete(&run.url(&format!("/v1/users/{user}"))).call());
-    assert!(status == 200 || status == 202, "{status} {body}");
+    let world = ForgettingWorld::new("restart-forgotten-kill", "1s");
+    let killed = world.dir.join("killed.jsonl");
+    let run = world.start(&killed);
+    let user = world.forget_a_user_with_a_list(&run, true);
     // Killed (SIGKILL) at once, most likely before a checkpoint took the forget.
     drop(run);
     let mut restart = recflow();
-    restart.arg("run").arg(&pipeline).args(&killed_args).stdin(Stdio::null()).stdout(Stdio::null());
+    restart.arg("run").arg(&world.pipeline).args(world.args(&killed, &[])).stdin(Stdio::null()).stdout(Stdio::null());
     let stderr = run_ok(&mut restart);
     assert!(stderr.contains("restoring checkpoint"), "{stderr}");
-    let mut over = recflow();
-    over.arg("run").arg(&pipeline).args(args(&fresh, &["--fresh"])).stdin(Stdio::null()).stdout(Stdio::null());
-    let stderr = run_ok(&mut over);
-    assert!(stderr.contains("forgetting again 1 users"), "{stderr}");
+    let fresh = world.start_over();
     let restored = std::fs::read(&killed).unwrap();
-    assert!(restored == std::fs::read(&fresh).unwrap(), "the restored run's changelog differs: user {user} came back");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(restored == fresh, "the restored run's changelog differs: user {user} came back");
+    let _ = std::fs::remove_dir_all(&world.dir);
+}
+
+/// A live generator world that serves and takes checkpoints, for the tests of forgotten users.
+struct ForgettingWorld {
+    dir: PathBuf,
+    pipeline: PathBuf,
+    checkpoints: PathBuf,
+    interval: &'static str,
+}
+
+impl ForgettingWorld {
+    /// In a fresh scratch directory, checkpoints every `interval`.
+    fn new(tag: &str, interval: &'static str) -> ForgettingWorld {
+        let dir = scratch_dir(tag);
+        let pipeline = dir.join("live.toml");
+        let world = SMALL_WORLD.replace("clusters = 5", "clusters = 5\nrate = 4000");
+        std::fs::write(&pipeline, format!("{world}\n[serve]\naddr = \"127.0.0.1:0\"\n")).unwrap();
+        let checkpoints = dir.join("checkpoints");
+        ForgettingWorld { dir, pipeline, checkpoints, interval }
+    }
+
+    /// The arguments of a run of 20,000 events writing its changelog to `output`.
+    fn args(&self, output: &Path, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> =
+            ["-q", "--max-events", "20000", "--dead-letter", "/dev/null", "--output"].map(String::from).to_vec();
+        args.push(output.display().to_string());
+        let checkpoints = self.checkpoints.to_str().unwrap();
+        args.extend(["--checkpoint", checkpoints, "--checkpoint-interval", self.interval].map(String::from));
+        args.extend(extra.iter().map(ToString::to_string));
+        args
+    }
+
+    /// A served run writing its changelog to `output`.
+    fn start(&self, output: &Path) -> Running {
+        let args = self.args(output, &[]);
+        Running::start(&self.pipeline, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    }
+
+    /// Forgets a user who has a list (once a checkpoint is committed, with `after_a_checkpoint`);
+    /// returns the user.
+    fn forget_a_user_with_a_list(&self, run: &Running, after_a_checkpoint: bool) -> u64 {
+        let mut user = None;
+        wait_for(60, "a user with a list (and a checkpoint, if asked)", || {
+            let has_list =
+                |u: &u64| reply(agent().get(&run.url(&format!("/v1/users/{u}/recommendations"))).call()).0 == 200;
+            user = (0..50).find(has_list);
+            user.is_some() && (!after_a_checkpoint || committed(&self.checkpoints) >= 1)
+        });
+        let user = user.unwrap();
+        let (status, body) = reply(agent().delete(&run.url(&format!("/v1/users/{user}"))).call());
+        assert!(status == 200 || status == 202, "{status} {body}");
+        user
+    }
+
+    /// The changelog of a run starting over (`--fresh`) with the ledger of forgotten users, which
+    /// must forget one user again.
+    fn start_over(&self) -> Vec<u8> {
+        let fresh = self.dir.join("fresh.jsonl");
+        let mut over = recflow();
+        over.arg("run")
+            .arg(&self.pipeline)
+            .args(self.args(&fresh, &["--fresh"]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let stderr = run_ok(&mut over);
+        assert!(stderr.contains("forgetting again 1 users"), "{stderr}");
+        std::fs::read(&fresh).unwrap()
+    }
 }

@@ -121,3 +121,18 @@ pub fn kill_and_restart_until_done(mut commands: impl FnMut() -> Vec<Command>, d
         done += 1;
     }
 }
+
+/// The commands of one run of two processes (`-n 2`): `command(process, cluster)` for each, where
+/// `cluster` holds the arguments that make it that process of the two, with a host file written
+/// into `dir` on new ports every time (a killed run's may not be free again yet).
+pub fn two_processes(dir: &Path, mut command: impl FnMut(usize, &[&str]) -> Command) -> Vec<Command> {
+    let ports = super::free_ports(2);
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+    (0..2)
+        .map(|process| {
+            let index = process.to_string();
+            command(process, &["-n", "2", "-p", &index, "-h", hostfile.to_str().unwrap()])
+        })
+        .collect()
+}
