@@ -39,6 +39,18 @@ impl Fatal {
         }
     }
 
+    /// Records, like [`report`](Self::report), that `part` failed with `cause`, without printing
+    /// it: for an error the run returns and reports itself, which the other workers must only
+    /// stop for. With several processes it ends the process at once like a report, printing it,
+    /// since nothing else will.
+    pub fn stop(&self, part: &str, cause: impl std::fmt::Display) {
+        if self.abrupt.load(Ordering::SeqCst) {
+            self.report(part, cause);
+        } else {
+            let _ = self.fault.set(format!("{part}: {cause}"));
+        }
+    }
+
     /// The fault's message, once one was reported.
     pub fn get(&self) -> Option<&str> {
         self.fault.get().map(String::as_str)

@@ -549,15 +549,16 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     if let Some(writer) = writer {
         writer.finish();
     }
-    if let Some(message) = fatal.get() {
-        return Err(RunError::Fatal { pipeline: pipeline_name, message: message.to_string() });
-    }
+    // A worker's own error first: the fault the others stopped for may be that error.
     for result in results {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(message) => return Err(RunError::Workers { pipeline: pipeline_name.clone(), message }),
         }
+    }
+    if let Some(message) = fatal.get() {
+        return Err(RunError::Fatal { pipeline: pipeline_name, message: message.to_string() });
     }
     if let (Some(server), Some(linger)) = (server, linger) {
         server.linger(linger, stop.as_deref());
@@ -737,11 +738,16 @@ fn refuse_unsupported_checkpoints(
     Ok(())
 }
 
-/// Runs one worker. A panic on one worker would leave the others waiting for it for ever: it
-/// becomes the run's fatal fault instead, which every worker of the process stops for.
+/// Runs one worker. A panic on one worker, or an error before its dataflow is built (an output
+/// only worker 0 opens), would leave the others waiting for it for ever: it becomes the run's
+/// fatal fault as well, which every worker of the process stops for.
 fn run_worker_guarded(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError> {
     let index = worker.index();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_worker(worker, shared)));
+    if let Ok(Err(e)) = &outcome {
+        // The run returns this error itself; the others only need to stop.
+        shared.fatal.stop(&format!("worker {index}"), e);
+    }
     outcome.unwrap_or_else(|payload| {
         shared.fatal.report(&format!("worker {index}"), format!("panicked: {}", panic_message(payload.as_ref())));
         // Timely steps a worker until its dataflows are gone: drop what the panic left.

@@ -149,3 +149,29 @@ fn a_panicking_worker_ends_the_process_whichever_worker_it_is() {
         );
     }
 }
+
+/// An output that fails to open stops every worker, not only the one that opens it: the others
+/// would otherwise wait for its dataflow for ever. A producer property recflow refuses fails
+/// worker 0 at once, before it connects to anything.
+#[test]
+fn an_output_that_cannot_be_opened_stops_every_worker() {
+    let (pipeline, csv) = events("output-refused", 0);
+    let with_option = csv.with_file_name("partitioner.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&with_option, format!("{text}\n[output.kafka_options]\npartitioner = \"random\"\n")).unwrap();
+    let mut child = recflow()
+        .arg("run")
+        .arg(&with_option)
+        .arg("--input")
+        .arg(format!("file:{}", csv.display()))
+        .args(["-q", "-w", "2", "--output", "kafka://127.0.0.1:1/recs", "--dead-letter", "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for_exit(&mut child, Duration::from_secs(30));
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(!status.success() && stderr.contains("`partitioner` has no effect"), "{status}: {stderr}");
+    assert_eq!(stderr.matches("partitioner").count(), 1, "the cause is told once: {stderr}");
+}
