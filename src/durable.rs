@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::store::{CheckpointStore, FileEntry, Manifest, Newest, StoreError};
+use crate::checkpoint::store::{map_in_parallel, CheckpointStore, FileEntry, Manifest, Newest, StoreError};
 use crate::checkpoint::{check_compatible, IncompatibleSettings};
 use crate::event_time::wall_clock_ms;
 use crate::fatal::Fatal;
@@ -98,16 +98,11 @@ pub fn newest(store: &CheckpointStore, pipeline: &Pipeline) -> Result<Option<Res
     let meta: CheckpointMeta = serde_json::from_value(manifest.meta.clone()).map_err(|e| unreadable(e.to_string()))?;
     check_compatible(&meta.pipeline, pipeline).map_err(|changed| RestoreError::Changed { id, changed })?;
     // One thread per part, as they were read: decoding is the other half of the time.
-    let parts: Result<Vec<WorkerCut>, RestoreError> = std::thread::scope(|scope| {
-        let decoding: Vec<_> = (manifest.files.iter().zip(files))
-            .map(|(entry, bytes)| {
-                scope
-                    .spawn(move || bincode::deserialize(&bytes).map_err(|e| unreadable(format!("{}: {e}", entry.name))))
-            })
-            .collect();
-        decoding.into_iter().map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-    });
-    let parts = parts?;
+    let decode = |(entry, bytes): (&FileEntry, Vec<u8>)| {
+        bincode::deserialize(&bytes).map_err(|e| unreadable(format!("{}: {e}", entry.name)))
+    };
+    let parts =
+        map_in_parallel(manifest.files.iter().zip(files), decode).into_iter().collect::<Result<Vec<WorkerCut>, _>>()?;
     let damaged = damaged.iter().map(ToString::to_string).collect();
     Ok(Some(Restored { manifest, meta, parts, damaged }))
 }

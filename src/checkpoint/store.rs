@@ -118,6 +118,17 @@ pub struct Newest {
     pub damaged: Vec<Damage>,
 }
 
+/// `f` of every item, each on a thread of its own, in the items' order: for the parts of a
+/// checkpoint, hundreds of megabytes each, read and decoded independently. A panic on one of
+/// them is raised again here.
+pub fn map_in_parallel<I: Send, R: Send>(items: impl IntoIterator<Item = I>, f: impl Fn(I) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let running: Vec<_> = items.into_iter().map(|item| scope.spawn(move || f(item))).collect();
+        running.into_iter().map(|done| done.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
 /// A directory of checkpoints, keeping the `keep` newest.
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
@@ -224,14 +235,7 @@ impl CheckpointStore {
     /// file: each holds a worker's part, hundreds of megabytes at a large state, and reading
     /// them is much of a restore's time.
     fn read_files(&self, manifest: &Manifest) -> Result<Vec<Vec<u8>>, Damage> {
-        std::thread::scope(|scope| {
-            let read = |entry| scope.spawn(move || self.read_file(manifest.id, entry));
-            let reading: Vec<_> = manifest.files.iter().map(read).collect();
-            reading
-                .into_iter()
-                .map(|file| file.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
+        map_in_parallel(&manifest.files, |entry| self.read_file(manifest.id, entry)).into_iter().collect()
     }
 
     fn read_manifest(&self, id: u64) -> Result<Manifest, Damage> {
