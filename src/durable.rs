@@ -22,9 +22,21 @@ use crate::sink::kafka::WrittenOffsets;
 use crate::source::WorkerCut;
 use crate::spec::Pipeline;
 
+/// The layout of the operator state a checkpoint holds. It changes whenever the dataflow's
+/// operators or what they keep change, so that a checkpoint another recflow took is refused by
+/// name instead of read as something else.
+///
+/// 1: the list for users without one of their own joined the dataflow (checkpoints before it
+/// have no number, read as 0).
+pub const STATE_FORMAT: u32 = 1;
+
 /// What a manifest records beside the parts' files.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CheckpointMeta {
+    /// The layout of the operator state in its parts ([`STATE_FORMAT`] when taken by this
+    /// recflow).
+    #[serde(default)]
+    pub state_format: u32,
     /// The pipeline the checkpoint was taken with, to refuse a changed one on restore.
     pub pipeline: Pipeline,
     /// The number of workers it was taken on.
@@ -77,6 +89,17 @@ pub enum RestoreError {
         /// What is wrong.
         problem: String,
     },
+    /// The checkpoint was taken by a recflow that kept other operator state.
+    #[error(
+        "checkpoint {id} holds operator state of format {found}, and this recflow reads format {STATE_FORMAT}: \
+         restore it with the recflow that took it, or run with --fresh to start over"
+    )]
+    OtherFormat {
+        /// The checkpoint.
+        id: u64,
+        /// Its state format.
+        found: u32,
+    },
     /// The pipeline changed in a way that changes results.
     #[error(
         "checkpoint {id} was taken with other settings: {changed}; run with the settings it was taken with, or \
@@ -96,6 +119,9 @@ pub fn newest(store: &CheckpointStore, pipeline: &Pipeline) -> Result<Option<Res
     let id = manifest.id;
     let unreadable = |problem: String| RestoreError::Unreadable { id, problem };
     let meta: CheckpointMeta = serde_json::from_value(manifest.meta.clone()).map_err(|e| unreadable(e.to_string()))?;
+    if meta.state_format != STATE_FORMAT {
+        return Err(RestoreError::OtherFormat { id, found: meta.state_format });
+    }
     check_compatible(&meta.pipeline, pipeline).map_err(|changed| RestoreError::Changed { id, changed })?;
     // One thread per part, as they were read: decoding is the other half of the time.
     let decode = |(entry, bytes): (&FileEntry, Vec<u8>)| {
@@ -325,4 +351,37 @@ fn commit_whole(settings: &WriterSettings, pending: &mut BTreeMap<u64, Pending>)
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint written by a recflow that kept other operator state (one before the state
+    /// format was recorded reads as format 0) is refused by name, not read as something else.
+    #[test]
+    fn a_checkpoint_of_another_state_format_is_refused() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("recflow-durable-format-{}-{nanos}", std::process::id()));
+        let store = CheckpointStore::open(&dir, 2).unwrap();
+        let pipeline = Pipeline::from_toml("[recommend]\nk = 3", "format").unwrap();
+        let meta = CheckpointMeta {
+            state_format: STATE_FORMAT,
+            pipeline: pipeline.clone(),
+            workers: 1,
+            outputs: Vec::new(),
+            posted_taken: 0,
+            kafka_outputs: Vec::new(),
+        };
+        let mut older = serde_json::to_value(&meta).unwrap();
+        older.as_object_mut().unwrap().remove("state_format");
+        let manifest = Manifest { id: 1, frontier: 1_000, completed_ms: 0, meta: older, files: Vec::new() };
+        store.commit(&manifest).unwrap();
+        let refused = newest(&store, &pipeline).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("format 0") && refused.contains("--fresh"), "{refused}");
+        let current = Manifest { id: 2, meta: serde_json::to_value(&meta).unwrap(), ..manifest };
+        store.commit(&current).unwrap();
+        assert!(newest(&store, &pipeline).is_ok_and(|restored| restored.is_some()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

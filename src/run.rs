@@ -660,6 +660,7 @@ fn start_writer(
     let first_id =
         store.last_id().map_err(|e| RunError::Restore { pipeline: pipeline.name.clone(), message: e.to_string() })?;
     let meta = durable::CheckpointMeta {
+        state_format: durable::STATE_FORMAT,
         pipeline: pipeline.clone(),
         workers,
         outputs: Vec::new(),
