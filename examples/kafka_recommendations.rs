@@ -1,6 +1,7 @@
 //! An application keeping every user's current recommendations in memory from recflow's
 //! recommendations topic, as a cache in front of a web service would: records are keyed by user,
-//! the value is the user's whole list (JSON), a tombstone means the user has none any more.
+//! the value is the user's whole list (JSON), a tombstone means the user has none any more. The
+//! record keyed `popular` is the list for users without one of their own (the popular items).
 //! Only rdkafka and serde_json are used; nothing here depends on recflow.
 //!
 //!     recflow run pipelines/kafka.toml --output kafka://127.0.0.1:9092/recs
@@ -28,6 +29,8 @@ fn main() -> anyhow::Result<()> {
         .context("creating the consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
     let mut lists: HashMap<String, serde_json::Value> = HashMap::new();
+    // What a user without a list of their own is shown.
+    let mut popular: Vec<String> = Vec::new();
     loop {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
         let message = match message {
@@ -38,23 +41,34 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let user = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        if user == "popular" {
+            popular = match message.payload() {
+                Some(payload) => item_names(&serde_json::from_slice(payload).context("a JSON record")?),
+                None => Vec::new(),
+            };
+            println!("users without a list: {}", popular.join(", "));
+            continue;
+        }
         match message.payload() {
             None => {
                 lists.remove(&user);
-                println!("user {user}: no recommendations ({} users cached)", lists.len());
+                let shown = popular.join(", ");
+                println!("user {user}: no list of their own, shown {shown} ({} users cached)", lists.len());
             }
             Some(payload) => {
                 let record: serde_json::Value = serde_json::from_slice(payload).context("a JSON record")?;
                 if record["type"] != "recs" {
                     continue;
                 }
-                let items: Vec<String> = record["items"]
-                    .as_array()
-                    .map(|items| items.iter().map(|i| i["item"].to_string()).collect())
-                    .unwrap_or_default();
+                let items = item_names(&record);
                 lists.insert(user.clone(), record);
                 println!("user {user}: {} ({} users cached)", items.join(", "), lists.len());
             }
         }
     }
+}
+
+/// The items of a list record.
+fn item_names(record: &serde_json::Value) -> Vec<String> {
+    record["items"].as_array().map(|items| items.iter().map(|i| i["item"].to_string()).collect()).unwrap_or_default()
 }

@@ -42,11 +42,15 @@ pub enum Id {
 /// id that starts so is quoted in keys, so that no user's key is a window's.
 pub const HOT_ITEMS_KEY_PREFIX: &str = "hot_items/";
 
+/// The Kafka key of the list for users without one of their own: a text id spelled so is quoted
+/// in keys, so that no user's key is this list's.
+pub const POPULAR_KEY: &str = "popular";
+
 impl Id {
     /// The id as a key no other id shares (served lookups, Kafka keys): a number as its digits,
     /// a text as itself unless it would read back as something else (a number, an empty or
-    /// padded text, a quoted one) or starts with [`HOT_ITEMS_KEY_PREFIX`]; then it is written as
-    /// a JSON string. So `42` is `42`, `"42"` is `"42"` (with the quotes), `alice` is `alice`.
+    /// padded text, a quoted one), starts with [`HOT_ITEMS_KEY_PREFIX`] or is [`POPULAR_KEY`];
+    /// then it is written as a JSON string. So `42` is `42`, `"42"` is `"42"` (with the quotes), `alice` is `alice`.
     /// [`Id::from_key`] reads it back.
     ///
     /// ```
@@ -55,6 +59,7 @@ impl Id {
     ///     assert_eq!(Id::from_key(&id.key()), Some(id.clone()));
     /// }
     /// assert_eq!(Id::Text("42".into()).key(), "\"42\"");
+    /// assert_eq!(Id::Text("popular".into()).key(), "\"popular\"");
     /// assert_eq!(Id::Text("alice".into()).key(), "alice");
     /// ```
     pub fn key(&self) -> String {
@@ -62,7 +67,8 @@ impl Id {
             Id::Num(n) => n.to_string(),
             Id::Text(text) => {
                 let reads_back = Id::parse(text).is_some_and(|id| id == *self);
-                if reads_back && !text.starts_with('"') && !text.starts_with(HOT_ITEMS_KEY_PREFIX) {
+                let reserved = text.starts_with(HOT_ITEMS_KEY_PREFIX) || text == POPULAR_KEY;
+                if reads_back && !text.starts_with('"') && !reserved {
                     text.clone()
                 } else {
                     serde_json::Value::String(text.clone()).to_string()

@@ -49,6 +49,8 @@ pub enum ResultKey {
     },
     /// A user's recommendations.
     Recs(Id),
+    /// The list for a user without one of their own: the first `k` items of the popular pool.
+    Popular,
 }
 
 /// The value of a maintained result.
@@ -84,6 +86,14 @@ pub enum ChangeRecord {
         category: Option<Id>,
         /// The list, best first.
         items: Vec<CountedItem>,
+    },
+    /// The list for users without one of their own changed: the first `k` items of the popular
+    /// pool, each a fill-in.
+    Popular {
+        /// The time the list is valid as of, in the input's timestamp unit.
+        time: u64,
+        /// The list, best first; empty when the pool is.
+        items: Vec<ScoredItem>,
     },
 }
 

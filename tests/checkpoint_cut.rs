@@ -159,7 +159,7 @@ fn a_cut_keeps_every_result(short_term: &str, workers: usize) {
         let open = |states: States| -> States {
             let open_at_cut = |key: &ResultKey| match key {
                 ResultKey::HotItems { window_end, .. } => hop.purge_time(*window_end) >= cut,
-                ResultKey::Recs(_) => true,
+                ResultKey::Recs(_) | ResultKey::Popular => true,
             };
             states
                 .into_iter()

@@ -83,7 +83,10 @@ const FIXTURE_EVENTS: &str = "\
 /// Worked by hand. Lists are k = 2, "before" an event at t means as of t - 1 s.
 ///
 /// The pipeline's lists (each user's list changes only at their own events; `fb` = fill-in from
-/// the pool of the last 4 s, seen items never listed; Jaccard similarity over histories):
+/// the pool of the last 4 s, seen items never listed; Jaccard similarity over histories). A user
+/// without a list of their own is scored against the new-user list `pop`: the first two items of
+/// the pool as of t - 1 s (events with ts in [t-4, t-1], count desc then item asc), seen items
+/// not removed:
 /// - u1 at 1 s and 2 s: no unseen candidate, pool items all seen: no list, ever.
 /// - u2 at 3 s: seed 1, sim(1,2) = 1/(2+1-1) = 0.5: [2]. At 4 s: everything seen: no list.
 /// - u3 at 5 s: item 3 has no neighbour; pool over 2..5 s = {2:2, 1:1, 3:1}: [2 fb, 1 fb].
@@ -94,21 +97,22 @@ const FIXTURE_EVENTS: &str = "\
 ///
 /// | event   | blend            | global-pop (counts before t) | windowed-pop (ts in [t-4, t-1]) |
 /// |---------|------------------|------------------------------|---------------------------------|
-/// | (1,1)@1 | no list          | empty                        | empty                           |
-/// | (1,2)@2 | no list          | [1] - seen 1: empty          | empty                           |
-/// | (2,1)@3 | no list          | [1, 2]: hit 1                | [1, 2]: hit 1                   |
-/// | (2,2)@4 | [2]: hit 1       | [1, 2] - seen 1: hit 1       | [1, 2] - seen 1: hit 1          |
-/// | (3,3)@5 | no list          | [1, 2]: miss                 | [1, 2]: miss                    |
-/// | (1,3)@6 | no list          | [1,2,3] - seen: [3]: hit 1   | [2,1,3] - seen: [3]: hit 1      |
-/// | (3,1)@7 | [2fb, 1fb]: hit 2| [1,2,3] - 3: [1, 2]: hit 1   | [3,1,2] - 3: [1, 2]: hit 1      |
-/// | (2,3)@8 | no list          | [1,2,3] - 1,2: [3]: hit 1    | [3,1,2] - 1,2: [3]: hit 1       |
-/// | (4,3)@10| no list          | {1:4,3:3,2:2}: [1, 3]: hit 2 | {1:2,3:2}: [1, 3]: hit 2        |
-/// | (4,2)@11| [1, 2]: hit 2    | {1:4,3:4,2:2} - 3: [1, 2]: hit 2 | {1:2,3:2} - 3: [1]: miss    |
+/// | (1,1)@1 | no list, pop []: miss     | empty                        | empty                           |
+/// | (1,2)@2 | no list, pop [1]: miss    | [1] - seen 1: empty          | empty                           |
+/// | (2,1)@3 | no list, pop [1, 2]: hit 1| [1, 2]: hit 1                | [1, 2]: hit 1                   |
+/// | (2,2)@4 | [2]: hit 1                | [1, 2] - seen 1: hit 1       | [1, 2] - seen 1: hit 1          |
+/// | (3,3)@5 | no list, pop [1, 2]: miss | [1, 2]: miss                 | [1, 2]: miss                    |
+/// | (1,3)@6 | no list, pop [2, 1]: miss | [1,2,3] - seen: [3]: hit 1   | [2,1,3] - seen: [3]: hit 1      |
+/// | (3,1)@7 | [2fb, 1fb]: hit 2         | [1,2,3] - 3: [1, 2]: hit 1   | [3,1,2] - 3: [1, 2]: hit 1      |
+/// | (2,3)@8 | no list, pop [3, 1]: hit 1| [1,2,3] - 1,2: [3]: hit 1    | [3,1,2] - 1,2: [3]: hit 1       |
+/// | (4,3)@10| no list, pop [1, 3]: hit 2| {1:4,3:3,2:2}: [1, 3]: hit 2 | {1:2,3:2}: [1, 3]: hit 2        |
+/// | (4,2)@11| [1, 2]: hit 2             | {1:4,3:4,2:2} - 3: [1, 2]: hit 2 | {1:2,3:2} - 3: [1]: miss    |
 ///
 /// With NDCG 1 for rank 1 and 1/log2(3) = 0.6309 for rank 2, over 10 events:
-/// - blend: 3 hits: HR 0.3; NDCG (1 + 2 * 0.6309) / 10; MRR (1 + 0.5 + 0.5) / 10 = 0.2; no list
-///   7/10; one list all fill-ins (u3 at 7 s): fallback 0.1, and its hit is 1 of 3 hits on fill-ins;
-///   items shown {1, 2} of the catalogue {1, 2, 3}: coverage 2/3.
+/// - blend: 6 hits, 3 at rank 1: HR 0.6; NDCG (3 + 3 * 0.6309) / 10; MRR (3 + 3 * 0.5) / 10 =
+///   0.45; no list of their own 7/10; seven non-empty lists all fill-ins (u3 at 7 s and the six
+///   `pop` lists): fallback 0.7, and 4 of the 6 hits are on fill-ins; items shown {1, 2, 3} of
+///   the catalogue {1, 2, 3}: coverage 1.
 /// - global-pop: 7 hits: HR 0.7; NDCG (5 + 2 * 0.6309) / 10; MRR (5 + 2 * 0.5) / 10 = 0.6; empty
 ///   lists 2/10; coverage 3/3.
 /// - windowed-pop: 6 hits: HR 0.6; NDCG (5 + 0.6309) / 10; MRR 5.5 / 10; coverage 3/3.
@@ -120,14 +124,17 @@ const FIXTURE_EVENTS: &str = "\
 ///   get global-pop's list: (2,1)@3 and (1,3)@6 hit 1, (4,3)@10 hits 2, (1,1)@1 and (1,2)@2 are
 ///   empty, (3,3)@5 misses. So 7 hits, 5 at rank 1: the metrics of global-pop. item-knn-recent
 ///   ranks no list differently here.
-/// - beyond accuracy, for the blend's three lists ([2] at 4 s, [2, 1] at 7 s, [1, 2] at 11 s),
-///   with the evaluator's cosine over events before t: at 7 s users 1 and 2 touched both 1 and
-///   2, cos = 2/sqrt(2*2) = 1; at 11 s n_1 = 3 (users 1-3), n_2 = 2: cos = 2/sqrt(6). Diversity
-///   over the two lists of two: 1 - (1 + 2/sqrt(6))/2. Novelty (-log2 of the item's share of
-///   the events before t): at 4 s item 2 has 1 of 3; at 7 s items 2 and 1 have 2 of 6 each; at
-///   11 s item 1 has 4 of 10, item 2 has 2 of 10: mean (log2 3 + log2 3 + (log2 2.5 + log2 5)/2)
-///   / 3. Exposures: item 2 three times, item 1 twice, item 3 never: sorted 0, 2, 3, Gini
-///   ((2-4)*0 + (4-4)*2 + (6-4)*3) / (3*5) = 0.4.
+/// - beyond accuracy, for the blend's nine non-empty lists ([1] at 2 s, [1, 2] at 3 s, [2] at
+///   4 s, [1, 2] at 5 s, [2, 1] at 6 and 7 s, [3, 1] at 8 s, [1, 3] at 10 s, [1, 2] at 11 s),
+///   with the evaluator's cosine over events before t: items 1 and 2 have the same users until
+///   8 s (cos 1); at 8 s n_3 = 2 (users 1, 3), n_1 = 3, c(1, 3) = 2: cos = 2/sqrt(6); at 10 s
+///   users 1-3 hold both 1 and 3: cos 1; at 11 s n_1 = 3, n_2 = 2: cos = 2/sqrt(6). Diversity
+///   over the seven lists of two: 1 - (5 + 2 * 2/sqrt(6)) / 7. Novelty (-log2 of the item's
+///   share of the events before t, per list the mean over its items): 0 at 2 s (item 1 has 1 of
+///   1), 1 at 3 s, log2 3 at 4 s, 1 at 5 s, log2 2.5 at 6 s, log2 3 at 7 s, (log2 3.5 +
+///   log2 7/3)/2 at 8 s, (log2 2.25 + log2 3)/2 at 10 s, (log2 2.5 + log2 5)/2 at 11 s; their
+///   mean. Exposures: item 1 eight times, item 2 six, item 3 twice: sorted 2, 6, 8, Gini
+///   ((2-4)*2 + (4-4)*6 + (6-4)*8) / (3*16) = 0.25.
 /// - short-term and long-term: the same lists as the blend (every event is inside the 1 h
 ///   window, so the short-term and long-term preferences are equal).
 #[test]
@@ -143,19 +150,30 @@ fn metrics_match_a_hand_computed_fixture() {
         assert_eq!((e.counts.accepted, e.counts.skipped, e.counts.evaluated, e.catalogue), (11, 1, 10, 3));
         for name in ["blend", "short-term", "long-term"] {
             let s = &model(&report, name).overall;
-            assert_eq!((s.events, s.hits), (10, 3), "{name}");
-            close(s.hr, 0.3, name);
-            close(s.ndcg, (1.0 + 2.0 * rank2) / 10.0, name);
-            close(s.mrr, 0.2, name);
+            assert_eq!((s.events, s.hits), (10, 6), "{name}");
+            close(s.hr, 0.6, name);
+            close(s.ndcg, (3.0 + 3.0 * rank2) / 10.0, name);
+            close(s.mrr, 0.45, name);
             close(s.no_list, 0.7, name);
-            close(s.fallback, 0.1, name);
-            close(s.fallback_hits, 1.0 / 3.0, name);
-            close(s.coverage, 2.0 / 3.0, name);
+            close(s.fallback, 0.7, name);
+            close(s.fallback_hits, 4.0 / 6.0, name);
+            close(s.coverage, 1.0, name);
             assert_eq!((s.from_time, s.to_time), (Some(1_000), Some(11_000)));
-            close(s.diversity.unwrap(), 1.0 - (1.0 + 2.0 / 6f64.sqrt()) / 2.0, name);
-            let novelty = (2.0 * 3f64.log2() + (2.5f64.log2() + 5f64.log2()) / 2.0) / 3.0;
-            close(s.novelty.unwrap(), novelty, name);
-            close(s.gini, 0.4, name);
+            close(s.diversity.unwrap(), 1.0 - (5.0 + 2.0 * 2.0 / 6f64.sqrt()) / 7.0, name);
+            let log2 = f64::log2;
+            let per_list = [
+                0.0,
+                1.0,
+                log2(3.0),
+                1.0,
+                log2(2.5),
+                log2(3.0),
+                (log2(3.5) + log2(7.0 / 3.0)) / 2.0,
+                (log2(2.25) + log2(3.0)) / 2.0,
+                (log2(2.5) + log2(5.0)) / 2.0,
+            ];
+            close(s.novelty.unwrap(), per_list.iter().sum::<f64>() / 9.0, name);
+            close(s.gini, 0.25, name);
         }
         let global = &model(&report, "global-pop").overall;
         assert_eq!(global.hits, 7);
@@ -183,12 +201,12 @@ fn metrics_match_a_hand_computed_fixture() {
     let from_reversed = evaluate(&pipeline, &options(&reversed, 3), config(1)).unwrap().unwrap();
     assert_eq!(sorted.evaluation, from_reversed.evaluation);
     // Warm-up: the first 5 accepted events are learned only; of the remaining six, (1,1)@9 is
-    // skipped and the blend hits (3,1)@7 and (4,2)@11, both at rank 2.
+    // skipped and the blend hits (3,1)@7, (4,3)@10 and (4,2)@11 at rank 2 and (2,3)@8 at rank 1.
     let report = evaluate(&pipeline, &EvalOptions { warmup: 0.5, ..options(&input, 1) }, config(1)).unwrap().unwrap();
     assert_eq!((report.evaluation.counts.warmup, report.evaluation.counts.evaluated), (5, 5));
     let blend = &model(&report, "blend").overall;
-    assert_eq!(blend.hits, 2);
-    close(blend.mrr, 1.0 / 5.0, "blend mrr after warm-up");
+    assert_eq!(blend.hits, 4);
+    close(blend.mrr, 2.5 / 5.0, "blend mrr after warm-up");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -320,12 +338,12 @@ fn command_line_prints_the_table_and_writes_csv_and_plot() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("| model | HR@2 | NDCG@2 | MRR@2 |"), "{stdout}");
-    assert!(stdout.contains("| blend | 0.3000 |"), "{stdout}");
+    assert!(stdout.contains("| blend | 0.6000 |"), "{stdout}");
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], recflow::eval::report::CSV_HEADER);
     assert_eq!(lines.len(), 1 + 7 * 3, "7 models, each overall and 2 slices");
-    assert!(lines[1].starts_with("blend,all,1,11,10,3,0.300000,"), "{}", lines[1]);
+    assert!(lines[1].starts_with("blend,all,1,11,10,6,0.600000,"), "{}", lines[1]);
     assert!(lines
         .iter()
         .any(|l| l.starts_with("global-pop,all,1,11,10,7,0.700000,") && l.contains(",1.000000,0.200000,,,")));

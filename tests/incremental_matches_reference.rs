@@ -238,6 +238,26 @@ fn check_stream(common: &str, toml: &str, lines: &[String], seed: u64, workers: 
     }
     assert!(checked > 50 && !state.is_empty(), "the check covered real results");
 
+    // The new-user list: at every tick, the changelog's last one is the popular pool's first k.
+    let populars: Vec<&Value> = out.records.iter().filter(|r| r["type"] == "popular").collect();
+    assert!(populars.iter().all(|r| r["time"].as_u64().unwrap() <= end), "no record after the end of the data");
+    let (mut current, mut next, mut shown) = (Vec::new(), 0, 0);
+    for at in checkpoints(&pipeline, &accepted, end) {
+        while next < populars.len() && populars[next]["time"].as_u64().unwrap() <= at {
+            let list: Vec<(Id, i64, bool)> =
+                recs_list(populars[next]).into_iter().map(|(i, s, f)| (id(&i), s, f)).collect();
+            assert!(list.iter().all(|(_, score, fallback)| *score == 0 && *fallback), "popular items are fill-ins");
+            let items: Vec<Id> = list.into_iter().map(|(item, _, _)| item).collect();
+            assert_ne!(items, current, "a record is reported only on change");
+            current = items;
+            next += 1;
+        }
+        let expected = reference::new_user_list_at(&pipeline, &accepted, at);
+        assert_eq!(current, expected, "the new-user list at time {at} (seed {seed}, {workers} workers)");
+        shown += usize::from(!current.is_empty());
+    }
+    assert!(shown > 50 && next == populars.len(), "the check covered the new-user list");
+
     // Hot items: the last record per window is the from-scratch answer.
     let expected: BTreeMap<(u64, String), Vec<(Value, i64)>> = reference::hot_items(&pipeline, &accepted)
         .into_iter()

@@ -33,13 +33,26 @@ fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
         last_recs.insert(record["user"].to_string(), record);
     }
     assert!(last_recs.len() > 50, "the run produced lists for many users");
+    let popular = records.iter().rfind(|r| r["type"] == "popular").expect("a list for users without one");
+    assert!(!popular["items"].as_array().unwrap().is_empty());
     let as_of = get(&run.url("/healthz")).1["as_of"].as_u64().expect("as_of is known at the end");
+    // A user without a list of their own gets the popular items: the last `popular` record.
+    let gets_popular_items = |user: &str| {
+        let (status, answer) = get(&run.url(&format!("/v1/users/{user}/recommendations")));
+        assert_eq!(status, 200, "user {user}: {answer}");
+        assert_eq!(answer["popular"], true, "user {user}: {answer}");
+        assert_eq!((&answer["items"], &answer["time"]), (&popular["items"], &popular["time"]), "user {user}");
+        assert_eq!(answer["as_of"], as_of);
+    };
+    let mut emptied = 0;
     for (user, record) in &last_recs {
         let (status, answer) = get(&run.url(&format!("/v1/users/{user}/recommendations")));
         if record["items"].as_array().unwrap().is_empty() {
-            assert_eq!(status, 404, "user {user} has no list any more: {answer}");
+            gets_popular_items(user);
+            emptied += 1;
             continue;
         }
+        assert!(answer.get("popular").is_none(), "user {user} has a list of their own: {answer}");
         assert_eq!(status, 200, "user {user}: {answer}");
         assert_eq!(answer["items"], record["items"], "user {user}: the point query equals the last changelog record");
         assert_eq!(answer["time"], record["time"]);
@@ -50,7 +63,11 @@ fn a_finite_run_serves_the_last_changelog_record_of_every_key() {
     let (status, top2) = get(&run.url(&format!("/v1/users/{user}/recommendations?k=2")));
     assert_eq!(status, 200);
     assert_eq!(top2["items"].as_array().unwrap()[..], record["items"].as_array().unwrap()[..2]);
-    assert_eq!(get(&run.url("/v1/users/nobody-at-all/recommendations")).0, 404);
+    gets_popular_items("nobody-at-all");
+    let (_, top2) = get(&run.url("/v1/users/nobody-at-all/recommendations?k=2&explain=true"));
+    assert_eq!(top2["items"].as_array().unwrap().len(), 2, "{top2}");
+    assert!(top2["items"].as_array().unwrap().iter().all(|item| item["because"] == "popular fallback"), "{top2}");
+    println!("{emptied} users whose list emptied get the popular items");
     assert_eq!(get(&run.url(&format!("/v1/users/{user}/recommendations?k=0"))).0, 400);
     assert_eq!(get(&run.url(&format!("/v1/users/{user}/recommendations?explain=maybe"))).0, 400);
 
@@ -329,7 +346,7 @@ fn two_processes_serve_the_answers_of_a_single_process_run() {
     for (user, record) in &last {
         let (status, answer) = get(&run.url(&format!("/v1/users/{user}/recommendations")));
         if record["items"].as_array().unwrap().is_empty() {
-            assert_eq!(status, 404, "user {user}");
+            assert_eq!((status, &answer["popular"]), (200, &Value::Bool(true)), "user {user}: {answer}");
         } else {
             assert_eq!(answer["items"], record["items"], "user {user}: two processes answer as one");
         }

@@ -115,6 +115,7 @@ fn readable(key: &str, payload: &[u8]) -> String {
     };
     match record["type"].as_str() {
         Some("recs") => format!("user {} at {}: {}", plain(&record["user"]), record["time"], list("score")),
+        Some("popular") => format!("users without a list at {}: {}", record["time"], list("score")),
         Some("hot_items") => {
             let category = record.get("category").map(|c| format!(" category {}", plain(c))).unwrap_or_default();
             format!("hot items [{}, {}){category}: {}", record["window_start"], record["window_end"], list("count"))

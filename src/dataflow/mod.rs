@@ -1,7 +1,8 @@
 //! The dataflow: one file per operator family, wired together by [`build`].
 //!
 //! Accepted events → preferences (short-term window, long-term horizon, blend) → item similarity
-//! → scores → per-user top-k; and events → hot items per hopping window. Results leave as one
+//! → scores → per-user top-k, with the popular pool filling short lists and giving users without
+//! a list the popular items; and events → hot items per hopping window. Results leave as one
 //! collection of `(ResultKey, ResultValue)`.
 
 pub mod forget;
@@ -123,7 +124,10 @@ pub fn build_sharing<'scope>(
             lateness: pipeline.time.allowed_lateness.millis(),
             end: end.clone(),
         };
-        let recs = recommend::recommendations(events, contributions, similar, control, settings)
+        let pool = popular::popular_pool(events, popular::PoolSpec::of(spec, tick), end.clone());
+        let new_users = popular::new_user_list(pool.clone(), spec.k);
+        results.push(new_users.map(|list| (ResultKey::Popular, ResultValue::Recs(list))));
+        let recs = recommend::recommendations(pool, contributions, similar, control, settings)
             .map(|(user, list)| (ResultKey::Recs(user), ResultValue::Recs(list)));
         results.push(recs);
     }

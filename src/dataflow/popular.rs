@@ -1,6 +1,7 @@
 //! The popular pool: the items with most events over the last `popular_window`, ranked by count
 //! desc then item asc, refreshed on the similarity cadence. Users with too few scored candidates
-//! are filled from it ([`super::recommend`]).
+//! are filled from it ([`super::recommend`]), and its first `k` items are the list for users
+//! without one of their own ([`new_user_list`]).
 //!
 //! Two operators. **Counts** (on the worker the events are on) adds up each refresh's count
 //! changes per item locally, so one record per item and refresh crosses to the **Pool**
@@ -22,7 +23,9 @@ use crate::checkpoint::worker_state;
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
+use crate::results::RecItem;
 use crate::schedule::{Due, DueWork, Inbox};
+use crate::spec::RecommendSpec;
 
 /// The popular pool's layout.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +38,19 @@ pub struct PoolSpec {
     pub tick: Time,
     /// Items in the pool.
     pub size: usize,
+}
+
+impl PoolSpec {
+    /// The pool of a pipeline's recommendations: `spec.popular_window`, refreshed with the
+    /// similarity, [`POOL_PER_K`](super::recommend::POOL_PER_K) items per list entry.
+    pub fn of(spec: &RecommendSpec, tick: Time) -> PoolSpec {
+        PoolSpec {
+            window: spec.popular_window.millis(),
+            refresh: spec.similarity.refresh.millis(),
+            tick,
+            size: spec.k * super::recommend::POOL_PER_K,
+        }
+    }
 }
 
 /// `(rank, item, count)` for the `spec.size` items with most events in the last `spec.window`,
@@ -145,6 +161,64 @@ pub fn popular_pool<'scope>(
             },
         )
         .as_collection()
+}
+
+/// The list for users without one of their own, as it changes: the first `k` items of `pool`,
+/// best first, each a fill-in (score 0, `fallback`). An empty pool has no list.
+pub fn new_user_list<'scope>(pool: Coll<'scope, (usize, Id, i64)>, k: usize) -> Coll<'scope, Vec<RecItem>> {
+    pool.filter(move |(rank, _, _)| *rank < k)
+        .inner
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
+            Exchange::new(|_: &((usize, Id, i64), Time, isize)| 0),
+            "PopularPool: NewUserList",
+            move |capability, info| {
+                let state = worker_state::keep(&info.address, NewUserListState::default);
+                state.borrow_mut().inbox.hold_from(&capability);
+                move |(input, frontier), output| {
+                    let NewUserListState { inbox, top, emitted } = &mut *state.borrow_mut();
+                    inbox.absorb(input);
+                    while let Some(Due { time, capability, updates }) = inbox.next_complete(frontier) {
+                        for ((rank, item, _count), diff) in updates {
+                            let entry = top.entry((rank, item)).or_default();
+                            *entry += diff;
+                            if *entry == 0 {
+                                top.retain(|_, d| *d != 0);
+                            }
+                        }
+                        let list: Vec<RecItem> = top
+                            .keys()
+                            .map(|(_, item)| RecItem {
+                                item: item.clone(),
+                                score: 0,
+                                fallback: true,
+                                because: Vec::new(),
+                            })
+                            .collect();
+                        if list != *emitted {
+                            let mut session = output.session(&capability);
+                            let old = std::mem::replace(emitted, list);
+                            if !old.is_empty() {
+                                session.give((old, time, -1));
+                            }
+                            if !emitted.is_empty() {
+                                session.give((emitted.clone(), time, 1));
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// What the new-user list operator keeps (on worker 0).
+#[derive(Default, Serialize, Deserialize)]
+struct NewUserListState {
+    inbox: Inbox<(usize, Id, i64)>,
+    /// The pool's first `k` entries, `(rank, item)` with their multiplicity.
+    top: BTreeMap<(usize, Id), isize>,
+    /// The list last emitted.
+    emitted: Vec<RecItem>,
 }
 
 /// What the pool operator keeps (on worker 0).

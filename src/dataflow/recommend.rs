@@ -37,13 +37,12 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Concat, Exchange};
 
-use super::popular::{popular_pool, PoolSpec};
 use super::preference::{decay_factors, saturating_i64, seed_weight, Contribution, Touches};
 use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::similarity::Neighbours;
 use super::{Coll, Time};
 use crate::checkpoint::worker_state;
-use crate::event::{Event, Id};
+use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::progress::settled;
 use crate::progress::StreamEnd;
@@ -180,7 +179,7 @@ pub struct RecommendSettings<'a> {
 }
 
 /// `(user, list)`: each user's current top-k, from their events' contributions, the similarity
-/// table and the popular pool. After each forgotten user in `control.forgets`, every user is re-scored
+/// table and the popular pool ([`popular_pool`](super::popular::popular_pool)). After each forgotten user in `control.forgets`, every user is re-scored
 /// once the forgotten user's events are out of the table and the pool ([`settled`]).
 /// With `settings.explain`, each scored item carries the seeds that lead to it
 /// ([`RecItem::because`]).
@@ -189,6 +188,7 @@ pub struct RecommendSettings<'a> {
 /// use std::sync::Arc;
 ///
 /// use differential_dataflow::input::Input;
+/// use recflow::dataflow::popular::{popular_pool, PoolSpec};
 /// use recflow::dataflow::preference::contributions;
 /// use recflow::dataflow::recommend::{recommendations, Control, RecommendSettings};
 /// use recflow::progress::StreamEnd;
@@ -209,8 +209,9 @@ pub struct RecommendSettings<'a> {
 ///     let (_rows, rows) = scope.new_collection_from([row]);
 ///     let end = StreamEnd::default();
 ///     let parts = contributions(events.clone(), &spec, &Weights::default(), 1_000, end.clone());
+///     let pool = popular_pool(events, PoolSpec::of(&spec, 1_000), end.clone());
 ///     let settings = RecommendSettings { spec: &spec, explain: false, tick: 1_000, lateness: 0, end };
-///     recommendations(events, parts, rows.inner, Control::default(), settings).inner.capture()
+///     recommendations(pool, parts, rows.inner, Control::default(), settings).inner.capture()
 /// });
 /// // Each list as it is set, by time and user (the retractions of replaced lists left out).
 /// let updates = captured.extract().into_iter().flat_map(|(_, updates)| updates);
@@ -229,7 +230,7 @@ pub struct RecommendSettings<'a> {
 /// ]);
 /// ```
 pub fn recommendations<'scope>(
-    events: Coll<'scope, Event>,
+    pool: Coll<'scope, (usize, Id, i64)>,
     contributions: Coll<'scope, (Id, Contribution)>,
     similar: super::similarity::RowUpserts<'scope>,
     control: Control<'scope>,
@@ -241,8 +242,6 @@ pub fn recommendations<'scope>(
     let rescore = forgets.map(|forgets| {
         super::retime(forgets.map(|_| ()), "RescoreAfterForget", move |_, t| settled(t, refresh), end.clone())
     });
-    let pool_spec = PoolSpec { window: spec.popular_window.millis(), refresh, tick, size: spec.k * POOL_PER_K };
-    let pool = popular_pool(events, pool_spec, end);
     let mut per_user = contributions.map(|(user, contribution)| UserInput::Contribution(user, contribution));
     if let Some(restored) = restored {
         per_user = per_user.concat(restored.map(|(user, list)| UserInput::Restore(user, list)));

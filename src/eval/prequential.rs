@@ -13,7 +13,9 @@
 //! event is skipped, not scored, when its item is already excluded for its user under the
 //! pipeline's `exclude` rule (a repeat of a seen or bought item): no model that honours the rule
 //! can recommend it, so it says nothing about ranking. Every other event is scored against every
-//! model; a user without a list is a miss.
+//! model. A user without a list of their own is scored against the popular items the pipeline
+//! gives such users (its new-user list, as of before the event), as a server answers them; a miss
+//! when there are none yet.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -94,8 +96,9 @@ pub struct Evaluation {
 
 /// A model's current state.
 enum State {
-    /// A dataflow's current lists, `(item, fallback)` best first, kept by a changelog.
-    Dataflow { changelog: Changelog, lists: HashMap<Id, Vec<(Id, bool)>> },
+    /// A dataflow's current lists, `(item, fallback)` best first, kept by a changelog, and its
+    /// list for users without one of their own.
+    Dataflow { changelog: Changelog, lists: HashMap<Id, Vec<(Id, bool)>>, popular: Vec<(Id, bool)> },
     /// The global popularity baseline (shared state below).
     Global,
     /// The windowed popularity baseline (shared state below).
@@ -131,7 +134,9 @@ impl Prequential {
         let models = variants
             .iter()
             .map(|v| match v.model {
-                Model::Dataflow(_) => State::Dataflow { changelog: Changelog::new(None), lists: HashMap::default() },
+                Model::Dataflow(_) => {
+                    State::Dataflow { changelog: Changelog::new(None), lists: HashMap::default(), popular: Vec::new() }
+                }
                 Model::GlobalPopularity => State::Global,
                 Model::WindowedPopularity => State::Windowed,
                 Model::ItemKnn { recent } => State::Knn(recent),
@@ -196,6 +201,7 @@ impl Prequential {
             };
             for (model, tallies) in self.models.iter().zip(self.tallies.iter_mut()) {
                 list.clear();
+                let mut own_list = true;
                 let excluded = |item: &Id| self.exclusions.is_excluded(&event.user, item, time);
                 match model {
                     State::Knn(recent) => {
@@ -208,7 +214,11 @@ impl Prequential {
                             list.extend(fill.into_iter().map(|i| (i, true)));
                         }
                     }
-                    State::Dataflow { lists, .. } => list.extend(lists.get(&event.user).into_iter().flatten().cloned()),
+                    State::Dataflow { lists, popular, .. } => {
+                        let own = lists.get(&event.user);
+                        own_list = own.is_some();
+                        list.extend(own.unwrap_or(popular).iter().cloned());
+                    }
                     State::Global => list.extend(self.global.top(self.k, excluded).into_iter().map(|i| (i, false))),
                     State::Windowed => {
                         list.extend(self.windowed.popularity().top(self.k, excluded).into_iter().map(|i| (i, false)))
@@ -217,7 +227,7 @@ impl Prequential {
                 let rank = list.iter().position(|(item, _)| *item == event.item);
                 let outcome = Outcome {
                     rank: rank.map(|r| r + 1),
-                    empty: list.is_empty(),
+                    empty: list.is_empty() || !own_list,
                     all_fallback: !list.is_empty() && list.iter().all(|(_, fallback)| *fallback),
                     fallback_hit: rank.is_some_and(|r| list[r].1),
                     list_similarity: self.knn.mean_pairwise_cosine(list.iter().map(|(item, _)| item)),
@@ -253,19 +263,24 @@ impl Prequential {
             }
         }
         for (model, updates) in self.models.iter_mut().zip(per_model) {
-            let State::Dataflow { changelog, lists } = model else { continue };
+            let State::Dataflow { changelog, lists, popular } = model else { continue };
             if updates.is_empty() {
                 continue;
             }
             for (key, value) in changelog.apply(time, updates, None) {
-                let ResultKey::Recs(user) = key else { continue };
-                match value {
-                    Some(ResultValue::Recs(items)) => {
-                        lists.insert(user, items.into_iter().map(|i| (i.item, i.fallback)).collect());
+                let list = match value {
+                    Some(ResultValue::Recs(items)) => Some(items.into_iter().map(|i| (i.item, i.fallback)).collect()),
+                    _ => None,
+                };
+                match (key, list) {
+                    (ResultKey::Recs(user), Some(list)) => {
+                        lists.insert(user, list);
                     }
-                    _ => {
+                    (ResultKey::Recs(user), None) => {
                         lists.remove(&user);
                     }
+                    (ResultKey::Popular, list) => *popular = list.unwrap_or_default(),
+                    (ResultKey::HotItems { .. }, _) => {}
                 }
             }
         }
@@ -369,5 +384,31 @@ mod tests {
         // At 2 s global popularity is [10] less the seen 10: empty, a miss; at 3 s user 2 gets
         // [10, 30]: a hit at rank 1.
         assert_eq!((global.overall.hits, global.overall.mrr), (1, 1.0 / 3.0));
+    }
+
+    /// A user without a list of their own is scored against the pipeline's new-user list as of
+    /// before the event, counted as having no list, with fill-ins only.
+    #[test]
+    fn a_user_without_a_list_is_scored_against_the_new_user_list() {
+        let pipeline = Pipeline::from_toml("[recommend]\nk = 2\nexclude = \"seen\"", "t").unwrap();
+        let variants = super::super::variants::variants(&pipeline, 2, 10, &[]);
+        let mut p = Prequential::new(&pipeline, &variants, 2, 10, Plan::new(3, 0.0, 1));
+        let popular = |items: &[i64], diff| {
+            let list = items
+                .iter()
+                .map(|&item| RecItem { item: Id::Num(item), score: 0, fallback: true, because: Vec::new() })
+                .collect();
+            (0, ResultKey::Popular, ResultValue::Recs(list), diff)
+        };
+        // t=1s: user 1 views 10; the blend's new-user list becomes [10, 30] at 1 s.
+        p.step(1_000, vec![view(1, 10, 1)], vec![popular(&[10, 30], 1)]);
+        // t=2s: user 2 views 30: rank 2 of the new-user list. The list changes to [30] at 2 s...
+        p.step(2_000, vec![view(2, 30, 2)], vec![popular(&[10, 30], -1), popular(&[30], 1)]);
+        // ...which the event of user 3 at 3 s is scored against: rank 1.
+        p.step(3_000, vec![view(3, 30, 3)], vec![]);
+        let blend = &p.finish().results[0].overall;
+        assert_eq!((blend.events, blend.hits), (3, 2));
+        assert_eq!(blend.mrr, (0.5 + 1.0) / 3.0);
+        assert_eq!((blend.no_list, blend.fallback, blend.fallback_hits), (1.0, 2.0 / 3.0, 1.0));
     }
 }

@@ -228,7 +228,8 @@ async fn status(
 }
 
 /// `GET /v1/users/{user}/recommendations?k=N[&explain=true]`: the user's current list, best
-/// first; with `explain`, each item says why it is there.
+/// first, or for a user without one the popular items (`"popular": true`); with `explain`,
+/// each item says why it is there.
 async fn recommendations(
     State(shared): State<Arc<Shared>>,
     Path(user): Path<String>,
@@ -257,20 +258,31 @@ async fn recommendations(
     };
     let (record, as_of) = {
         let state = shared.state();
-        (state.recs(&id), state.as_of())
+        (state.recs(&id).or_else(|| state.popular()), state.as_of())
     };
     let Some(record) = record else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("user {user} has no recommendations")));
+        let message = format!("user {user} has no recommendations, and no item is popular yet");
+        return Err(ApiError::new(StatusCode::NOT_FOUND, message));
     };
-    let ChangeRecord::Recs { user, time, items } = &*record else {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a list of the wrong kind"));
+    let (time, items, popular) = match &*record {
+        ChangeRecord::Recs { time, items, .. } => (time, items, false),
+        ChangeRecord::Popular { time, items } => (time, items, true),
+        ChangeRecord::HotItems { .. } => {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a list of the wrong kind"));
+        }
     };
     let items = &items[..items.len().min(k)];
-    if !explain {
-        return Ok(Json(json!({ "user": user, "as_of": as_of, "time": time, "items": items })));
+    let mut answer = if explain {
+        let explained: Vec<Value> = items.iter().map(explained_item).collect();
+        json!({ "user": id, "as_of": as_of, "time": time, "items": explained })
+    } else {
+        json!({ "user": id, "as_of": as_of, "time": time, "items": items })
+    };
+    if popular {
+        // A user without a list of their own gets the popular items.
+        answer["popular"] = json!(true);
     }
-    let explained: Vec<Value> = items.iter().map(explained_item).collect();
-    Ok(Json(json!({ "user": user, "as_of": as_of, "time": time, "items": explained })))
+    Ok(Json(answer))
 }
 
 /// A list item with why it is there: the user's preferred items leading to it, with the short-
@@ -331,7 +343,7 @@ async fn hot_items(
                     None => json!({ "items": items }),
                 })
             }
-            ChangeRecord::Recs { .. } => None,
+            ChangeRecord::Recs { .. } | ChangeRecord::Popular { .. } => None,
         })
         .collect();
     Ok(Json(json!({ "as_of": as_of, "window_start": window_start, "window_end": end, "lists": lists })))

@@ -17,6 +17,8 @@ pub type Changes = Vec<Arc<ChangeRecord>>;
 #[derive(Debug)]
 pub struct Served {
     recs: HashMap<Id, Arc<ChangeRecord>>,
+    /// The list for users without one of their own.
+    popular: Option<Arc<ChangeRecord>>,
     /// Hot-items lists by window end (input's unit), then by category.
     hot: BTreeMap<u64, BTreeMap<Option<Id>, Arc<ChangeRecord>>>,
     as_of: Option<u64>,
@@ -30,7 +32,8 @@ pub struct Served {
 /// Which changes a subscriber follows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Topic {
-    /// Recommendation lists: of these users, or of all users.
+    /// Recommendation lists: of these users, or of all users (with the list for users without
+    /// one of their own).
     Recs(Option<BTreeSet<Id>>),
     /// Hot-items lists.
     HotItems,
@@ -40,7 +43,7 @@ impl Topic {
     /// Whether `record` belongs to this topic.
     pub fn matches(&self, record: &ChangeRecord) -> bool {
         match (self, record) {
-            (Topic::Recs(None), ChangeRecord::Recs { .. }) => true,
+            (Topic::Recs(None), ChangeRecord::Recs { .. } | ChangeRecord::Popular { .. }) => true,
             (Topic::Recs(Some(users)), ChangeRecord::Recs { user, .. }) => users.contains(user),
             (Topic::HotItems, ChangeRecord::HotItems { .. }) => true,
             _ => false,
@@ -53,6 +56,7 @@ impl Served {
     pub fn new(unit: u64, hot_windows: usize) -> Served {
         Served {
             recs: HashMap::new(),
+            popular: None,
             hot: BTreeMap::new(),
             as_of: None,
             frontier: None,
@@ -96,6 +100,9 @@ impl Served {
                     self.recs.insert(user.clone(), Arc::clone(record));
                 }
             }
+            ChangeRecord::Popular { items, .. } => {
+                self.popular = (!items.is_empty()).then(|| Arc::clone(record));
+            }
             ChangeRecord::HotItems { window_end, category, items, .. } => {
                 let window = self.hot.entry(*window_end).or_default();
                 if items.is_empty() {
@@ -118,6 +125,12 @@ impl Served {
         self.recs.get(user).cloned()
     }
 
+    /// The list for users without one of their own (the last change record of it), if the
+    /// popular pool holds anything.
+    pub fn popular(&self) -> Option<Arc<ChangeRecord>> {
+        self.popular.clone()
+    }
+
     /// The lists of the window ending at `window_end`, or of the latest window; with its end.
     pub fn hot_window(&self, window_end: Option<u64>) -> Option<(u64, Vec<Arc<ChangeRecord>>)> {
         let (end, lists) = match window_end {
@@ -134,7 +147,7 @@ impl Served {
             Topic::Recs(None) => {
                 let mut all: Vec<_> = self.recs.iter().collect();
                 all.sort_by(|a, b| a.0.cmp(b.0));
-                all.into_iter().map(|(_, r)| Arc::clone(r)).collect()
+                self.popular.iter().chain(all.into_iter().map(|(_, r)| r)).cloned().collect()
             }
             Topic::HotItems => self.hot.values().flat_map(|w| w.values().cloned()).collect(),
         }

@@ -73,7 +73,8 @@ pub type Batch = Arc<Rendered>;
 pub struct Rendered {
     /// Each record with its `change` event.
     records: Vec<(Arc<ChangeRecord>, Bytes)>,
-    /// The `change` events of every list of the batch, in order.
+    /// The `change` events of every recommendation list of the batch (users' and the new-user
+    /// list), in order.
     all_recs: Bytes,
     /// The `change` events of every hot-items list of the batch, in order.
     all_hot: Bytes,
@@ -88,7 +89,7 @@ impl Rendered {
             .map(|record| {
                 let event = record_event("change", &record);
                 match &*record {
-                    ChangeRecord::Recs { .. } => all_recs.extend_from_slice(&event),
+                    ChangeRecord::Recs { .. } | ChangeRecord::Popular { .. } => all_recs.extend_from_slice(&event),
                     ChangeRecord::HotItems { .. } => all_hot.extend_from_slice(&event),
                 }
                 (record, Bytes::from(event))

@@ -2,8 +2,9 @@
 //! each completed time, in time order and, within a time, in key order.
 //!
 //! Two kinds of change are not reported: a hot-items window that is purged (it was final; its
-//! last record stays its answer), and, after a finite input ended, recommendation changes caused
-//! only by windows expiring past the end of the data.
+//! last record stays its answer), and, after a finite input ended, recommendation changes (of
+//! users' lists and of the new-user list) caused only by windows expiring past the end of the
+//! data.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -72,7 +73,7 @@ impl Changelog {
                     continue;
                 }
             }
-            if matches!(key, ResultKey::Recs(_)) && end.is_some_and(|end| time > end) {
+            if matches!(key, ResultKey::Recs(_) | ResultKey::Popular) && end.is_some_and(|end| time > end) {
                 continue;
             }
             if let ResultKey::HotItems { window_end, .. } = &key {
@@ -125,6 +126,13 @@ impl RecordFormat {
                     _ => Vec::new(),
                 };
                 ChangeRecord::Recs { user, time: time / unit, items }
+            }
+            ResultKey::Popular => {
+                let items = match value {
+                    Some(ResultValue::Recs(list)) => list.into_iter().map(scored).collect(),
+                    _ => Vec::new(),
+                };
+                ChangeRecord::Popular { time: time / unit, items }
             }
             ResultKey::HotItems { window_end, category } => {
                 let items = match value {
@@ -211,10 +219,12 @@ struct ChangesState {
 }
 
 /// The worker a result key's changes are found on: a user's lists where the users operator
-/// computed them, a window's where its top-N was chosen.
+/// computed them, a window's where its top-N was chosen, the new-user list where the popular
+/// pool is.
 fn owner(key: &ResultKey) -> u64 {
     match key {
         ResultKey::Recs(user) => user.hashed(),
+        ResultKey::Popular => 0,
         ResultKey::HotItems { window_end, category } => (window_end, category).hashed(),
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - Changelog: recommendation changes keyed by user (the value is the changelog record as JSON;
 //!   a tombstone when the list becomes empty), hot-item windows keyed by `hot_items/WINDOW_END`
-//!   or `hot_items/WINDOW_END/CATEGORY`.
+//!   or `hot_items/WINDOW_END/CATEGORY`, the list for users without one of their own keyed by
+//!   `popular` (a tombstone when the popular pool is empty).
 //! - Dead letters: the raw payload, with `reason`, `detail`, `origin` and, for Kafka sources,
 //!   `partition` and `offset` headers.
 //!
@@ -25,7 +26,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 
 use super::{Destination, SinkError};
-use crate::event::{DeadLetter, Millis, HOT_ITEMS_KEY_PREFIX};
+use crate::event::{DeadLetter, Millis, HOT_ITEMS_KEY_PREFIX, POPULAR_KEY};
 use crate::kafka::partition::partition_of;
 use crate::kafka::{client_config, ReportLimiter};
 use crate::metrics::Metrics;
@@ -484,6 +485,7 @@ impl ToMessage for ChangeRecord {
             ChangeRecord::HotItems { window_end, category: Some(category), .. } => {
                 (format!("{HOT_ITEMS_KEY_PREFIX}{window_end}/{}", category.key()), false)
             }
+            ChangeRecord::Popular { items, .. } => (POPULAR_KEY.to_string(), items.is_empty()),
         };
         let payload = if empty { None } else { Some(serde_json::to_vec(self).map_err(SinkError::encode)?) };
         Ok((Some(key.into_bytes()), payload, None))

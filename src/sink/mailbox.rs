@@ -38,6 +38,8 @@ struct Pending {
     next: u64,
     /// Where each user's record waits.
     users: HashMap<Id, u64>,
+    /// Where the new-user list's record waits.
+    popular: Option<u64>,
     /// Where each hot-items list's record waits, by `(window_end, category)`.
     hot: BTreeMap<(u64, Option<Id>), u64>,
     /// How many lists of each window wait.
@@ -111,6 +113,7 @@ impl Pending {
         self.next += 1;
         let replaced = match &record {
             ChangeRecord::Recs { user, .. } => self.users.insert(user.clone(), at),
+            ChangeRecord::Popular { .. } => self.popular.replace(at),
             ChangeRecord::HotItems { window_end, category, .. } => {
                 let replaced = self.hot.insert((*window_end, category.clone()), at);
                 if replaced.is_none() {
@@ -147,6 +150,7 @@ impl Pending {
         let mut taken = Vec::with_capacity(2);
         if !self.records.is_empty() {
             self.users.clear();
+            self.popular = None;
             self.hot.clear();
             self.hot_ends.clear();
             taken.push(Feed::Changes(std::mem::take(&mut self.records).into_values().collect()));

@@ -586,6 +586,24 @@ impl<'a> RecsReference<'a> {
     }
 }
 
+/// The list for users without one of their own at `at`: the first `k` items of the popular pool
+/// as of the last refresh, by count desc then item asc.
+pub fn new_user_list_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Vec<Id> {
+    let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
+    let tick = pipeline.time.tick.millis();
+    let refresh = spec.similarity.refresh.millis();
+    let at_refresh = at / refresh * refresh;
+    let mut counts: BTreeMap<Id, i64> = BTreeMap::new();
+    for Timed { event, time } in accepted {
+        if *time <= at_refresh && ceil_to(event.ts + spec.popular_window.millis(), tick) > at_refresh {
+            *counts.entry(event.item.clone()).or_default() += 1;
+        }
+    }
+    let mut ranked: Vec<(i64, Id)> = counts.into_iter().map(|(item, count)| (-count, item)).collect();
+    ranked.sort();
+    ranked.into_iter().take(spec.k).map(|(_, item)| item).collect()
+}
+
 /// Final hot items per (window_end, category): every accepted event counted in its windows.
 pub fn hot_items(
     pipeline: &Pipeline,
