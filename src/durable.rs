@@ -69,7 +69,7 @@ pub struct Restored {
     pub manifest: Manifest,
     /// What it was taken with.
     pub meta: CheckpointMeta,
-    /// Every worker's part.
+    /// Every worker's part, in worker order.
     pub parts: Vec<WorkerCut>,
     /// Newer checkpoints passed over as damaged, one line each.
     pub damaged: Vec<String>,
@@ -127,8 +127,10 @@ pub fn newest(store: &CheckpointStore, pipeline: &Pipeline) -> Result<Option<Res
     let decode = |(entry, bytes): (&FileEntry, Vec<u8>)| {
         bincode::deserialize(&bytes).map_err(|e| unreadable(format!("{}: {e}", entry.name)))
     };
-    let parts =
+    let mut parts =
         map_in_parallel(manifest.files.iter().zip(files), decode).into_iter().collect::<Result<Vec<WorkerCut>, _>>()?;
+    // In worker order: a restore on another number of workers takes some state from worker 0.
+    parts.sort_by_key(|part| part.worker);
     let damaged = damaged.iter().map(ToString::to_string).collect();
     Ok(Some(Restored { manifest, meta, parts, damaged }))
 }

@@ -46,6 +46,14 @@ pub const HOT_ITEMS_KEY_PREFIX: &str = "hot_items/";
 /// in keys, so that no user's key is this list's.
 pub const POPULAR_KEY: &str = "popular";
 
+/// An id in pending updates belongs where it hashes to: a user's or item's worker.
+impl crate::checkpoint::rescale::Placed for Id {
+    fn place(&self) -> crate::checkpoint::rescale::Place {
+        use differential_dataflow::Hashable;
+        crate::checkpoint::rescale::Place::Key(self.hashed())
+    }
+}
+
 impl Id {
     /// The id as a key no other id shares (served lookups, Kafka keys): a number as its digits,
     /// a text as itself unless it would read back as something else (a number, an empty or

@@ -14,6 +14,7 @@ use timely::worker::Worker;
 
 use crate::checkpoint::forgotten::{ForgetLedger, Forgotten};
 use crate::checkpoint::post_log::{LoggedPost, PostLog};
+use crate::checkpoint::rescale::Owner;
 use crate::checkpoint::worker_state;
 use crate::checkpoint::CheckpointStore;
 use crate::dataflow::{self, Time};
@@ -99,8 +100,8 @@ pub struct Checkpoints {
     /// Takes each worker's part of each checkpoint, on that worker's thread.
     pub save: Arc<dyn Fn(Result<WorkerCut, bincode::Error>) + Send + Sync>,
     /// Every worker's part of the checkpoint to start from, if any: the run then goes on from
-    /// where that checkpoint's run stood, on the same number of workers, and writes only the
-    /// changes after its cut.
+    /// where that checkpoint's run stood, on the same or (file and generator inputs) another
+    /// number of workers, and writes only the changes after its cut.
     pub restore: Option<Arc<Vec<WorkerCut>>>,
 }
 
@@ -765,7 +766,11 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let (index, peers) = (worker.index(), worker.peers());
     let pipeline = &shared.pipeline;
     let parallel = reads_in_parallel(pipeline, &shared.options);
-    let restoring = restored_part(shared, index, peers)?;
+    let (restoring, rescaled) = match restored_part(shared, index, peers)? {
+        Some(Restoring::Own(part)) => (Some(part), None),
+        Some(Restoring::Rescaled { part, all, to }) => (Some(part), Some((all, to))),
+        None => (None, None),
+    };
     let input = open_input(shared, index, peers, restoring)?;
     let outputs = (index == 0).then(|| open_outputs(shared)).transpose()?;
     let (hopping, unit) = (dataflow::hopping(pipeline), pipeline.source.timestamp_unit.scale());
@@ -779,7 +784,12 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
         let save = Arc::clone(&options.save);
         CutSettings {
             interval: options.interval,
-            state: worker_state::install(restoring.map(|part| part.operators.clone()).unwrap_or_default()),
+            state: match rescaled {
+                Some((all, to)) => {
+                    worker_state::install_rescaled(all.iter().map(|p| p.operators.clone()).collect(), to)
+                }
+                None => worker_state::install(restoring.map(|part| part.operators.clone()).unwrap_or_default()),
+            },
             save: Box::new(move |cut| save(cut)),
             restore: reader,
         }
@@ -837,22 +847,48 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     Ok(())
 }
 
-/// This worker's part of the checkpoint the run restores, if it restores one; the checkpoint
-/// must have been taken on as many workers.
-fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<&WorkerCut>, RunError> {
+/// What one worker restores.
+enum Restoring<'a> {
+    /// Its own part: the checkpoint was taken on as many workers.
+    Own(&'a WorkerCut),
+    /// A checkpoint taken on another number of workers: the part whose source and reader this
+    /// worker takes over, every old worker's part (to rebuild each operator's state from), and
+    /// where this worker stands.
+    Rescaled { part: &'a WorkerCut, all: &'a [WorkerCut], to: Owner },
+}
+
+/// This worker's part of the checkpoint the run restores, if it restores one.
+///
+/// On another number of workers, each operator's state is rebuilt from every old worker's
+/// ([`worker_state::install_rescaled`]); what a reader was is taken over whole. A file or the
+/// generator is read by worker 0 alone, so new worker 0 takes old worker 0's reader and source
+/// position, and every other new worker the reader of an old worker that read nothing. Kafka
+/// partitions are read by every worker, and their lanes are not dealt out anew yet: that is
+/// refused, as is a checkpoint of one worker on more (it has no reader that read nothing).
+fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Restoring<'_>>, RunError> {
     let Some(parts) = shared.options.checkpoints.as_ref().and_then(|c| c.restore.as_deref()) else { return Ok(None) };
     let taken_on = parts.iter().map(|part| part.worker + 1).max().unwrap_or(0);
-    let mine = parts.iter().find(|part| part.worker == worker);
-    match mine {
-        Some(part) if taken_on == workers => Ok(Some(part)),
-        _ => Err(RunError::Restore {
-            pipeline: shared.pipeline.name.clone(),
-            message: format!(
-                "it was taken on {taken_on} workers and this run has {workers}; restore it on {taken_on} workers, or \
-                 start over with --fresh"
-            ),
-        }),
+    let part_of = |old: usize| parts.iter().find(|part| part.worker == old);
+    let refused = |why: &str| RunError::Restore {
+        pipeline: shared.pipeline.name.clone(),
+        message: format!(
+            "it was taken on {taken_on} workers and this run has {workers}; {why}: restore it on {taken_on} workers, \
+             or start over with --fresh"
+        ),
+    };
+    if taken_on == workers {
+        return part_of(worker).map(|part| Some(Restoring::Own(part))).ok_or_else(|| refused("a part is missing"));
     }
+    if parts.iter().any(|part| matches!(part.source, Some(ResumePoint::Kafka(_)))) {
+        return Err(refused("a Kafka source's partitions cannot be dealt to another number of workers yet"));
+    }
+    if taken_on < 2 && workers > 1 {
+        return Err(refused("a checkpoint of one worker restores on one worker only, for now"));
+    }
+    let takes_over = if worker == 0 { 0 } else { 1 };
+    let part = part_of(takes_over).ok_or_else(|| refused("a part is missing"))?;
+    let cut = part.cut;
+    Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut } }))
 }
 
 /// Opens worker 0's outputs: the changelog (teed into the server's feed when serving) and the

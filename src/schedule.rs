@@ -20,6 +20,7 @@ use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
 use crate::checkpoint::cut::Holding;
+use crate::checkpoint::rescale::{merge_by_time, Owner, Placed, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event_time::Time;
 use crate::progress::StreamEnd;
@@ -174,6 +175,66 @@ impl<'de, W: Deserialize<'de>> Deserialize<'de> for DueWork<W> {
     }
 }
 
+/// Work that two workers had pending at one time, combined on one.
+pub trait MergeWork {
+    /// Adds `other`'s work to this one's.
+    fn merge(&mut self, other: Self);
+}
+
+impl<D> MergeWork for Vec<D> {
+    fn merge(&mut self, other: Self) {
+        self.extend(other);
+    }
+}
+
+impl<K: Eq + std::hash::Hash> MergeWork for rustc_hash::FxHashMap<K, i64> {
+    fn merge(&mut self, other: Self) {
+        crate::checkpoint::rescale::sum_counts(self, other);
+    }
+}
+
+/// Due work that may be done on any worker (its results are exchanged by the next operator):
+/// all of it on worker 0, each time's work of every old worker combined.
+impl<W: MergeWork> Rescale for DueWork<W> {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let work = merge_by_time(old.into_iter().map(|due| due.work).collect(), |_, work| Some(work), W::merge);
+        DueWork { work: if to.is_first() { work } else { BTreeMap::new() }, ..DueWork::default() }
+    }
+}
+
+impl<W> DueWork<W> {
+    /// The work at `time` of a state restored on another number of workers, before
+    /// [`DueWork::hold_from`] holds a capability for it.
+    pub fn restored_at(&mut self, time: Time) -> &mut W
+    where
+        W: Default,
+    {
+        self.work.entry(time).or_default()
+    }
+
+    /// Every old worker's work, by time, for a state that splits it itself.
+    pub fn into_work(self) -> BTreeMap<Time, W> {
+        self.work
+    }
+
+    /// Due work rebuilt from `work`, holding no capability yet ([`DueWork::hold_from`]).
+    pub fn from_work(work: BTreeMap<Time, W>) -> DueWork<W> {
+        DueWork { work, held: None, holding: worker_state::holding() }
+    }
+}
+
+/// Each pending update where it belongs ([`Placed`]).
+impl<D: Placed> Rescale for Inbox<D> {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let keep = |worker: usize, updates: Vec<(D, isize)>| {
+            let kept: Vec<(D, isize)> = updates.into_iter().filter(|(d, _)| to.keeps(d.place(), worker)).collect();
+            (!kept.is_empty()).then_some(kept)
+        };
+        let pending = merge_by_time(old.into_iter().map(|inbox| inbox.pending).collect(), keep, Vec::extend);
+        Inbox { pending, held: None }
+    }
+}
+
 /// Downgrades `held` to `next`, or drops it when nothing is left.
 fn settle(held: &mut Option<Capability<Time>>, next: Option<&Time>) {
     match (next, held.as_mut()) {
@@ -293,6 +354,66 @@ mod tests {
     use timely::dataflow::operators::{Input, Probe};
 
     use super::*;
+    use crate::checkpoint::rescale::Place;
+
+    /// An update placed by hand: `(place, label)`.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tagged(Place, &'static str);
+
+    impl Placed for Tagged {
+        fn place(&self) -> Place {
+            self.0
+        }
+    }
+
+    /// On another number of workers, each pending update goes where it belongs: a keyed one to
+    /// its key's worker, one copy of what every worker holds to each worker, and what may sit
+    /// anywhere to worker 0; one time's updates of several old workers are merged.
+    #[test]
+    fn pending_updates_are_dealt_to_the_workers_they_belong_to() {
+        let inbox = |updates: Vec<(Time, Tagged)>| {
+            let mut inbox = Inbox::default();
+            for (time, tagged) in updates {
+                inbox.pending.entry(time).or_insert_with(Vec::new).push((tagged, 1));
+            }
+            inbox
+        };
+        let old = || {
+            vec![
+                inbox(vec![(5, Tagged(Place::Key(4), "key 4")), (5, Tagged(Place::Everywhere, "copy of 0"))]),
+                inbox(vec![(5, Tagged(Place::Key(3), "key 3")), (7, Tagged(Place::Everywhere, "copy of 1"))]),
+                inbox(vec![(7, Tagged(Place::Anywhere, "loose"))]),
+            ]
+        };
+        let labels = |inbox: Inbox<Tagged>| -> Vec<(Time, &'static str)> {
+            inbox
+                .pending
+                .into_iter()
+                .flat_map(|(time, updates)| updates.into_iter().map(move |(t, _)| (time, t.1)))
+                .collect()
+        };
+        let to = |worker| Owner { worker, workers: 2, cut: 5 };
+        assert_eq!(labels(Inbox::rescale(old(), to(0))), [(5, "key 4"), (5, "copy of 0"), (7, "loose")]);
+        assert_eq!(labels(Inbox::rescale(old(), to(1))), [(5, "copy of 0"), (5, "key 3")]);
+    }
+
+    /// Work any worker may do lands on worker 0, one time's counts of every old worker summed.
+    #[test]
+    fn loose_due_work_is_merged_onto_worker_0() {
+        let work = |entries: &[(Time, i64, i64)]| {
+            let mut work: BTreeMap<Time, rustc_hash::FxHashMap<i64, i64>> = BTreeMap::new();
+            for &(time, key, count) in entries {
+                work.entry(time).or_default().insert(key, count);
+            }
+            DueWork::from_work(work)
+        };
+        let old = || vec![work(&[(5, 1, 2), (6, 2, 1)]), work(&[(5, 1, 3), (5, 2, -1), (6, 2, -1)])];
+        let merged = DueWork::rescale(old(), Owner { worker: 0, workers: 3, cut: 5 }).into_work();
+        let expected: BTreeMap<Time, rustc_hash::FxHashMap<i64, i64>> =
+            [(5, [(1, 5), (2, -1)].into_iter().collect()), (6, Default::default())].into_iter().collect();
+        assert_eq!(merged, expected);
+        assert!(DueWork::rescale(old(), Owner { worker: 2, workers: 3, cut: 5 }).into_work().is_empty());
+    }
 
     /// An operator that takes only the complete times its caller wants, the way the forget
     /// operator waits for its other input, must still release the capability once nothing is

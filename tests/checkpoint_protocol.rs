@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::{scratch_dir, SMALL_WORLD};
 use differential_dataflow::Hashable;
+use recflow::checkpoint::rescale::{Owner, Rescale};
 use recflow::checkpoint::worker_state;
 use recflow::dataflow::Time;
 use recflow::driver::WorkerDriver;
@@ -164,15 +165,15 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
                 Exchange::new(|(event, _, _): &(Event, Time, isize)| event.user.hashed()),
                 "Count",
                 |_capability, info| {
-                    let counted = worker_state::keep(&info.address, || 0u64);
+                    let counted = worker_state::keep(&info.address, EventsCounted::default);
                     *counter_address.lock().unwrap() = info.address.to_vec();
                     let activator = scope.activator_for(info.address);
                     let mut runs = 0u64;
                     move |input, _output| {
                         runs += 1;
                         if runs.is_multiple_of(2) {
-                            input.for_each(|_, data| *counted.borrow_mut() += data.len() as u64);
-                            counts.lock().unwrap().insert(index, *counted.borrow());
+                            input.for_each(|_, data| counted.borrow_mut().0 += data.len() as u64);
+                            counts.lock().unwrap().insert(index, counted.borrow().0);
                         } else {
                             activator.activate();
                         }
@@ -190,6 +191,17 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
     let counted = counted.lock().unwrap().values().sum();
     let counter = counter.lock().unwrap().clone();
     Counted { cuts, counted, counter }
+}
+
+/// The counter's state: the events it has counted (saved as the bare number).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct EventsCounted(u64);
+
+/// Counts add up, on worker 0.
+impl Rescale for EventsCounted {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        EventsCounted(if to.is_first() { old.iter().map(|counted| counted.0).sum() } else { 0 })
+    }
 }
 
 /// What the operators of one worker's cut hold: records held back plus records counted.

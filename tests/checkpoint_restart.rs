@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::restarts::{committed, kill_and_restart_until_done, two_processes, Kills};
+use common::restarts::{committed, kill_after, kill_and_restart_until_done, two_processes, Kills};
 use common::serve::{agent, reply, wait_for, Running};
 use common::{recflow, run_ok, scratch_dir, wait_for_exit, SMALL_WORLD};
 
@@ -36,6 +36,11 @@ fn undisturbed_run(tag: &str, events: u64) -> (PathBuf, PathBuf, PathBuf, PathBu
 
 /// `recflow run` of the world's file on two workers into `output`, with `extra` arguments.
 fn run_command(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
+    run_on_workers(pipeline, input, output, 2, extra)
+}
+
+/// [`run_command`] on `workers` workers (per process).
+fn run_on_workers(pipeline: &Path, input: &Path, output: &Path, workers: usize, extra: &[&str]) -> Command {
     let mut command = recflow();
     command.arg("run").arg(pipeline).arg("--input").arg(input).arg("--output").arg(output);
     let null = Path::new("/dev/null");
@@ -44,7 +49,7 @@ fn run_command(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> 
     } else {
         output.with_extension("dead.jsonl")
     });
-    command.args(["-q", "-w", "2"]).args(extra);
+    command.args(["-q", "-w", &workers.to_string()]).args(extra);
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     command
 }
@@ -89,6 +94,48 @@ fn two_processes_killed_at_random_points_end_with_the_undisturbed_changelog() {
     let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&outputs[0]).unwrap());
     assert!(expected == got, "after {kills} kills: {} bytes written, {} expected", got.len(), expected.len());
     assert!(kills >= 5, "the run ended after {kills} kills: too short to test restarts");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A checkpoint restores on another number of workers: a run on two workers is killed after a
+/// few checkpoints, restored on three workers and killed again, restored on two processes of two
+/// workers each and killed again, and finished on one worker. Each restore rebuilds every
+/// operator's state from the old workers' (split by key, copies taken once, pending work
+/// merged), and the changelog ends equal to an undisturbed run's, byte for byte.
+#[test]
+fn a_checkpoint_restores_on_three_workers_on_two_processes_and_on_one() {
+    let dir = scratch_dir("restart-rescale");
+    let (pipeline, input) = world(&dir, 300_000);
+    // Late events that windows take after they fired: every 40th event read about a minute
+    // late, with two minutes of allowed lateness.
+    std::fs::write(&pipeline, format!("{SMALL_WORLD}\n[time]\nallowed_lateness = \"2m\"\n")).unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(&input).unwrap().lines().map(String::from).collect();
+    for at in (0..lines.len().saturating_sub(600)).step_by(40) {
+        let late = lines.remove(at);
+        lines.insert(at + 600, late);
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let undisturbed = dir.join("undisturbed.jsonl");
+    run_ok(&mut run_command(&pipeline, &input, &undisturbed, &[]));
+    let checkpoints = dir.join("checkpoints");
+    let outputs = [dir.join("restarted.jsonl"), dir.join("process-1.jsonl")];
+    let checkpointing = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    let on = |workers: usize, extra: &[&str], output: &Path| {
+        run_on_workers(&pipeline, &input, output, workers, &[extra, &checkpointing[..]].concat())
+    };
+    // Killed once two more checkpoints are committed: the next run restores one of this run's.
+    let run_and_kill = |mut commands: Vec<Command>| {
+        let mut children: Vec<_> = commands.iter_mut().map(|command| command.spawn().unwrap()).collect();
+        let target = committed(&checkpoints) + 2;
+        assert!(kill_after(&mut children, &checkpoints, target, Duration::from_millis(30)), "ended before the kill");
+    };
+    run_and_kill(vec![on(2, &[], &outputs[0])]);
+    run_and_kill(vec![on(3, &[], &outputs[0])]);
+    run_and_kill(two_processes(&dir, |process, cluster| on(2, cluster, &outputs[process])));
+    let stderr = run_ok(&mut on(1, &[], &outputs[0]));
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    let (expected, got) = (std::fs::read(&undisturbed).unwrap(), std::fs::read(&outputs[0]).unwrap());
+    assert!(expected == got, "{} bytes written, {} expected", got.len(), expected.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -170,6 +217,23 @@ fn checkpoints_are_refused_where_a_restart_could_not_continue_exactly() {
     let file = ["--input", input.to_str().unwrap()];
     let one_topic = ["--output", "kafka://127.0.0.1:1/recs", "--dead-letter", "kafka://127.0.0.1:1/recs"];
     refused(&[&file[..], &one_topic[..]].concat(), "go to one Kafka topic");
+    // A checkpoint of one worker does not restore on more yet: it has no reader that read
+    // nothing for the others to take over.
+    let longer = dir.join("longer");
+    std::fs::create_dir_all(&longer).unwrap();
+    let (pipeline, input) = world(&longer, 100_000);
+    let on = |workers: &str| {
+        let mut command = recflow();
+        command.arg("run").arg(&pipeline).args(["-q", "-w", workers, "--output", "/dev/null", "--input"]).arg(&input);
+        command.arg("--checkpoint").arg(dir.join("one-worker")).args(["--checkpoint-interval", "1ms"]);
+        command.stdin(Stdio::null());
+        command
+    };
+    run_ok(&mut on("1"));
+    assert!(committed(&dir.join("one-worker")) > 0, "a checkpoint to restore");
+    let output = on("2").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("restores on one worker only"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

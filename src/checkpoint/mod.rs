@@ -11,6 +11,7 @@ pub mod cut;
 pub mod forgotten;
 mod json_lines;
 pub mod post_log;
+pub mod rescale;
 pub mod store;
 pub mod worker_state;
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use super::cut::Holding;
+use super::rescale::{Owner, Rescale};
 
 /// Saves one operator's state, serialised.
 pub type Saver = Box<dyn Fn() -> Result<Vec<u8>, bincode::Error>>;
@@ -32,9 +33,24 @@ pub struct WorkerState {
     holding: Holding,
     savers: Vec<(Vec<usize>, Saver)>,
     /// Saved state not yet taken back by the operator at its address.
-    restored: HashMap<Vec<usize>, Vec<u8>>,
+    restored: Restoring,
     /// Saved state an operator could not read back, with why.
     unreadable: Vec<(Vec<usize>, String)>,
+}
+
+/// What a worker restores its operators from.
+enum Restoring {
+    /// Its own saved state, by operator address: the checkpoint was taken on as many workers.
+    Own(HashMap<Vec<usize>, Vec<u8>>),
+    /// Every old worker's saved state, each operator's rebuilt for this worker of a run with
+    /// another number of workers ([`Rescale`]).
+    Rescaled { to: Owner, old: Vec<HashMap<Vec<usize>, Vec<u8>>> },
+}
+
+impl Default for Restoring {
+    fn default() -> Self {
+        Restoring::Own(HashMap::new())
+    }
 }
 
 thread_local! {
@@ -45,7 +61,20 @@ thread_local! {
 /// (empty for a fresh start): operators built from now on register their state with the
 /// returned handle, take their saved state back, and their due work follows its [`Holding`].
 pub fn install(restored: Vec<SavedOperator>) -> Rc<RefCell<WorkerState>> {
-    let restored = restored.into_iter().map(|(address, bytes)| (address, bytes.into_vec())).collect();
+    install_restoring(Restoring::Own(by_address(restored)))
+}
+
+/// [`install`] for worker `to` of a run restoring a checkpoint taken on another number of
+/// workers: `old` holds every old worker's saved operators, in old worker order.
+pub fn install_rescaled(old: Vec<Vec<SavedOperator>>, to: Owner) -> Rc<RefCell<WorkerState>> {
+    install_restoring(Restoring::Rescaled { to, old: old.into_iter().map(by_address).collect() })
+}
+
+fn by_address(saved: Vec<SavedOperator>) -> HashMap<Vec<usize>, Vec<u8>> {
+    saved.into_iter().map(|(address, bytes)| (address, bytes.into_vec())).collect()
+}
+
+fn install_restoring(restored: Restoring) -> Rc<RefCell<WorkerState>> {
     let state = WorkerState { restored, ..WorkerState::default() };
     let state = Rc::new(RefCell::new(state));
     WORKER.with(|worker| *worker.borrow_mut() = Some(Rc::clone(&state)));
@@ -70,24 +99,48 @@ pub fn register(address: &[usize], save: Saver) {
 }
 
 /// The state saved for the operator at `address`, when this worker restores a checkpoint that
-/// holds one. State that cannot be read back is recorded ([`WorkerState::problems`]) and
+/// holds one; rebuilt from every old worker's when the checkpoint was taken on another number
+/// of workers. State that cannot be read back is recorded ([`WorkerState::problems`]) and
 /// treated as absent.
-pub fn restored<T: DeserializeOwned>(address: &[usize]) -> Option<T> {
-    let bytes = with_state(|state| state.restored.remove(address)).flatten()?;
+pub fn restored<T: DeserializeOwned + Rescale>(address: &[usize]) -> Option<T> {
+    let (saved, to) = with_state(|state| match &mut state.restored {
+        Restoring::Own(own) => (own.remove(address).into_iter().collect::<Vec<_>>(), None),
+        Restoring::Rescaled { to, old } => {
+            (old.iter_mut().filter_map(|part| part.remove(address)).collect(), Some(*to))
+        }
+    })?;
+    if saved.is_empty() {
+        return None;
+    }
     // Read outside the borrow: what is read may ask for the worker's state too.
-    match bincode::deserialize(&bytes) {
-        Ok(value) => Some(value),
-        Err(e) => {
+    let read: Result<Vec<T>, bincode::Error> = saved.iter().map(|bytes| bincode::deserialize(bytes)).collect();
+    match (read, to) {
+        (Ok(mut states), None) => states.pop(),
+        (Ok(states), Some(to)) => Some(T::rescale(states, to)),
+        (Err(e), _) => {
             with_state(|state| state.unreadable.push((address.to_vec(), e.to_string())));
             None
         }
     }
 }
 
+/// Where this worker stands in a run restoring a checkpoint taken on another number of workers:
+/// for operators that must do more than rebuild their state ([`Rescale`]).
+pub fn rescaled() -> Option<Owner> {
+    with_state(|state| match &state.restored {
+        Restoring::Rescaled { to, .. } => Some(*to),
+        Restoring::Own(_) => None,
+    })
+    .flatten()
+}
+
 /// The state of the operator at `address`: restored from the checkpoint this worker restores,
 /// if it holds one, or else `fresh()`; registered to be saved at every checkpoint. Without
 /// checkpoints on this worker, simply `fresh()`.
-pub fn keep<S: Serialize + DeserializeOwned + 'static>(address: &[usize], fresh: impl FnOnce() -> S) -> Rc<RefCell<S>> {
+pub fn keep<S: Serialize + DeserializeOwned + Rescale + 'static>(
+    address: &[usize],
+    fresh: impl FnOnce() -> S,
+) -> Rc<RefCell<S>> {
     let state = Rc::new(RefCell::new(restored(address).unwrap_or_else(fresh)));
     let saved = Rc::clone(&state);
     register(address, Box::new(move || bincode::serialize(&*saved.borrow())));
@@ -118,8 +171,12 @@ impl WorkerState {
             .iter()
             .map(|(address, e)| format!("operator {address:?}: cannot read its state: {e}"))
             .collect();
-        let mut unclaimed: Vec<&Vec<usize>> = self.restored.keys().collect();
+        let mut unclaimed: Vec<&Vec<usize>> = match &self.restored {
+            Restoring::Own(own) => own.keys().collect(),
+            Restoring::Rescaled { old, .. } => old.iter().flat_map(HashMap::keys).collect(),
+        };
         unclaimed.sort();
+        unclaimed.dedup();
         problems
             .extend(unclaimed.into_iter().map(|address| format!("no operator at {address:?} takes its saved state")));
         problems

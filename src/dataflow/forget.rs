@@ -26,6 +26,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{hopping, Coll, Time};
+use crate::checkpoint::rescale::{owned_entries, Owner, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
@@ -163,6 +164,23 @@ impl Kept {
                     Some(None) => {}
                 }
             }
+        }
+    }
+}
+
+/// Each user's kept events and checks go to the user's worker.
+impl Rescale for ForgetState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let (kept, pending): (Vec<Kept>, Vec<Inbox<Id>>) = old.into_iter().map(|s| (s.kept, s.pending)).unzip();
+        let (by_user, checks): (Vec<_>, Vec<_>) = kept.into_iter().map(|k| (k.by_user, k.checks)).unzip();
+        let mut merged_checks: BTreeMap<Time, Vec<Id>> = BTreeMap::new();
+        for (time, users) in checks.into_iter().flatten() {
+            merged_checks.entry(time).or_default().extend(users.into_iter().filter(|user| to.owns_key(user)));
+        }
+        merged_checks.retain(|_, users| !users.is_empty());
+        ForgetState {
+            kept: Kept { by_user: owned_entries(by_user, to), checks: merged_checks },
+            pending: Inbox::rescale(pending, to),
         }
     }
 }

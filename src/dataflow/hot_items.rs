@@ -31,6 +31,7 @@ use timely::dataflow::Stream;
 
 use super::ranking::keep_best;
 use super::{Coll, Time};
+use crate::checkpoint::rescale::{merge_by_time, Owner, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::{Event, Id, Millis};
 use crate::schedule::{Due, DueWork, Inbox};
@@ -166,6 +167,9 @@ fn window_candidates<'scope>(
         "HotItems: Windows",
         move |capability, info| {
             let state = worker_state::keep(&info.address, WindowsState::default);
+            if let Some(to) = worker_state::rescaled() {
+                state.borrow_mut().send_fired_again(to.cut, hop);
+            }
             state.borrow_mut().due_work.hold_from(&capability);
             move |(input, frontier), output| {
                 let WindowsState { due_work, windows } = &mut *state.borrow_mut();
@@ -212,6 +216,56 @@ fn window_candidates<'scope>(
 struct WindowsState {
     due_work: DueWork<WindowWork>,
     windows: BTreeMap<HotWindow, WindowCounts>,
+}
+
+/// Each item's counts go to the item's worker, and every worker evaluates the windows any
+/// worker was due to; what each sent is forgotten, since the top-N stage forgets it too.
+impl Rescale for WindowsState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let mut windows: BTreeMap<HotWindow, WindowCounts> = BTreeMap::new();
+        let mut pending = Vec::with_capacity(old.len());
+        for state in old {
+            pending.push(state.due_work.into_work());
+            for (key, counts) in state.windows {
+                let owned = counts.counts.into_iter().filter(|(item, _)| to.owns_key(item));
+                windows.entry(key).or_default().counts.extend(owned);
+            }
+        }
+        windows.retain(|_, window| !window.counts.is_empty());
+        let keep = |_, mut work: WindowWork| {
+            work.counts.retain(|(_, _, item, _)| to.owns_key(item));
+            Some(work)
+        };
+        let merge = |into: &mut WindowWork, work: WindowWork| {
+            into.counts.extend(work.counts);
+            into.evaluate.extend(work.evaluate);
+        };
+        WindowsState { due_work: DueWork::from_work(merge_by_time(pending, keep, merge)), windows }
+    }
+}
+
+impl WindowsState {
+    /// After a restore on another number of workers: evaluates every window that has fired at
+    /// `cut`, so each worker sends its candidates for it anew, under its new index.
+    fn send_fired_again(&mut self, cut: Time, hop: Hopping) {
+        let fired: Vec<HotWindow> =
+            self.windows.keys().filter(|(end, _)| hop.fire_time(*end) <= cut).cloned().collect();
+        self.due_work.restored_at(cut).evaluate.extend(fired);
+    }
+}
+
+/// Each window's merged list goes to the window's worker; the candidates it held, by old
+/// worker, are dropped, and each window that has fired gets them again from the new workers.
+impl Rescale for TopState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let windows = old
+            .into_iter()
+            .flat_map(|state| state.windows)
+            .filter(|(window, _)| to.owns_key(window))
+            .map(|(window, merged)| (window, MergedWindow { per_worker: BTreeMap::new(), reported: merged.reported }))
+            .collect();
+        TopState { inbox: Inbox::default(), windows }
+    }
 }
 
 /// What the top-N stage keeps on one worker.

@@ -19,6 +19,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{Coll, Time};
+use crate::checkpoint::rescale::{first_only, Owner, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
@@ -209,6 +210,18 @@ pub fn new_user_list<'scope>(pool: Coll<'scope, (usize, Id, i64)>, k: usize) -> 
             },
         )
         .as_collection()
+}
+
+impl Rescale for NewUserListState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        first_only(old, to)
+    }
+}
+
+impl Rescale for PoolState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        first_only(old, to)
+    }
 }
 
 /// What the new-user list operator keeps (on worker 0).

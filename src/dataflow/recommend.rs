@@ -41,6 +41,7 @@ use super::preference::{decay_factors, saturating_i64, seed_weight, Contribution
 use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::similarity::Neighbours;
 use super::{Coll, Time};
+use crate::checkpoint::rescale::{owned_entries, Owner, Place, Placed, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::Id;
 use crate::event_time::ceil_to;
@@ -561,6 +562,42 @@ struct SavedUsers {
     pool: Pool,
     per_user: HashMap<Id, UserState>,
     restored: Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
+}
+
+/// A user's inputs belong to the user's worker; similarity rows, pool entries and re-scorings
+/// reach every worker.
+impl Placed for UserInput {
+    fn place(&self) -> Place {
+        match self {
+            UserInput::Contribution(user, _) | UserInput::Wake(user) | UserInput::Restore(user, _) => {
+                Place::Key(user.hashed())
+            }
+            UserInput::Similar(..) | UserInput::Popular(..) | UserInput::RescoreAll => Place::Everywhere,
+        }
+    }
+}
+
+/// Users go to their workers; the full copies of the similarity table and the pool come from
+/// old worker 0.
+impl Rescale for SavedUsers {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let mut inboxes = Vec::with_capacity(old.len());
+        let (mut per_user, mut restored, mut copies) = (Vec::new(), Vec::new(), None);
+        for saved in old {
+            inboxes.push(saved.inbox);
+            per_user.push(saved.per_user);
+            restored.extend(saved.restored.into_iter().filter(|(user, _, _)| to.owns_key(user)));
+            copies.get_or_insert((saved.similar, saved.pool));
+        }
+        let (similar, pool) = copies.unwrap_or_default();
+        SavedUsers {
+            inbox: Inbox::rescale(inboxes, to),
+            similar,
+            pool,
+            per_user: owned_entries(per_user, to),
+            restored,
+        }
+    }
 }
 
 impl Users {

@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
+use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::Millis;
 use crate::event_time::{Coll, Time};
@@ -216,6 +217,43 @@ fn find_changes<'scope>(
 struct ChangesState {
     inbox: Inbox<(ResultKey, ResultValue)>,
     changelog: Changelog,
+}
+
+/// A result's pending update belongs where its key's changes are found.
+impl Placed for (ResultKey, ResultValue) {
+    fn place(&self) -> Place {
+        Place::Key(owner(&self.0))
+    }
+}
+
+/// Each key's current value goes where its changes are found.
+impl Rescale for ChangesState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let (inboxes, changelogs): (Vec<_>, Vec<Changelog>) = old.into_iter().map(|s| (s.inbox, s.changelog)).unzip();
+        let mut windows = std::collections::BTreeSet::new();
+        let mut current = Vec::with_capacity(changelogs.len());
+        for changelog in changelogs {
+            windows.extend(changelog.windows.into_iter().filter(|(_, key)| to.owns(owner(key))));
+            current.push(changelog.current);
+        }
+        let current = current.into_iter().flatten().filter(|(key, _)| to.owns(owner(key))).collect();
+        ChangesState { inbox: Inbox::rescale(inboxes, to), changelog: Changelog { current, windows, hopping: None } }
+    }
+}
+
+/// Changes waiting in the writer on worker 0 (none at a cut): all on worker 0.
+impl Rescale for BTreeMap<Time, Vec<Change>> {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let mut merged = BTreeMap::new();
+        for (time, changes) in old.into_iter().flatten() {
+            merged.entry(time).or_insert_with(Vec::new).extend(changes);
+        }
+        if to.is_first() {
+            merged
+        } else {
+            BTreeMap::new()
+        }
+    }
 }
 
 /// The worker a result key's changes are found on: a user's lists where the users operator

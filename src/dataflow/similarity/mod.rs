@@ -41,6 +41,7 @@ use timely::dataflow::Stream;
 use super::preference::{decay_factors, Touches};
 use super::ranking::keep_best;
 use super::{Coll, Time};
+use crate::checkpoint::rescale::{owned_entries, Owner, Place, Placed, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::Id;
 use crate::event_time::ceil_to;
@@ -355,6 +356,21 @@ fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(
 struct HistoriesState {
     inbox: Inbox<(Id, (Id, u64))>,
     users: HashMap<Id, UserHistory>,
+}
+
+/// A touch `(user, (item, time))` belongs to its user's worker.
+impl Placed for (Id, (Id, u64)) {
+    fn place(&self) -> Place {
+        Place::Key(self.0.hashed())
+    }
+}
+
+/// Each user's history goes to the user's worker.
+impl Rescale for HistoriesState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let (inboxes, users): (Vec<_>, Vec<_>) = old.into_iter().map(|s| (s.inbox, s.users)).unzip();
+        HistoriesState { inbox: Inbox::rescale(inboxes, to), users: owned_entries(users, to) }
+    }
 }
 
 /// Stage 1: per user, histories from touches, and the pair and item-count changes they cause.

@@ -15,6 +15,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
+use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
 use crate::checkpoint::worker_state;
 use crate::dataflow::ranking::keep_best_by;
 use crate::dataflow::slots::{Slot, Slots};
@@ -112,6 +113,11 @@ struct RowTable {
 impl RowTable {
     /// The slot of `item`, assigning one (and room in every per-slot vector) if it has none.
     fn slot(&mut self, item: &Id, refresh: Time, tick: Time) -> Slot {
+        self.slot_with(item, || refresh_phase(item, refresh, tick))
+    }
+
+    /// [`RowTable::slot`], with the item's refresh phase from `phase` when it is new.
+    fn slot_with(&mut self, item: &Id, phase: impl FnOnce() -> Time) -> Slot {
         let (slot, new) = self.items.assign(item);
         let at = slot as usize;
         if at == self.users.len() {
@@ -122,9 +128,37 @@ impl RowTable {
             self.phases.push(0);
         }
         if new {
-            self.phases[at] = refresh_phase(item, refresh, tick);
+            self.phases[at] = phase();
         }
         slot
+    }
+
+    /// Takes in row `i` of `from` (slots of `from`), translating its slots to this table's.
+    fn take_row(&mut self, from: &RowTable, i: Slot, row: Row) {
+        let slot_of = |table: &mut RowTable, j: Slot| {
+            let item = &from.items.ids()[j as usize];
+            table.slot_with(item, || from.phases[j as usize])
+        };
+        let at = slot_of(self, i) as usize;
+        let translate = |table: &mut RowTable, counts: HashMap<Slot, i64>| -> HashMap<Slot, i64> {
+            counts.into_iter().map(|(j, count)| (slot_of(table, j), count)).collect()
+        };
+        let weak = translate(self, row.weak);
+        let strong = translate(self, row.strong);
+        let emitted = row.emitted.into_iter().map(|(j, similarity)| (slot_of(self, j), similarity)).collect();
+        self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled };
+    }
+
+    /// Works out `partners` and `references` again from the rows.
+    fn count_references(&mut self) {
+        for (i, row) in self.rows.iter().enumerate() {
+            for &j in row.strong.keys() {
+                self.partners[j as usize].insert(i as Slot);
+            }
+            for &j in row.weak.keys().chain(row.strong.keys()).chain(row.emitted.iter().map(|(j, _)| j)) {
+                self.references[j as usize] += 1;
+            }
+        }
     }
 
     /// Applies a change of `c(i, j)`; returns whether row `i`'s ranking may have changed.
@@ -326,6 +360,54 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
             }
         },
     )
+}
+
+/// Pair changes and re-rankings belong to the row's worker; item and population counts reach
+/// every worker.
+impl Placed for RowInput {
+    fn place(&self) -> Place {
+        match self {
+            RowInput::Pairs(i, _) | RowInput::Rerank(i) => {
+                use differential_dataflow::Hashable;
+                Place::Key(i.hashed())
+            }
+            RowInput::Users(_) | RowInput::Population => Place::Everywhere,
+        }
+    }
+}
+
+/// Each row goes to its item's worker, with its slots numbered anew; every worker's copies of
+/// the items' user counts and the population come from old worker 0.
+impl Rescale for RowsState {
+    fn rescale(old: Vec<Self>, to: Owner) -> Self {
+        let mut table = RowTable { unit: old.first().map_or(1, |state| state.table.unit), ..RowTable::default() };
+        let mut inboxes = Vec::with_capacity(old.len());
+        for (worker, RowsState { inbox, table: mut from }) in old.into_iter().enumerate() {
+            inboxes.push(inbox);
+            if worker == 0 {
+                table.population = from.population;
+                for (j, &users) in from.users.iter().enumerate() {
+                    if users != 0 {
+                        let slot = table.slot_with(&from.items.ids()[j], || from.phases[j]);
+                        table.users[slot as usize] = users;
+                    }
+                }
+            }
+            let rows = std::mem::take(&mut from.rows);
+            for (i, row) in rows.into_iter().enumerate() {
+                let owned = {
+                    use differential_dataflow::Hashable;
+                    to.owns(from.items.ids()[i].hashed())
+                };
+                if owned && (!row.weak.is_empty() || !row.strong.is_empty() || !row.emitted.is_empty() || row.scheduled)
+                {
+                    table.take_row(&from, i as Slot, row);
+                }
+            }
+        }
+        table.count_references();
+        RowsState { inbox: Inbox::rescale(inboxes, to), table }
+    }
 }
 
 /// What the rows operator keeps on one worker.
