@@ -188,6 +188,11 @@ impl<T> FutureHold<T> {
         self.held.is_empty()
     }
 
+    /// The hold with every record changed by `f`, in the same order.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> FutureHold<U> {
+        FutureHold { held: self.held.into_iter().map(|(ts, record)| (ts, f(record))).collect() }
+    }
+
     /// Empties the hold: its records, in arrival order.
     pub fn give_up(&mut self) -> Vec<T> {
         self.held.drain(..).map(|(_, record)| record).collect()

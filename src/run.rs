@@ -776,10 +776,12 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let (hopping, unit) = (dataflow::hopping(pipeline), pipeline.source.timestamp_unit.scale());
     let driver = WorkerDriver::new(worker);
     let restore_error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
-    let reader = restoring
-        .map(|part| RestoredReader::from_bytes(&part.reader))
-        .transpose()
-        .map_err(|e| restore_error(format!("worker {index}'s reader state cannot be read: {e}")))?;
+    let reader = match (rescaled, shared.input_partitions) {
+        (Some((all, _)), Some(_)) => Some(RestoredReader::dealt(all, index, peers)),
+        _ => restoring.map(|part| RestoredReader::from_bytes(&part.reader)),
+    }
+    .transpose()
+    .map_err(|e| restore_error(format!("worker {index}'s reader state cannot be read: {e}")))?;
     let checkpoints = shared.options.checkpoints.as_ref().map(|options| {
         let save = Arc::clone(&options.save);
         CutSettings {
@@ -860,11 +862,12 @@ enum Restoring<'a> {
 /// This worker's part of the checkpoint the run restores, if it restores one.
 ///
 /// On another number of workers, each operator's state is rebuilt from every old worker's
-/// ([`worker_state::install_rescaled`]); what a reader was is taken over whole. A file or the
-/// generator is read by worker 0 alone, so new worker 0 takes old worker 0's reader and source
-/// position, and every other new worker the reader of an old worker that read nothing. Kafka
-/// partitions are read by every worker, and their lanes are not dealt out anew yet: that is
-/// refused, as is a checkpoint of one worker on more (it has no reader that read nothing).
+/// ([`worker_state::install_rescaled`]). A file or the generator is read by worker 0 alone, so
+/// new worker 0 takes old worker 0's reader and source position, and every other new worker the
+/// reader of an old worker that read nothing (a checkpoint of one worker, which has none, is
+/// refused on more). Kafka partitions are dealt to the new workers, each with its lane
+/// ([`RestoredReader::dealt`]), unless the topic's partitions changed since or `--max-events`
+/// (which counts per worker) limits the run.
 fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Restoring<'_>>, RunError> {
     let Some(parts) = shared.options.checkpoints.as_ref().and_then(|c| c.restore.as_deref()) else { return Ok(None) };
     let taken_on = parts.iter().map(|part| part.worker + 1).max().unwrap_or(0);
@@ -879,8 +882,17 @@ fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result
     if taken_on == workers {
         return part_of(worker).map(|part| Some(Restoring::Own(part))).ok_or_else(|| refused("a part is missing"));
     }
-    if parts.iter().any(|part| matches!(part.source, Some(ResumePoint::Kafka(_)))) {
-        return Err(refused("a Kafka source's partitions cannot be dealt to another number of workers yet"));
+    let kafka = parts.iter().any(|part| matches!(part.source, Some(ResumePoint::Kafka(_))));
+    if kafka {
+        let read: usize = parts.iter().filter_map(|part| part.source.as_ref()).map(ResumePoint::lanes).sum();
+        if shared.input_partitions != Some(read) {
+            return Err(refused("the topic's partitions changed since, so they cannot be dealt out anew"));
+        }
+        if parts.iter().any(|part| part.max_records_left.is_some()) {
+            return Err(refused("--max-events counts per worker"));
+        }
+        let part = part_of(0).ok_or_else(|| refused("a part is missing"))?;
+        return Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut: part.cut } }));
     }
     if taken_on < 2 && workers > 1 {
         return Err(refused("a checkpoint of one worker restores on one worker only, for now"));

@@ -1,8 +1,9 @@
 //! `recflow run --checkpoint DIR` reading a Kafka topic survives kill -9: a run on two workers,
 //! and then a run of two processes, killed at seeded points shortly after checkpoints, and
 //! started again with the same commands each time, end with the same changelog, byte for byte,
-//! as a run never disturbed. Every restart resumes each partition at the checkpoint's offsets,
-//! not at the consumer group's committed ones.
+//! as a run never disturbed; so does a run restored on three workers and then on one, its
+//! partitions dealt to the new workers. Every restart resumes each partition at the
+//! checkpoint's offsets, not at the consumer group's committed ones.
 //!
 //! The input is the Kafka test world's (`CSV_PIPELINE`): its jitter stays inside the
 //! out-of-orderness, so every event's time is its own tick whichever partition it is in and
@@ -14,10 +15,10 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::kafka::{unique_topic, Broker, CSV_PIPELINE};
-use common::restarts::{kill_and_restart_until_done, two_processes, Kills};
+use common::restarts::{committed, kill_after, kill_and_restart_until_done, two_processes, Kills};
 use common::{recflow, run_ok, scratch_dir};
 
 const PARTITIONS: usize = 4;
@@ -111,5 +112,21 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
         expected.len()
     );
     assert!(kills >= 5, "the two-process run ended after {kills} kills: too short to test restarts");
+
+    // Another number of workers: two workers killed after a few checkpoints, then three (the
+    // four partitions dealt 2, 1, 1) killed likewise, then one worker to the end.
+    let checkpoints = dir.join("checkpoints-rescaled");
+    let output = dir.join("restarted-rescaled.jsonl");
+    let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
+    for workers in ["2", "3"] {
+        let mut run = run_on(&checkpointed, &input, &output, &[&["-w", workers], &args[..]].concat()).spawn().unwrap();
+        let target = committed(&checkpoints) + 3;
+        let killed = kill_after(std::slice::from_mut(&mut run), &checkpoints, target, Duration::from_millis(30));
+        assert!(killed, "the run on {workers} workers ended before it was killed");
+    }
+    let stderr = run_ok(&mut run_on(&checkpointed, &input, &output, &[&["-w", "1"], &args[..]].concat()));
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    let got = std::fs::read(&output).unwrap();
+    assert!(expected == got, "restored on 3 workers, then 1: {} bytes written, {} expected", got.len(), expected.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -475,6 +475,48 @@ impl RestoredReader {
     pub fn from_bytes(bytes: &[u8]) -> Result<RestoredReader, bincode::Error> {
         bincode::deserialize(bytes).map(RestoredReader)
     }
+
+    /// The reader of worker `worker` of `workers` restoring `old`, every worker's part of a
+    /// checkpoint of a Kafka source taken on another number of workers: it reads the partitions
+    /// `p` with `p % workers == worker`, and takes each partition's lane (its clock and the
+    /// records it holds back) from the old worker that read it. Its capability is the least of
+    /// the old readers'; its part has ended if the parts of every old reader it takes lanes from
+    /// had, at the latest of their ends.
+    pub fn dealt(old: &[WorkerCut], worker: usize, workers: usize) -> Result<RestoredReader, bincode::Error> {
+        let states: Vec<ReaderState> =
+            old.iter().map(|part| bincode::deserialize(&part.reader)).collect::<Result<_, _>>()?;
+        // Each old worker's partitions in lane order: its resume point lists them ascending.
+        let partitions_of = |part: &WorkerCut| -> Vec<i32> {
+            match &part.source {
+                Some(ResumePoint::Kafka(resume)) => resume.next_offsets.keys().copied().collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut lanes_of: Vec<(i32, usize, usize)> = Vec::new();
+        for (at, part) in old.iter().enumerate() {
+            lanes_of.extend(partitions_of(part).into_iter().enumerate().map(|(lane, p)| (p, at, lane)));
+        }
+        lanes_of.sort_unstable();
+        lanes_of.retain(|(p, _, _)| *p as usize % workers == worker);
+        let mut lanes = Lanes { clocks: Vec::new(), holds: Vec::new(), last_arrival: Vec::new() };
+        let mut ended: Option<Option<Ends>> = None;
+        for (new_lane, &(_, at, lane)) in lanes_of.iter().enumerate() {
+            let state = &states[at];
+            lanes.clocks.push(state.lanes.clocks[lane].clone());
+            let held = state.lanes.holds[lane].clone();
+            lanes.holds.push(held.map(|(position, event)| (Position { lane: new_lane, ..position }, event)));
+            let so_far = ended.unwrap_or(Some(Ends { results: 0, complete: 0 }));
+            ended = Some(so_far.zip(state.ended).map(|(a, b)| a.merge(b)));
+        }
+        let first = &states[worker.min(states.len() - 1)];
+        Ok(RestoredReader(ReaderState {
+            capability: states.iter().map(|state| state.capability).min().unwrap_or_default(),
+            lanes,
+            latest_given: if worker == 0 { states[0].latest_given } else { first.latest_given },
+            records_read: if worker < states.len() { first.records_read } else { 0 },
+            ended: ended.flatten(),
+        }))
+    }
 }
 
 /// A worker's side of the checkpoint protocol, with what it needs to save.
@@ -975,6 +1017,69 @@ mod tests {
         fn idle_timeout(&self) -> Option<Duration> {
             Some(Duration::ZERO)
         }
+    }
+
+    /// A Kafka reader restored on another number of workers takes each of its partitions' lanes
+    /// from the old reader of that partition, and renumbers the records they hold back.
+    #[test]
+    fn kafka_lanes_are_dealt_to_the_new_workers_by_partition() {
+        let spec = TimeSpec { tick: Span(1_000), max_out_of_orderness: Span(0), ..TimeSpec::default() };
+        let view = |ts| Event {
+            user: Id::Num(1),
+            item: Id::Num(2),
+            category: None,
+            action: crate::event::Action::View,
+            value: None,
+            ts,
+        };
+        // Two hours ahead of every clock: held back until confirmed.
+        let far = 7_200_000 + 3_000;
+        // Old worker `w` of 2 read partitions `w` and `w + 2`; partition p's clock has seen p s.
+        let part = |worker: usize| {
+            let mut lanes = Lanes::new(2, &EventClock::new(&spec));
+            let partitions = [worker as i32, worker as i32 + 2];
+            for (lane, p) in partitions.iter().enumerate() {
+                lanes.clocks[lane].admit(*p as u64 * 1_000);
+                lanes.holds[lane] = FutureHold::default();
+            }
+            // Partition 3 (old worker 1's lane 1) holds a record back.
+            if worker == 1 {
+                let settled =
+                    lanes.holds[1].arrive(&lanes.clocks[1], far, (Position { lane: 1, offset: 7 }, view(far)));
+                assert!(settled.admit.is_empty() && settled.future.is_empty(), "held back");
+            }
+            let state =
+                ReaderState { capability: 5_000 + worker as u64, lanes, latest_given: 0, records_read: 0, ended: None };
+            let next_offsets = partitions.iter().map(|p| (*p, 10)).collect();
+            WorkerCut {
+                checkpoint: 1,
+                worker,
+                cut: 5_000,
+                frontier: 5_000,
+                records_read: 0,
+                source: Some(ResumePoint::Kafka(super::super::KafkaResume { next_offsets })),
+                max_records_left: None,
+                posted: PostedPosition::default(),
+                forgets: ForgetsAtCut::default(),
+                reader: bincode::serialize(&state).unwrap(),
+                operators: Vec::new(),
+            }
+        };
+        let old = [part(0), part(1)];
+        // On 3 workers, worker 0 reads partitions 0 and 3, worker 1 partition 1.
+        let RestoredReader(first) = RestoredReader::dealt(&old, 0, 3).unwrap();
+        let seen: Vec<Option<Millis>> = first.lanes.clocks.iter().map(EventClock::max_seen).collect();
+        assert_eq!(seen, [Some(0), Some(3_000)]);
+        assert_eq!(first.lanes.holds[1].clone().give_up(), [(Position { lane: 1, offset: 7 }, view(far))]);
+        assert_eq!(first.capability, 5_000, "the least of the old readers'");
+        let RestoredReader(second) = RestoredReader::dealt(&old, 1, 3).unwrap();
+        let seen: Vec<Option<Millis>> = second.lanes.clocks.iter().map(EventClock::max_seen).collect();
+        assert_eq!(seen, [Some(1_000)]);
+        // On one worker, partitions 0 to 3 in order, the held record now on lane 3.
+        let RestoredReader(only) = RestoredReader::dealt(&old, 0, 1).unwrap();
+        let seen: Vec<Option<Millis>> = only.lanes.clocks.iter().map(EventClock::max_seen).collect();
+        assert_eq!(seen, [Some(0), Some(1_000), Some(2_000), Some(3_000)]);
+        assert_eq!(only.lanes.holds[3].clone().give_up(), [(Position { lane: 3, offset: 7 }, view(far))]);
     }
 
     #[test]

@@ -69,6 +69,16 @@ pub enum ResumePoint {
     Kafka(KafkaResume),
 }
 
+impl ResumePoint {
+    /// How many lanes the source read: its Kafka partitions, or 1.
+    pub fn lanes(&self) -> usize {
+        match self {
+            ResumePoint::Kafka(resume) => resume.next_offsets.len(),
+            ResumePoint::File(_) | ResumePoint::Synth(_) => 1,
+        }
+    }
+}
+
 /// Where a file source continues: the byte offset of its next unread line, and how many lines it
 /// has read before it (so line numbers, and with them positions and dead letters' origins, go on
 /// counting where they left off). The default is the top of the file.
