@@ -778,6 +778,7 @@ fn run_worker(worker: &mut Worker, shared: &WorkerShared) -> Result<(), RunError
     let restore_error = |message: String| RunError::Restore { pipeline: pipeline.name.clone(), message };
     let reader = match (rescaled, shared.input_partitions) {
         (Some((all, _)), Some(_)) => Some(RestoredReader::dealt(all, index, peers)),
+        (Some(_), None) if index != 0 => restoring.map(|part| RestoredReader::reading_nothing(&part.reader)),
         _ => restoring.map(|part| RestoredReader::from_bytes(&part.reader)),
     }
     .transpose()
@@ -863,11 +864,11 @@ enum Restoring<'a> {
 ///
 /// On another number of workers, each operator's state is rebuilt from every old worker's
 /// ([`worker_state::install_rescaled`]). A file or the generator is read by worker 0 alone, so
-/// new worker 0 takes old worker 0's reader and source position, and every other new worker the
-/// reader of an old worker that read nothing (a checkpoint of one worker, which has none, is
-/// refused on more). Kafka partitions are dealt to the new workers, each with its lane
-/// ([`RestoredReader::dealt`]), unless the topic's partitions changed since or `--max-events`
-/// (which counts per worker) limits the run.
+/// new worker 0 takes old worker 0's reader and source position, and every other new worker
+/// starts a reader that reads nothing at old worker 0's capability
+/// ([`RestoredReader::reading_nothing`]). Kafka partitions are dealt to the new workers, each
+/// with its lane ([`RestoredReader::dealt`]), unless the topic's partitions changed since or
+/// `--max-events` (which counts per worker) limits the run.
 fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Restoring<'_>>, RunError> {
     let Some(parts) = shared.options.checkpoints.as_ref().and_then(|c| c.restore.as_deref()) else { return Ok(None) };
     let taken_on = parts.iter().map(|part| part.worker + 1).max().unwrap_or(0);
@@ -894,11 +895,7 @@ fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result
         let part = part_of(0).ok_or_else(|| refused("a part is missing"))?;
         return Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut: part.cut } }));
     }
-    if taken_on < 2 && workers > 1 {
-        return Err(refused("a checkpoint of one worker restores on one worker only, for now"));
-    }
-    let takes_over = if worker == 0 { 0 } else { 1 };
-    let part = part_of(takes_over).ok_or_else(|| refused("a part is missing"))?;
+    let part = part_of(0).ok_or_else(|| refused("a part is missing"))?;
     let cut = part.cut;
     Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut } }))
 }

@@ -476,6 +476,21 @@ impl RestoredReader {
         bincode::deserialize(bytes).map(RestoredReader)
     }
 
+    /// A reader that reads nothing (a worker other than the first, when a file or the generator
+    /// is read), restored on another number of workers from the reader of old worker 0, whose
+    /// bytes `first` holds: at its capability, with no lanes, its part not ended (it ends as soon
+    /// as it runs, as it would have at the start).
+    pub fn reading_nothing(first: &[u8]) -> Result<RestoredReader, bincode::Error> {
+        let first: ReaderState = bincode::deserialize(first)?;
+        Ok(RestoredReader(ReaderState {
+            capability: first.capability,
+            lanes: Lanes { clocks: Vec::new(), holds: Vec::new(), last_arrival: Vec::new() },
+            latest_given: 0,
+            records_read: 0,
+            ended: None,
+        }))
+    }
+
     /// The reader of worker `worker` of `workers` restoring `old`, every worker's part of a
     /// checkpoint of a Kafka source taken on another number of workers: it reads the partitions
     /// `p` with `p % workers == worker`, and takes each partition's lane (its clock and the
