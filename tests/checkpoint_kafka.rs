@@ -1,7 +1,7 @@
 //! `recflow run --checkpoint DIR` reading a Kafka topic survives kill -9: a run on two workers,
 //! and then a run of two processes, killed at seeded points shortly after checkpoints, and
 //! started again with the same commands each time, end with the same changelog, byte for byte,
-//! as a run never disturbed; so does a run restored on three workers and then on one, its
+//! as a run never disturbed; so does a run restored on one worker and then on three, its
 //! partitions dealt to the new workers. Every restart resumes each partition at the
 //! checkpoint's offsets, not at the consumer group's committed ones.
 //!
@@ -113,20 +113,20 @@ fn a_kafka_run_killed_at_random_points_ends_with_the_undisturbed_changelog() {
     );
     assert!(kills >= 5, "the two-process run ended after {kills} kills: too short to test restarts");
 
-    // Another number of workers: two workers killed after a few checkpoints, then three (the
-    // four partitions dealt 2, 1, 1) killed likewise, then one worker to the end.
+    // Another number of workers: two workers killed after a few checkpoints, then one worker
+    // (all four partitions) killed likewise, then three (the partitions dealt 2, 1, 1) to the end.
     let checkpoints = dir.join("checkpoints-rescaled");
     let output = dir.join("restarted-rescaled.jsonl");
     let args = ["--checkpoint", checkpoints.to_str().unwrap(), "--checkpoint-interval", "20ms"];
-    for workers in ["2", "3"] {
+    for workers in ["2", "1"] {
         let mut run = run_on(&checkpointed, &input, &output, &[&["-w", workers], &args[..]].concat()).spawn().unwrap();
         let target = committed(&checkpoints) + 3;
         let killed = kill_after(std::slice::from_mut(&mut run), &checkpoints, target, Duration::from_millis(30));
         assert!(killed, "the run on {workers} workers ended before it was killed");
     }
-    let stderr = run_ok(&mut run_on(&checkpointed, &input, &output, &[&["-w", "1"], &args[..]].concat()));
+    let stderr = run_ok(&mut run_on(&checkpointed, &input, &output, &[&["-w", "3"], &args[..]].concat()));
     assert!(stderr.contains("restoring checkpoint"), "{stderr}");
     let got = std::fs::read(&output).unwrap();
-    assert!(expected == got, "restored on 3 workers, then 1: {} bytes written, {} expected", got.len(), expected.len());
+    assert!(expected == got, "restored on 1 worker, then 3: {} bytes written, {} expected", got.len(), expected.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

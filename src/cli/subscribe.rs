@@ -35,7 +35,11 @@ pub struct SubscribeOptions {
 pub fn subscribe(options: &SubscribeOptions, out: &mut dyn Write) -> Result<u64, KafkaSetupError> {
     let address = &options.from;
     let mut config = client_config(&address.brokers, &BTreeMap::new());
-    config.set("group.id", "recflow-subscribe").set("enable.auto.commit", "false");
+    // Committed records only (librdkafka's default too): what a transaction aborted never shows.
+    config
+        .set("group.id", "recflow-subscribe")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
     let partitions = partition_count(address, &config)?
         .ok_or_else(|| KafkaSetupError::new(address, "the topic does not exist (yet); check the address"))?;
     let consumer: BaseConsumer =
