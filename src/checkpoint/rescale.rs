@@ -43,6 +43,17 @@ impl Owner {
     pub fn is_first(&self) -> bool {
         self.worker == 0
     }
+
+    /// Whether this worker keeps a piece of `old` worker's state placed at `place`: a keyed one
+    /// where its key goes, old worker 0's copy of what every worker holds, and on worker 0
+    /// whatever may sit anywhere.
+    pub fn keeps(&self, place: Place, old: usize) -> bool {
+        match place {
+            Place::Key(hash) => self.owns(hash),
+            Place::Everywhere => old == 0,
+            Place::Anywhere => self.is_first(),
+        }
+    }
 }
 
 /// Where a piece of operator state belongs in a run of any number of workers.
@@ -66,19 +77,6 @@ pub trait Placed {
 pub trait Rescale: Sized {
     /// This worker's state, from every old worker's state (in old worker order).
     fn rescale(old: Vec<Self>, to: Owner) -> Self;
-}
-
-impl Owner {
-    /// Whether this worker keeps a piece of `old` worker's state placed at `place`: a keyed one
-    /// where its key goes, old worker 0's copy of what every worker holds, and on worker 0
-    /// whatever may sit anywhere.
-    pub fn keeps(&self, place: Place, old: usize) -> bool {
-        match place {
-            Place::Key(hash) => self.owns(hash),
-            Place::Everywhere => old == 0,
-            Place::Anywhere => self.is_first(),
-        }
-    }
 }
 
 /// The entries of `old` maps whose keys this worker owns.

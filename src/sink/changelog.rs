@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
-use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
+use crate::checkpoint::rescale::{first_only, Owner, Place, Placed, Rescale};
 use crate::checkpoint::worker_state;
 use crate::event::Millis;
 use crate::event_time::{Coll, Time};
@@ -241,18 +241,10 @@ impl Rescale for ChangesState {
     }
 }
 
-/// Changes waiting in the writer on worker 0 (none at a cut): all on worker 0.
+/// Changes waiting in the writer on worker 0 (none at a cut): old worker 0's, on worker 0.
 impl Rescale for BTreeMap<Time, Vec<Change>> {
     fn rescale(old: Vec<Self>, to: Owner) -> Self {
-        let mut merged = BTreeMap::new();
-        for (time, changes) in old.into_iter().flatten() {
-            merged.entry(time).or_insert_with(Vec::new).extend(changes);
-        }
-        if to.is_first() {
-            merged
-        } else {
-            BTreeMap::new()
-        }
+        first_only(old, to)
     }
 }
 

@@ -523,12 +523,13 @@ impl RestoredReader {
             let so_far = ended.unwrap_or(Some(Ends { results: 0, complete: 0 }));
             ended = Some(so_far.zip(state.ended).map(|(a, b)| a.merge(b)));
         }
-        let first = &states[worker.min(states.len() - 1)];
+        // Counters of the old worker with the same number (forgets go to worker 0's time).
+        let same = states.get(worker);
         Ok(RestoredReader(ReaderState {
             capability: states.iter().map(|state| state.capability).min().unwrap_or_default(),
             lanes,
-            latest_given: if worker == 0 { states[0].latest_given } else { first.latest_given },
-            records_read: if worker < states.len() { first.records_read } else { 0 },
+            latest_given: same.map_or(0, |state| state.latest_given),
+            records_read: same.map_or(0, |state| state.records_read),
             ended: ended.flatten(),
         }))
     }
