@@ -49,6 +49,19 @@ pub struct Metrics {
     pub fatal: crate::fatal::Fatal,
     /// The last checkpoint this process committed, when it takes checkpoints.
     last_checkpoint: Mutex<Option<CheckpointFigures>>,
+    /// How long the workers of this process stopped for the last checkpoint they took.
+    last_pause: Mutex<Option<CheckpointPause>>,
+}
+
+/// How long a checkpoint stopped the workers: the longest of any worker of this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointPause {
+    /// The checkpoint's number.
+    pub id: u64,
+    /// From a worker's stop to its resume, in microseconds: the time it read nothing.
+    pub paused_us: u64,
+    /// Of that, the time it spent serialising its operators' state, in microseconds.
+    pub saving_us: u64,
 }
 
 /// What the status line and `/metrics` show of the last checkpoint committed.
@@ -411,6 +424,26 @@ impl Metrics {
         *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records how long one worker stopped for checkpoint `pause.id`: the figures kept are the
+    /// longest of the process's workers for the newest checkpoint.
+    pub fn record_checkpoint_pause(&self, pause: CheckpointPause) {
+        let mut last = self.last_pause.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some(match *last {
+            Some(kept) if kept.id > pause.id => kept,
+            Some(kept) if kept.id == pause.id => CheckpointPause {
+                id: pause.id,
+                paused_us: kept.paused_us.max(pause.paused_us),
+                saving_us: kept.saving_us.max(pause.saving_us),
+            },
+            _ => pause,
+        });
+    }
+
+    /// How long the workers stopped for the last checkpoint they took, if any.
+    pub fn last_checkpoint_pause(&self) -> Option<CheckpointPause> {
+        *self.last_pause.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Writes this process's counters and gauges to `out`.
     pub fn write_prometheus(&self, out: &mut PrometheusText) {
         let snapshot = self.snapshot();
@@ -503,7 +536,26 @@ impl Metrics {
         if let Some(checkpoint) = self.last_checkpoint() {
             write_checkpoint(out, &checkpoint, std::time::SystemTime::now());
         }
+        if let Some(pause) = self.last_checkpoint_pause() {
+            write_checkpoint_pause(out, &pause);
+        }
     }
+}
+
+/// How long the last checkpoint taken stopped the workers.
+fn write_checkpoint_pause(out: &mut PrometheusText, pause: &CheckpointPause) {
+    out.single(
+        "recflow_checkpoint_last_pause_seconds",
+        "gauge",
+        "The longest any worker of this process read nothing for the last checkpoint taken, from its stop to its resume.",
+        pause.paused_us as f64 / 1e6,
+    );
+    out.single(
+        "recflow_checkpoint_last_save_seconds",
+        "gauge",
+        "The longest any worker of this process spent serialising its state for the last checkpoint taken.",
+        pause.saving_us as f64 / 1e6,
+    );
 }
 
 /// The last checkpoint's figures, as of `now`.
@@ -571,6 +623,26 @@ mod tests {
         let mut out = PrometheusText::default();
         metrics.write_prometheus(&mut out);
         assert!(out.0.contains("recflow_checkpoint_last_id 7"), "{}", out.0);
+    }
+
+    /// The pause kept is the longest of the workers' for the newest checkpoint: an older
+    /// checkpoint's late report does not replace it.
+    #[test]
+    fn the_checkpoint_pause_kept_is_the_longest_for_the_newest_checkpoint() {
+        let metrics = Metrics::default();
+        let pause = |id, paused_us, saving_us| CheckpointPause { id, paused_us, saving_us };
+        metrics.record_checkpoint_pause(pause(3, 900, 100));
+        metrics.record_checkpoint_pause(pause(3, 400, 300));
+        assert_eq!(metrics.last_checkpoint_pause(), Some(pause(3, 900, 300)));
+        metrics.record_checkpoint_pause(pause(2, 5_000, 5_000));
+        assert_eq!(metrics.last_checkpoint_pause(), Some(pause(3, 900, 300)));
+        metrics.record_checkpoint_pause(pause(4, 200, 50));
+        assert_eq!(metrics.last_checkpoint_pause(), Some(pause(4, 200, 50)));
+        let mut out = PrometheusText::default();
+        metrics.write_prometheus(&mut out);
+        for line in ["recflow_checkpoint_last_pause_seconds 0.0002", "recflow_checkpoint_last_save_seconds 0.00005"] {
+            assert!(out.0.lines().any(|l| l == line), "missing {line:?} in\n{}", out.0);
+        }
     }
 
     /// Per-worker and per-partition families carry one labelled sample each, in key order.

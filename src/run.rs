@@ -1022,8 +1022,15 @@ impl Status {
         };
         let checkpoint = metrics.last_checkpoint().map_or_else(String::new, |c| {
             let age = wall_clock_ms().saturating_sub(c.completed_ms) as f64 / 1e3;
+            let pause = metrics.last_checkpoint_pause().filter(|p| p.id == c.id).map_or_else(String::new, |p| {
+                format!(
+                    ", workers paused {:.2}s, {:.2}s of it saving",
+                    p.paused_us as f64 / 1e6,
+                    p.saving_us as f64 / 1e6
+                )
+            });
             format!(
-                ", checkpoint {} {age:.0}s ago ({:.0} MB, written in {:.1}s)",
+                ", checkpoint {} {age:.0}s ago ({:.0} MB, written in {:.1}s{pause})",
                 c.id,
                 c.bytes as f64 / 1e6,
                 c.write_ms as f64 / 1e3

@@ -47,7 +47,7 @@ use crate::checkpoint::forgotten::{ForgetLedger, Forgotten};
 use crate::checkpoint::worker_state::{SavedOperator, WorkerState};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, EventClock, FutureHold, Settled};
-use crate::metrics::{Metrics, ReaderProgress};
+use crate::metrics::{CheckpointPause, Metrics, ReaderProgress};
 use crate::progress::{EndRule, Ends, StreamEnd};
 
 /// Arrivals read per activation of the ingest operator.
@@ -540,6 +540,8 @@ struct Checkpointing {
     protocol: CutProtocol,
     settings: CutSettings,
     last_finished: Instant,
+    /// When this worker stopped for the checkpoint under way, and how long it spent saving.
+    stopped: Option<(Instant, Duration)>,
 }
 
 /// What the ingest operator does next.
@@ -603,6 +605,7 @@ impl Reader {
                 protocol: CutProtocol::new(worker, workers, holding),
                 settings: cut,
                 last_finished: Instant::now(),
+                stopped: None,
             }
         });
         Reader {
@@ -635,8 +638,9 @@ impl Reader {
             protocol.abandon();
             return CutStep::Run;
         }
+        let was_busy = protocol.busy();
         let due = checkpointing.last_finished.elapsed() >= checkpointing.settings.interval;
-        if self.worker == 0 && !protocol.busy() && due {
+        if self.worker == 0 && !was_busy && due {
             protocol.start(capability);
         }
         let news: Vec<Option<CutNews>> = {
@@ -645,10 +649,20 @@ impl Reader {
             (0..workers).map(|w| seen.get(&w).map(|p| p.cut)).collect()
         };
         let completed = &self.settings.completed;
-        let was_busy = protocol.busy();
         let step = protocol.step(capability, &news, |frontier| !completed.less_than(&frontier));
-        if was_busy && !protocol.busy() {
-            checkpointing.last_finished = Instant::now();
+        match (was_busy, protocol.busy()) {
+            (false, true) => checkpointing.stopped = Some((Instant::now(), Duration::ZERO)),
+            (true, false) => {
+                checkpointing.last_finished = Instant::now();
+                if let Some((stopped, saving)) = checkpointing.stopped.take() {
+                    self.settings.metrics.record_checkpoint_pause(CheckpointPause {
+                        id: protocol.news().checkpoint,
+                        paused_us: stopped.elapsed().as_micros() as u64,
+                        saving_us: saving.as_micros() as u64,
+                    });
+                }
+            }
+            _ => {}
         }
         step
     }
@@ -656,6 +670,7 @@ impl Reader {
     /// Saves this worker's state for `checkpoint` and hands it on.
     fn save_cut(&mut self, checkpoint: u64, cut: Millis, frontier: Millis, capability: Millis) {
         let Some(checkpointing) = self.checkpointing.as_mut() else { return };
+        let saving_since = Instant::now();
         let reader = ReaderState {
             capability,
             lanes: self.lanes.clone(),
@@ -679,6 +694,9 @@ impl Reader {
                 operators,
             })
         });
+        if let Some((_, saving)) = checkpointing.stopped.as_mut() {
+            *saving = saving_since.elapsed();
+        }
         (checkpointing.settings.save)(saved);
         checkpointing.protocol.saved();
     }
