@@ -19,7 +19,7 @@ use crate::event_time::wall_clock_ms;
 use crate::fatal::Fatal;
 use crate::metrics::{CheckpointFigures, Metrics};
 use crate::sink::kafka::WrittenOffsets;
-use crate::source::WorkerCut;
+use crate::source::{FrozenCut, WorkerCut};
 use crate::spec::Pipeline;
 
 /// The layout of the operator state a checkpoint holds. It changes whenever the dataflow's
@@ -187,10 +187,14 @@ pub struct WriterSettings {
     pub metrics: Arc<Metrics>,
 }
 
-/// The writer thread of one process.
+/// The writer thread of one process, and the threads serialising the parts it is handed.
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Part>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// A thread per part handed in and not yet serialised: the workers go on meanwhile.
+    serialisers: Mutex<Vec<JoinHandle<()>>>,
+    /// Where a part that cannot be serialised is reported.
+    fatal: Fatal,
     file_outputs: Vec<String>,
     /// The Kafka outputs worker 0 writes, by topic.
     kafka_outputs: Mutex<Vec<(String, WrittenOffsets)>>,
@@ -200,7 +204,7 @@ impl Writer {
     /// Starts the writer.
     pub fn start(settings: WriterSettings) -> Arc<Writer> {
         let (sender, receiver) = mpsc::channel();
-        let file_outputs = settings.file_outputs.clone();
+        let (file_outputs, fatal) = (settings.file_outputs.clone(), settings.fatal.clone());
         let thread = std::thread::Builder::new()
             .name("checkpoint writer".into())
             .spawn(move || write_parts(receiver, settings))
@@ -209,6 +213,8 @@ impl Writer {
         Arc::new(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
+            serialisers: Mutex::new(Vec::new()),
+            fatal,
             file_outputs,
             kafka_outputs,
         })
@@ -219,9 +225,10 @@ impl Writer {
         self.kafka_outputs.lock().unwrap_or_else(|e| e.into_inner()).push((topic.to_string(), offsets));
     }
 
-    /// Hands a worker's part to the writer (on the worker's thread).
-    pub fn save(&self, cut: WorkerCut) {
-        let (outputs, kafka_outputs) = if cut.worker == 0 {
+    /// Hands a worker's part to the writer (on the worker's thread): the outputs' positions are
+    /// taken now, at the cut, and the part is serialised on a thread of its own.
+    pub fn save(&self, cut: FrozenCut) {
+        let (outputs, kafka_outputs) = if cut.worker() == 0 {
             // Only regular files can be cut back (not `/dev/null` or a pipe).
             let length = |path: &String| {
                 let metadata = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
@@ -236,15 +243,28 @@ impl Writer {
         } else {
             (Vec::new(), Vec::new())
         };
-        if let Some(sender) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let Some(sender) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        let fatal = self.fatal.clone();
+        let serialise = move || match cut.serialise() {
             // The writer only goes away once the run is over.
-            let _ = sender.send(Part { cut, outputs, kafka_outputs });
+            Ok(cut) => drop(sender.send(Part { cut, outputs, kafka_outputs })),
+            Err(e) => fatal.report("checkpoint", e),
+        };
+        let thread = std::thread::Builder::new().name("checkpoint serialiser".into()).spawn(serialise);
+        let mut serialisers = self.serialisers.lock().unwrap_or_else(|e| e.into_inner());
+        serialisers.retain(|thread| !thread.is_finished());
+        match thread {
+            Ok(thread) => serialisers.push(thread),
+            Err(e) => self.fatal.report("checkpoint", format!("cannot start a thread to serialise a part: {e}")),
         }
     }
 
     /// Writes what is queued and stops the writer; parts of checkpoints not yet whole are left
     /// without a manifest.
     pub fn finish(&self) {
+        for thread in std::mem::take(&mut *self.serialisers.lock().unwrap_or_else(|e| e.into_inner())) {
+            let _ = thread.join();
+        }
         drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();

@@ -58,10 +58,12 @@ pub struct Metrics {
 pub struct CheckpointPause {
     /// The checkpoint's number.
     pub id: u64,
-    /// From a worker's stop to its resume, in microseconds: the time it read nothing.
+    /// From a worker's stop to its resume, in microseconds: the time it read nothing (while the
+    /// dataflow worked off what was read before the cut, and while it took its state).
     pub paused_us: u64,
-    /// Of that, the time it spent serialising its operators' state, in microseconds.
-    pub saving_us: u64,
+    /// Of that, the time it spent taking its operators' state, in microseconds: the time it did
+    /// no work at all (the state is serialised afterwards, on another thread).
+    pub taking_us: u64,
 }
 
 /// What the status line and `/metrics` show of the last checkpoint committed.
@@ -433,7 +435,7 @@ impl Metrics {
             Some(kept) if kept.id == pause.id => CheckpointPause {
                 id: pause.id,
                 paused_us: kept.paused_us.max(pause.paused_us),
-                saving_us: kept.saving_us.max(pause.saving_us),
+                taking_us: kept.taking_us.max(pause.taking_us),
             },
             _ => pause,
         });
@@ -547,14 +549,14 @@ fn write_checkpoint_pause(out: &mut PrometheusText, pause: &CheckpointPause) {
     out.single(
         "recflow_checkpoint_last_pause_seconds",
         "gauge",
-        "The longest any worker of this process read nothing for the last checkpoint taken, from its stop to its resume.",
+        "The longest any reader of this process read nothing for the last checkpoint taken, from its stop to its resume.",
         pause.paused_us as f64 / 1e6,
     );
     out.single(
-        "recflow_checkpoint_last_save_seconds",
+        "recflow_checkpoint_last_take_seconds",
         "gauge",
-        "The longest any worker of this process spent serialising its state for the last checkpoint taken.",
-        pause.saving_us as f64 / 1e6,
+        "The longest any worker of this process spent taking its operators' state for the last checkpoint taken.",
+        pause.taking_us as f64 / 1e6,
     );
 }
 
@@ -630,7 +632,7 @@ mod tests {
     #[test]
     fn the_checkpoint_pause_kept_is_the_longest_for_the_newest_checkpoint() {
         let metrics = Metrics::default();
-        let pause = |id, paused_us, saving_us| CheckpointPause { id, paused_us, saving_us };
+        let pause = |id, paused_us, taking_us| CheckpointPause { id, paused_us, taking_us };
         metrics.record_checkpoint_pause(pause(3, 900, 100));
         metrics.record_checkpoint_pause(pause(3, 400, 300));
         assert_eq!(metrics.last_checkpoint_pause(), Some(pause(3, 900, 300)));
@@ -640,7 +642,7 @@ mod tests {
         assert_eq!(metrics.last_checkpoint_pause(), Some(pause(4, 200, 50)));
         let mut out = PrometheusText::default();
         metrics.write_prometheus(&mut out);
-        for line in ["recflow_checkpoint_last_pause_seconds 0.0002", "recflow_checkpoint_last_save_seconds 0.00005"] {
+        for line in ["recflow_checkpoint_last_pause_seconds 0.0002", "recflow_checkpoint_last_take_seconds 0.00005"] {
             assert!(out.0.lines().any(|l| l == line), "missing {line:?} in\n{}", out.0);
         }
     }

@@ -36,8 +36,8 @@ use crate::sink::{
     Tee,
 };
 use crate::source::{
-    ingest, post_channel, CutSettings, EventSource, FileSource, ForgetsKept, IngestSettings, Input, KafkaResume,
-    KafkaSource, NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
+    ingest, post_channel, CutSettings, EventSource, FileSource, ForgetsKept, FrozenCut, IngestSettings, Input,
+    KafkaResume, KafkaSource, NoSource, PostReceiver, Posted, RestoredReader, ResumePoint, SynthSource, WorkerCut,
 };
 use crate::spec::kafka_address::{KafkaAddress, SCHEME};
 use crate::spec::{Pipeline, SourceKind};
@@ -98,7 +98,7 @@ pub struct Checkpoints {
     /// The wall-clock time from the end of one checkpoint to the start of the next.
     pub interval: Duration,
     /// Takes each worker's part of each checkpoint, on that worker's thread.
-    pub save: Arc<dyn Fn(Result<WorkerCut, bincode::Error>) + Send + Sync>,
+    pub save: Arc<dyn Fn(Result<FrozenCut, bincode::Error>) + Send + Sync>,
     /// Every worker's part of the checkpoint to start from, if any: the run then goes on from
     /// where that checkpoint's run stood, on the same or (file and generator inputs) another
     /// number of workers, and writes only the changes after its cut.
@@ -515,7 +515,7 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         (Some(dir), Some((store, restored))) => {
             let writer = start_writer(&pipeline, store, (workers, first_process), files, (&fatal, &metrics))?;
             let (save_to, report) = (Arc::clone(&writer), fatal.clone());
-            let save = Arc::new(move |cut: Result<WorkerCut, bincode::Error>| match cut {
+            let save = Arc::new(move |cut: Result<FrozenCut, bincode::Error>| match cut {
                 Ok(cut) => save_to.save(cut),
                 Err(e) => report.report("checkpoint", e),
             });
@@ -1024,9 +1024,9 @@ impl Status {
             let age = wall_clock_ms().saturating_sub(c.completed_ms) as f64 / 1e3;
             let pause = metrics.last_checkpoint_pause().filter(|p| p.id == c.id).map_or_else(String::new, |p| {
                 format!(
-                    ", workers paused {:.2}s, {:.2}s of it saving",
+                    ", reading paused {:.2}s, {:.2}s of it taking the state",
                     p.paused_us as f64 / 1e6,
-                    p.saving_us as f64 / 1e6
+                    p.taking_us as f64 / 1e6
                 )
             });
             format!(

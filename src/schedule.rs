@@ -21,7 +21,8 @@ use timely::dataflow::operators::Capability;
 
 use crate::checkpoint::cut::Holding;
 use crate::checkpoint::rescale::{merge_by_time, Owner, Placed, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::shared::Shared;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event_time::Time;
 use crate::progress::StreamEnd;
 
@@ -54,7 +55,7 @@ pub trait ReleaseWhenDue<'scope, D> {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self;
 }
 
-impl<'scope, D: Clone + Serialize + DeserializeOwned + 'static> ReleaseWhenDue<'scope, D>
+impl<'scope, D: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> ReleaseWhenDue<'scope, D>
     for VecCollection<'scope, Time, D, isize>
 {
     fn release_when_due(self, name: &str, end: StreamEnd) -> Self {
@@ -103,7 +104,8 @@ impl<'scope, D: Clone + Serialize + DeserializeOwned + 'static> ReleaseWhenDue<'
 /// *passed* its time, so that nothing is sent that the checkpoint's saved state would miss; the
 /// results are the same, since a time's work is still out before the frontier passes it.
 pub struct DueWork<W> {
-    work: BTreeMap<Time, W>,
+    /// Each time's work shared on its own, so a checkpoint copies none of it.
+    work: BTreeMap<Time, Shared<W>>,
     held: Option<Capability<Time>>,
     holding: Holding,
 }
@@ -114,13 +116,13 @@ impl<W> Default for DueWork<W> {
     }
 }
 
-impl<W: Default> DueWork<W> {
+impl<W: Default + Clone> DueWork<W> {
     /// The work due at `time`, which must not precede the time of `capability`.
     pub fn at(&mut self, time: Time, capability: &timely::dataflow::operators::InputCapability<Time>) -> &mut W {
         if self.held.as_ref().is_none_or(|h| *h.time() > time) {
             self.held = Some(capability.delayed(&time, 0));
         }
-        self.work.entry(time).or_default()
+        self.work.entry(time).or_default().get_mut()
     }
 
     /// The earliest work the frontier has reached: its time, a capability at or before that
@@ -136,7 +138,7 @@ impl<W: Default> DueWork<W> {
             return None;
         }
         let capability = self.held.clone()?;
-        Some((time, capability, entry.remove()))
+        Some((time, capability, entry.remove().into_inner()))
     }
 
     /// Holds a capability for the work present, derived from `capability` (the operator's
@@ -147,7 +149,7 @@ impl<W: Default> DueWork<W> {
 
     /// The work not yet due, by time.
     pub fn pending(&self) -> impl Iterator<Item = (Time, &W)> {
-        self.work.iter().map(|(time, work)| (*time, work))
+        self.work.iter().map(|(time, work)| (*time, &**work))
     }
 
     /// Drops all work due after `time`.
@@ -166,6 +168,15 @@ impl<W: Default> DueWork<W> {
 impl<W: Serialize> Serialize for DueWork<W> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.work.serialize(serializer)
+    }
+}
+
+/// A checkpoint shares the work, without the capability.
+impl<W: Default + Clone + Serialize + Send + Sync + 'static> Freeze for DueWork<W> {
+    type Frozen = BTreeMap<Time, Shared<W>>;
+
+    fn freeze(&mut self) -> Self::Frozen {
+        self.work.iter_mut().map(|(time, work)| (*time, work.share())).collect()
     }
 }
 
@@ -195,10 +206,10 @@ impl<K: Eq + std::hash::Hash> MergeWork for rustc_hash::FxHashMap<K, i64> {
 
 /// Due work that may be done on any worker (its results are exchanged by the next operator):
 /// all of it on worker 0, each time's work of every old worker combined.
-impl<W: MergeWork> Rescale for DueWork<W> {
+impl<W: MergeWork + Clone> Rescale for DueWork<W> {
     fn rescale(old: Vec<Self>, to: Owner) -> Self {
-        let work = merge_by_time(old.into_iter().map(|due| due.work).collect(), |_, work| Some(work), W::merge);
-        DueWork { work: if to.is_first() { work } else { BTreeMap::new() }, ..DueWork::default() }
+        let work = merge_by_time(old.into_iter().map(DueWork::into_work).collect(), |_, work| Some(work), W::merge);
+        DueWork::from_work(if to.is_first() { work } else { BTreeMap::new() })
     }
 }
 
@@ -207,18 +218,22 @@ impl<W> DueWork<W> {
     /// [`DueWork::hold_from`] holds a capability for it.
     pub fn restored_at(&mut self, time: Time) -> &mut W
     where
-        W: Default,
+        W: Default + Clone,
     {
-        self.work.entry(time).or_default()
+        self.work.entry(time).or_default().get_mut()
     }
 
     /// Every old worker's work, by time, for a state that splits it itself.
-    pub fn into_work(self) -> BTreeMap<Time, W> {
-        self.work
+    pub fn into_work(self) -> BTreeMap<Time, W>
+    where
+        W: Clone,
+    {
+        self.work.into_iter().map(|(time, work)| (time, work.into_inner())).collect()
     }
 
     /// Due work rebuilt from `work`, holding no capability yet ([`DueWork::hold_from`]).
     pub fn from_work(work: BTreeMap<Time, W>) -> DueWork<W> {
+        let work = work.into_iter().map(|(time, work)| (time, Shared::new(work))).collect();
         DueWork { work, held: None, holding: worker_state::holding() }
     }
 }
@@ -340,6 +355,15 @@ impl<D> Inbox<D> {
 impl<D: Serialize> Serialize for Inbox<D> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.pending.serialize(serializer)
+    }
+}
+
+/// A checkpoint takes a copy of the pending updates, without the capability.
+impl<D: Clone + Serialize + Send + 'static> Freeze for Inbox<D> {
+    type Frozen = BTreeMap<Time, Vec<(D, isize)>>;
+
+    fn freeze(&mut self) -> Self::Frozen {
+        self.pending.clone()
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::{scratch_dir, SMALL_WORLD};
 use differential_dataflow::Hashable;
 use recflow::checkpoint::rescale::{Owner, Rescale};
-use recflow::checkpoint::worker_state;
+use recflow::checkpoint::worker_state::{self, Freeze};
 use recflow::dataflow::Time;
 use recflow::driver::WorkerDriver;
 use recflow::event_time::EventClock;
@@ -27,24 +27,24 @@ use recflow::progress::EndRule;
 use recflow::run::Checkpoints;
 use recflow::schedule::DueWork;
 use recflow::source::{
-    ingest, CutSettings, EventSource, IngestSettings, Input, NoSource, RestoredReader, ResumePoint, SynthSource,
-    WorkerCut,
+    ingest, CutSettings, EventSource, FrozenCut, IngestSettings, Input, NoSource, RestoredReader, ResumePoint,
+    SynthSource, WorkerCut,
 };
 use recflow::{Event, Pipeline, RunOptions};
 use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Probe;
 
-/// What each worker saved at each checkpoint, in the order saved.
-type Saved = Arc<Mutex<Vec<WorkerCut>>>;
+/// What each worker saved at each checkpoint, in the order saved, not yet serialised.
+type Saved = Arc<Mutex<Vec<FrozenCut>>>;
 
 /// Takes each worker's part of each checkpoint.
-type Save = Arc<dyn Fn(Result<WorkerCut, bincode::Error>) + Send + Sync>;
+type Save = Arc<dyn Fn(Result<FrozenCut, bincode::Error>) + Send + Sync>;
 
 fn collector() -> (Saved, Save) {
     let saved: Saved = Arc::default();
     let sink = Arc::clone(&saved);
-    (saved, Arc::new(move |cut| sink.lock().unwrap().push(cut.expect("a worker's state serialises"))))
+    (saved, Arc::new(move |cut| sink.lock().unwrap().push(cut.expect("a worker's state is taken"))))
 }
 
 /// Every checkpoint was saved by each of `workers`, numbered from 1 without a gap, each at one
@@ -187,7 +187,10 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
         worker_state::uninstall();
     })
     .unwrap();
-    let cuts = Arc::try_unwrap(saved).ok().unwrap().into_inner().unwrap();
+    // Serialised only now, long after each worker went on from its cut, as a checkpoint's
+    // serialiser may: each part must still hold what its worker held at the cut.
+    let frozen = Arc::try_unwrap(saved).ok().unwrap().into_inner().unwrap();
+    let cuts = frozen.into_iter().map(|cut| cut.serialise().expect("a worker's state serialises")).collect();
     let counted = counted.lock().unwrap().values().sum();
     let counter = counter.lock().unwrap().clone();
     Counted { cuts, counted, counter }
@@ -196,6 +199,14 @@ fn run_counting(events: u64, workers: usize, all_read: bool, restore: Option<&[W
 /// The counter's state: the events it has counted (saved as the bare number).
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct EventsCounted(u64);
+
+impl Freeze for EventsCounted {
+    type Frozen = u64;
+
+    fn freeze(&mut self) -> u64 {
+        self.0
+    }
+}
 
 /// Counts add up, on worker 0.
 impl Rescale for EventsCounted {
@@ -263,7 +274,7 @@ fn run_pipeline(workers: usize, checkpoints: bool, restore: Option<&[WorkerCut]>
     let saved: Arc<Mutex<Vec<(WorkerCut, u64)>>> = Arc::default();
     let (sink, written) = (Arc::clone(&saved), output.clone());
     let save: Save = Arc::new(move |cut| {
-        let cut = cut.expect("a worker's state serialises");
+        let cut = cut.and_then(FrozenCut::serialise).expect("a worker's state serialises");
         // Worker 0 writes the changelog: what it holds when worker 0 saves is what precedes the cut.
         let length = if cut.worker == 0 { std::fs::metadata(&written).unwrap().len() } else { 0 };
         sink.lock().unwrap().push((cut, length));

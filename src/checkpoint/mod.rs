@@ -4,7 +4,7 @@
 //! detected and passed over ([`store`]); which pipeline changes a checkpoint survives
 //! ([`compatible`]); the log that makes what is posted over HTTP durable before it is
 //! answered ([`post_log`]); and the ledger of forgotten users a replay forgets again
-//! ([`forgotten`]). The run writes and restores checkpoints in `crate::durable`.
+//! ([`forgotten`]); containers a checkpoint takes without copying ([`shared`]). The run writes and restores checkpoints in `crate::durable`.
 
 pub mod compatible;
 pub mod cut;
@@ -12,6 +12,7 @@ pub mod forgotten;
 mod json_lines;
 pub mod post_log;
 pub mod rescale;
+pub mod shared;
 pub mod store;
 pub mod worker_state;
 

@@ -80,11 +80,11 @@ pub trait Rescale: Sized {
 }
 
 /// The entries of `old` maps whose keys this worker owns.
-pub fn owned_entries<K: Hashable<Output = u64> + Eq + Hash, V, S: Default + std::hash::BuildHasher>(
-    old: Vec<std::collections::HashMap<K, V, S>>,
+pub fn owned_entries<K: Hashable<Output = u64>, V, M: IntoIterator<Item = (K, V)> + Default + Extend<(K, V)>>(
+    old: Vec<M>,
     to: Owner,
-) -> std::collections::HashMap<K, V, S> {
-    let mut kept = std::collections::HashMap::<K, V, S>::default();
+) -> M {
+    let mut kept = M::default();
     for map in old {
         kept.extend(map.into_iter().filter(|(key, _)| to.owns_key(key)));
     }

@@ -20,8 +20,54 @@ use serde_bytes::ByteBuf;
 use super::cut::Holding;
 use super::rescale::{Owner, Rescale};
 
-/// Saves one operator's state, serialised.
-pub type Saver = Box<dyn Fn() -> Result<Vec<u8>, bincode::Error>>;
+/// Takes one operator's state as it stands, on the worker's thread, to be serialised later.
+pub type Saver = Box<dyn Fn() -> Frozen>;
+
+/// One operator's state as it stood at a checkpoint, serialised when called: on another thread
+/// than the worker's, which goes on meanwhile.
+pub type Frozen = Box<dyn FnOnce() -> Result<Vec<u8>, bincode::Error> + Send>;
+
+/// A state a checkpoint takes on the worker's thread, quickly, and serialises on another.
+///
+/// `Frozen` must serialise to exactly the bytes the state itself does, since a restore reads
+/// them back as the state: it is the state's serialised fields, in order (bincode writes a
+/// struct as its fields one after the other, so a tuple of them serialises the same).
+pub trait Freeze {
+    /// The state's serialised part, free of the worker's handles (capabilities).
+    type Frozen: Serialize + Send + 'static;
+
+    /// The state's serialised part as it is now, whatever changes follow: large parts shared
+    /// ([`super::shared`]), small ones copied.
+    fn freeze(&mut self) -> Self::Frozen;
+}
+
+/// State kept as a plain map (what a sink writes at each time) is copied whole.
+impl<K, V> Freeze for std::collections::BTreeMap<K, V>
+where
+    K: Clone + Serialize + Send + 'static,
+    V: Clone + Serialize + Send + 'static,
+{
+    type Frozen = Self;
+
+    fn freeze(&mut self) -> Self {
+        self.clone()
+    }
+}
+
+/// Serialises `frozen` when called.
+pub fn frozen<F: Serialize + Send + 'static>(frozen: F) -> Frozen {
+    Box::new(move || bincode::serialize(&frozen))
+}
+
+/// Every registered operator's state as it stood at a checkpoint, by operator address.
+pub struct FrozenOperators(Vec<(Vec<usize>, Frozen)>);
+
+impl FrozenOperators {
+    /// Serialises every operator's state, in the order they were built.
+    pub fn serialise(self) -> Result<Vec<SavedOperator>, bincode::Error> {
+        self.0.into_iter().map(|(address, frozen)| Ok((address, ByteBuf::from(frozen()?)))).collect()
+    }
+}
 
 /// One operator's saved state: its timely address and its serialised state (as bytes, which
 /// bincode reads and writes whole rather than one element at a time).
@@ -137,13 +183,13 @@ pub fn rescaled() -> Option<Owner> {
 /// The state of the operator at `address`: restored from the checkpoint this worker restores,
 /// if it holds one, or else `fresh()`; registered to be saved at every checkpoint. Without
 /// checkpoints on this worker, simply `fresh()`.
-pub fn keep<S: Serialize + DeserializeOwned + Rescale + 'static>(
+pub fn keep<S: Freeze + DeserializeOwned + Rescale + 'static>(
     address: &[usize],
     fresh: impl FnOnce() -> S,
 ) -> Rc<RefCell<S>> {
     let state = Rc::new(RefCell::new(restored(address).unwrap_or_else(fresh)));
     let saved = Rc::clone(&state);
-    register(address, Box::new(move || bincode::serialize(&*saved.borrow())));
+    register(address, Box::new(move || frozen(saved.borrow_mut().freeze())));
     state
 }
 
@@ -157,9 +203,10 @@ impl WorkerState {
         self.holding.clone()
     }
 
-    /// Every registered operator's state, serialised, in the order they were built.
-    pub fn save(&self) -> Result<Vec<SavedOperator>, bincode::Error> {
-        self.savers.iter().map(|(address, save)| Ok((address.clone(), ByteBuf::from(save()?)))).collect()
+    /// Every registered operator's state as it stands, in the order they were built, to be
+    /// serialised later ([`FrozenOperators::serialise`]).
+    pub fn freeze(&self) -> FrozenOperators {
+        FrozenOperators(self.savers.iter().map(|(address, save)| (address.clone(), save())).collect())
     }
 
     /// Once the dataflow is built: what kept the restore from being whole, one line each (saved

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use differential_dataflow::{AsCollection, Hashable};
@@ -27,7 +26,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{hopping, Coll, Time};
 use crate::checkpoint::rescale::{owned_entries, Owner, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::schedule::{Due, Inbox};
@@ -97,7 +97,7 @@ impl Influence {
 }
 
 /// An event kept in case its user is forgotten.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct KeptEvent {
     event: Event,
     /// Its dataflow time.
@@ -108,17 +108,17 @@ struct KeptEvent {
 }
 
 /// Events one worker keeps for the users it owns.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct Kept {
     /// Each user's events in arrival order.
-    by_user: HashMap<Id, VecDeque<KeptEvent>>,
+    by_user: SharedMap<Id, VecDeque<KeptEvent>>,
     /// When to look at a user's oldest events again, to drop them.
     checks: BTreeMap<Time, Vec<Id>>,
 }
 
 impl Kept {
     fn keep(&mut self, event: Event, time: Time, diff: isize, until: Option<Time>) {
-        let events = self.by_user.entry(event.user.clone()).or_default();
+        let events = self.by_user.get_or_default(event.user.clone());
         if events.is_empty() {
             if let Some(until) = until {
                 self.checks.entry(until).or_default().push(event.user.clone());
@@ -191,6 +191,14 @@ struct ForgetState {
     kept: Kept,
     /// Forget requests waiting for every event up to their time.
     pending: Inbox<Id>,
+}
+
+impl Freeze for ForgetState {
+    type Frozen = ((SharedMap<Id, VecDeque<KeptEvent>>, BTreeMap<Time, Vec<Id>>), <Inbox<Id> as Freeze>::Frozen);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        ((self.kept.by_user.share(), self.kept.checks.clone()), self.pending.freeze())
+    }
 }
 
 /// The accepted events, less those of each user in `forgets` up to the forget's time. The
@@ -291,7 +299,7 @@ mod tests {
         kept.keep(event(2, 20), 20, 1, Some(110));
         assert_eq!(kept.take(&Id::Num(1), 15).len(), 1, "only the events up to the forget's time");
         kept.drop_expired(105);
-        assert_eq!(kept.by_user[&Id::Num(1)].len(), 1, "not expired yet");
+        assert_eq!(kept.by_user.get(&Id::Num(1)).map(VecDeque::len), Some(1), "not expired yet");
         kept.drop_expired(111);
         assert!(kept.by_user.is_empty(), "all expired: {:?}", kept.by_user.keys().collect::<Vec<_>>());
         assert!(kept.checks.is_empty());

@@ -32,7 +32,7 @@ use timely::dataflow::Stream;
 use super::ranking::keep_best;
 use super::{Coll, Time};
 use crate::checkpoint::rescale::{merge_by_time, Owner, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::{Event, Id, Millis};
 use crate::schedule::{Due, DueWork, Inbox};
 use crate::spec::HotItemsSpec;
@@ -51,7 +51,7 @@ type PaneKey = (Millis, Option<Id>, Id);
 type ListUpdate = ((HotWindow, Vec<(Id, i64)>), Time, isize);
 
 /// What the top-N stage keeps per window: each worker's candidates and the list last reported.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct MergedWindow {
     per_worker: BTreeMap<usize, Vec<(Id, i64)>>,
     reported: Vec<(Id, i64)>,
@@ -142,14 +142,14 @@ fn count_panes<'scope>(
 }
 
 /// The counts of one window on one worker, and the candidates it last sent.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct WindowCounts {
     counts: HashMap<Id, i64>,
     sent: Vec<(Id, i64)>,
 }
 
 /// Work due at one time on a windows worker.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct WindowWork {
     counts: Vec<(Millis, Option<Id>, Id, i64)>,
     evaluate: BTreeSet<HotWindow>,
@@ -218,6 +218,14 @@ struct WindowsState {
     windows: BTreeMap<HotWindow, WindowCounts>,
 }
 
+impl Freeze for WindowsState {
+    type Frozen = (<DueWork<WindowWork> as Freeze>::Frozen, BTreeMap<HotWindow, WindowCounts>);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.due_work.freeze(), self.windows.clone())
+    }
+}
+
 /// Each item's counts go to the item's worker, and every worker evaluates the windows any
 /// worker was due to; what each sent is forgotten, since the top-N stage forgets it too.
 impl Rescale for WindowsState {
@@ -273,6 +281,14 @@ impl Rescale for TopState {
 struct TopState {
     inbox: Inbox<Candidates>,
     windows: BTreeMap<HotWindow, MergedWindow>,
+}
+
+impl Freeze for TopState {
+    type Frozen = (<Inbox<Candidates> as Freeze>::Frozen, BTreeMap<HotWindow, MergedWindow>);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.inbox.freeze(), self.windows.clone())
+    }
 }
 
 /// Stage 3: the window's top-N from all workers' candidates.

@@ -144,7 +144,7 @@ pub fn spread_by_user<'scope>(events: Coll<'scope, Event>) -> Coll<'scope, Event
 /// Moves every update of `collection` to `round(datum, time)` (which must not be earlier),
 /// releasing it when due: the collection as it was at the last multiple of a refresh cadence,
 /// for example.
-pub fn retime<'scope, D: Clone + serde::Serialize + serde::de::DeserializeOwned + 'static>(
+pub fn retime<'scope, D: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>(
     collection: Coll<'scope, D>,
     name: &str,
     round: impl Fn(&D, Time) -> Time + 'static,

@@ -20,7 +20,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{Coll, Time};
 use crate::checkpoint::rescale::{first_only, Owner, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
@@ -243,6 +243,22 @@ struct PoolState {
     ranked: BTreeSet<(i64, Id)>,
     /// The pool last emitted.
     emitted: Vec<(Id, i64)>,
+}
+
+impl Freeze for NewUserListState {
+    type Frozen = (<Inbox<(usize, Id, i64)> as Freeze>::Frozen, BTreeMap<(usize, Id), isize>, Vec<RecItem>);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.inbox.freeze(), self.top.clone(), self.emitted.clone())
+    }
+}
+
+impl Freeze for PoolState {
+    type Frozen = (<Inbox<Id> as Freeze>::Frozen, HashMap<Id, i64>, BTreeSet<(i64, Id)>, Vec<(Id, i64)>);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.inbox.freeze(), self.count_of.clone(), self.ranked.clone(), self.emitted.clone())
+    }
 }
 
 #[cfg(test)]

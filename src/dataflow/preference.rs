@@ -66,7 +66,7 @@ pub fn saturating_i64(sum: i128) -> i64 {
 
 /// One user's touches in the long-term horizon: the event times of each item's touches, as a
 /// multiset (the same time may repeat).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Touches(HashMap<Id, BTreeMap<u64, i64>>);
 
 impl Touches {

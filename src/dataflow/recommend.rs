@@ -42,7 +42,8 @@ use super::ranking::{adjust, adjust_ordered, keep_best};
 use super::similarity::Neighbours;
 use super::{Coll, Time};
 use crate::checkpoint::rescale::{owned_entries, Owner, Place, Placed, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::progress::settled;
@@ -274,7 +275,7 @@ pub fn recommendations<'scope>(
 }
 
 /// What the users operator keeps per user.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct UserState {
     /// Blended preference per item, in millionths (without session parts).
     preferences: HashMap<Id, i128>,
@@ -478,9 +479,9 @@ fn score_users(
         sessions,
         explain,
         inbox: Inbox::default(),
-        similar: HashMap::default(),
+        similar: SharedMap::default(),
         pool: BTreeMap::new(),
-        per_user: HashMap::default(),
+        per_user: SharedMap::default(),
         restored: Vec::new(),
     };
     updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -493,7 +494,7 @@ fn score_users(
             users.inbox.hold_from(&capability);
             let users = Rc::new(RefCell::new(users));
             let saved = Rc::clone(&users);
-            worker_state::register(&info.address, Box::new(move || saved.borrow().save()));
+            worker_state::register(&info.address, Box::new(move || saved.borrow_mut().freeze()));
             move |(input, frontier), output| {
                 let users = &mut *users.borrow_mut();
                 users.inbox.absorb(input);
@@ -535,32 +536,23 @@ struct Users {
     /// Updates waiting for their time to complete, and the users' wake-ups.
     inbox: Inbox<UserInput>,
     /// The similarity table: each item's neighbours.
-    similar: HashMap<Id, Neighbours>,
+    similar: SharedMap<Id, Neighbours>,
     /// The popular pool.
     pool: Pool,
     /// The worker's users.
-    per_user: HashMap<Id, UserState>,
+    per_user: SharedMap<Id, UserState>,
     /// Restored lists not yet reported, with the lists they replace: `(user, old, new)`.
     restored: Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
 }
 
-/// What a checkpoint saves of the users operator: its state, not how it scores.
-#[derive(Serialize)]
-struct UsersToSave<'a> {
-    inbox: &'a Inbox<UserInput>,
-    similar: &'a HashMap<Id, Neighbours>,
-    pool: &'a Pool,
-    per_user: &'a HashMap<Id, UserState>,
-    restored: &'a Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
-}
-
-/// [`UsersToSave`] read back: the same fields in the same order.
+/// What a checkpoint saves of the users operator ([`Users::freeze`]) read back: its state, not
+/// how it scores.
 #[derive(Deserialize)]
 struct SavedUsers {
     inbox: Inbox<UserInput>,
-    similar: HashMap<Id, Neighbours>,
+    similar: SharedMap<Id, Neighbours>,
     pool: Pool,
-    per_user: HashMap<Id, UserState>,
+    per_user: SharedMap<Id, UserState>,
     restored: Vec<(Id, Vec<RecItem>, Vec<RecItem>)>,
 }
 
@@ -601,14 +593,15 @@ impl Rescale for SavedUsers {
 }
 
 impl Users {
-    fn save(&self) -> Result<Vec<u8>, bincode::Error> {
-        bincode::serialize(&UsersToSave {
-            inbox: &self.inbox,
-            similar: &self.similar,
-            pool: &self.pool,
-            per_user: &self.per_user,
-            restored: &self.restored,
-        })
+    /// What a checkpoint saves, as [`SavedUsers`] reads it back: the same fields in the same order.
+    fn freeze(&mut self) -> worker_state::Frozen {
+        worker_state::frozen((
+            self.inbox.freeze(),
+            self.similar.share(),
+            self.pool.clone(),
+            self.per_user.share(),
+            self.restored.clone(),
+        ))
     }
 
     fn take_saved(&mut self, saved: SavedUsers) {
@@ -635,7 +628,7 @@ impl Users {
                 }
                 UserInput::Popular(rank, item, count) => adjust_ordered(&mut self.pool, (rank, item, count), diff),
                 UserInput::Contribution(user, part) => {
-                    let state = self.per_user.entry(user.clone()).or_default();
+                    let state = self.per_user.get_or_default(user.clone());
                     let crossed = state.add_part(&part, diff, self.scoring.seeding.rule, self.explain);
                     *touched.entry(user).or_default() |= crossed;
                 }
@@ -644,7 +637,7 @@ impl Users {
                 }
                 UserInput::RescoreAll => rescore_all = true,
                 UserInput::Restore(user, list) if diff > 0 => {
-                    let state = self.per_user.entry(user.clone()).or_default();
+                    let state = self.per_user.get_or_default(user.clone());
                     let old = std::mem::replace(&mut state.reported, list.clone());
                     self.restored.push((user, old, list));
                 }
@@ -731,7 +724,7 @@ fn diversify<'a>(
     ranked: Vec<(i64, &'a Id, bool)>,
     k: usize,
     d: i64,
-    similar: &HashMap<Id, Neighbours>,
+    similar: &SharedMap<Id, Neighbours>,
 ) -> Vec<(i64, &'a Id, bool)> {
     let best = ranked.first().map_or(1, |(negated, _, _)| (-negated).max(1)) as i128;
     let at: HashMap<&Id, usize> = ranked.iter().enumerate().map(|(at, (_, item, _))| (*item, at)).collect();
@@ -764,7 +757,7 @@ fn diversify<'a>(
 /// (the user's session parts), each scored item says which seeds lead to it.
 fn rank_for_user(
     state: &UserState,
-    similar: &HashMap<Id, Neighbours>,
+    similar: &SharedMap<Id, Neighbours>,
     pool: &Pool,
     scoring: &Scoring,
     explain: Option<&HashMap<Id, i128>>,
@@ -835,7 +828,7 @@ fn rank_for_user(
 /// The seeds of a user's list that lead to `item`, largest contribution first (then seed asc).
 fn because(
     state: &UserState,
-    similar: &HashMap<Id, Neighbours>,
+    similar: &SharedMap<Id, Neighbours>,
     session: &HashMap<Id, i128>,
     item: &Id,
 ) -> Vec<Because> {

@@ -33,7 +33,7 @@ pub type Slot = u32;
 /// assert_eq!(slots.assign(&"c"), (a, true));
 /// assert_eq!(slots.len(), 2);
 /// ```
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(bound(serialize = "K: serde::Serialize", deserialize = "K: serde::Deserialize<'de> + Eq + Hash"))]
 pub struct Slots<K> {
     /// The slot of each live id.

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use differential_dataflow::Hashable;
-use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -19,7 +18,8 @@ use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
 use crate::checkpoint::rescale::{first_only, Owner, Place, Placed, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::Millis;
 use crate::event_time::{Coll, Time};
 use crate::metrics::Metrics;
@@ -34,7 +34,7 @@ pub type Change = (ResultKey, Option<ResultValue>);
 /// The accumulated current value of every key, turning completed updates into changes.
 #[derive(Serialize, Deserialize)]
 pub struct Changelog {
-    current: HashMap<ResultKey, ResultValue>,
+    current: SharedMap<ResultKey, ResultValue>,
     /// Hot-items windows with a value, by window end, so they can be forgotten once purged.
     windows: std::collections::BTreeSet<(Millis, ResultKey)>,
     /// A setting of the pipeline, not state: not saved with a checkpoint.
@@ -42,10 +42,19 @@ pub struct Changelog {
     hopping: Option<Hopping>,
 }
 
+/// The values and windows, without the setting.
+impl Freeze for Changelog {
+    type Frozen = (SharedMap<ResultKey, ResultValue>, std::collections::BTreeSet<(Millis, ResultKey)>);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.current.share(), self.windows.clone())
+    }
+}
+
 impl Changelog {
     /// A changelog for results whose windows follow `hopping`.
     pub fn new(hopping: Option<Hopping>) -> Changelog {
-        Changelog { current: HashMap::default(), windows: Default::default(), hopping }
+        Changelog { current: SharedMap::default(), windows: Default::default(), hopping }
     }
 
     /// Applies all updates at `time` (the caller guarantees earlier times were applied) and returns
@@ -217,6 +226,14 @@ fn find_changes<'scope>(
 struct ChangesState {
     inbox: Inbox<(ResultKey, ResultValue)>,
     changelog: Changelog,
+}
+
+impl Freeze for ChangesState {
+    type Frozen = (<Inbox<(ResultKey, ResultValue)> as Freeze>::Frozen, <Changelog as Freeze>::Frozen);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.inbox.freeze(), self.changelog.freeze())
+    }
 }
 
 /// A result's pending update belongs where its key's changes are found.

@@ -44,7 +44,7 @@ use timely::dataflow::{Scope, Stream};
 use super::{Arrival, EventSource, ForgetRequest, Poll, Position, Posted, PostedPosition, ResumePoint};
 use crate::checkpoint::cut::{CutNews, CutProtocol, CutStep};
 use crate::checkpoint::forgotten::{ForgetLedger, Forgotten};
-use crate::checkpoint::worker_state::{SavedOperator, WorkerState};
+use crate::checkpoint::worker_state::{FrozenOperators, SavedOperator, WorkerState};
 use crate::event::{DeadLetter, Event, Id, Millis, RejectReason};
 use crate::event_time::{beyond_wall_clock, EventClock, FutureHold, Settled};
 use crate::metrics::{CheckpointPause, Metrics, ReaderProgress};
@@ -420,7 +420,7 @@ pub struct CutSettings {
     /// This worker's registered operator state ([`crate::checkpoint::worker_state::install`]).
     pub state: Rc<RefCell<WorkerState>>,
     /// Takes what this worker saved at each checkpoint.
-    pub save: Box<dyn FnMut(Result<WorkerCut, bincode::Error>)>,
+    pub save: Box<dyn FnMut(Result<FrozenCut, bincode::Error>)>,
     /// The state to start from, saved at a checkpoint; the source must be opened at the
     /// checkpoint's resume point ([`WorkerCut::source`]).
     pub restore: Option<RestoredReader>,
@@ -453,6 +453,26 @@ pub struct WorkerCut {
     pub reader: Vec<u8>,
     /// Every registered operator's state.
     pub operators: Vec<SavedOperator>,
+}
+
+/// A worker's part of a checkpoint as it was taken at the cut, its operators' state still to be
+/// serialised: the worker hands it on and reads on while another thread serialises it.
+pub struct FrozenCut {
+    /// Everything but the operators' state.
+    cut: WorkerCut,
+    operators: FrozenOperators,
+}
+
+impl FrozenCut {
+    /// The worker whose part this is.
+    pub fn worker(&self) -> usize {
+        self.cut.worker
+    }
+
+    /// The part, with its operators' state serialised.
+    pub fn serialise(self) -> Result<WorkerCut, bincode::Error> {
+        Ok(WorkerCut { operators: self.operators.serialise()?, ..self.cut })
+    }
 }
 
 /// The ingest operator's state at a checkpoint.
@@ -540,7 +560,8 @@ struct Checkpointing {
     protocol: CutProtocol,
     settings: CutSettings,
     last_finished: Instant,
-    /// When this worker stopped for the checkpoint under way, and how long it spent saving.
+    /// When this worker stopped for the checkpoint under way, and how long it took to take its
+    /// operators' state.
     stopped: Option<(Instant, Duration)>,
 }
 
@@ -654,11 +675,11 @@ impl Reader {
             (false, true) => checkpointing.stopped = Some((Instant::now(), Duration::ZERO)),
             (true, false) => {
                 checkpointing.last_finished = Instant::now();
-                if let Some((stopped, saving)) = checkpointing.stopped.take() {
+                if let Some((stopped, taking)) = checkpointing.stopped.take() {
                     self.settings.metrics.record_checkpoint_pause(CheckpointPause {
                         id: protocol.news().checkpoint,
                         paused_us: stopped.elapsed().as_micros() as u64,
-                        saving_us: saving.as_micros() as u64,
+                        taking_us: taking.as_micros() as u64,
                     });
                 }
             }
@@ -670,7 +691,7 @@ impl Reader {
     /// Saves this worker's state for `checkpoint` and hands it on.
     fn save_cut(&mut self, checkpoint: u64, cut: Millis, frontier: Millis, capability: Millis) {
         let Some(checkpointing) = self.checkpointing.as_mut() else { return };
-        let saving_since = Instant::now();
+        let taking_since = Instant::now();
         let reader = ReaderState {
             capability,
             lanes: self.lanes.clone(),
@@ -678,9 +699,9 @@ impl Reader {
             records_read: self.records_read,
             ended: self.ended,
         };
-        let saved = bincode::serialize(&reader).and_then(|reader| {
-            let operators = checkpointing.settings.state.borrow().save()?;
-            Ok(WorkerCut {
+        let saved = bincode::serialize(&reader).map(|reader| FrozenCut {
+            operators: checkpointing.settings.state.borrow().freeze(),
+            cut: WorkerCut {
                 checkpoint,
                 worker: self.worker,
                 cut,
@@ -691,11 +712,11 @@ impl Reader {
                 posted: self.input.posted.as_ref().map(Posted::position).unwrap_or_default(),
                 forgets: self.input.forgotten.as_ref().map(ForgetsKept::at_cut).unwrap_or_default(),
                 reader,
-                operators,
-            })
+                operators: Vec::new(),
+            },
         });
-        if let Some((_, saving)) = checkpointing.stopped.as_mut() {
-            *saving = saving_since.elapsed();
+        if let Some((_, taking)) = checkpointing.stopped.as_mut() {
+            *taking = taking_since.elapsed();
         }
         (checkpointing.settings.save)(saved);
         checkpointing.protocol.saved();

@@ -19,7 +19,8 @@ use crate::event::{DeadLetter, Event, RejectReason};
 
 pub use self::file::{FileOrStdin, FileSource, LineInput, LineReader, NextLine, StdinLines};
 pub use self::ingest::{
-    ingest, CutSettings, ForgetsAtCut, ForgetsKept, IngestSettings, Ingested, Input, RestoredReader, WorkerCut,
+    ingest, CutSettings, ForgetsAtCut, ForgetsKept, FrozenCut, IngestSettings, Ingested, Input, RestoredReader,
+    WorkerCut,
 };
 pub use self::input::{InputAddress, InputError, InputForms};
 pub use self::kafka::KafkaSource;

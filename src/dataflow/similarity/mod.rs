@@ -42,7 +42,8 @@ use super::preference::{decay_factors, Touches};
 use super::ranking::keep_best;
 use super::{Coll, Time};
 use crate::checkpoint::rescale::{owned_entries, Owner, Place, Placed, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::Id;
 use crate::event_time::ceil_to;
 use crate::progress::StreamEnd;
@@ -238,7 +239,7 @@ pub fn item_similarity<'scope>(
 }
 
 /// What the histories operator keeps per user.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct UserHistory {
     /// The user's touches.
     touches: Touches,
@@ -355,7 +356,15 @@ fn history_changes(old: &BTreeSet<Id>, new: &BTreeSet<Id>, mut give: impl FnMut(
 #[derive(Default, Serialize, Deserialize)]
 struct HistoriesState {
     inbox: Inbox<(Id, (Id, u64))>,
-    users: HashMap<Id, UserHistory>,
+    users: SharedMap<Id, UserHistory>,
+}
+
+impl Freeze for HistoriesState {
+    type Frozen = (<Inbox<(Id, (Id, u64))> as Freeze>::Frozen, SharedMap<Id, UserHistory>);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.inbox.freeze(), self.users.share())
+    }
 }
 
 /// A touch `(user, (item, time))` belongs to its user's worker.
@@ -388,7 +397,7 @@ fn co_occurrence(touches: Updates<'_, (Id, (Id, u64))>, pairing: Pairing) -> Upd
                     let mut touched: Vec<Id> = Vec::with_capacity(updates.len());
                     let mut changed: HashMap<Id, Vec<Id>> = HashMap::default();
                     for ((user, (item, ts)), diff) in updates {
-                        users.entry(user.clone()).or_default().touches.add(&item, ts, diff as i64);
+                        users.get_or_default(user.clone()).touches.add(&item, ts, diff as i64);
                         if pairing.rule == CoOccurrence::Horizon {
                             changed.entry(user.clone()).or_default().push(item);
                         }

@@ -16,7 +16,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
 use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
-use crate::checkpoint::worker_state;
+use crate::checkpoint::shared::SharedVec;
+use crate::checkpoint::worker_state::{self, Freeze};
 use crate::dataflow::ranking::keep_best_by;
 use crate::dataflow::slots::{Slot, Slots};
 use crate::dataflow::Time;
@@ -41,7 +42,7 @@ pub(super) enum RowInput {
 }
 
 /// What the rows operator keeps about one item's row.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct Row {
     /// `c(i, j)` for every `j` co-occurring with `i` fewer than `min_support` times.
     weak: HashMap<Slot, i64>,
@@ -89,16 +90,16 @@ impl Row {
 }
 
 /// Everything the rows operator keeps, by slot.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct RowTable {
     items: Slots<Id>,
     /// `n` per slot: how many users' histories hold the item.
     users: Vec<i64>,
     /// The item's row, if this worker owns it (empty otherwise).
-    rows: Vec<Row>,
+    rows: SharedVec<Row>,
     /// For every item `j`, the local rows `i` with `c(i, j) >= min_support`: whose rankings an
     /// `n_j` change affects. Weaker pairs rank nothing, so their changes re-rank nothing.
-    partners: Vec<HashSet<Slot>>,
+    partners: SharedVec<HashSet<Slot>>,
     /// How often the slot appears in rows' counts and emitted neighbours: a slot is released
     /// only when nothing refers to it.
     references: Vec<u32>,
@@ -147,6 +148,20 @@ impl RowTable {
         let strong = translate(self, row.strong);
         let emitted = row.emitted.into_iter().map(|(j, similarity)| (slot_of(self, j), similarity)).collect();
         self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled };
+    }
+
+    /// The table as it is now, for a checkpoint: the rows and partners shared, not copied.
+    fn share(&mut self) -> RowTable {
+        RowTable {
+            items: self.items.clone(),
+            users: self.users.clone(),
+            rows: self.rows.share(),
+            partners: self.partners.share(),
+            references: self.references.clone(),
+            phases: self.phases.clone(),
+            unit: self.unit,
+            population: self.population,
+        }
     }
 
     /// Works out `partners` and `references` again from the rows.
@@ -415,6 +430,14 @@ impl Rescale for RowsState {
 struct RowsState {
     inbox: Inbox<RowInput>,
     table: RowTable,
+}
+
+impl Freeze for RowsState {
+    type Frozen = (<Inbox<RowInput> as Freeze>::Frozen, RowTable);
+
+    fn freeze(&mut self) -> Self::Frozen {
+        (self.inbox.freeze(), self.table.share())
+    }
 }
 
 /// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
