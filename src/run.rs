@@ -462,6 +462,19 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
     let restored = checkpoints.as_ref().and_then(|(_, restored)| restored.as_ref());
     let restored_kafka_outputs = restored.map(|r| (r.manifest.id, r.meta.kafka_outputs.clone()));
     let restore_started = restored.map(|r| (r.manifest.id, started));
+    // One metadata lookup per process: the workers' partitions, and the partitions a missing
+    // Kafka output topic is created with (as many as the input topic; 1 for other sources).
+    let input_partitions = reads_in_parallel(&pipeline, &options)
+        .then(|| KafkaSource::partitions(&pipeline.source.kafka))
+        .transpose()
+        .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
+    if let Some(restored) = restored {
+        // Refused before anything is cut back: a refused restore leaves the outputs alone.
+        if let Some(count) = input_partitions {
+            check_restored_partitions(&pipeline, restored, count)?;
+        }
+        check_restorable_on(&pipeline, &restored.parts, total_workers(&config), input_partitions)?;
+    }
     if first_process {
         check_paths(&pipeline, &options, outputs, restored.is_none())?;
         if let Some(restored) = restored {
@@ -476,15 +489,6 @@ pub fn run(pipeline: Pipeline, options: RunOptions, config: timely::Config) -> R
         timely::CommunicationConfig::Cluster { threads, .. } => *threads,
         _ => 1,
     };
-    // One metadata lookup per process: the workers' partitions, and the partitions a missing
-    // Kafka output topic is created with (as many as the input topic; 1 for other sources).
-    let input_partitions = reads_in_parallel(&pipeline, &options)
-        .then(|| KafkaSource::partitions(&pipeline.source.kafka))
-        .transpose()
-        .map_err(|e| RunError::Source { pipeline: pipeline.name.clone(), message: e.to_string() })?;
-    if let (Some(count), Some(restored)) = (input_partitions, restored) {
-        check_restored_partitions(&pipeline, restored, count)?;
-    }
     let metrics = Arc::new(Metrics::default());
     let forgotten = match &options.checkpoint_dir {
         Some(dir) if first_process && forgets_users(&pipeline) => Some(open_forget_ledger(&pipeline, dir, restored)?),
@@ -860,44 +864,64 @@ enum Restoring<'a> {
     Rescaled { part: &'a WorkerCut, all: &'a [WorkerCut], to: Owner },
 }
 
-/// This worker's part of the checkpoint the run restores, if it restores one.
+/// Refuses a checkpoint (its `parts`) that a run on `workers` workers cannot restore: a part
+/// missing, or, on another number of workers than it was taken on, a Kafka source whose
+/// partitions changed since (they are dealt to the new workers by number) or a run limited by
+/// `--max-events` (which counts per worker).
+fn check_restorable_on(
+    pipeline: &Pipeline,
+    parts: &[WorkerCut],
+    workers: usize,
+    input_partitions: Option<usize>,
+) -> Result<(), RunError> {
+    let taken_on = parts.iter().map(|part| part.worker + 1).max().unwrap_or(0);
+    let refused = |why: &str| RunError::Restore {
+        pipeline: pipeline.name.clone(),
+        message: format!(
+            "it was taken on {taken_on} workers and this run has {workers}; {why}: restore it on {taken_on} workers, \
+             or start over with --fresh"
+        ),
+    };
+    let needed = if taken_on == workers { taken_on } else { 1 };
+    if (0..needed).any(|old| !parts.iter().any(|part| part.worker == old)) {
+        return Err(refused("a part is missing"));
+    }
+    let kafka = parts.iter().any(|part| matches!(part.source, Some(ResumePoint::Kafka(_))));
+    if kafka && taken_on != workers {
+        let read: usize = parts.iter().filter_map(|part| part.source.as_ref()).map(ResumePoint::lanes).sum();
+        if input_partitions != Some(read) {
+            return Err(refused("the topic's partitions changed since, so they cannot be dealt out anew"));
+        }
+        if parts.iter().any(|part| part.max_records_left.is_some()) {
+            return Err(refused("--max-events counts per worker"));
+        }
+    }
+    Ok(())
+}
+
+/// This worker's part of the checkpoint the run restores, if it restores one (the run has
+/// checked that it can: [`check_restorable_on`]).
 ///
 /// On another number of workers, each operator's state is rebuilt from every old worker's
 /// ([`worker_state::install_rescaled`]). A file or the generator is read by worker 0 alone, so
 /// new worker 0 takes old worker 0's reader and source position, and every other new worker
 /// starts a reader that reads nothing at old worker 0's capability
 /// ([`RestoredReader::reading_nothing`]). Kafka partitions are dealt to the new workers, each
-/// with its lane ([`RestoredReader::dealt`]), unless the topic's partitions changed since or
-/// `--max-events` (which counts per worker) limits the run.
+/// with its lane ([`RestoredReader::dealt`]).
 fn restored_part(shared: &WorkerShared, worker: usize, workers: usize) -> Result<Option<Restoring<'_>>, RunError> {
     let Some(parts) = shared.options.checkpoints.as_ref().and_then(|c| c.restore.as_deref()) else { return Ok(None) };
     let taken_on = parts.iter().map(|part| part.worker + 1).max().unwrap_or(0);
-    let part_of = |old: usize| parts.iter().find(|part| part.worker == old);
-    let refused = |why: &str| RunError::Restore {
-        pipeline: shared.pipeline.name.clone(),
-        message: format!(
-            "it was taken on {taken_on} workers and this run has {workers}; {why}: restore it on {taken_on} workers, \
-             or start over with --fresh"
-        ),
+    let part_of = |old: usize| {
+        parts.iter().find(|part| part.worker == old).ok_or_else(|| RunError::Restore {
+            pipeline: shared.pipeline.name.clone(),
+            message: format!("part {old} of the checkpoint is missing; start over with --fresh"),
+        })
     };
     if taken_on == workers {
-        return part_of(worker).map(|part| Some(Restoring::Own(part))).ok_or_else(|| refused("a part is missing"));
+        return Ok(Some(Restoring::Own(part_of(worker)?)));
     }
-    let kafka = parts.iter().any(|part| matches!(part.source, Some(ResumePoint::Kafka(_))));
-    if kafka {
-        let read: usize = parts.iter().filter_map(|part| part.source.as_ref()).map(ResumePoint::lanes).sum();
-        if shared.input_partitions != Some(read) {
-            return Err(refused("the topic's partitions changed since, so they cannot be dealt out anew"));
-        }
-        if parts.iter().any(|part| part.max_records_left.is_some()) {
-            return Err(refused("--max-events counts per worker"));
-        }
-        let part = part_of(0).ok_or_else(|| refused("a part is missing"))?;
-        return Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut: part.cut } }));
-    }
-    let part = part_of(0).ok_or_else(|| refused("a part is missing"))?;
-    let cut = part.cut;
-    Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut } }))
+    let part = part_of(0)?;
+    Ok(Some(Restoring::Rescaled { part, all: parts, to: Owner { worker, workers, cut: part.cut } }))
 }
 
 /// Opens worker 0's outputs: the changelog (teed into the server's feed when serving) and the

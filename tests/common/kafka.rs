@@ -151,13 +151,25 @@ impl Broker {
     /// Creates a topic with a unique name and `partitions` partitions; returns its name.
     pub fn create_topic(&self, tag: &str, partitions: usize) -> String {
         let topic = unique_topic(tag);
+        self.topic_command(&["create", &topic, "--partitions", &partitions.to_string()]);
+        topic
+    }
+
+    /// Deletes `topic` and creates it again, empty, with `partitions` partitions.
+    pub fn create_topic_again(&self, topic: &str, partitions: usize) {
+        self.topic_command(&["delete", topic]);
+        self.topic_command(&["create", topic, "--partitions", &partitions.to_string()]);
+    }
+
+    /// `tansu topic` with `args`, against this broker.
+    fn topic_command(&self, args: &[&str]) {
         let status = Command::new(&self.binary)
-            .args(["topic", "create", &topic, "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .args(["--partitions", &partitions.to_string()])
+            .arg("topic")
+            .args(args)
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .status()
             .unwrap();
-        assert!(status.success(), "tansu topic create failed: {status}");
-        topic
+        assert!(status.success(), "tansu topic {args:?} failed: {status}");
     }
 
     fn signal(&self, signal: &str) {
