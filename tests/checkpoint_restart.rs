@@ -348,6 +348,26 @@ fn a_user_forgotten_just_before_a_kill_stays_forgotten_in_the_restored_run() {
     let _ = std::fs::remove_dir_all(&world.dir);
 }
 
+/// A checkpoint of two workers restored on three: the events each worker kept in case their user
+/// is forgotten are split among the new workers by user, so a user forgotten after the restore
+/// loses every event, whichever old worker kept it, and the changelog equals that of a run
+/// starting over with the same ledger.
+#[test]
+fn a_user_forgotten_after_a_restore_on_more_workers_loses_every_kept_event() {
+    let world = ForgettingWorld::new("restart-forgotten-rescaled", "200ms");
+    let output = world.dir.join("rescaled.jsonl");
+    let run = world.start_on(&output, "2");
+    wait_for(60, "two checkpoints", || committed(&world.checkpoints) >= 2);
+    drop(run);
+    let run = world.start_on(&output, "3");
+    let user = world.forget_a_user_with_a_list(&run, false);
+    run.wait_for_end(60);
+    let fresh = world.start_over();
+    let restored = std::fs::read(&output).unwrap();
+    assert!(restored == fresh, "the changelog differs from a fresh run's: user {user} kept some events");
+    let _ = std::fs::remove_dir_all(&world.dir);
+}
+
 /// A live generator world that serves and takes checkpoints, for the tests of forgotten users.
 struct ForgettingWorld {
     dir: PathBuf,
@@ -381,6 +401,12 @@ impl ForgettingWorld {
     /// A served run writing its changelog to `output`.
     fn start(&self, output: &Path) -> Running {
         let args = self.args(output, &[]);
+        Running::start(&self.pipeline, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    }
+
+    /// [`ForgettingWorld::start`] on `workers` workers.
+    fn start_on(&self, output: &Path, workers: &str) -> Running {
+        let args = self.args(output, &["-w", workers]);
         Running::start(&self.pipeline, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
     }
 
