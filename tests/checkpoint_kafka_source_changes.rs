@@ -2,7 +2,8 @@
 //! workers, and when the topic gained partitions since: a checkpoint of a run limited by
 //! `--max-events` (which counts per worker) is refused on another worker count, so is one whose
 //! topic's partitions changed since; on the same worker count, partitions added since are read
-//! from `[source.kafka] start`, with a warning. A refused run writes nothing and leaves the
+//! from `[source.kafka] start`, with a warning, and a checkpoint that read partitions the topic
+//! no longer has is refused, naming them. A refused run writes nothing and leaves the
 //! checkpoints as they were.
 
 mod common;
@@ -26,7 +27,7 @@ fn produce(events: &Path, input: &str, partitions: usize) {
 }
 
 #[test]
-fn a_kafka_checkpoint_that_cannot_be_dealt_anew_is_refused_on_another_worker_count() {
+fn a_kafka_checkpoint_of_another_topic_layout_or_limited_run_is_refused_where_it_cannot_be_dealt() {
     let broker = Broker::start();
     let dir = scratch_dir("restart-kafka-source-changes");
     let pipeline = dir.join("pipeline.toml");
@@ -78,5 +79,21 @@ fn a_kafka_checkpoint_that_cannot_be_dealt_anew_is_refused_on_another_worker_cou
     assert!(stderr.contains("restoring checkpoint"), "{stderr}");
     assert!(stderr.contains(&format!("topic {topic} has partitions 4, 5 that checkpoint")), "{stderr}");
     assert!(stderr.contains("are read from [source.kafka] start (earliest)"), "{stderr}");
+
+    // Made again with two partitions: the newest checkpoint read partitions the topic no longer
+    // has, so it is refused on any worker count, naming them.
+    let written = std::fs::read(&output).unwrap();
+    let taken = store.list().unwrap().len();
+    broker.create_topic_again(&topic, 2);
+    produce(&events, &input, 2);
+    let result = run("2").output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("read partitions 2, 3, 4, 5 of topic {topic}, which now has 2 partitions")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&output).unwrap(), written, "a refused run changed the changelog");
+    assert_eq!(store.list().unwrap().len(), taken, "a refused run changed the checkpoints");
     let _ = std::fs::remove_dir_all(&dir);
 }
