@@ -108,7 +108,7 @@ struct KeptEvent {
 }
 
 /// Events one worker keeps for the users it owns.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct Kept {
     /// Each user's events in arrival order.
     by_user: SharedMap<Id, VecDeque<KeptEvent>>,

@@ -90,7 +90,7 @@ impl Row {
 }
 
 /// Everything the rows operator keeps, by slot.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct RowTable {
     items: Slots<Id>,
     /// `n` per slot: how many users' histories hold the item.
