@@ -189,10 +189,12 @@ pub struct WriterSettings {
 
 /// The writer thread of one process, and the threads serialising the parts it is handed.
 pub struct Writer {
-    sender: Mutex<Option<mpsc::Sender<Part>>>,
+    sender: Mutex<Option<mpsc::SyncSender<Part>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// A thread per part handed in and not yet serialised: the workers go on meanwhile.
-    serialisers: Mutex<Vec<JoinHandle<()>>>,
+    /// The thread serialising each worker's last part: the worker goes on meanwhile, but hands
+    /// on its next part only once that one is serialised and queued for the writer, so parts
+    /// never pile up when checkpoints come faster than they are written.
+    serialisers: Mutex<BTreeMap<usize, JoinHandle<()>>>,
     /// Where a part that cannot be serialised is reported.
     fatal: Fatal,
     file_outputs: Vec<String>,
@@ -203,7 +205,8 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer.
     pub fn start(settings: WriterSettings) -> Arc<Writer> {
-        let (sender, receiver) = mpsc::channel();
+        // Serialised parts wait for the writer here; a serialiser blocks while it is full.
+        let (sender, receiver) = mpsc::sync_channel(PARTS_QUEUED);
         let (file_outputs, fatal) = (settings.file_outputs.clone(), settings.fatal.clone());
         let thread = std::thread::Builder::new()
             .name("checkpoint writer".into())
@@ -213,7 +216,7 @@ impl Writer {
         Arc::new(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
-            serialisers: Mutex::new(Vec::new()),
+            serialisers: Mutex::new(BTreeMap::new()),
             fatal,
             file_outputs,
             kafka_outputs,
@@ -226,8 +229,14 @@ impl Writer {
     }
 
     /// Hands a worker's part to the writer (on the worker's thread): the outputs' positions are
-    /// taken now, at the cut, and the part is serialised on a thread of its own.
+    /// taken now, at the cut, and the part is serialised on a thread of its own. Waits first
+    /// for the worker's previous part to be serialised and queued, if it is not yet.
     pub fn save(&self, cut: FrozenCut) {
+        let worker = cut.worker();
+        let previous = self.serialisers.lock().unwrap_or_else(|e| e.into_inner()).remove(&worker);
+        if let Some(previous) = previous {
+            let _ = previous.join();
+        }
         let (outputs, kafka_outputs) = if cut.worker() == 0 {
             // Only regular files can be cut back (not `/dev/null` or a pipe).
             let length = |path: &String| {
@@ -250,11 +259,8 @@ impl Writer {
             Ok(cut) => drop(sender.send(Part { cut, outputs, kafka_outputs })),
             Err(e) => fatal.report("checkpoint", e),
         };
-        let thread = std::thread::Builder::new().name("checkpoint serialiser".into()).spawn(serialise);
-        let mut serialisers = self.serialisers.lock().unwrap_or_else(|e| e.into_inner());
-        serialisers.retain(|thread| !thread.is_finished());
-        match thread {
-            Ok(thread) => serialisers.push(thread),
+        match std::thread::Builder::new().name("checkpoint serialiser".into()).spawn(serialise) {
+            Ok(thread) => drop(self.serialisers.lock().unwrap_or_else(|e| e.into_inner()).insert(worker, thread)),
             Err(e) => self.fatal.report("checkpoint", format!("cannot start a thread to serialise a part: {e}")),
         }
     }
@@ -262,7 +268,7 @@ impl Writer {
     /// Writes what is queued and stops the writer; parts of checkpoints not yet whole are left
     /// without a manifest.
     pub fn finish(&self) {
-        for thread in std::mem::take(&mut *self.serialisers.lock().unwrap_or_else(|e| e.into_inner())) {
+        for thread in std::mem::take(&mut *self.serialisers.lock().unwrap_or_else(|e| e.into_inner())).into_values() {
             let _ = thread.join();
         }
         drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
@@ -271,6 +277,9 @@ impl Writer {
         }
     }
 }
+
+/// How many serialised parts may wait for the writer.
+const PARTS_QUEUED: usize = 2;
 
 /// A checkpoint whose parts are being written.
 struct Pending {

@@ -715,10 +715,11 @@ impl Reader {
                 operators: Vec::new(),
             },
         });
+        // Handing it on may wait for the previous part's serialisation: that counts too.
+        (checkpointing.settings.save)(saved);
         if let Some((_, taking)) = checkpointing.stopped.as_mut() {
             *taking = taking_since.elapsed();
         }
-        (checkpointing.settings.save)(saved);
         checkpointing.protocol.saved();
     }
 
