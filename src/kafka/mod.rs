@@ -170,7 +170,18 @@ pub fn read_from(address: &KafkaAddress, starts: &BTreeMap<i32, Offset>) -> Resu
     let mut last_message = std::time::Instant::now();
     while !ends.is_empty() {
         if last_message.elapsed() > REQUEST_TIMEOUT {
-            return Err(KafkaSetupError::new(address, "no message arrived for a while; is the broker running?"));
+            let positions = consumer.position().map(|p| p.to_topic_map()).unwrap_or_default();
+            let stuck: Vec<String> = ends
+                .iter()
+                .map(|(partition, end)| {
+                    let at = positions.get(&(address.topic.clone(), *partition));
+                    format!("partition {partition} at {at:?} of end {end}")
+                })
+                .collect();
+            return Err(KafkaSetupError::new(
+                address,
+                format!("no message arrived for a while ({}); is the broker running?", stuck.join(", ")),
+            ));
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
