@@ -313,7 +313,11 @@ impl Drop for Broker {
             let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
         }
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("the broker's log and storage are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
