@@ -21,7 +21,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::checkpoint::cut::Holding;
 use crate::checkpoint::rescale::{merge_by_time, Owner, Placed, Rescale};
-use crate::checkpoint::shared::Shared;
+use crate::checkpoint::shared::{Shared, Snapshot};
 use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event_time::Time;
 use crate::progress::StreamEnd;
@@ -173,7 +173,7 @@ impl<W: Serialize> Serialize for DueWork<W> {
 
 /// A checkpoint shares the work, without the capability.
 impl<W: Default + Clone + Serialize + Send + Sync + 'static> Freeze for DueWork<W> {
-    type Frozen = BTreeMap<Time, Shared<W>>;
+    type Frozen = BTreeMap<Time, Snapshot<W>>;
 
     fn freeze(&mut self) -> Self::Frozen {
         self.work.iter_mut().map(|(time, work)| (*time, work.share())).collect()

@@ -54,9 +54,18 @@ where
     }
 }
 
-/// Serialises `frozen` when called.
+/// Serialises `frozen` when called, in one pass: shared state serialises once only
+/// ([`super::shared::Snapshot`]), and `bincode::serialize` would go over it twice (once to size
+/// its buffer).
 pub fn frozen<F: Serialize + Send + 'static>(frozen: F) -> Frozen {
-    Box::new(move || bincode::serialize(&frozen))
+    Box::new(move || serialise_once(&frozen))
+}
+
+/// `value` serialised as `bincode::serialize` does, in one pass over it.
+pub fn serialise_once<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    let mut bytes = Vec::new();
+    bincode::serialize_into(&mut bytes, value)?;
+    Ok(bytes)
 }
 
 /// Every registered operator's state as it stood at a checkpoint, by operator address.

@@ -26,7 +26,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{hopping, Coll, Time};
 use crate::checkpoint::rescale::{owned_entries, Owner, Rescale};
-use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::shared::{MapSnapshot, SharedMap};
 use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::{Event, Id};
 use crate::event_time::ceil_to;
@@ -194,7 +194,7 @@ struct ForgetState {
 }
 
 impl Freeze for ForgetState {
-    type Frozen = ((SharedMap<Id, VecDeque<KeptEvent>>, BTreeMap<Time, Vec<Id>>), <Inbox<Id> as Freeze>::Frozen);
+    type Frozen = ((MapSnapshot<Id, VecDeque<KeptEvent>>, BTreeMap<Time, Vec<Id>>), <Inbox<Id> as Freeze>::Frozen);
 
     fn freeze(&mut self) -> Self::Frozen {
         ((self.kept.by_user.share(), self.kept.checks.clone()), self.pending.freeze())

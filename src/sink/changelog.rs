@@ -18,7 +18,7 @@ use timely::dataflow::operators::{probe, Probe};
 
 use super::{Destination, Hold, Output, SinkError};
 use crate::checkpoint::rescale::{first_only, Owner, Place, Placed, Rescale};
-use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::shared::{MapSnapshot, SharedMap};
 use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::Millis;
 use crate::event_time::{Coll, Time};
@@ -44,7 +44,7 @@ pub struct Changelog {
 
 /// The values and windows, without the setting.
 impl Freeze for Changelog {
-    type Frozen = (SharedMap<ResultKey, ResultValue>, std::collections::BTreeSet<(Millis, ResultKey)>);
+    type Frozen = (MapSnapshot<ResultKey, ResultValue>, std::collections::BTreeSet<(Millis, ResultKey)>);
 
     fn freeze(&mut self) -> Self::Frozen {
         (self.current.share(), self.windows.clone())

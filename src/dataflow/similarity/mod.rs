@@ -42,7 +42,7 @@ use super::preference::{decay_factors, Touches};
 use super::ranking::keep_best;
 use super::{Coll, Time};
 use crate::checkpoint::rescale::{owned_entries, Owner, Place, Placed, Rescale};
-use crate::checkpoint::shared::SharedMap;
+use crate::checkpoint::shared::{MapSnapshot, SharedMap};
 use crate::checkpoint::worker_state::{self, Freeze};
 use crate::event::Id;
 use crate::event_time::ceil_to;
@@ -360,7 +360,7 @@ struct HistoriesState {
 }
 
 impl Freeze for HistoriesState {
-    type Frozen = (<Inbox<(Id, (Id, u64))> as Freeze>::Frozen, SharedMap<Id, UserHistory>);
+    type Frozen = (<Inbox<(Id, (Id, u64))> as Freeze>::Frozen, MapSnapshot<Id, UserHistory>);
 
     fn freeze(&mut self) -> Self::Frozen {
         (self.inbox.freeze(), self.users.share())

@@ -16,7 +16,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
 use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
-use crate::checkpoint::shared::SharedVec;
+use crate::checkpoint::shared::{SharedVec, VecSnapshot};
 use crate::checkpoint::worker_state::{self, Freeze};
 use crate::dataflow::ranking::keep_best_by;
 use crate::dataflow::slots::{Slot, Slots};
@@ -111,6 +111,10 @@ struct RowTable {
     population: i64,
 }
 
+/// A [`RowTable`] as a checkpoint took it ([`RowTable::share`]).
+type FrozenRowTable =
+    (Slots<Id>, Vec<i64>, VecSnapshot<Row>, VecSnapshot<HashSet<Slot>>, Vec<u32>, Vec<Time>, i64, i64);
+
 impl RowTable {
     /// The slot of `item`, assigning one (and room in every per-slot vector) if it has none.
     fn slot(&mut self, item: &Id, refresh: Time, tick: Time) -> Slot {
@@ -150,18 +154,19 @@ impl RowTable {
         self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled };
     }
 
-    /// The table as it is now, for a checkpoint: the rows and partners shared, not copied.
-    fn share(&mut self) -> RowTable {
-        RowTable {
-            items: self.items.clone(),
-            users: self.users.clone(),
-            rows: self.rows.share(),
-            partners: self.partners.share(),
-            references: self.references.clone(),
-            phases: self.phases.clone(),
-            unit: self.unit,
-            population: self.population,
-        }
+    /// The table as it is now, for a checkpoint: the rows and partners shared, not copied; its
+    /// fields in order, as the table serialises.
+    fn share(&mut self) -> FrozenRowTable {
+        (
+            self.items.clone(),
+            self.users.clone(),
+            self.rows.share(),
+            self.partners.share(),
+            self.references.clone(),
+            self.phases.clone(),
+            self.unit,
+            self.population,
+        )
     }
 
     /// Works out `partners` and `references` again from the rows.
@@ -433,7 +438,7 @@ struct RowsState {
 }
 
 impl Freeze for RowsState {
-    type Frozen = (<Inbox<RowInput> as Freeze>::Frozen, RowTable);
+    type Frozen = (<Inbox<RowInput> as Freeze>::Frozen, FrozenRowTable);
 
     fn freeze(&mut self) -> Self::Frozen {
         (self.inbox.freeze(), self.table.share())
