@@ -143,7 +143,8 @@ impl<T: Default + Clone> Shared<T> {
         Snapshot(handle)
     }
 
-    /// A snapshot of the whole value for a checkpoint ([`Shared::share_as`]).
+    /// A snapshot of the whole value for a checkpoint: it serialises the value as it is now,
+    /// whatever changes follow, written ahead if the worker changes it first. Copies nothing.
     pub fn share(&mut self) -> Snapshot<T>
     where
         T: Serialize,
@@ -225,7 +226,7 @@ impl<T> Snapshot<T> {
     }
 }
 
-/// Serialises as the value did when it was shared, once ([`Snapshot::serialise_once`]).
+/// Serialises as the value did when it was shared, once.
 impl<T: Serialize> Serialize for Snapshot<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.serialise_once(|contents| match contents {
@@ -332,7 +333,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
     }
 
     /// The map as it is now, for a checkpoint, whatever changes follow: copies no entry
-    /// ([`Shared::share_as`]).
+    /// ([`Shared::share`]).
     pub fn share(&mut self) -> MapSnapshot<K, V>
     where
         K: Serialize,
@@ -506,7 +507,7 @@ impl<T: Clone> SharedVec<T> {
     }
 
     /// The vector as it is now, for a checkpoint, whatever changes follow: copies no element
-    /// ([`Shared::share_as`]).
+    /// ([`Shared::share`]).
     pub fn share(&mut self) -> VecSnapshot<T>
     where
         T: Serialize,
