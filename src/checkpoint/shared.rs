@@ -159,17 +159,6 @@ impl<T: Default> Default for Shared<T> {
     }
 }
 
-impl<T: Clone> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Shared(match &self.0 {
-            Ownership::Own(own) => Ownership::Own(own.clone()),
-            Ownership::Held { value, snapshots } => {
-                Ownership::Held { value: Arc::clone(value), snapshots: snapshots.clone() }
-            }
-        })
-    }
-}
-
 impl<T> std::ops::Deref for Shared<T> {
     type Target = T;
 
@@ -259,7 +248,6 @@ impl Serialize for WrittenAhead<'_> {
 }
 
 /// A hash map in shards a checkpoint can share ([`SharedMap::share`]).
-#[derive(Clone)]
 pub struct SharedMap<K, V> {
     shards: Vec<Shared<HashMap<K, V, FxBuildHasher>>>,
 }
@@ -465,7 +453,6 @@ where
 }
 
 /// A vector in chunks a checkpoint can share ([`SharedVec::share`]).
-#[derive(Clone)]
 pub struct SharedVec<T> {
     chunks: Vec<Shared<Vec<T>>>,
     len: usize,
