@@ -89,10 +89,10 @@ fn a_kafka_checkpoint_of_another_topic_layout_or_limited_run_is_refused_where_it
     let result = run("2").output().unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!("read partitions 2, 3, 4, 5 of topic {topic}, which now has 2 partitions")),
-        "{stderr}"
-    );
+    // Partitions 4 and 5 are named too when the newest checkpoint came after the run had read
+    // from them, which depends on the machine's pace.
+    let named = |partitions: &str| format!("read partitions {partitions} of topic {topic}, which now has 2 partitions");
+    assert!(stderr.contains(&named("2, 3, 4, 5")) || stderr.contains(&named("2, 3")), "{stderr}");
     assert_eq!(std::fs::read(&output).unwrap(), written, "a refused run changed the changelog");
     assert_eq!(store.list().unwrap().len(), taken, "a refused run changed the checkpoints");
     let _ = std::fs::remove_dir_all(&dir);
