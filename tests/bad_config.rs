@@ -40,6 +40,11 @@ fn unknown_and_invalid_keys_are_named() {
         ("[recommend]\nlong_tail = 2.0", "recommend.long_tail"),
         ("[recommend]\n[recommend.similarity]\nshrinkage = -1", "recommend.similarity.shrinkage"),
         ("[recommend]\n[recommend.similarity]\nmin_llr = -3", "recommend.similarity.min_llr"),
+        (
+            "[recommend]\n[recommend.similarity]\nfalse_discovery_rate = 1.0",
+            "recommend.similarity.false_discovery_rate",
+        ),
+        ("[recommend]\npopular_refresh = \"2h\"", "no longer than similarity.refresh"),
         ("[time]\nmax_future = \"0s\"\n[hot_items]", "time.max_future"),
         ("[recommend]\npopularity_prior = nan", "recommend.popularity_prior"),
         ("[weights]\nrating_offset = -1.0\n[hot_items]", "weights.rating_offset"),

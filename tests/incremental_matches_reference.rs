@@ -483,6 +483,38 @@ fn significant_pairs_one_and_four_workers() {
     }
 }
 
+/// Only the pairs the Benjamini-Hochberg procedure accepts at a false discovery rate, over the
+/// catalogue: as users join and leave the horizon (which moves every p-value), with the
+/// log-likelihood test too, and with histories.
+#[test]
+fn false_discovery_rate_one_and_four_workers() {
+    let controlled = |toml: &str, rate: &str| {
+        toml.replace("min_support = ", &format!("false_discovery_rate = {rate}\nmin_support = "))
+    };
+    for seed in 136..138 {
+        let lines = joining_lines(seed, 300);
+        let toml = controlled(&horizon_pairs(SLIDING), "0.5");
+        let one = check_stream(COMMON, &toml, &lines, seed, 1);
+        let four = check_stream(COMMON, &toml, &lines, seed, 4);
+        assert_eq!(one, four, "changelog differs between 1 and 4 workers (seed {seed})");
+    }
+    let both_tests =
+        controlled(&horizon_pairs(SLIDING), "0.8").replace("min_support = ", "min_llr = 1.5\nmin_support = ");
+    check_one_and_four(&both_tests, 138..139);
+    check(&controlled(TUMBLING, "0.5"), 139, 1);
+}
+
+/// The popular pool refreshed every tick rather than with the similarity: lists are filled, and
+/// users without one answered, from the fresher pool.
+#[test]
+fn popular_pool_refreshed_every_tick_one_and_four_workers() {
+    let every_tick = |toml: &str, tick: &str| {
+        toml.replace("popular_window = ", &format!("popular_refresh = \"{tick}\"\npopular_window = "))
+    };
+    check_one_and_four(&every_tick(SLIDING, "1s"), 140..141);
+    check(&every_tick(TUMBLING, "2s"), 141, 1);
+}
+
 /// [`random_lines`] with timestamps from the future: about one line in 40 is stamped ten days
 /// ahead (poison), and at a third and at two thirds of the stream event time jumps a minute ahead
 /// for good (a gap in the data).

@@ -1,7 +1,7 @@
 //! The popular pool: the items with most events over the last `popular_window`, ranked by count
-//! desc then item asc, refreshed on the similarity cadence. Users with too few scored candidates
-//! are filled from it ([`super::recommend`]), and its first `k` items are the list for users
-//! without one of their own ([`new_user_list`]).
+//! desc then item asc, refreshed every `popular_refresh` (by default on the similarity cadence).
+//! Users with too few scored candidates are filled from it ([`super::recommend`]), and its first
+//! `k` items are the list for users without one of their own ([`new_user_list`]).
 //!
 //! Two operators. **Counts** (on the worker the events are on) adds up each refresh's count
 //! changes per item locally, so one record per item and refresh crosses to the **Pool**
@@ -47,7 +47,7 @@ impl PoolSpec {
     pub fn of(spec: &RecommendSpec, tick: Time) -> PoolSpec {
         PoolSpec {
             window: spec.popular_window.millis(),
-            refresh: spec.similarity.refresh.millis(),
+            refresh: spec.popular_refresh.unwrap_or(spec.similarity.refresh).millis(),
             tick,
             size: spec.k * super::recommend::POOL_PER_K,
         }

@@ -9,8 +9,8 @@
 //!
 //! Ranking: scored items by score desc, then item asc (with `diversity`, re-ranked by maximal
 //! marginal relevance among the `4k` best, `diversify`); then, for users with fewer than `k`
-//! scored candidates, fill-ins from the windowed popular items (a pool of `4k`, refreshed with the
-//! similarity cadence) by popularity (count desc, then item asc), skipping items already listed
+//! scored candidates, fill-ins from the windowed popular items (a pool of `4k`, refreshed every
+//! `popular_refresh`) by popularity (count desc, then item asc), skipping items already listed
 //! or excluded.
 //!
 //! **When a list is recomputed.** A user's list is recomputed whenever the user's inputs change:

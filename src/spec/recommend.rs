@@ -126,6 +126,10 @@ pub struct RecommendSpec {
     pub similarity: SimilaritySpec,
     /// Window of the popularity fallback (item event counts over the last `popular_window`).
     pub popular_window: Span,
+    /// How often the popular pool is refreshed: a multiple of `time.tick`, at most
+    /// `similarity.refresh`, which is the default. The pool costs what changed in it, so a short
+    /// cadence is cheap, and lists are filled from a fresher pool.
+    pub popular_refresh: Option<Span>,
     /// How much an item's popularity adds to its score: each item of the popular pool gains
     /// `popularity_prior * W * count / top_count`, `W` being the user's total seed weight (0 adds
     /// nothing; the pool then only fills short lists).
@@ -156,6 +160,7 @@ impl Default for RecommendSpec {
             pair_decay: 1.0,
             similarity: SimilaritySpec::default(),
             popular_window: Span(3_600_000),
+            popular_refresh: None,
             popularity_prior: 0.0,
             diversity: 0.0,
             long_tail: 0.0,
@@ -165,7 +170,7 @@ impl Default for RecommendSpec {
 
 impl RecommendSpec {
     /// Checks `[recommend]` and `[recommend.similarity]`; `tick` is `time.tick`, already checked
-    /// to be positive, which the similarity's refresh must be a multiple of.
+    /// to be positive, which the similarity's and the popular pool's refresh must be multiples of.
     pub(super) fn validate(&self, origin: &str, tick: Span) -> Result<(), SpecError> {
         let bad = rejecting(origin);
         if self.k == 0 {
@@ -200,6 +205,20 @@ impl RecommendSpec {
         self.validate_pairs(origin)?;
         self.similarity.validate_neighbourhood(origin, tick)?;
         self.validate_ranking(origin)?;
+        if let Some(refresh) = self.popular_refresh {
+            let similarity = self.similarity.refresh;
+            if refresh.millis() == 0
+                || !refresh.millis().is_multiple_of(tick.millis())
+                || refresh.millis() > similarity.millis()
+            {
+                return bad(
+                    "recommend.popular_refresh",
+                    format!(
+                        "must be a positive multiple of time.tick ({tick}) no longer than similarity.refresh ({similarity}), such as \"{tick}\""
+                    ),
+                );
+            }
+        }
         self.similarity.validate_shape(origin)
     }
 

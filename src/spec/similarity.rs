@@ -37,6 +37,11 @@ pub struct SimilaritySpec {
     /// ratio of the pair's 2x2 table of users must reach it (3.84, 6.63 and 10.83 are the
     /// chi-square critical values for p = 0.05, 0.01 and 0.001; 0 keeps every pair).
     pub min_llr: f64,
+    /// Keeps, in each item's row, only the candidates that the Benjamini-Hochberg procedure at
+    /// this false discovery rate accepts, the family being every other item of the catalogue:
+    /// of the neighbours a row lists, at most this share are expected to co-occur with it by
+    /// chance alone (0 turns the test off).
+    pub false_discovery_rate: f64,
 }
 
 impl SimilaritySpec {
@@ -59,7 +64,8 @@ impl SimilaritySpec {
         Ok(())
     }
 
-    /// Checks `asymmetry` (in (0, 1], and only with the cosine), `shrinkage` and `min_llr`.
+    /// Checks `asymmetry` (in (0, 1], and only with the cosine), `shrinkage`, `min_llr` and
+    /// `false_discovery_rate`.
     pub(super) fn validate_shape(&self, origin: &str) -> Result<(), SpecError> {
         let bad = rejecting(origin);
         let a = self.asymmetry;
@@ -87,6 +93,15 @@ impl SimilaritySpec {
                 ),
             );
         }
+        if !(0.0..1.0).contains(&self.false_discovery_rate) {
+            return bad(
+                "recommend.similarity.false_discovery_rate",
+                format!(
+                    "{} is not a rate; use a number from 0 (off) up to but not including 1, such as 0.05",
+                    self.false_discovery_rate
+                ),
+            );
+        }
         if a != 0.5 && self.measure != Measure::Cosine {
             return bad(
                 "recommend.similarity.asymmetry",
@@ -107,6 +122,7 @@ impl Default for SimilaritySpec {
             asymmetry: 0.5,
             shrinkage: 0.0,
             min_llr: 0.0,
+            false_discovery_rate: 0.0,
         }
     }
 }

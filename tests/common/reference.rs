@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use recflow::event::{Action, Event, Id};
-use recflow::spec::{CoOccurrence, Exclude, Horizon, Measure, Pipeline, Seeds, ShortTermWindow};
+use recflow::spec::{CoOccurrence, Exclude, Horizon, Measure, Pipeline, RecommendSpec, Seeds, ShortTermWindow};
 
 /// An accepted event with the dataflow time it entered at.
 #[derive(Clone, Debug)]
@@ -216,12 +216,12 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
 
 /// Similarity rows and the popular pool at `at`: each item's row as of its last phase time, from
 /// every user's history as of the user's last phase time before that; the pool as of the last
-/// multiple of the refresh.
+/// multiple of its refresh.
 fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Tables {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
-    let at_refresh = at / refresh * refresh;
+    let at_refresh = at / pool_refresh(spec) * pool_refresh(spec);
     let mut popular: BTreeMap<Id, i64> = BTreeMap::new();
     let mut items: BTreeSet<Id> = BTreeSet::new();
     for Timed { event, time } in accepted {
@@ -307,8 +307,12 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
             }
         }
     }
-    let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
+    // Per row, its candidates' similarity in millionths, item and p-value.
+    let mut candidates: BTreeMap<Id, Vec<(i64, Id, f64)>> = BTreeMap::new();
     let population = leading_six_bits(population) as f64;
+    // The family of the false discovery rate: every other item some user holds.
+    let catalogue = users_of.values().filter(|n| **n > 0).count() as i64;
+    let family = (leading_six_bits(catalogue) - 1).max(1) as f64;
     for ((i, j), c) in both {
         if c < spec.similarity.min_support as i64 * unit {
             continue;
@@ -328,7 +332,32 @@ fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<I
         };
         let shrink = spec.similarity.shrinkage;
         let s = if shrink > 0.0 { s * (c / (c + shrink)) } else { s };
-        neighbours.entry(i).or_default().push(((s * 1e6).round() as i64, j));
+        let p = if c * population <= ni * nj {
+            1.0
+        } else {
+            recflow::dataflow::similarity::chi_square_tail(g_squared(c, ni, nj, population))
+        };
+        candidates.entry(i).or_default().push(((s * 1e6).round() as i64, j, p));
+    }
+    let rate = spec.similarity.false_discovery_rate;
+    let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
+    for (i, mut row) in candidates {
+        if rate > 0.0 {
+            // Benjamini-Hochberg: the largest rank r whose p-value is at most r * rate / family
+            // sets the cut, and every candidate up to it is accepted.
+            let mut p_values: Vec<f64> = row.iter().map(|(_, _, p)| *p).collect();
+            p_values.sort_by(|a, b| a.partial_cmp(b).expect("a p-value"));
+            let mut accepted = None;
+            for (rank, p) in (1..).zip(&p_values) {
+                if *p < 1.0 && *p <= rank as f64 * rate / family {
+                    accepted = Some(*p);
+                }
+            }
+            row.retain(|(_, _, p)| accepted.is_some_and(|cut| *p <= cut));
+        }
+        if !row.is_empty() {
+            neighbours.insert(i, row.into_iter().map(|(s, j, _)| (s, j)).collect());
+        }
     }
     for list in neighbours.values_mut() {
         list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -586,13 +615,17 @@ impl<'a> RecsReference<'a> {
     }
 }
 
+/// How often the popular pool is refreshed: `popular_refresh`, or with the similarity.
+fn pool_refresh(spec: &RecommendSpec) -> u64 {
+    spec.popular_refresh.unwrap_or(spec.similarity.refresh).millis()
+}
+
 /// The list for users without one of their own at `at`: the first `k` items of the popular pool
-/// as of the last refresh, by count desc then item asc.
+/// as of its last refresh, by count desc then item asc.
 pub fn new_user_list_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Vec<Id> {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
-    let refresh = spec.similarity.refresh.millis();
-    let at_refresh = at / refresh * refresh;
+    let at_refresh = at / pool_refresh(spec) * pool_refresh(spec);
     let mut counts: BTreeMap<Id, i64> = BTreeMap::new();
     for Timed { event, time } in accepted {
         if *time <= at_refresh && ceil_to(event.ts + spec.popular_window.millis(), tick) > at_refresh {

@@ -109,6 +109,73 @@ pub fn significant(spec: &SimilaritySpec, both: f64, n_i: i64, n_j: i64, populat
     log_likelihood_ratio(table) >= spec.min_llr
 }
 
+/// The p-value of items `i` and `j` co-occurring as often as they do, or more, by chance (the
+/// arguments as in [`significant`]): the chance that a chi-square variable of one degree of
+/// freedom reaches the pair's `G²`. Pairs that co-occur no more than chance would have them
+/// get 1.
+pub fn p_value(both: f64, n_i: i64, n_j: i64, population: i64) -> f64 {
+    let (a, b, all) = (n_i as f64, n_j as f64, population as f64);
+    if both * all <= a * b {
+        return 1.0;
+    }
+    let table = [both, (a - both).max(0.0), (b - both).max(0.0), (all - a - b + both).max(0.0)];
+    chi_square_tail(log_likelihood_ratio(table))
+}
+
+/// `P(X >= g)` for a chi-square variable `X` of one degree of freedom: `erfc(sqrt(g / 2))`.
+///
+/// ```
+/// use recflow::dataflow::similarity::chi_square_tail;
+/// // The critical values for p = 0.05, 0.01 and 0.001.
+/// for (g, p) in [(3.841459, 0.05), (6.634897, 0.01), (10.827566, 0.001)] {
+///     assert!((chi_square_tail(g) / p - 1.0).abs() < 1e-5, "{g}: {}", chi_square_tail(g));
+/// }
+/// assert_eq!(chi_square_tail(0.0), 1.0);
+/// ```
+pub fn chi_square_tail(g: f64) -> f64 {
+    complementary_error_function((g.max(0.0) / 2.0).sqrt())
+}
+
+/// `erfc(x)` for `x >= 0`, with a relative error below 1.2e-7: the Chebyshev fit of Press,
+/// Teukolsky, Vetterling and Flannery, *Numerical Recipes* (2nd ed., section 6.2).
+fn complementary_error_function(x: f64) -> f64 {
+    const FIT: [f64; 10] = [
+        -1.265_512_23,
+        1.000_023_68,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_203_98,
+        1.488_515_87,
+        -0.822_152_23,
+        0.170_872_77,
+    ];
+    let t = 1.0 / (1.0 + 0.5 * x);
+    let series = FIT.iter().rev().fold(0.0, |sum, coefficient| coefficient + t * sum);
+    (t * (series - x * x).exp()).min(1.0)
+}
+
+/// The largest p-value the Benjamini-Hochberg procedure at rate `q` accepts among `p_values`
+/// (sorted here), in a family of `family` hypotheses of which these are the only ones that may
+/// be accepted: the `r`-th smallest p-value for the largest `r` with `p(r) <= r * q / family`.
+/// `None` when it accepts none.
+///
+/// ```
+/// use recflow::dataflow::similarity::benjamini_hochberg;
+/// // 0.039 fails at rank 3 (0.015) and nothing after it passes its rank: the first two are kept.
+/// let mut p = vec![0.041, 0.001, 0.039, 0.008, 0.06];
+/// assert_eq!(benjamini_hochberg(&mut p, 0.05, 10), Some(0.008));
+/// // Step-up: 0.03 fails at rank 1 (0.025) but 0.04 passes at rank 2 (0.05), which keeps both.
+/// assert_eq!(benjamini_hochberg(&mut vec![0.04, 0.03], 0.05, 2), Some(0.04));
+/// assert_eq!(benjamini_hochberg(&mut vec![0.04, 0.03], 0.05, 4), None);
+/// ```
+pub fn benjamini_hochberg(p_values: &mut [f64], q: f64, family: usize) -> Option<f64> {
+    p_values.sort_unstable_by(f64::total_cmp);
+    let family = family.max(1) as f64;
+    p_values.iter().enumerate().rev().find(|(at, p)| **p <= (at + 1) as f64 * q / family).map(|(_, p)| *p)
+}
+
 /// `G² = 2 (H(rows) + H(columns) - H(cells))` of a 2x2 table `[k11, k12, k21, k22]` with the
 /// unnormalised entropy `H(x) = xlnx(Σx) - Σ xlnx(x)`.
 fn log_likelihood_ratio([k11, k12, k21, k22]: [f64; 4]) -> f64 {

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
-use super::{next_phase_time, refresh_phase, significant, similarity, tested_population, RowUpserts, Updates};
+use super::{
+    benjamini_hochberg, next_phase_time, p_value, refresh_phase, significant, similarity, tested_population,
+    RowUpserts, Updates,
+};
 use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
 use crate::checkpoint::shared::{SharedVec, VecSnapshot};
 use crate::checkpoint::worker_state::{self, Freeze};
@@ -109,6 +112,10 @@ struct RowTable {
     unit: i64,
     /// How many users hold any item: the population of the significance test.
     population: i64,
+    /// How many items some user holds: the family of the false discovery rate. Counted again
+    /// from `users` when the table is restored, so checkpoints do not hold it.
+    #[serde(skip)]
+    catalogue: i64,
 }
 
 /// A [`RowTable`] as a checkpoint took it ([`RowTable::share`]).
@@ -169,6 +176,19 @@ impl RowTable {
         )
     }
 
+    /// Works out `catalogue` again from `users`.
+    fn count_catalogue(&mut self) {
+        self.catalogue = self.users.iter().filter(|&&users| users > 0).count() as i64;
+    }
+
+    /// Adds `diff` to `n` of slot `i`, keeping `catalogue` right.
+    fn add_users(&mut self, i: Slot, diff: i64) {
+        let users = &mut self.users[i as usize];
+        let held_before = *users > 0;
+        *users += diff;
+        self.catalogue += (*users > 0) as i64 - held_before as i64;
+    }
+
     /// Works out `partners` and `references` again from the rows.
     fn count_references(&mut self) {
         for (i, row) in self.rows.iter().enumerate() {
@@ -211,6 +231,10 @@ impl RowTable {
             return true;
         }
         let Some(&both) = row.strong.get(&j) else { return false };
+        if spec.false_discovery_rate > 0.0 {
+            // Any candidate's p-value can move the row's acceptance cut.
+            return true;
+        }
         let (n_i, n_j) = (self.users[i as usize], self.users[j as usize]);
         let Some(&(last, last_similarity)) = row.emitted.last() else { return false };
         if n_i <= 0 || n_j <= 0 {
@@ -222,9 +246,19 @@ impl RowTable {
             && significant(spec, both, n_i, n_j, tested_population(self.population))
     }
 
-    /// Whether the significance test of every pair may have changed: its population did.
-    fn test_changed(&self, population_before: i64, spec: &SimilaritySpec) -> bool {
-        spec.min_llr > 0.0 && tested_population(population_before) != tested_population(self.population)
+    /// Whether the significance test of every pair may have changed: its population did, or
+    /// with a false discovery rate its family.
+    fn tests_changed(&self, (population_before, catalogue_before): (i64, i64), spec: &SimilaritySpec) -> bool {
+        let tested = spec.min_llr > 0.0 || spec.false_discovery_rate > 0.0;
+        let family_changed = tested_population(catalogue_before) != tested_population(self.catalogue);
+        (tested && tested_population(population_before) != tested_population(self.population))
+            || (spec.false_discovery_rate > 0.0 && family_changed)
+    }
+
+    /// The family of the false discovery rate for a row: every other item of the catalogue,
+    /// which is rounded as the population is.
+    fn family(&self) -> usize {
+        (tested_population(self.catalogue) - 1).max(1) as usize
     }
 
     /// Replaces row `i`'s emitted neighbours, keeping the references right; the old neighbours
@@ -273,6 +307,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
             let fresh = || RowsState { inbox: Inbox::default(), table: RowTable { unit, ..RowTable::default() } };
             let state = worker_state::keep(&info.address, fresh);
             state.borrow_mut().inbox.hold_from(&capability);
+            state.borrow_mut().table.count_catalogue();
             move |(input, frontier), output| {
                 let RowsState { inbox, table } = &mut *state.borrow_mut();
                 inbox.absorb(input);
@@ -282,7 +317,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     let mut due: Vec<Slot> = Vec::new();
                     // Slots whose facts or references shrank: released at the end if unused.
                     let mut shrunk: Vec<Slot> = Vec::new();
-                    let population_before = table.population;
+                    let before = (table.population, table.catalogue);
                     for (entry, diff) in batch {
                         match entry {
                             RowInput::Pairs(i, changes) => {
@@ -307,7 +342,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                             }
                             RowInput::Users(i) => {
                                 let i = table.slot(&i, refresh, tick);
-                                table.users[i as usize] += diff as i64;
+                                table.add_users(i, diff as i64);
                                 recounted.push(i);
                             }
                             RowInput::Population => table.population += diff as i64,
@@ -319,7 +354,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                             }
                         }
                     }
-                    if table.test_changed(population_before, &spec) {
+                    if table.tests_changed(before, &spec) {
                         dirty.extend(table.rows.iter().enumerate().filter_map(|(i, row)| {
                             (!row.strong.is_empty() || !row.emitted.is_empty()).then_some(i as Slot)
                         }));
@@ -446,7 +481,8 @@ impl Freeze for RowsState {
 }
 
 /// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
-/// support that pass the significance test), similarity desc then item asc.
+/// support that pass the significance test and, with a false discovery rate, that the
+/// Benjamini-Hochberg procedure accepts), similarity desc then item asc.
 ///
 /// Candidates are pruned by support: `n_j >= c(i, j)` (every user holding both holds `j`), so
 /// `sim(i, j) <= sqrt(c / n_i)` for cosine and `<= c / n_i` for Jaccard. Once `neighbours`
@@ -466,7 +502,23 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
     let mut cut = 0.0;
     let unit = table.unit as f64;
     let population = tested_population(table.population);
-    for (&j, &both) in &table.rows[i as usize].strong {
+    let row = &table.rows[i as usize];
+    let accepted_p = if spec.false_discovery_rate > 0.0 {
+        let tested = row.strong.iter().filter_map(|(&j, &both)| {
+            let n_j = table.users[j as usize];
+            let users_of_both = both as f64 / unit;
+            (n_j > 0 && significant(spec, users_of_both, n_i, n_j, population))
+                .then(|| p_value(users_of_both, n_i, n_j, population))
+        });
+        let mut p_values: Vec<f64> = tested.filter(|&p| p < 1.0).collect();
+        let Some(accepted) = benjamini_hochberg(&mut p_values, spec.false_discovery_rate, table.family()) else {
+            return Vec::new();
+        };
+        Some(accepted)
+    } else {
+        None
+    };
+    for (&j, &both) in &row.strong {
         if (both as f64) < cut {
             continue;
         }
@@ -478,6 +530,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         let candidate = (j, similarity(spec, users_of_both, n_i, n_j));
         if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less)
             || !significant(spec, users_of_both, n_i, n_j, population)
+            || accepted_p.is_some_and(|accepted| p_value(users_of_both, n_i, n_j, population) > accepted)
         {
             continue;
         }
