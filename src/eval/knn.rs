@@ -16,7 +16,8 @@
 //! was learned at times before `T`.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::event::{Event, Id};
 
@@ -247,6 +248,30 @@ fn fixed(score: f64) -> i64 {
 /// Units of a score in [`fixed`].
 const SCORE_UNITS: f64 = 1e9;
 
+/// Moves every entry whose score is at least the `n`-th highest to the front, and returns how
+/// many that is (at least `n`; more when scores tie there). One pass keeps the `n` highest scores
+/// seen in a heap, where most entries cost a single comparison with its least; a second pass
+/// partitions. Entries are compared by score alone, so ties are left for the caller's order.
+fn move_best_to_front(scored: &mut [(i64, u32)], n: usize) -> usize {
+    let mut highest: BinaryHeap<Reverse<i64>> = BinaryHeap::with_capacity(n);
+    for &(score, _) in scored.iter() {
+        if highest.len() < n {
+            highest.push(Reverse(score));
+        } else if let Some(mut least) = highest.peek_mut().filter(|least| score > least.0) {
+            *least = Reverse(score);
+        }
+    }
+    let Some(&Reverse(threshold)) = highest.peek() else { return 0 };
+    let mut front = 0;
+    for at in 0..scored.len() {
+        if scored[at].0 >= threshold {
+            scored.swap(front, at);
+            front += 1;
+        }
+    }
+    front
+}
+
 /// The `k` best of `scored` (score desc, item asc) that `skip` lets through, checking `skip` only
 /// on the best few: sorts a growing prefix rather than everything.
 fn best(scored: &mut [(i64, u32)], k: usize, ids: &[Id], skip: &mut impl FnMut(&Id) -> bool) -> Vec<Id> {
@@ -255,10 +280,8 @@ fn best(scored: &mut [(i64, u32)], k: usize, ids: &[Id], skip: &mut impl FnMut(&
     let mut rest = scored;
     let mut take = 4 * k.max(1);
     while list.len() < k && !rest.is_empty() {
-        if rest.len() > take {
-            rest.select_nth_unstable_by(take, order);
-        }
-        let (head, tail) = rest.split_at_mut(take.min(rest.len()));
+        let front = if rest.len() > take { move_best_to_front(rest, take) } else { rest.len() };
+        let (head, tail) = rest.split_at_mut(front);
         head.sort_unstable_by(order);
         for (score, candidate) in head.iter() {
             if list.len() == k || *score <= 0 {
@@ -377,6 +400,38 @@ mod tests {
             scores.into_iter().map(|(i, s)| (fixed(s), i)).filter(|(s, _)| *s > 0).collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         ranked.into_iter().take(k).map(|(_, i)| Id::Num(i)).collect()
+    }
+
+    /// With many tied scores and items skipped, the best `k` are those of a full sort, at every
+    /// `k` (which moves the prefix `best` sorts first).
+    #[test]
+    fn best_matches_a_full_sort() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let ids: Vec<Id> = (0..300).map(|i| Id::Num((i * 7919) % 1009)).collect();
+        for round in 0..40 {
+            let len = 1 + next(300) as usize;
+            let scored: Vec<(i64, u32)> = (0..len).map(|at| (next(12) as i64 - 2, at as u32)).collect();
+            let skipped: Vec<bool> = (0..300).map(|_| next(4) == 0).collect();
+            let mut sorted = scored.clone();
+            sorted.sort_by(|a, b| b.0.cmp(&a.0).then(ids[a.1 as usize].cmp(&ids[b.1 as usize])));
+            for k in [1, 3, 10, 40] {
+                let expected: Vec<Id> = sorted
+                    .iter()
+                    .filter(|(score, item)| *score > 0 && !skipped[*item as usize])
+                    .take(k)
+                    .map(|(_, item)| ids[*item as usize].clone())
+                    .collect();
+                let at = |id: &Id| ids.iter().position(|other| other == id).expect("a listed id");
+                let mut skip = |id: &Id| skipped[at(id)];
+                assert_eq!(best(&mut scored.clone(), k, &ids, &mut skip), expected, "round {round}, k {k}");
+            }
+        }
     }
 
     /// On random streams, over a catalogue small enough for rows to turn into arrays, the lists
