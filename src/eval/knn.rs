@@ -402,17 +402,21 @@ mod tests {
         ranked.into_iter().take(k).map(|(_, i)| Id::Num(i)).collect()
     }
 
-    /// With many tied scores and items skipped, the best `k` are those of a full sort, at every
-    /// `k` (which moves the prefix `best` sorts first).
-    #[test]
-    fn best_matches_a_full_sort() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
+    /// A xorshift generator from `seed`: each call gives a number below its argument.
+    fn below(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state % n
-        };
+        }
+    }
+
+    /// With many tied scores and items skipped, the best `k` are those of a full sort, at every
+    /// `k` (which moves the prefix `best` sorts first).
+    #[test]
+    fn best_matches_a_full_sort() {
+        let mut next = below(0x9e37_79b9_7f4a_7c15);
         let ids: Vec<Id> = (0..300).map(|i| Id::Num((i * 7919) % 1009)).collect();
         for round in 0..40 {
             let len = 1 + next(300) as usize;
@@ -438,13 +442,8 @@ mod tests {
     /// equal the from-scratch answer (scores in billionths, ties by item).
     #[test]
     fn lists_match_a_from_scratch_reference_on_random_streams() {
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n) as i64
-        };
+        let mut below = below(0x2545_f491_4f6c_dd1d);
+        let mut next = |n: u64| below(n) as i64;
         for round in 0..3 {
             let (users, items) = (12 + round * 5, 80 + round * 40);
             let mut knn = ItemKnn::new(4);
