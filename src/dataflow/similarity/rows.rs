@@ -503,22 +503,17 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
     let unit = table.unit as f64;
     let population = tested_population(table.population);
     let row = &table.rows[i as usize];
-    let accepted_p = if spec.false_discovery_rate > 0.0 {
-        let tested = row.strong.iter().filter_map(|(&j, &both)| {
-            let n_j = table.users[j as usize];
-            let users_of_both = both as f64 / unit;
-            (n_j > 0 && significant(spec, users_of_both, n_i, n_j, population))
-                .then(|| p_value(users_of_both, n_i, n_j, population))
-        });
-        let mut p_values: Vec<f64> = tested.filter(|&p| p < 1.0).collect();
-        let Some(accepted) = benjamini_hochberg(&mut p_values, spec.false_discovery_rate, table.family()) else {
-            return Vec::new();
-        };
+    // With a false discovery rate, the counts whose pairs pass both tests, each tested once here;
+    // without, every count, tested in the loop below.
+    let accepted = if spec.false_discovery_rate > 0.0 {
+        let Some(accepted) = accepted_by_rate(row, n_i, table, spec) else { return Vec::new() };
         Some(accepted)
     } else {
         None
     };
-    for (&j, &both) in &row.strong {
+    let tested = accepted.is_some();
+    let all = accepted.is_none().then(|| row.strong.iter().map(|(&j, &both)| (j, both)));
+    for (j, both) in accepted.into_iter().flatten().chain(all.into_iter().flatten()) {
         if (both as f64) < cut {
             continue;
         }
@@ -529,8 +524,7 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
         let users_of_both = both as f64 / unit;
         let candidate = (j, similarity(spec, users_of_both, n_i, n_j));
         if threshold.is_some_and(|last| order(&candidate, &last) != Ordering::Less)
-            || !significant(spec, users_of_both, n_i, n_j, population)
-            || accepted_p.is_some_and(|accepted| p_value(users_of_both, n_i, n_j, population) > accepted)
+            || !(tested || significant(spec, users_of_both, n_i, n_j, population))
         {
             continue;
         }
@@ -545,6 +539,27 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
     }
     keep_best_by(&mut ranked, keep, order);
     ranked
+}
+
+/// The counts `(j, c(i, j))` of row `i` (whose item has `n_i` users) whose pairs pass the
+/// significance test and the Benjamini-Hochberg procedure at the spec's false discovery rate;
+/// `None` when the procedure accepts none.
+fn accepted_by_rate(row: &Row, n_i: i64, table: &RowTable, spec: &SimilaritySpec) -> Option<Vec<(Slot, i64)>> {
+    let (unit, population) = (table.unit as f64, tested_population(table.population));
+    let tested: Vec<(Slot, i64, f64)> = row
+        .strong
+        .iter()
+        .filter_map(|(&j, &both)| {
+            let n_j = table.users[j as usize];
+            let users_of_both = both as f64 / unit;
+            (n_j > 0 && significant(spec, users_of_both, n_i, n_j, population))
+                .then(|| (j, both, p_value(users_of_both, n_i, n_j, population)))
+        })
+        .filter(|&(_, _, p)| p < 1.0)
+        .collect();
+    let mut p_values: Vec<f64> = tested.iter().map(|&(_, _, p)| p).collect();
+    let accepted = benjamini_hochberg(&mut p_values, spec.false_discovery_rate, table.family())?;
+    Some(tested.into_iter().filter(|&(_, _, p)| p <= accepted).map(|(j, both, _)| (j, both)).collect())
 }
 
 /// The support below which an item cannot reach similarity `last` (millionths) from an item of
