@@ -198,8 +198,10 @@ pub fn tested_population(users: i64) -> i64 {
 
 type Updates<'scope, D> = Stream<'scope, Time, Vec<(D, Time, isize)>>;
 
-/// A similarity row: an item's neighbours with their similarity in millionths, best first. Shared,
-/// since every worker's users operator (and each evaluated variant's) gets a copy.
+/// A similarity row: an item's neighbours with their similarity in millionths, in no particular
+/// order (scores sum over them, so none is needed, and sorting every re-ranked row cost a tenth
+/// of an evaluation). Shared, since every worker's users operator (and each evaluated variant's)
+/// gets a copy.
 pub type Neighbours = std::sync::Arc<Vec<(Id, i64)>>;
 
 /// Row changes as upserts: `((item, neighbours), time, 1)` replaces the item's row from `time`

@@ -21,7 +21,6 @@ use super::{
 use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
 use crate::checkpoint::shared::{SharedVec, VecSnapshot};
 use crate::checkpoint::worker_state::{self, Freeze};
-use crate::dataflow::ranking::keep_best_by;
 use crate::dataflow::slots::{Slot, Slots};
 use crate::dataflow::Time;
 use crate::event::Id;
@@ -51,10 +50,15 @@ struct Row {
     weak: HashMap<Slot, i64>,
     /// `c(i, j)` for every `j` co-occurring with `i` at least `min_support` times: the candidates.
     strong: HashMap<Slot, i64>,
-    /// The neighbours last emitted, best first.
+    /// The neighbours last emitted, in no particular order: the ranking decides which neighbours
+    /// a row holds, and nothing downstream depends on their order, so they are not sorted.
     emitted: Vec<(Slot, i64)>,
     /// Waiting for its next phase time to be re-ranked.
     scheduled: bool,
+    /// The last of `emitted` in the ranking order ([`best_first`]), once the row holds as many as
+    /// it may: what a candidate must beat to enter. Found again from `emitted` on restore.
+    #[serde(skip)]
+    last: Option<(Slot, i64)>,
 }
 
 impl Row {
@@ -158,7 +162,7 @@ impl RowTable {
         let weak = translate(self, row.weak);
         let strong = translate(self, row.strong);
         let emitted = row.emitted.into_iter().map(|(j, similarity)| (slot_of(self, j), similarity)).collect();
-        self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled };
+        self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled, last: None };
     }
 
     /// The table as it is now, for a checkpoint: the rows and partners shared, not copied; its
@@ -176,9 +180,16 @@ impl RowTable {
         )
     }
 
-    /// Works out `catalogue` again from `users`.
-    fn count_catalogue(&mut self) {
+    /// Works out what checkpoints do not hold: `catalogue` from `users`, and each full row's
+    /// `last` (rows hold at most `neighbours`) from its emitted neighbours.
+    fn derive_unsaved(&mut self, neighbours: usize) {
         self.catalogue = self.users.iter().filter(|&&users| users > 0).count() as i64;
+        for i in 0..self.rows.len() {
+            let last = last_of(self.items.ids(), &self.rows[i].emitted, neighbours);
+            if last != self.rows[i].last {
+                self.rows[i].last = last;
+            }
+        }
     }
 
     /// Adds `diff` to `n` of slot `i`, keeping `catalogue` right.
@@ -227,7 +238,7 @@ impl RowTable {
     /// if `j` ranks below the last of them the row stays as it is.
     fn may_take(&self, i: Slot, j: Slot, spec: &SimilaritySpec) -> bool {
         let row = &self.rows[i as usize];
-        if row.emitted.len() < spec.neighbours || row.emitted.iter().any(|(neighbour, _)| *neighbour == j) {
+        if row.emitted.len() < spec.neighbours || row.emitted.iter().any(|&(neighbour, _)| neighbour == j) {
             return true;
         }
         let Some(&both) = row.strong.get(&j) else { return false };
@@ -236,7 +247,7 @@ impl RowTable {
             return true;
         }
         let (n_i, n_j) = (self.users[i as usize], self.users[j as usize]);
-        let Some(&(last, last_similarity)) = row.emitted.last() else { return false };
+        let Some((last, last_similarity)) = row.last else { return false };
         if n_i <= 0 || n_j <= 0 {
             return false;
         }
@@ -293,6 +304,15 @@ fn best_first(ids: &[Id], a: &(Slot, i64), b: &(Slot, i64)) -> Ordering {
     b.1.cmp(&a.1).then_with(|| ids[a.0 as usize].cmp(&ids[b.0 as usize]))
 }
 
+/// The last of a row's `neighbours` in the ranking order, if it holds that many (it never holds
+/// more): a candidate must rank above it to enter.
+fn last_of(ids: &[Id], neighbours: &[(Slot, i64)], keep: usize) -> Option<(Slot, i64)> {
+    if neighbours.len() < keep {
+        return None;
+    }
+    neighbours.iter().copied().max_by(|a, b| best_first(ids, a, b))
+}
+
 /// The rows operator: per-item co-occurrence rows, each re-ranked at its phase times when its
 /// inputs changed, emitting only the rows that changed, as upserts.
 ///
@@ -307,7 +327,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
             let fresh = || RowsState { inbox: Inbox::default(), table: RowTable { unit, ..RowTable::default() } };
             let state = worker_state::keep(&info.address, fresh);
             state.borrow_mut().inbox.hold_from(&capability);
-            state.borrow_mut().table.count_catalogue();
+            state.borrow_mut().table.derive_unsaved(spec.neighbours);
             move |(input, frontier), output| {
                 let RowsState { inbox, table } = &mut *state.borrow_mut();
                 inbox.absorb(input);
@@ -402,7 +422,9 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                             let neighbours =
                                 std::sync::Arc::new(best.iter().map(|&(j, s)| (ids[j as usize].clone(), s)).collect());
                             session.give(((ids[i as usize].clone(), neighbours), time, 1));
+                            let last = last_of(ids, &best, spec.neighbours);
                             table.set_emitted(i, best, &mut shrunk);
+                            table.rows[i as usize].last = last;
                         }
                         shrunk.push(i);
                     }
@@ -482,7 +504,8 @@ impl Freeze for RowsState {
 
 /// The `neighbours` best `(j, similarity)` of row `i` among its candidates (pairs with enough
 /// support that pass the significance test and, with a false discovery rate, that the
-/// Benjamini-Hochberg procedure accepts), similarity desc then item asc.
+/// Benjamini-Hochberg procedure accepts) by similarity desc then item asc, in no particular
+/// order.
 ///
 /// Candidates are pruned by support: `n_j >= c(i, j)` (every user holding both holds `j`), so
 /// `sim(i, j) <= sqrt(c / n_i)` for cosine and `<= c / n_i` for Jaccard. Once `neighbours`
@@ -537,7 +560,10 @@ fn rank_row(i: Slot, table: &RowTable, spec: &SimilaritySpec) -> Vec<(Slot, i64)
             cut = threshold.map_or(0.0, |(_, last)| support_cut(spec, n_i, last) * unit);
         }
     }
-    keep_best_by(&mut ranked, keep, order);
+    if ranked.len() > keep {
+        ranked.select_nth_unstable_by(keep - 1, order);
+        ranked.truncate(keep);
+    }
     ranked
 }
 
