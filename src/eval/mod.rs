@@ -56,8 +56,8 @@ pub struct EvalOptions {
 }
 
 /// Update latency percentiles in milliseconds: per event, from its arrival at the scoring
-/// operator (right after ingest) until every model's results at its time are complete and it is
-/// scored. The replay feeds events as fast as back-pressure allows, so this includes queueing
+/// operator (right after ingest) until every model's results at its time are complete and the
+/// time is handed to the evaluator. The replay feeds events as fast as back-pressure allows, so this includes queueing
 /// behind earlier times. Depends on the machine; not part of the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Latency {

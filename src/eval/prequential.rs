@@ -167,11 +167,6 @@ impl Prequential {
         self.counts.accepted
     }
 
-    /// The slice the next replayed event falls in, or `None` while it is in the warm-up.
-    pub fn next_slice(&self) -> Option<usize> {
-        (self.counts.accepted >= self.plan.warmup).then(|| self.plan.slice_of(self.counts.accepted))
-    }
-
     /// Handles dataflow time `time`, once no event or result at it or before can still arrive:
     /// scores `events` (the events that entered at `time`) against the lists as of before `time`,
     /// learns them, then applies `updates`, every model's result updates at `time` as

@@ -2,7 +2,8 @@
 //! and event clock as `recflow run` (so the same dataflow times); every pipeline variant is a
 //! dataflow built by [`crate::dataflow::build`] on those events; one operator on worker 0
 //! gathers the events and every variant's result updates and, once the frontiers of both have
-//! passed a time, hands them to [`Prequential::step`].
+//! passed a time, hands them to [`Prequential::step`], which runs on a thread of its own while
+//! the workers go on with later times.
 //!
 //! Before the replay the whole input is read, decoded and sorted by event time ([`read_sorted`]):
 //! the replay is in event-time order whatever the file's order, its length fixes the warm-up and
@@ -233,7 +234,12 @@ fn replay_worker(worker: &mut Worker, shared: &ReplayShared) -> Option<Scored> {
         }))
     });
     let state = Rc::new(RefCell::new(reader.then(|| Scoring {
-        prequential: Prequential::new(spec, &shared.variants, shared.k, shared.knn_seeds, shared.plan),
+        evaluator: Evaluator::start(
+            Prequential::new(spec, &shared.variants, shared.k, shared.knn_seeds, shared.plan),
+            shared.progress.clone(),
+        ),
+        plan: shared.plan,
+        handed: 0,
         latency: LatencyHistogram::default(),
         slice_latency: (0..shared.plan.slices).map(|_| LatencyHistogram::default()).collect(),
     })));
@@ -264,12 +270,12 @@ fn replay_worker(worker: &mut Worker, shared: &ReplayShared) -> Option<Scored> {
             }
         }
         let results = concatenate(scope, results);
-        score(ingested.events, results, Rc::clone(&state), shared.progress.clone(), &driver.completed);
+        score(ingested.events, results, Rc::clone(&state), &driver.completed);
     });
     driver.until_complete(worker, || false, || {});
     let scored = state.borrow_mut().take().map(|s| {
         let slices = s.slice_latency.iter().map(quantiles).collect();
-        (s.prequential.finish(), quantiles(&s.latency), slices)
+        (s.evaluator.finish().finish(), quantiles(&s.latency), slices)
     });
     scored
 }
@@ -284,22 +290,74 @@ fn quantiles(histogram: &LatencyHistogram) -> Latency {
 
 /// What the scoring operator keeps on worker 0.
 struct Scoring {
-    prequential: Prequential,
+    /// The evaluator, stepping on its own thread.
+    evaluator: Evaluator,
+    /// Where warm-up ends and the slices fall.
+    plan: Plan,
+    /// Accepted events handed to the evaluator so far.
+    handed: u64,
     /// Per event: from its arrival at the scoring operator until every model's results at its
-    /// time are complete and it is scored.
+    /// time are complete.
     latency: LatencyHistogram,
     /// The same per slice, for the scored part of the stream.
     slice_latency: Vec<LatencyHistogram>,
 }
 
+/// One completed dataflow time for the evaluator: its time, its events, and every model's result
+/// updates at it.
+type Step = (Time, Vec<Event>, Vec<(usize, ResultKey, ResultValue, isize)>);
+
+/// Completed times handed to the evaluator and not yet stepped through, at most: when it falls
+/// this far behind, the scoring operator waits, and so, through `completed`, does the replay.
+const STEPS_QUEUED: usize = 8_192;
+
+/// The evaluator on a thread of its own, stepping through completed times in order while the
+/// workers compute the next ones: its work (the baselines and every model's metrics) is
+/// sequential and would otherwise hold up worker 0's share of the dataflow.
+struct Evaluator {
+    steps: std::sync::mpsc::SyncSender<Step>,
+    thread: std::thread::JoinHandle<Prequential>,
+}
+
+impl Evaluator {
+    /// Starts `prequential` on its thread, moving `progress` to the events stepped through.
+    fn start(mut prequential: Prequential, progress: ProgressBar) -> Evaluator {
+        let (steps, queued) = std::sync::mpsc::sync_channel::<Step>(STEPS_QUEUED);
+        let thread = std::thread::Builder::new()
+            .name("recflow-eval".into())
+            .spawn(move || {
+                for (time, events, updates) in queued {
+                    prequential.step(time, events, updates);
+                    progress.set_position(prequential.replayed());
+                }
+                prequential
+            })
+            .expect("the evaluator thread starts");
+        Evaluator { steps, thread }
+    }
+
+    /// Hands the evaluator a completed time; times must come in order.
+    fn step(&self, step: Step) {
+        // A send fails only when the thread has died; `finish` then reports why.
+        let _ = self.steps.send(step);
+    }
+
+    /// Waits for the evaluator to step through every time handed to it and returns it; a panic on
+    /// its thread is resumed on this one.
+    fn finish(self) -> Prequential {
+        let Evaluator { steps, thread } = self;
+        drop(steps);
+        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
 /// The scoring operator: on worker 0, once neither input can still bring anything at or before
-/// a time, steps the evaluator through that time. Attaches `completed` after it, so the ingest
+/// a time, hands that time to the evaluator. Attaches `completed` after it, so the ingest
 /// operator's back-pressure and the run's end wait for the scoring too.
 fn score<'scope>(
     events: Coll<'scope, Event>,
     results: Coll<'scope, (usize, ResultKey, ResultValue)>,
     state: Rc<RefCell<Option<Scoring>>>,
-    progress: ProgressBar,
     completed: &probe::Handle<Time>,
 ) {
     type Update = (usize, ResultKey, ResultValue, isize);
@@ -347,8 +405,8 @@ fn score<'scope>(
                         let (events, arrivals) = pending_events.remove(&next).unwrap_or_default();
                         let updates = pending_results.remove(&next).unwrap_or_default();
                         if let Some(state) = state.as_mut() {
-                            let slice = state.prequential.next_slice();
-                            state.prequential.step(next, events, updates);
+                            let slice = (state.handed >= state.plan.warmup).then(|| state.plan.slice_of(state.handed));
+                            state.handed += events.len() as u64;
                             for (at, count) in arrivals {
                                 let micros = at.elapsed().as_micros() as u64;
                                 state.latency.record(micros, count);
@@ -356,7 +414,7 @@ fn score<'scope>(
                                     histogram.record(micros, count);
                                 }
                             }
-                            progress.set_position(state.prequential.replayed());
+                            state.evaluator.step((next, events, updates));
                         }
                     }
                 }
