@@ -259,11 +259,14 @@ pub struct Similarities {
 
 impl Similarities {
     /// When row `item` was last ranked at or before its phase time `phase_time`: a row is
-    /// re-ranked at a phase time only when its own inputs differ from those at the phase time
-    /// before; otherwise it stays as it was ranked then.
+    /// re-ranked at a phase time when its own inputs differ from those at the phase time before,
+    /// and at every full refresh time (a phase time, `full_refresh` apart); otherwise it stays as
+    /// it was ranked then.
     fn ranked_at(&mut self, pipeline: &Pipeline, accepted: &[Timed], item: &Id, phase_time: u64) -> u64 {
         let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
         let (refresh, tick) = (spec.similarity.refresh.millis(), pipeline.time.tick.millis());
+        let full_refresh = spec.similarity.full_refresh().millis();
+        let full_phase = recflow::dataflow::similarity::refresh_phase(item, full_refresh, tick);
         // The phase times back to the last ranking or the first phase time, latest first.
         let mut walked = Vec::new();
         let mut time = phase_time;
@@ -272,6 +275,9 @@ impl Similarities {
                 break known;
             }
             walked.push(time);
+            if time >= full_phase && (time - full_phase).is_multiple_of(full_refresh) {
+                break time;
+            }
             // Before the first event every input is empty, so the walk can stop there.
             let first = accepted.iter().map(|t| t.time).min().unwrap_or(0);
             let Some(earlier) =

@@ -3,7 +3,10 @@
 //! candidates' counts, its item's user count, and the tests' population and family where they
 //! are on. A neighbour's user count alone does not re-rank a row: re-ranking every row a
 //! neighbour of which was touched made nearly nine re-ranks in ten on MovieLens, for no gain
-//! in the lists.
+//! in the lists. So that no row keeps a neighbour's old count for long, every row is also
+//! re-ranked at its *full refresh* times, whatever changed (`full_refresh` apart, staggered by
+//! the item's hash like the phases), and every row after a user is forgotten, once the user's
+//! events have left the counts (so none keeps a count that held them).
 //!
 //! The operator keeps its facts in dense local [`Slots`] (one per item with a count, a row or a
 //! reference), so the loop that dominates its cost (a row's candidates in [`rank_row`]) indexes
@@ -19,8 +22,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{
-    benjamini_hochberg, next_phase_time, p_value, refresh_phase, significant, similarity, tested_population,
-    RowUpserts, Updates,
+    benjamini_hochberg, next_phase_time, next_refresh, p_value, refresh_phase, significant, similarity,
+    tested_population, RowUpserts, Updates,
 };
 use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
 use crate::checkpoint::shared::{SharedVec, VecSnapshot};
@@ -45,6 +48,11 @@ pub(super) enum RowInput {
     Population,
     /// Re-rank a row: it is its phase time, and it changed since it was last ranked.
     Rerank(Id),
+    /// Re-rank a row whatever changed: it is its full refresh time.
+    Refresh(Id),
+    /// Re-rank every row at its next phase time whatever changed: a forgotten user's events have
+    /// left the counts (on every worker).
+    RefreshAll,
 }
 
 /// What the rows operator keeps about one item's row.
@@ -59,6 +67,10 @@ struct Row {
     emitted: Vec<(Slot, i64)>,
     /// Waiting for its next phase time to be re-ranked.
     scheduled: bool,
+    /// Re-ranked at its next phase time even if its own inputs are as they were.
+    forced: bool,
+    /// Waiting for its next full refresh time.
+    refresh_scheduled: bool,
     /// The fingerprint of the row's own inputs ([`RowTable::inputs_now`]) when it was last ranked.
     ranked: u64,
     /// The fingerprint of its candidates' counts and its item's user count as they are now (see
@@ -111,7 +123,12 @@ impl Row {
 
     /// Whether the row holds nothing.
     fn is_empty(&self) -> bool {
-        self.weak.is_empty() && self.strong.is_empty() && self.emitted.is_empty() && !self.scheduled
+        !self.ranks_anything() && self.weak.is_empty() && !self.scheduled && !self.refresh_scheduled
+    }
+
+    /// Whether the row has candidates or neighbours: what a full refresh would rank again.
+    fn ranks_anything(&self) -> bool {
+        !self.strong.is_empty() || !self.emitted.is_empty()
     }
 }
 
@@ -176,7 +193,8 @@ impl RowTable {
         let weak = translate(self, row.weak);
         let strong = translate(self, row.strong);
         let emitted = row.emitted.into_iter().map(|(j, similarity)| (slot_of(self, j), similarity)).collect();
-        self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled, ranked: row.ranked, inputs: 0 };
+        let Row { scheduled, forced, refresh_scheduled, ranked, .. } = row;
+        self.rows[at] = Row { weak, strong, emitted, scheduled, forced, refresh_scheduled, ranked, inputs: 0 };
     }
 
     /// The table as it is now, for a checkpoint: the rows shared, not copied; its
@@ -335,7 +353,7 @@ fn mix(x: u64) -> u64 {
 ///
 /// Co-occurrence counts are in `unit`s: `unit` is what one user's pair counts.
 pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time, unit: i64) -> RowUpserts<'_> {
-    let refresh = spec.refresh.millis();
+    let (refresh, full_refresh) = (spec.refresh.millis(), spec.full_refresh().millis());
     let min_support = spec.min_support as i64 * unit;
     inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
@@ -355,6 +373,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     // Slots whose facts or references shrank: released at the end if unused.
                     let mut shrunk: Vec<Slot> = Vec::new();
                     let before = (table.population, table.catalogue);
+                    let mut refresh_all = false;
                     for (entry, diff) in batch {
                         match entry {
                             RowInput::Pairs(i, changes) => {
@@ -390,18 +409,35 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                                     due.push(i);
                                 }
                             }
+                            RowInput::Refresh(i) => {
+                                if let Some(i) = table.items.get(&i) {
+                                    let row = &mut table.rows[i as usize];
+                                    row.refresh_scheduled = false;
+                                    row.forced = true;
+                                    due.push(i);
+                                }
+                            }
+                            RowInput::RefreshAll => refresh_all = true,
                         }
                     }
-                    if table.tests_changed(before, &spec) {
-                        dirty.extend(table.rows.iter().enumerate().filter_map(|(i, row)| {
-                            (!row.strong.is_empty() || !row.emitted.is_empty()).then_some(i as Slot)
-                        }));
+                    if refresh_all || table.tests_changed(before, &spec) {
+                        dirty.extend(
+                            table
+                                .rows
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, row)| row.ranks_anything().then_some(i as Slot)),
+                        );
+                    }
+                    if refresh_all {
+                        for &i in &dirty {
+                            table.rows[i as usize].forced = true;
+                        }
                     }
                     recounted.sort_unstable();
                     recounted.dedup();
                     for &j in &recounted {
-                        let row = &table.rows[j as usize];
-                        if !row.strong.is_empty() || !row.emitted.is_empty() {
+                        if table.rows[j as usize].ranks_anything() {
                             dirty.insert(j);
                         }
                     }
@@ -409,7 +445,7 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     // row keeps the similarities of its last ranking until its own inputs move.
                     shrunk.extend(recounted);
                     // Changed rows are ranked at their next phase time: now, or later.
-                    for i in dirty {
+                    for &i in &dirty {
                         let phase = table.phases[i as usize];
                         let at = next_phase_time(phase, time, refresh);
                         if at == time {
@@ -422,14 +458,15 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     due.sort_unstable();
                     due.dedup();
                     let mut session = output.session(&capability);
-                    for i in due {
+                    for &i in &due {
                         shrunk.push(i);
                         // Inputs that changed and changed back leave the row as it was ranked.
                         let inputs = table.inputs_now(i, &spec);
-                        if inputs == table.rows[i as usize].ranked {
+                        let row = &mut table.rows[i as usize];
+                        if inputs == row.ranked && !row.forced {
                             continue;
                         }
-                        table.rows[i as usize].ranked = inputs;
+                        (row.ranked, row.forced) = (inputs, false);
                         let best = rank_row(i, table, &spec);
                         if best != table.rows[i as usize].emitted {
                             let ids = table.items.ids();
@@ -437,6 +474,17 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                                 std::sync::Arc::new(best.iter().map(|&(j, s)| (ids[j as usize].clone(), s)).collect());
                             session.give(((ids[i as usize].clone(), neighbours), time, 1));
                             table.set_emitted(i, best, &mut shrunk);
+                        }
+                    }
+                    drop(session);
+                    // Every row that ranks anything waits for its next full refresh time.
+                    for i in dirty.into_iter().chain(due) {
+                        let row = &table.rows[i as usize];
+                        if row.ranks_anything() && !row.refresh_scheduled {
+                            table.rows[i as usize].refresh_scheduled = true;
+                            let item = table.items.id(i).clone();
+                            let at = next_refresh(&item, time + 1, full_refresh, tick);
+                            inbox.schedule(&capability, RowInput::Refresh(item), at);
                         }
                     }
                     shrunk.sort_unstable();
@@ -455,8 +503,8 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
 impl Placed for RowInput {
     fn place(&self) -> Place {
         match self {
-            RowInput::Pairs(i, _) | RowInput::Rerank(i) => Place::Key(i.hashed()),
-            RowInput::Users(_) | RowInput::Population => Place::Everywhere,
+            RowInput::Pairs(i, _) | RowInput::Rerank(i) | RowInput::Refresh(i) => Place::Key(i.hashed()),
+            RowInput::Users(_) | RowInput::Population | RowInput::RefreshAll => Place::Everywhere,
         }
     }
 }
@@ -481,8 +529,7 @@ impl Rescale for RowsState {
             let rows = std::mem::take(&mut from.rows);
             for (i, row) in rows.into_iter().enumerate() {
                 let owned = { to.owns(from.items.ids()[i].hashed()) };
-                if owned && (!row.weak.is_empty() || !row.strong.is_empty() || !row.emitted.is_empty() || row.scheduled)
-                {
+                if owned && !row.is_empty() {
                     table.take_row(&from, i as Slot, row);
                 }
             }
