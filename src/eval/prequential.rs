@@ -53,6 +53,11 @@ impl Plan {
         let after = index.saturating_sub(self.warmup) as u128;
         ((after * self.slices as u128 / span) as usize).min(self.slices - 1)
     }
+
+    /// The slice the accepted event numbered `index` is scored in; `None` in the warm-up.
+    pub fn scored_slice(&self, index: u64) -> Option<usize> {
+        (index >= self.warmup).then(|| self.slice_of(index))
+    }
 }
 
 /// How the replayed events were used.
@@ -179,16 +184,15 @@ impl Prequential {
         for event in &events {
             let index = self.counts.accepted;
             self.counts.accepted += 1;
-            if index < self.plan.warmup {
+            let Some(slice) = self.plan.scored_slice(index) else {
                 self.counts.warmup += 1;
                 continue;
-            }
+            };
             if self.exclusions.is_excluded(&event.user, &event.item, time) {
                 self.counts.skipped += 1;
                 continue;
             }
             self.counts.evaluated += 1;
-            let slice = self.plan.slice_of(index);
             let knn = if self.models.iter().any(|m| matches!(m, State::Knn(_))) {
                 self.knn.lists(&event.user, self.k, |item| self.exclusions.is_excluded(&event.user, item, time))
             } else {

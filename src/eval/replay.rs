@@ -405,7 +405,7 @@ fn score<'scope>(
                         let (events, arrivals) = pending_events.remove(&next).unwrap_or_default();
                         let updates = pending_results.remove(&next).unwrap_or_default();
                         if let Some(state) = state.as_mut() {
-                            let slice = (state.handed >= state.plan.warmup).then(|| state.plan.slice_of(state.handed));
+                            let slice = state.plan.scored_slice(state.handed);
                             state.handed += events.len() as u64;
                             for (at, count) in arrivals {
                                 let micros = at.elapsed().as_micros() as u64;
