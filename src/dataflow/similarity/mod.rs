@@ -298,7 +298,7 @@ pub fn item_similarity<'scope>(
     // `t`'s, so from then on no count holds the user's events.
     let refresh_all = forgets.map(|forgets| {
         let counted = move |_: &(), t| ceil_to(t, refresh) + refresh;
-        super::retime(forgets.map(|_| ()), "RerankAfterForget", counted, end).map(|()| RowInput::RefreshAll)
+        super::retime(forgets.map(|_| ()), "RerankAfterForget", counted, end.clone()).map(|()| RowInput::RefreshAll)
     });
     let unit = pairing.unit();
     let changes = co_occurrence(touches.inner, pairing);
@@ -315,7 +315,7 @@ pub fn item_similarity<'scope>(
     if let Some(refresh_all) = refresh_all {
         everywhere = everywhere.concat(refresh_all.inner);
     }
-    rank_rows(pairs.concat(everywhere.broadcast()), spec.clone(), tick, unit)
+    rank_rows(pairs.concat(everywhere.broadcast()), spec.clone(), tick, unit, end)
 }
 
 /// What the histories operator keeps per user.

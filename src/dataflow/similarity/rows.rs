@@ -31,6 +31,7 @@ use crate::checkpoint::worker_state::{self, Freeze};
 use crate::dataflow::slots::{Slot, Slots};
 use crate::dataflow::Time;
 use crate::event::Id;
+use crate::progress::StreamEnd;
 use crate::results::SCORE_SCALE;
 use crate::schedule::{Due, Inbox};
 use crate::spec::{Measure, SimilaritySpec};
@@ -352,7 +353,16 @@ fn mix(x: u64) -> u64 {
 /// inputs changed, emitting only the rows that changed, as upserts.
 ///
 /// Co-occurrence counts are in `unit`s: `unit` is what one user's pair counts.
-pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time, unit: i64) -> RowUpserts<'_> {
+///
+/// A row waits for its next full refresh only while more input can change it: not past the
+/// stream's end, once known, nor once the input has closed (so a finite dataflow completes).
+pub(super) fn rank_rows(
+    inputs: Updates<'_, RowInput>,
+    spec: SimilaritySpec,
+    tick: Time,
+    unit: i64,
+    end: StreamEnd,
+) -> RowUpserts<'_> {
     let (refresh, full_refresh) = (spec.refresh.millis(), spec.full_refresh().millis());
     let min_support = spec.min_support as i64 * unit;
     inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -478,13 +488,17 @@ pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tic
                     }
                     drop(session);
                     // Every row that ranks anything waits for its next full refresh time.
+                    let input_open = !frontier.frontier().is_empty();
+                    let before_end = |at: Time| end.get().is_none_or(|ends| at <= ends.results);
                     for i in dirty.into_iter().chain(due) {
                         let row = &table.rows[i as usize];
-                        if row.ranks_anything() && !row.refresh_scheduled {
-                            table.rows[i as usize].refresh_scheduled = true;
+                        if row.ranks_anything() && !row.refresh_scheduled && input_open {
                             let item = table.items.id(i).clone();
                             let at = next_refresh(&item, time + 1, full_refresh, tick);
-                            inbox.schedule(&capability, RowInput::Refresh(item), at);
+                            if before_end(at) {
+                                table.rows[i as usize].refresh_scheduled = true;
+                                inbox.schedule(&capability, RowInput::Refresh(item), at);
+                            }
                         }
                     }
                     shrunk.sort_unstable();
