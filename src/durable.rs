@@ -28,10 +28,7 @@ use crate::spec::Pipeline;
 ///
 /// 1: the list for users without one of their own joined the dataflow (checkpoints before it
 /// have no number, read as 0).
-/// 2: similarity rows re-ranked for their own inputs and at full refreshes (each row keeps the
-/// fingerprint of its inputs at its last ranking and whether it is forced or waits for a full
-/// refresh; the per-item partner sets are gone).
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 1;
 
 /// What a manifest records beside the parts' files.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

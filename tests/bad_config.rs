@@ -32,7 +32,6 @@ fn unknown_and_invalid_keys_are_named() {
         ("[recommend]\nco_occurrence = \"horizon\"\nhistory = 0", "recommend.history"),
         ("[recommend]\nhistory = 1", "recommend.history"),
         ("[recommend]\n[recommend.similarity]\nrefresh = \"0s\"", "recommend.similarity.refresh"),
-        ("[recommend]\n[recommend.similarity]\nfull_refresh = \"90s\"", "recommend.similarity.full_refresh"),
         ("[recommend]\n[recommend.similarity]\nasymmetry = 0.0", "recommend.similarity.asymmetry"),
         ("[recommend]\n[recommend.similarity]\nasymmetry = 1.5", "recommend.similarity.asymmetry"),
         ("[recommend]\n[recommend.similarity]\nmeasure = \"jaccard\"\nasymmetry = 0.3", "measure = \"cosine\""),

@@ -1,10 +1,8 @@
 //! The property checkpoints rest on (docs/design/checkpoints.md): from a cut `C` on, every result
-//! depends only on the events whose influence reaches `C` (`Influence::ends`, plus the
-//! similarity's full refresh: a row keeps its neighbours' user counts from its last ranking, at
-//! most that long), the events after `C`, and the users' lists as they stood at `C` (a list is
-//! scored against the similarity as of the user's last change, so it carries history no retained
-//! event does). A dataflow fed only those holds, at every time from `C` on, the same value for
-//! every key as one fed everything.
+//! depends only on the events whose influence reaches `C` (`Influence::ends`), the events after
+//! `C`, and the users' lists as they stood at `C` (a list is scored against the similarity as of
+//! the user's last change, so it carries history no retained event does). A dataflow fed only
+//! those holds, at every time from `C` on, the same value for every key as one fed everything.
 //!
 //! Not yet with `co_occurrence = "horizon"`: there each item a user starts touching takes the
 //! user's next entry number, and which items pair (and with what decay) depends on the numbers of
@@ -38,7 +36,6 @@ co_occurrence = "history"
 popular_window = "1m"
 [recommend.similarity]
 refresh = "10s"
-full_refresh = "30s"
 min_support = 1
 [hot_items]
 size = "2m"
@@ -136,9 +133,6 @@ fn a_cut_keeps_every_result(short_term: &str, workers: usize) {
     let pipeline = Pipeline::from_toml(&text, "cut.toml").unwrap();
     let tick = pipeline.time.tick.millis();
     let influence = Influence::of(&pipeline);
-    // A row keeps the user counts of its neighbours from its last ranking, at most a full
-    // refresh back: an event reaches the cut if its influence on the counts reaches that far.
-    let full_refresh = pipeline.recommend.as_ref().unwrap().similarity.full_refresh().millis();
     let hop = dataflow::hopping(&pipeline).unwrap();
     let events = events(tick);
     let everything = results(&pipeline, &events, &[], 0, workers);
@@ -146,7 +140,7 @@ fn a_cut_keeps_every_result(short_term: &str, workers: usize) {
     for cut in [1, 2, 3].map(|n| ceil_to(first + n * (last - first) / 4, tick)) {
         let kept: Vec<(Event, Time)> = events
             .iter()
-            .filter(|(event, time)| *time >= cut || influence.ends(event).is_none_or(|end| end + full_refresh >= cut))
+            .filter(|(event, time)| *time >= cut || influence.ends(event).is_none_or(|end| end >= cut))
             .cloned()
             .collect();
         assert!(kept.len() < events.len(), "the cut at {cut} drops no event");

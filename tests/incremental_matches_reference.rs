@@ -34,7 +34,6 @@ measure = "cosine"
 min_support = 1
 neighbours = 3
 refresh = "10s"
-full_refresh = "40s"
 [hot_items]
 actions = ["view", "cart"]
 size = "30s"
@@ -67,7 +66,6 @@ measure = "jaccard"
 min_support = 2
 neighbours = 4
 refresh = "20s"
-full_refresh = "60s"
 [hot_items]
 actions = ["view"]
 size = "20s"

@@ -56,12 +56,11 @@ pub struct Shared<'scope> {
 }
 
 impl<'scope> Shared<'scope> {
-    /// The rows for `pipeline`'s settings, built from `touches` (and re-ranked after each of
-    /// `forgets`) unless a pipeline with the same settings built them already.
+    /// The rows for `pipeline`'s settings, built from `touches` unless a pipeline with the same
+    /// settings built them already.
     fn similarity(
         &mut self,
         touches: impl FnOnce() -> Coll<'scope, (Id, (Id, u64))>,
-        forgets: Option<Coll<'scope, Id>>,
         pipeline: &Pipeline,
         end: &StreamEnd,
     ) -> similarity::RowUpserts<'scope> {
@@ -80,7 +79,7 @@ impl<'scope> Shared<'scope> {
         }
         let pairing = similarity::Pairing::of(spec);
         let tick = pipeline.time.tick.millis();
-        let rows = similarity::item_similarity(touches(), forgets, pairing, &spec.similarity, tick, end.clone());
+        let rows = similarity::item_similarity(touches(), pairing, &spec.similarity, tick, end.clone());
         self.similarity.push((key, rows.clone()));
         rows
     }
@@ -117,7 +116,7 @@ pub fn build_sharing<'scope>(
         let contributions = preference::contributions(events.clone(), spec, &pipeline.weights, tick, end.clone());
         let touched = contributions.clone();
         let touches = || touched.flat_map(|(user, part)| part.touch.map(|ts| (user, (part.item, ts))));
-        let similar = shared.similarity(touches, forgets.clone(), pipeline, end);
+        let similar = shared.similarity(touches, pipeline, end);
         let settings = recommend::RecommendSettings {
             spec,
             explain: pipeline.explains(),

@@ -24,14 +24,8 @@ pub struct SimilaritySpec {
     pub min_support: u64,
     /// Neighbours kept per item (N).
     pub neighbours: usize,
-    /// Event-time cadence at which the similarity refreshes: a row is re-ranked at most this
-    /// often, at its phase time after its own inputs (its candidates' counts, its item's user
-    /// count) changed.
+    /// Event-time cadence at which the similarity arrangement refreshes.
     pub refresh: Span,
-    /// A row is also re-ranked at least this often, whatever changed, so the user counts of its
-    /// neighbours (which alone do not re-rank it) are never older than this. A multiple of
-    /// `refresh`; by default the first multiple of it at least a day long ([`Self::full_refresh`]).
-    pub full_refresh: Option<Span>,
     /// The exponent `a` of the asymmetric cosine `c(i, j) / (n_i^a * n_j^(1 - a))` from seed `i`
     /// to neighbour `j`: 0.5 is the cosine; lower damps popular neighbours, higher favours them
     /// (1 is the share of `i`'s users who also touched `j`).
@@ -51,8 +45,8 @@ pub struct SimilaritySpec {
 }
 
 impl SimilaritySpec {
-    /// Checks `neighbours` and `min_support` (at least 1), `refresh` (a positive multiple of
-    /// `tick`, which is `time.tick`) and `full_refresh` (a positive multiple of `refresh`).
+    /// Checks `neighbours` and `min_support` (at least 1) and `refresh` (a positive multiple of
+    /// `tick`, which is `time.tick`).
     pub(super) fn validate_neighbourhood(&self, origin: &str, tick: Span) -> Result<(), SpecError> {
         let bad = rejecting(origin);
         if self.neighbours == 0 {
@@ -67,26 +61,7 @@ impl SimilaritySpec {
                 format!("must be a positive multiple of time.tick ({tick}), such as \"60s\""),
             );
         }
-        if let Some(full) = self.full_refresh {
-            let refresh = self.refresh;
-            if full.millis() == 0 || !full.millis().is_multiple_of(refresh.millis()) {
-                return bad(
-                    "recommend.similarity.full_refresh",
-                    format!("must be a positive multiple of recommend.similarity.refresh ({refresh}), such as \"1d\" or \"{refresh}\""),
-                );
-            }
-        }
         Ok(())
-    }
-
-    /// How often every row is re-ranked at the latest: `full_refresh`, or the first multiple of
-    /// `refresh` at least a day long.
-    pub fn full_refresh(&self) -> Span {
-        const DAY: u64 = 86_400_000;
-        self.full_refresh.unwrap_or_else(|| {
-            let refresh = self.refresh.millis().max(1);
-            Span(DAY.div_ceil(refresh) * refresh)
-        })
     }
 
     /// Checks `asymmetry` (in (0, 1], and only with the cosine), `shrinkage`, `min_llr` and
@@ -144,7 +119,6 @@ impl Default for SimilaritySpec {
             min_support: 2,
             neighbours: 20,
             refresh: Span(60_000),
-            full_refresh: None,
             asymmetry: 0.5,
             shrinkage: 0.0,
             min_llr: 0.0,

@@ -217,7 +217,7 @@ fn inputs_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> BTreeMap<Id, I
 /// Similarity rows and the popular pool at `at`: each item's row as of its last phase time, from
 /// every user's history as of the user's last phase time before that; the pool as of the last
 /// multiple of its refresh.
-fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64, known: &mut Similarities) -> Tables {
+fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64) -> Tables {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
@@ -230,13 +230,12 @@ fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64, known: &mut Simil
             *popular.entry(event.item.clone()).or_default() += 1;
         }
     }
+    // The table as of each item phase time, computed once per distinct time.
+    let mut tables: BTreeMap<u64, BTreeMap<Id, Vec<(i64, Id)>>> = BTreeMap::new();
     let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
     for item in items {
-        let Some(phase_time) = last_refresh(&item, at, refresh, tick) else { continue };
-        let as_of = known.ranked_at(pipeline, accepted, &item, phase_time);
-        let Similarities { counts, tables, .. } = &mut *known;
-        let counted = counts.entry(as_of).or_insert_with(|| counts_as_of(pipeline, accepted, as_of));
-        let table = tables.entry(as_of).or_insert_with(|| ranked_rows(spec, counted));
+        let Some(as_of) = last_refresh(&item, at, refresh, tick) else { continue };
+        let table = tables.entry(as_of).or_insert_with(|| rows_as_of(pipeline, accepted, as_of));
         if let Some(row) = table.get(&item) {
             neighbours.insert(item, row.clone());
         }
@@ -247,102 +246,9 @@ fn tables_at(pipeline: &Pipeline, accepted: &[Timed], at: u64, known: &mut Simil
     (neighbours, pool)
 }
 
-/// Counts and tables already worked out, by time: finding where a row was last ranked asks for
-/// the same times again and again.
-#[derive(Default)]
-pub struct Similarities {
-    counts: BTreeMap<u64, Counts>,
-    tables: BTreeMap<u64, BTreeMap<Id, Vec<(i64, Id)>>>,
-    /// For `(item, phase time)`: the phase time its row was last ranked at, at or before it.
-    ranked: BTreeMap<(Id, u64), u64>,
-}
-
-impl Similarities {
-    /// When row `item` was last ranked at or before its phase time `phase_time`: a row is
-    /// re-ranked at a phase time when its own inputs differ from those at the phase time before,
-    /// and at every full refresh time (a phase time, `full_refresh` apart); otherwise it stays as
-    /// it was ranked then.
-    fn ranked_at(&mut self, pipeline: &Pipeline, accepted: &[Timed], item: &Id, phase_time: u64) -> u64 {
-        let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
-        let (refresh, tick) = (spec.similarity.refresh.millis(), pipeline.time.tick.millis());
-        let full_refresh = spec.similarity.full_refresh().millis();
-        let full_phase = recflow::dataflow::similarity::refresh_phase(item, full_refresh, tick);
-        // The phase times back to the last ranking or the first phase time, latest first.
-        let mut walked = Vec::new();
-        let mut time = phase_time;
-        let ranked = loop {
-            if let Some(&known) = self.ranked.get(&(item.clone(), time)) {
-                break known;
-            }
-            walked.push(time);
-            if time >= full_phase && (time - full_phase).is_multiple_of(full_refresh) {
-                break time;
-            }
-            // Before the first event every input is empty, so the walk can stop there.
-            let first = accepted.iter().map(|t| t.time).min().unwrap_or(0);
-            let Some(earlier) =
-                time.checked_sub(refresh).filter(|e| *e >= first && last_refresh(item, *e, refresh, tick).is_some())
-            else {
-                break time;
-            };
-            for t in [time, earlier] {
-                self.counts.entry(t).or_insert_with(|| counts_as_of(pipeline, accepted, t));
-            }
-            if own_inputs(spec, &self.counts[&time], item) != own_inputs(spec, &self.counts[&earlier], item) {
-                break time;
-            }
-            time = earlier;
-        };
-        // No walked time is before the ranking found, and none after it changed the inputs.
-        for time in walked {
-            self.ranked.insert((item.clone(), time), ranked);
-        }
-        ranked
-    }
-}
-
-/// What the similarity rows are ranked from at one time.
-struct Counts {
-    /// Users holding each item.
-    users_of: BTreeMap<Id, i64>,
-    /// Each ordered pair's co-occurrence, in `unit`s.
-    both: BTreeMap<(Id, Id), i64>,
-    /// Users holding any item: the population of the significance test.
-    population: i64,
-    /// What one user's pair counts.
-    unit: i64,
-}
-
-/// A row's own inputs: its item's user count, its candidates' counts, and the rounded population
-/// and family where the tests are on.
-type OwnInputs = (i64, Vec<(Id, i64)>, Option<i64>, Option<i64>);
-
-/// What row `item`'s ranking depends on of its own: its item's user count, its candidates' counts
-/// (pairs with enough support), and where the tests are on the rounded population and family.
-fn own_inputs(spec: &RecommendSpec, counts: &Counts, item: &Id) -> OwnInputs {
-    let support = spec.similarity.min_support as i64 * counts.unit;
-    // Ids order every integer before every string, so the row's pairs start at (item, MIN).
-    let candidates = counts
-        .both
-        .range((item.clone(), Id::Num(i64::MIN))..)
-        .take_while(|((i, _), _)| i == item)
-        .filter(|(_, c)| **c >= support)
-        .map(|((_, j), c)| (j.clone(), *c))
-        .collect();
-    let rate = spec.similarity.false_discovery_rate;
-    let tested = spec.similarity.min_llr > 0.0 || rate > 0.0;
-    let catalogue = counts.users_of.values().filter(|n| **n > 0).count() as i64;
-    (
-        counts.users_of.get(item).copied().unwrap_or(0),
-        candidates,
-        tested.then(|| leading_six_bits(counts.population)),
-        (rate > 0.0).then(|| leading_six_bits(catalogue)),
-    )
-}
-
-/// The counts from the histories as of `as_of`: each user's as of their last phase time at or
-/// before it.
-fn counts_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> Counts {
+/// Every item's row from the histories as of `as_of`: each user's as of their last phase time at
+/// or before it.
+fn rows_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> BTreeMap<Id, Vec<(i64, Id)>> {
     let spec = pipeline.recommend.as_ref().expect("pipeline recommends");
     let tick = pipeline.time.tick.millis();
     let refresh = spec.similarity.refresh.millis();
@@ -401,25 +307,18 @@ fn counts_as_of(pipeline: &Pipeline, accepted: &[Timed], as_of: u64) -> Counts {
             }
         }
     }
-    Counts { users_of, both, population, unit }
-}
-
-/// Every item's row from `counts`.
-fn ranked_rows(spec: &RecommendSpec, counts: &Counts) -> BTreeMap<Id, Vec<(i64, Id)>> {
-    let Counts { users_of, both, population, unit } = counts;
-    let (population, unit) = (*population, *unit);
     // Per row, its candidates' similarity in millionths, item and p-value.
     let mut candidates: BTreeMap<Id, Vec<(i64, Id, f64)>> = BTreeMap::new();
     let population = leading_six_bits(population) as f64;
     // The family of the false discovery rate: every other item some user holds.
     let catalogue = users_of.values().filter(|n| **n > 0).count() as i64;
     let family = (leading_six_bits(catalogue) - 1).max(1) as f64;
-    for ((i, j), &c) in both {
+    for ((i, j), c) in both {
         if c < spec.similarity.min_support as i64 * unit {
             continue;
         }
         let c = c as f64 / unit as f64;
-        let (ni, nj) = (users_of[i] as f64, users_of[j] as f64);
+        let (ni, nj) = (users_of[&i] as f64, users_of[&j] as f64);
         if spec.similarity.min_llr > 0.0
             && (c * population <= ni * nj || g_squared(c, ni, nj, population) < spec.similarity.min_llr)
         {
@@ -438,7 +337,7 @@ fn ranked_rows(spec: &RecommendSpec, counts: &Counts) -> BTreeMap<Id, Vec<(i64, 
         } else {
             recflow::dataflow::similarity::chi_square_tail(g_squared(c, ni, nj, population))
         };
-        candidates.entry(i.clone()).or_default().push(((s * 1e6).round() as i64, j.clone(), p));
+        candidates.entry(i).or_default().push(((s * 1e6).round() as i64, j, p));
     }
     let rate = spec.similarity.false_discovery_rate;
     let mut neighbours: BTreeMap<Id, Vec<(i64, Id)>> = BTreeMap::new();
@@ -667,21 +566,13 @@ pub struct RecsReference<'a> {
     next_tick: u64,
     inputs: BTreeMap<Id, Inputs>,
     lists: BTreeMap<Id, Vec<(Id, i64, bool)>>,
-    similarities: Similarities,
 }
 
 impl<'a> RecsReference<'a> {
     /// A reference over the accepted events.
     pub fn new(pipeline: &'a Pipeline, accepted: &'a [Timed]) -> Self {
         let first = accepted.iter().map(|t| t.time).min().unwrap_or(0);
-        RecsReference {
-            pipeline,
-            accepted,
-            next_tick: first,
-            inputs: BTreeMap::new(),
-            lists: BTreeMap::new(),
-            similarities: Similarities::default(),
-        }
+        RecsReference { pipeline, accepted, next_tick: first, inputs: BTreeMap::new(), lists: BTreeMap::new() }
     }
 
     /// Every user's list at `at` (users without a list are absent); calls must not go back in time.
@@ -707,7 +598,7 @@ impl<'a> RecsReference<'a> {
                 .into_iter()
                 .collect();
             if !changed.is_empty() {
-                let tables = tables_at(self.pipeline, self.accepted, now, &mut self.similarities);
+                let tables = tables_at(self.pipeline, self.accepted, now);
                 for user in changed {
                     let list = inputs.get(&user).map(|i| rank(k, rules, i, &tables)).unwrap_or_default();
                     if list.is_empty() {

@@ -264,7 +264,7 @@ impl Pairing {
 ///     let touches = [(1, 7), (1, 8), (2, 7), (2, 8), (3, 7), (3, 9)];
 ///     let touches = touches.map(|(user, item)| (Id::Num(user), (Id::Num(item), 0)));
 ///     let (_input, touches) = scope.new_collection_from(touches);
-///     item_similarity(touches, None, Pairing::of(&spec), &spec.similarity, 1_000, StreamEnd::default()).capture()
+///     item_similarity(touches, Pairing::of(&spec), &spec.similarity, 1_000, StreamEnd::default()).capture()
 /// });
 /// // Each upsert replaces its item's row at the item's refresh phase, and an empty one removes
 /// // it: replayed in time order, they leave the current table.
@@ -281,7 +281,6 @@ impl Pairing {
 /// ```
 pub fn item_similarity<'scope>(
     touches: Coll<'scope, (Id, (Id, u64))>,
-    forgets: Option<Coll<'scope, Id>>,
     pairing: Pairing,
     spec: &SimilaritySpec,
     spec_tick: Time,
@@ -292,14 +291,8 @@ pub fn item_similarity<'scope>(
         touches,
         "HistoryRefresh",
         move |(user, _): &(Id, (Id, u64)), t| next_refresh(user, t, refresh, tick),
-        end.clone(),
+        end,
     );
-    // A forget at `t` reaches every user's history by the next multiple of the refresh after
-    // `t`'s, so from then on no count holds the user's events.
-    let refresh_all = forgets.map(|forgets| {
-        let counted = move |_: &(), t| ceil_to(t, refresh) + refresh;
-        super::retime(forgets.map(|_| ()), "RerankAfterForget", counted, end.clone()).map(|()| RowInput::RefreshAll)
-    });
     let unit = pairing.unit();
     let changes = co_occurrence(touches.inner, pairing);
     let (pairs, users): (Updates<'scope, RowInput>, Updates<'scope, RowInput>) =
@@ -311,11 +304,7 @@ pub fn item_similarity<'scope>(
         RowInput::Pairs(i, _) => i.hashed(),
         _ => 0,
     });
-    let mut everywhere = users;
-    if let Some(refresh_all) = refresh_all {
-        everywhere = everywhere.concat(refresh_all.inner);
-    }
-    rank_rows(pairs.concat(everywhere.broadcast()), spec.clone(), tick, unit, end)
+    rank_rows(pairs.concat(users.broadcast()), spec.clone(), tick, unit)
 }
 
 /// What the histories operator keeps per user.
@@ -533,9 +522,7 @@ mod tests {
                 }
             }
             RowInput::Users(i) => *users.entry(i).or_default() += diff as i64,
-            RowInput::Rerank(_) | RowInput::Refresh(_) | RowInput::RefreshAll | RowInput::Population => {
-                panic!("history changes neither re-rank nor count users")
-            }
+            RowInput::Rerank(_) | RowInput::Population => panic!("history changes neither re-rank nor count users"),
         });
         pairs.retain(|_, count| *count != 0);
         (pairs, users)

@@ -1,20 +1,13 @@
 //! Stage 2 of the similarity: per-item co-occurrence rows `c(i, ·)`, with every item's user count
-//! `n` on every worker, each row re-ranked at its phase times when its own inputs changed: its
-//! candidates' counts, its item's user count, and the tests' population and family where they
-//! are on. A neighbour's user count alone does not re-rank a row: re-ranking every row a
-//! neighbour of which was touched made nearly nine re-ranks in ten on MovieLens, for no gain
-//! in the lists. So that no row keeps a neighbour's old count for long, every row is also
-//! re-ranked at its *full refresh* times, whatever changed (`full_refresh` apart, staggered by
-//! the item's hash like the phases), and every row after a user is forgotten, once the user's
-//! events have left the counts (so none keeps a count that held them).
+//! `n` on every worker, each row re-ranked at its phase times when its inputs changed.
 //!
 //! The operator keeps its facts in dense local [`Slots`] (one per item with a count, a row or a
-//! reference), so the loop that dominates its cost (a row's candidates in [`rank_row`]) indexes
-//! arrays instead of hashing ids. Ties are still broken by id, never by slot.
+//! reference), so the loops that dominate its cost (a row's candidates in [`rank_row`], an item's
+//! partners after its count changed) index arrays instead of hashing ids. Ties are still broken
+//! by id, never by slot.
 
 use std::cmp::Ordering;
 
-use differential_dataflow::Hashable;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +15,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use super::{
-    benjamini_hochberg, next_phase_time, next_refresh, p_value, refresh_phase, significant, similarity,
-    tested_population, RowUpserts, Updates,
+    benjamini_hochberg, next_phase_time, p_value, refresh_phase, significant, similarity, tested_population,
+    RowUpserts, Updates,
 };
 use crate::checkpoint::rescale::{Owner, Place, Placed, Rescale};
 use crate::checkpoint::shared::{SharedVec, VecSnapshot};
@@ -31,7 +24,6 @@ use crate::checkpoint::worker_state::{self, Freeze};
 use crate::dataflow::slots::{Slot, Slots};
 use crate::dataflow::Time;
 use crate::event::Id;
-use crate::progress::StreamEnd;
 use crate::results::SCORE_SCALE;
 use crate::schedule::{Due, Inbox};
 use crate::spec::{Measure, SimilaritySpec};
@@ -49,11 +41,6 @@ pub(super) enum RowInput {
     Population,
     /// Re-rank a row: it is its phase time, and it changed since it was last ranked.
     Rerank(Id),
-    /// Re-rank a row whatever changed: it is its full refresh time.
-    Refresh(Id),
-    /// Re-rank every row at its next phase time whatever changed: a forgotten user's events have
-    /// left the counts (on every worker).
-    RefreshAll,
 }
 
 /// What the rows operator keeps about one item's row.
@@ -68,35 +55,16 @@ struct Row {
     emitted: Vec<(Slot, i64)>,
     /// Waiting for its next phase time to be re-ranked.
     scheduled: bool,
-    /// Re-ranked at its next phase time even if its own inputs are as they were.
-    forced: bool,
-    /// Waiting for its next full refresh time.
-    refresh_scheduled: bool,
-    /// The fingerprint of the row's own inputs ([`RowTable::inputs_now`]) when it was last ranked.
-    ranked: u64,
-    /// The fingerprint of its candidates' counts and its item's user count as they are now (see
-    /// [`count_term`]). Worked out again from the counts on restore.
+    /// The last of `emitted` in the ranking order ([`best_first`]), once the row holds as many as
+    /// it may: what a candidate must beat to enter. Found again from `emitted` on restore.
     #[serde(skip)]
-    inputs: u64,
+    last: Option<(Slot, i64)>,
 }
 
 impl Row {
-    /// Adds `diff` to `c(i, j)` (`j` identified by `j_hash`, its id's hash), keeping it in
-    /// `strong` or `weak` by `min_support` and the fingerprint of the strong counts right;
-    /// returns the count before and after.
-    fn add(&mut self, j: Slot, j_hash: u64, diff: i64, min_support: i64) -> (i64, i64) {
-        let (before, now) = self.add_count(j, diff, min_support);
-        if before >= min_support {
-            self.inputs ^= count_term(j_hash, before);
-        }
-        if now >= min_support {
-            self.inputs ^= count_term(j_hash, now);
-        }
-        (before, now)
-    }
-
-    /// [`Row::add`] without the fingerprint.
-    fn add_count(&mut self, j: Slot, diff: i64, min_support: i64) -> (i64, i64) {
+    /// Adds `diff` to `c(i, j)`, keeping it in `strong` or `weak` by `min_support`; returns the
+    /// count before and after.
+    fn add(&mut self, j: Slot, diff: i64, min_support: i64) -> (i64, i64) {
         if let Some(count) = self.strong.get_mut(&j) {
             let before = *count;
             *count += diff;
@@ -124,12 +92,7 @@ impl Row {
 
     /// Whether the row holds nothing.
     fn is_empty(&self) -> bool {
-        !self.ranks_anything() && self.weak.is_empty() && !self.scheduled && !self.refresh_scheduled
-    }
-
-    /// Whether the row has candidates or neighbours: what a full refresh would rank again.
-    fn ranks_anything(&self) -> bool {
-        !self.strong.is_empty() || !self.emitted.is_empty()
+        self.weak.is_empty() && self.strong.is_empty() && self.emitted.is_empty() && !self.scheduled
     }
 }
 
@@ -141,6 +104,9 @@ struct RowTable {
     users: Vec<i64>,
     /// The item's row, if this worker owns it (empty otherwise).
     rows: SharedVec<Row>,
+    /// For every item `j`, the local rows `i` with `c(i, j) >= min_support`: whose rankings an
+    /// `n_j` change affects. Weaker pairs rank nothing, so their changes re-rank nothing.
+    partners: SharedVec<HashSet<Slot>>,
     /// How often the slot appears in rows' counts and emitted neighbours: a slot is released
     /// only when nothing refers to it.
     references: Vec<u32>,
@@ -157,7 +123,8 @@ struct RowTable {
 }
 
 /// A [`RowTable`] as a checkpoint took it ([`RowTable::share`]).
-type FrozenRowTable = (Slots<Id>, Vec<i64>, VecSnapshot<Row>, Vec<u32>, Vec<Time>, i64, i64);
+type FrozenRowTable =
+    (Slots<Id>, Vec<i64>, VecSnapshot<Row>, VecSnapshot<HashSet<Slot>>, Vec<u32>, Vec<Time>, i64, i64);
 
 impl RowTable {
     /// The slot of `item`, assigning one (and room in every per-slot vector) if it has none.
@@ -172,6 +139,7 @@ impl RowTable {
         if at == self.users.len() {
             self.users.push(0);
             self.rows.push(Row::default());
+            self.partners.push(HashSet::default());
             self.references.push(0);
             self.phases.push(0);
         }
@@ -194,17 +162,17 @@ impl RowTable {
         let weak = translate(self, row.weak);
         let strong = translate(self, row.strong);
         let emitted = row.emitted.into_iter().map(|(j, similarity)| (slot_of(self, j), similarity)).collect();
-        let Row { scheduled, forced, refresh_scheduled, ranked, .. } = row;
-        self.rows[at] = Row { weak, strong, emitted, scheduled, forced, refresh_scheduled, ranked, inputs: 0 };
+        self.rows[at] = Row { weak, strong, emitted, scheduled: row.scheduled, last: None };
     }
 
-    /// The table as it is now, for a checkpoint: the rows shared, not copied; its
+    /// The table as it is now, for a checkpoint: the rows and partners shared, not copied; its
     /// fields in order, as the table serialises.
     fn share(&mut self) -> FrozenRowTable {
         (
             self.items.clone(),
             self.users.clone(),
             self.rows.share(),
+            self.partners.share(),
             self.references.clone(),
             self.phases.clone(),
             self.unit,
@@ -212,65 +180,81 @@ impl RowTable {
         )
     }
 
-    /// Works out what checkpoints do not hold: `catalogue` from `users`, and each row's
-    /// fingerprint of its inputs from its counts.
-    fn derive_unsaved(&mut self) {
+    /// Works out what checkpoints do not hold: `catalogue` from `users`, and each full row's
+    /// `last` (rows hold at most `neighbours`) from its emitted neighbours.
+    fn derive_unsaved(&mut self, neighbours: usize) {
         self.catalogue = self.users.iter().filter(|&&users| users > 0).count() as i64;
         for i in 0..self.rows.len() {
-            let ids = self.items.ids();
-            let row = &self.rows[i];
-            let counts =
-                row.strong.iter().fold(0, |inputs, (&j, &count)| inputs ^ count_term(ids[j as usize].hashed(), count));
-            let inputs = counts ^ users_term(self.users[i]);
-            if inputs != row.inputs {
-                self.rows[i].inputs = inputs;
+            let last = last_of(self.items.ids(), &self.rows[i].emitted, neighbours);
+            if last != self.rows[i].last {
+                self.rows[i].last = last;
             }
         }
     }
 
-    /// Adds `diff` to `n` of slot `i`, keeping `catalogue` and the row's fingerprint right.
+    /// Adds `diff` to `n` of slot `i`, keeping `catalogue` right.
     fn add_users(&mut self, i: Slot, diff: i64) {
         let users = &mut self.users[i as usize];
-        let before = *users;
+        let held_before = *users > 0;
         *users += diff;
-        let now = *users;
-        self.catalogue += (now > 0) as i64 - (before > 0) as i64;
-        self.rows[i as usize].inputs ^= users_term(before) ^ users_term(now);
+        self.catalogue += (*users > 0) as i64 - held_before as i64;
     }
 
-    /// The fingerprint of row `i`'s own inputs now: its candidates' counts, its item's user count
-    /// and, where the significance tests are on, the population and family they are run with.
-    /// A row is re-ranked only when this differs from what it was at its last ranking.
-    fn inputs_now(&self, i: Slot, spec: &SimilaritySpec) -> u64 {
-        let mut inputs = self.rows[i as usize].inputs;
-        if spec.min_llr > 0.0 || spec.false_discovery_rate > 0.0 {
-            inputs ^= mix(POPULATION_TAG ^ tested_population(self.population) as u64);
-        }
-        if spec.false_discovery_rate > 0.0 {
-            inputs ^= mix(CATALOGUE_TAG ^ tested_population(self.catalogue) as u64);
-        }
-        inputs
-    }
-
-    /// Works out `references` again from the rows.
+    /// Works out `partners` and `references` again from the rows.
     fn count_references(&mut self) {
-        for row in self.rows.iter() {
+        for (i, row) in self.rows.iter().enumerate() {
+            for &j in row.strong.keys() {
+                self.partners[j as usize].insert(i as Slot);
+            }
             for &j in row.weak.keys().chain(row.strong.keys()).chain(row.emitted.iter().map(|(j, _)| j)) {
                 self.references[j as usize] += 1;
             }
         }
     }
 
-    /// Applies a change of `c(i, j)` (`j` identified by `j_hash`); returns whether row `i`'s
-    /// candidates changed.
-    fn add_pair(&mut self, i: Slot, j: Slot, j_hash: u64, diff: i64, min_support: i64) -> bool {
-        let (before, now) = self.rows[i as usize].add(j, j_hash, diff, min_support);
+    /// Applies a change of `c(i, j)`; returns whether row `i`'s ranking may have changed.
+    fn add_pair(&mut self, i: Slot, j: Slot, diff: i64, min_support: i64) -> bool {
+        let (before, now) = self.rows[i as usize].add(j, diff, min_support);
         match (before == 0, now == 0) {
             (true, false) => self.references[j as usize] += 1,
             (false, true) => self.references[j as usize] -= 1,
             _ => {}
         }
+        match (before >= min_support, now >= min_support) {
+            (false, true) => {
+                self.partners[j as usize].insert(i);
+            }
+            (true, false) => {
+                self.partners[j as usize].remove(&i);
+            }
+            _ => {}
+        }
         before >= min_support || now >= min_support
+    }
+
+    /// Whether re-ranking row `i` could change it after `n_j` changed (and nothing else of the
+    /// row's): `j` is among its neighbours, or now ranks above the last of them, or the row has
+    /// room. The row's other neighbours are current (any change to them dirties the row), so
+    /// if `j` ranks below the last of them the row stays as it is.
+    fn may_take(&self, i: Slot, j: Slot, spec: &SimilaritySpec) -> bool {
+        let row = &self.rows[i as usize];
+        if row.emitted.len() < spec.neighbours || row.emitted.iter().any(|&(neighbour, _)| neighbour == j) {
+            return true;
+        }
+        let Some(&both) = row.strong.get(&j) else { return false };
+        if spec.false_discovery_rate > 0.0 {
+            // Any candidate's p-value can move the row's acceptance cut.
+            return true;
+        }
+        let (n_i, n_j) = (self.users[i as usize], self.users[j as usize]);
+        let Some((last, last_similarity)) = row.last else { return false };
+        if n_i <= 0 || n_j <= 0 {
+            return false;
+        }
+        let both = both as f64 / self.unit as f64;
+        let candidate = similarity(spec, both, n_i, n_j);
+        best_first(self.items.ids(), &(j, candidate), &(last, last_similarity)) == Ordering::Less
+            && significant(spec, both, n_i, n_j, tested_population(self.population))
     }
 
     /// Whether the significance test of every pair may have changed: its population did, or
@@ -306,10 +290,11 @@ impl RowTable {
     /// Releases the slot if nothing is kept for it and nothing refers to it.
     fn release_if_unused(&mut self, slot: Slot) {
         let at = slot as usize;
-        if self.users[at] == 0 && self.references[at] == 0 && self.rows[at].is_empty() {
+        if self.users[at] == 0 && self.references[at] == 0 && self.rows[at].is_empty() && self.partners[at].is_empty() {
             self.items.release(slot);
             // Drop the emptied maps' storage too.
             self.rows[at] = Row::default();
+            self.partners[at] = HashSet::default();
         }
     }
 }
@@ -319,51 +304,21 @@ fn best_first(ids: &[Id], a: &(Slot, i64), b: &(Slot, i64)) -> Ordering {
     b.1.cmp(&a.1).then_with(|| ids[a.0 as usize].cmp(&ids[b.0 as usize]))
 }
 
-/// The fingerprint term of a candidate `j` (its id's hash) with count `count`: the row's
-/// fingerprint is the XOR of its candidates' terms and [`users_term`] of its item's user count.
-fn count_term(j_hash: u64, count: i64) -> u64 {
-    mix(j_hash ^ mix(count as u64))
-}
-
-/// The fingerprint term of the row's item's user count `n` (none when 0, as for an empty row).
-fn users_term(n: i64) -> u64 {
-    if n == 0 {
-        0
-    } else {
-        mix(USERS_TAG ^ n as u64)
+/// The last of a row's `neighbours` in the ranking order, if it holds that many (it never holds
+/// more): a candidate must rank above it to enter.
+fn last_of(ids: &[Id], neighbours: &[(Slot, i64)], keep: usize) -> Option<(Slot, i64)> {
+    if neighbours.len() < keep {
+        return None;
     }
-}
-
-/// Tags that keep the fingerprint terms of a row's own user count, the tested population and the
-/// family apart from each other and from candidates' counts.
-const USERS_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
-const POPULATION_TAG: u64 = 0xbf58_476d_1ce4_e5b9;
-const CATALOGUE_TAG: u64 = 0x94d0_49bb_1331_11eb;
-
-/// A 64-bit mix (the splitmix64 finaliser): nearby inputs give unrelated outputs, so distinct
-/// inputs collide in a fingerprint with probability about 2^-64.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    neighbours.iter().copied().max_by(|a, b| best_first(ids, a, b))
 }
 
 /// The rows operator: per-item co-occurrence rows, each re-ranked at its phase times when its
 /// inputs changed, emitting only the rows that changed, as upserts.
 ///
 /// Co-occurrence counts are in `unit`s: `unit` is what one user's pair counts.
-///
-/// A row waits for its next full refresh only while more input can change it: not past the
-/// stream's end, once known, nor once the input has closed (so a finite dataflow completes).
-pub(super) fn rank_rows(
-    inputs: Updates<'_, RowInput>,
-    spec: SimilaritySpec,
-    tick: Time,
-    unit: i64,
-    end: StreamEnd,
-) -> RowUpserts<'_> {
-    let (refresh, full_refresh) = (spec.refresh.millis(), spec.full_refresh().millis());
+pub(super) fn rank_rows(inputs: Updates<'_, RowInput>, spec: SimilaritySpec, tick: Time, unit: i64) -> RowUpserts<'_> {
+    let refresh = spec.refresh.millis();
     let min_support = spec.min_support as i64 * unit;
     inputs.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
         Pipeline,
@@ -372,7 +327,7 @@ pub(super) fn rank_rows(
             let fresh = || RowsState { inbox: Inbox::default(), table: RowTable { unit, ..RowTable::default() } };
             let state = worker_state::keep(&info.address, fresh);
             state.borrow_mut().inbox.hold_from(&capability);
-            state.borrow_mut().table.derive_unsaved();
+            state.borrow_mut().table.derive_unsaved(spec.neighbours);
             move |(input, frontier), output| {
                 let RowsState { inbox, table } = &mut *state.borrow_mut();
                 inbox.absorb(input);
@@ -383,7 +338,6 @@ pub(super) fn rank_rows(
                     // Slots whose facts or references shrank: released at the end if unused.
                     let mut shrunk: Vec<Slot> = Vec::new();
                     let before = (table.population, table.catalogue);
-                    let mut refresh_all = false;
                     for (entry, diff) in batch {
                         match entry {
                             RowInput::Pairs(i, changes) => {
@@ -391,10 +345,9 @@ pub(super) fn rank_rows(
                                 let mut ranking_may_change = false;
                                 let mut any_removed = false;
                                 for (j, change) in changes {
-                                    let j_hash = j.hashed();
                                     let j = table.slot(&j, refresh, tick);
                                     let change = change * diff as i64;
-                                    ranking_may_change |= table.add_pair(i, j, j_hash, change, min_support);
+                                    ranking_may_change |= table.add_pair(i, j, change, min_support);
                                     if change < 0 {
                                         shrunk.push(j);
                                         any_removed = true;
@@ -419,43 +372,37 @@ pub(super) fn rank_rows(
                                     due.push(i);
                                 }
                             }
-                            RowInput::Refresh(i) => {
-                                if let Some(i) = table.items.get(&i) {
-                                    let row = &mut table.rows[i as usize];
-                                    row.refresh_scheduled = false;
-                                    row.forced = true;
-                                    due.push(i);
-                                }
-                            }
-                            RowInput::RefreshAll => refresh_all = true,
                         }
                     }
-                    if refresh_all || table.tests_changed(before, &spec) {
-                        dirty.extend(
-                            table
-                                .rows
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(i, row)| row.ranks_anything().then_some(i as Slot)),
-                        );
-                    }
-                    if refresh_all {
-                        for &i in &dirty {
-                            table.rows[i as usize].forced = true;
-                        }
+                    if table.tests_changed(before, &spec) {
+                        dirty.extend(table.rows.iter().enumerate().filter_map(|(i, row)| {
+                            (!row.strong.is_empty() || !row.emitted.is_empty()).then_some(i as Slot)
+                        }));
                     }
                     recounted.sort_unstable();
                     recounted.dedup();
                     for &j in &recounted {
-                        if table.rows[j as usize].ranks_anything() {
+                        let row = &table.rows[j as usize];
+                        if !row.strong.is_empty() || !row.emitted.is_empty() {
                             dirty.insert(j);
                         }
                     }
-                    // A change of a candidate's own user count alone does not re-rank a row: the
-                    // row keeps the similarities of its last ranking until its own inputs move.
+                    // A partner's row changes only if `j` is in it or can now enter it: a row that
+                    // is not dirty still holds its exact best neighbours, since every other
+                    // change to its candidates makes it dirty.
+                    for &j in &recounted {
+                        for &i in &table.partners[j as usize] {
+                            if table.rows[i as usize].scheduled || dirty.contains(&i) {
+                                continue;
+                            }
+                            if table.may_take(i, j, &spec) {
+                                dirty.insert(i);
+                            }
+                        }
+                    }
                     shrunk.extend(recounted);
                     // Changed rows are ranked at their next phase time: now, or later.
-                    for &i in &dirty {
+                    for i in dirty {
                         let phase = table.phases[i as usize];
                         let at = next_phase_time(phase, time, refresh);
                         if at == time {
@@ -468,38 +415,18 @@ pub(super) fn rank_rows(
                     due.sort_unstable();
                     due.dedup();
                     let mut session = output.session(&capability);
-                    for &i in &due {
-                        shrunk.push(i);
-                        // Inputs that changed and changed back leave the row as it was ranked.
-                        let inputs = table.inputs_now(i, &spec);
-                        let row = &mut table.rows[i as usize];
-                        if inputs == row.ranked && !row.forced {
-                            continue;
-                        }
-                        (row.ranked, row.forced) = (inputs, false);
+                    for i in due {
                         let best = rank_row(i, table, &spec);
                         if best != table.rows[i as usize].emitted {
                             let ids = table.items.ids();
                             let neighbours =
                                 std::sync::Arc::new(best.iter().map(|&(j, s)| (ids[j as usize].clone(), s)).collect());
                             session.give(((ids[i as usize].clone(), neighbours), time, 1));
+                            let last = last_of(ids, &best, spec.neighbours);
                             table.set_emitted(i, best, &mut shrunk);
+                            table.rows[i as usize].last = last;
                         }
-                    }
-                    drop(session);
-                    // Every row that ranks anything waits for its next full refresh time.
-                    let input_open = !frontier.frontier().is_empty();
-                    let before_end = |at: Time| end.get().is_none_or(|ends| at <= ends.results);
-                    for i in dirty.into_iter().chain(due) {
-                        let row = &table.rows[i as usize];
-                        if row.ranks_anything() && !row.refresh_scheduled && input_open {
-                            let item = table.items.id(i).clone();
-                            let at = next_refresh(&item, time + 1, full_refresh, tick);
-                            if before_end(at) {
-                                table.rows[i as usize].refresh_scheduled = true;
-                                inbox.schedule(&capability, RowInput::Refresh(item), at);
-                            }
-                        }
+                        shrunk.push(i);
                     }
                     shrunk.sort_unstable();
                     shrunk.dedup();
@@ -517,8 +444,11 @@ pub(super) fn rank_rows(
 impl Placed for RowInput {
     fn place(&self) -> Place {
         match self {
-            RowInput::Pairs(i, _) | RowInput::Rerank(i) | RowInput::Refresh(i) => Place::Key(i.hashed()),
-            RowInput::Users(_) | RowInput::Population | RowInput::RefreshAll => Place::Everywhere,
+            RowInput::Pairs(i, _) | RowInput::Rerank(i) => {
+                use differential_dataflow::Hashable;
+                Place::Key(i.hashed())
+            }
+            RowInput::Users(_) | RowInput::Population => Place::Everywhere,
         }
     }
 }
@@ -542,8 +472,12 @@ impl Rescale for RowsState {
             }
             let rows = std::mem::take(&mut from.rows);
             for (i, row) in rows.into_iter().enumerate() {
-                let owned = { to.owns(from.items.ids()[i].hashed()) };
-                if owned && !row.is_empty() {
+                let owned = {
+                    use differential_dataflow::Hashable;
+                    to.owns(from.items.ids()[i].hashed())
+                };
+                if owned && (!row.weak.is_empty() || !row.strong.is_empty() || !row.emitted.is_empty() || row.scheduled)
+                {
                     table.take_row(&from, i as Slot, row);
                 }
             }
